@@ -1,0 +1,39 @@
+/* CIDR lists for allow/deny rules: "127.0.0.0/8, ::1, 10.0.0.0/8:443" */
+#ifndef BERTH_CIDR_H
+#define BERTH_CIDR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+typedef struct cidr {
+    int family;         /* AF_INET or AF_INET6 */
+    uint8_t addr[16];   /* network byte order; IPv4 in the first 4 bytes */
+    uint8_t prefix;     /* 0..32 or 0..128 */
+    uint16_t port;      /* 0 = any port */
+} cidr_t;
+
+typedef struct cidr_list {
+    cidr_t *items;
+    size_t count;
+} cidr_list_t;
+
+/* Parse one entry: "1.2.3.0/24", "::1", "[::1]:443", "10.0.0.0/8:80", "*" (everything).
+ * with_port: accept an optional ":port" (IPv6 with a port must be bracketed).
+ * Returns 0 or -EINVAL. Host bits set beyond the prefix are an error. */
+int cidr_parse(const char *text, int with_port, cidr_t *out);
+/* Parse a comma- or space-separated list, appending to *list. On error returns -EINVAL and
+ * copies the offending entry into bad (NUL-terminated). */
+int cidr_list_parse(cidr_list_t *list, const char *text, int with_port, char *bad,
+                    size_t badlen);
+void cidr_list_free(cidr_list_t *list);
+/* Does `addr` (AF_INET, AF_INET6; v4-mapped v6 matches v4 rules) match an entry? A port in
+ * an entry must equal the address's port. AF_UNIX never matches. */
+int cidr_match(const cidr_t *c, const struct sockaddr *addr);
+int cidr_list_match(const cidr_list_t *list, const struct sockaddr *addr);
+
+/* allow/deny policy: denied if deny matches; else allowed if allow is empty or matches.
+ * AF_UNIX peers are always allowed (filesystem permissions guard them). */
+int cidr_permit(const cidr_list_t *allow, const cidr_list_t *deny, const struct sockaddr *addr);
+
+#endif

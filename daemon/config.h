@@ -1,0 +1,97 @@
+/*
+ * The parsed configuration: immutable once config_load() returns. Runtime code never
+ * sees INI text; a reload builds a whole new berth_config_t and swaps it.
+ */
+#ifndef BERTH_CONFIG_H
+#define BERTH_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "berth/handler.h"
+#include "cidr.h"
+
+#define BERTH_DEFAULT_CONF "/etc/berth/berth.conf"
+#define BERTH_DEFAULT_PLUGIN_DIR "/usr/lib/x86_64-linux-gnu/berth/plugins"
+#define BERTH_DEFAULT_ADMIN "/run/berth/admin.sock"
+#define BERTH_MAX_WORKERS 256
+#define BERTH_MAX_LISTENERS 256
+
+/* A key of a listener section that the daemon does not know: the plugin's to check. */
+typedef struct config_option {
+    char *key;
+    char *value;
+    const char *file; /* points into config->files */
+    int line;
+} config_option_t;
+
+typedef struct config_listener {
+    char *name; /* the section name */
+    const char *file;
+    int line; /* the section header's line */
+
+    berth_protocol_t protocol;
+    char *address; /* as written, for messages and diffing */
+    /* Resolved bind address: sockaddr_in/in6 for tcp/udp, sockaddr_un for unix/unixgram. */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+
+    char *handler;     /* as written ("echo" or a path) */
+    char *plugin_path; /* plugin_dir/NAME.so, or the path itself when it holds a '/' */
+    int handler_line;
+
+    uint32_t concurrency;    /* default 1024 */
+    uint64_t idle_timeout;   /* ms, 0 = none; default 5 min */
+    uint32_t backlog;        /* default 511 */
+    uint32_t mode;           /* unix socket file mode, default 0660 */
+    uint64_t write_buffer;   /* high watermark in bytes, default 256K; low is a quarter */
+    cidr_list_t allow;       /* empty = everyone (unless deny matches) */
+    cidr_list_t deny;
+
+    config_option_t *options; /* plugin keys, in file order */
+    size_t noptions;
+} config_listener_t;
+
+typedef struct berth_config {
+    char *path; /* the main file */
+    char **files; /* every file read (main first, then includes); owns the names */
+    size_t nfiles;
+
+    unsigned workers;  /* resolved: "auto" = number of CPUs, at least 1 */
+    int workers_auto;
+    char *user;        /* NULL when not set */
+    char *plugin_dir;
+    char *admin;       /* admin socket path; "" disables */
+    berth_log_level_t log_level;
+    char *log;         /* "stderr" (default) or "syslog" */
+    uint64_t shutdown_timeout; /* ms, default 30 s */
+
+    config_listener_t *listeners;
+    size_t nlisteners;
+} berth_config_t;
+
+/* Every error found, each as "FILE:LINE: message" (LINE 0 when it concerns a whole file). */
+typedef struct config_errors {
+    char **msgs;
+    size_t count;
+} config_errors_t;
+
+/*
+ * Parse `path` and its includes. On success returns 0 and stores a new config in *out.
+ * On failure returns -EINVAL (or -ENOMEM) and every error found is in *errs (the caller
+ * frees them with config_errors_free). Checks everything the daemon itself can: syntax,
+ * unknown [daemon] keys, values and units, addresses, duplicate sections and addresses,
+ * that each plugin file exists. It does not load plugins.
+ */
+int config_load(const char *path, berth_config_t **out, config_errors_t *errs);
+void config_free(berth_config_t *cfg);
+void config_errors_add(config_errors_t *errs, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void config_errors_free(config_errors_t *errs);
+
+const config_listener_t *config_find_listener(const berth_config_t *cfg, const char *name);
+const char *config_protocol_name(berth_protocol_t p);
+
+#endif

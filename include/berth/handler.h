@@ -1,0 +1,253 @@
+/*
+ * berth plugin contract.
+ *
+ * A plugin is a shared object that exports exactly one symbol, `berth_handler`, a
+ * `berth_handler_t` descriptor. berthd dlopen()s it with RTLD_NOW | RTLD_LOCAL, reads
+ * `abi_version` and `size` before anything else, and refuses the file on a mismatch.
+ *
+ * Everything the host offers a plugin comes through the `berth_host_t` table handed to
+ * `load()`: a plugin links against nothing of berthd's and needs no -rdynamic daemon.
+ * Build one out of tree with:
+ *
+ *     cc -shared -fPIC $(pkg-config --cflags berth) my.c -o my.so
+ *
+ * Compatibility rules (read these before changing this file):
+ *   - Fields of berth_handler_t and berth_host_t are only ever appended, never reordered
+ *     or removed. The host reads a plugin's descriptor only up to the `size` the plugin
+ *     was built with; a plugin MUST check `host->size` before calling a member added
+ *     after the one it needs (BERTH_HOST_HAS()).
+ *   - BERTH_ABI_VERSION changes only when an existing member changes meaning; the host
+ *     refuses any other version.
+ *
+ * Error convention: functions return 0 or a negative errno (as libuv does). If a function
+ * that takes a callback returns an error, the callback is never called.
+ *
+ * Threading: every callback runs on the worker's loop thread, except the `work` function
+ * given to host->work(), which runs on a thread pool and MUST NOT call into the host.
+ */
+#ifndef BERTH_HANDLER_H
+#define BERTH_HANDLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BERTH_ABI_VERSION 1u
+
+#if defined(__GNUC__)
+#define BERTH_EXPORT __attribute__((visibility("default")))
+#define BERTH_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define BERTH_EXPORT
+#define BERTH_PRINTF(f, a)
+#endif
+
+/* A connection (stream listeners) or one datagram and its replies (datagram listeners).
+ * Owned by the host; valid from setup() until finish() returns. */
+typedef struct berth_conn berth_conn_t;
+/* One listener section of the config, as one worker sees it. Owned by the host. */
+typedef struct berth_listener berth_listener_t;
+/* A timer bound to a connection; stopped and freed by the host when the connection ends. */
+typedef struct berth_timer berth_timer_t;
+
+typedef enum berth_log_level {
+    BERTH_LOG_ERROR = 0,
+    BERTH_LOG_WARN = 1,
+    BERTH_LOG_INFO = 2,
+    BERTH_LOG_DEBUG = 3,
+} berth_log_level_t;
+
+typedef enum berth_protocol {
+    BERTH_PROTO_TCP = 1,
+    BERTH_PROTO_UDP = 2,
+    BERTH_PROTO_UNIX = 3,     /* AF_UNIX, SOCK_STREAM */
+    BERTH_PROTO_UNIXGRAM = 4, /* AF_UNIX, SOCK_DGRAM */
+} berth_protocol_t;
+
+/* Why an outbound connect failed, for a plugin to map onto its own reply codes. */
+typedef enum berth_connect_error {
+    BERTH_CONNECT_OK = 0,
+    BERTH_CONNECT_FAILED = 1,      /* anything not listed below */
+    BERTH_CONNECT_DENIED = 2,      /* the plugin's `allow` callback refused every address */
+    BERTH_CONNECT_NET_UNREACH = 3, /* ENETUNREACH */
+    BERTH_CONNECT_HOST_UNREACH = 4,
+    BERTH_CONNECT_REFUSED = 5, /* ECONNREFUSED */
+    BERTH_CONNECT_TIMEOUT = 6,
+    BERTH_CONNECT_NO_NAME = 7, /* the name did not resolve */
+} berth_connect_error_t;
+
+/* The outcome of host->connect(): on success `peer` is a new host-owned connection with no
+ * plugin callbacks of its own, ready to be handed to host->relay(). */
+typedef struct berth_connect_result {
+    berth_connect_error_t error;
+    int sys_errno;                  /* the errno behind `error`, or 0 */
+    berth_conn_t *peer;             /* NULL unless error == BERTH_CONNECT_OK */
+    struct sockaddr_storage remote; /* the address that answered (or the last one tried) */
+    struct sockaddr_storage local;  /* our end of it: SOCKS5's BND.ADDR */
+} berth_connect_result_t;
+
+typedef void (*berth_timer_cb)(berth_conn_t *conn, void *arg);
+typedef void (*berth_work_fn)(void *arg); /* runs on a pool thread */
+typedef void (*berth_done_cb)(berth_conn_t *conn, void *arg, int status);
+typedef void (*berth_connect_cb)(berth_conn_t *conn, const berth_connect_result_t *result,
+                                 void *arg);
+/* Asked once per resolved address before connecting; return 0 to allow it. */
+typedef int (*berth_connect_allow_cb)(berth_conn_t *conn, const struct sockaddr *addr,
+                                      void *arg);
+
+/* Counters a relay reports when both of its directions are done. */
+typedef struct berth_relay_stats {
+    uint64_t bytes_up;   /* client -> peer */
+    uint64_t bytes_down; /* peer -> client */
+    int error;           /* 0, or the negative errno that ended it (UV_ETIMEDOUT on idle) */
+} berth_relay_stats_t;
+typedef void (*berth_relay_cb)(berth_conn_t *conn, const berth_relay_stats_t *stats, void *arg);
+
+/*
+ * What the host gives a plugin. Handed to load(); valid until the plugin is unloaded.
+ */
+typedef struct berth_host {
+    uint32_t abi_version; /* BERTH_ABI_VERSION of the host */
+    uint32_t size;        /* sizeof(berth_host_t) in the host: see BERTH_HOST_HAS */
+
+    /* Logging, with the listener and peer prefixed. `conn` MAY be NULL. */
+    void (*log)(berth_conn_t *conn, berth_log_level_t level, const char *fmt, ...)
+        BERTH_PRINTF(3, 4);
+    /* Logging from listener-level hooks (check/open/close). `l` MAY be NULL. */
+    void (*log_listener)(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
+        BERTH_PRINTF(3, 4);
+
+    /* Queue `len` bytes for the peer; the host copies them. On a datagram conn, sends one
+     * datagram to the sender. Returns 0, -EPIPE after close/shutdown, or -ENOMEM.
+     * Backpressure is the host's: past the high watermark it stops reading this conn and
+     * resumes below the low one; a plugin need not watch it. */
+    int (*write)(berth_conn_t *conn, const void *data, size_t len);
+    /* End the connection once queued writes are flushed. finish() follows. Idempotent. */
+    void (*close)(berth_conn_t *conn);
+    /* End it now, discarding queued writes (TCP: a reset). finish() follows. */
+    void (*abort)(berth_conn_t *conn);
+    /* Half-close: send EOF after queued writes; reading goes on. */
+    int (*shutdown)(berth_conn_t *conn);
+    /* Stop / resume reading on the plugin's own account (e.g. while disk work is pending).
+     * Counted: each pause needs its resume. Host backpressure is independent of it. */
+    void (*pause)(berth_conn_t *conn);
+    void (*resume)(berth_conn_t *conn);
+    /* Bytes queued and not yet written to the socket. */
+    size_t (*write_queue_size)(const berth_conn_t *conn);
+
+    /* The plugin's per-connection state: `conn_size` zeroed bytes, or NULL if 0. */
+    void *(*state)(berth_conn_t *conn);
+    /* What listener_open() stored for this conn's listener (NULL if none). */
+    void *(*listener_state)(berth_conn_t *conn);
+    berth_listener_t *(*listener)(berth_conn_t *conn);
+    /* Peer and local address. For a unix socket peer that did not bind, an AF_UNIX address
+     * with an empty path. */
+    const struct sockaddr *(*peer_addr)(const berth_conn_t *conn, socklen_t *len);
+    const struct sockaddr *(*local_addr)(const berth_conn_t *conn, socklen_t *len);
+    /* "127.0.0.1:5000", "[::1]:5000" or "unix:/path", for logs. */
+    const char *(*peer_name)(const berth_conn_t *conn);
+
+    /* Listener facts. */
+    const char *(*listener_name)(const berth_listener_t *l);
+    berth_protocol_t (*listener_protocol)(const berth_listener_t *l);
+    /* The value of a plugin key in this listener's section, or NULL. */
+    const char *(*option)(const berth_listener_t *l, const char *key);
+    /* Parse helpers, so every plugin speaks the config's units: "30s", "5m", "1h", "250ms"
+     * into milliseconds; "64K", "10M", "2G" into bytes. 0 or -EINVAL. */
+    int (*parse_duration)(const char *text, uint64_t *ms);
+    int (*parse_size)(const char *text, uint64_t *bytes);
+    int (*parse_bool)(const char *text, int *value);
+
+    /* A one-shot timer bound to `conn`; NULL on -ENOMEM. Stopped and freed when the conn
+     * ends; stop it earlier with timer_stop (which frees it: do not touch it after). */
+    berth_timer_t *(*timer_start)(berth_conn_t *conn, uint64_t ms, berth_timer_cb cb, void *arg);
+    void (*timer_stop)(berth_timer_t *timer);
+
+    /* Run `work(arg)` on the thread pool, then `done(conn, arg, status)` on the loop
+     * (status 0, or -ECANCELED if the conn was aborted meanwhile: `done` still runs, so
+     * the plugin can free `arg`). The conn stays alive, and finish() waits, until done. */
+    int (*work)(berth_conn_t *conn, berth_work_fn work, berth_done_cb done, void *arg);
+
+    /* Connect out to `host` (a name, or a literal IPv4/IPv6 address) and `port`; names are
+     * resolved off the loop and every address is tried in order until one connects. Each
+     * address is first offered to `allow` (MAY be NULL). `cb` runs exactly once, unless
+     * this returns an error. The pending connect ends with `conn`. */
+    int (*connect)(berth_conn_t *conn, const char *host, uint16_t port, uint64_t timeout_ms,
+                   berth_connect_allow_cb allow, berth_connect_cb cb, void *arg);
+    /* Pipe `conn` and `peer` (from connect) both ways until both directions are done:
+     * bounded buffers, reading one side only while the other can take it, EOF carried as
+     * shutdown(SHUT_WR), `idle_ms` without traffic ends it (0: no limit). Afterwards the
+     * plugin's handle() is no longer called for `conn`; `done` (MAY be NULL) runs once
+     * with the byte counts, then both connections close and finish() runs. */
+    int (*relay)(berth_conn_t *conn, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
+                 void *arg);
+} berth_host_t;
+
+/* True if the host's table has member `m` (a plugin built against a newer header). */
+#define BERTH_HOST_HAS(host, m)                                                                \
+    ((host)->size >= offsetof(berth_host_t, m) + sizeof(((berth_host_t *)0)->m))
+
+/*
+ * The descriptor a plugin exports. Every member but the first three MAY be NULL.
+ * Call order, per worker process:
+ *   load(host)                                 once, after the ABI check
+ *   for each listener using the plugin:
+ *     check_option(l, key, value, err) ...      once per key the daemon does not know
+ *     listener_open(l, &state)                 build per-listener state
+ *   worker_start()                             the loop is about to run
+ *   setup(conn) / handle(conn, data, len)... / finish(conn)   per connection
+ *   worker_stop()                              the loop has drained
+ *   listener_close(l, state) for each listener; unload()
+ */
+typedef struct berth_handler {
+    uint32_t abi_version; /* BERTH_ABI_VERSION */
+    uint32_t size;        /* sizeof(berth_handler_t) */
+    const char *name;     /* short name for logs, e.g. "echo" */
+    const char *version;  /* the plugin's own version string; MAY be NULL */
+    size_t conn_size;     /* bytes of zeroed per-connection state (host->state) */
+
+    /* Once per process. Keep `host`; return 0 or a negative errno. */
+    int (*load)(const berth_host_t *host);
+    void (*unload)(void);
+
+    /* A key of the listener's section that the daemon does not know. Return 0 to accept it;
+     * else write a message (no file or line: the host adds them) to err and return
+     * -EINVAL. Keys the plugin rejects fail the whole config. */
+    int (*check_option)(berth_listener_t *l, const char *key, const char *value, char *err,
+                        size_t errlen);
+    /* Build per-listener state once all options are checked (read them with host->option).
+     * Return 0 or a negative errno with a message in err. */
+    int (*listener_open)(berth_listener_t *l, void **state, char *err, size_t errlen);
+    void (*listener_close)(berth_listener_t *l, void *state);
+
+    void (*worker_start)(void);
+    void (*worker_stop)(void);
+
+    /* A new connection (stream) or datagram. Return 0, or a negative errno to refuse it
+     * (the host closes it and calls finish()). */
+    int (*setup)(berth_conn_t *conn);
+    /* Bytes read (stream: any chunk, no framing; datagram: one whole datagram). `data` is
+     * valid only during the call. */
+    void (*handle)(berth_conn_t *conn, const void *data, size_t len);
+    /* The peer sent EOF on a stream. If NULL, the host closes the conn once its writes are
+     * flushed; else the plugin decides (e.g. host->close after its replies). */
+    void (*eof)(berth_conn_t *conn);
+    /* The conn ends, for whatever reason. Called exactly once per successful or failed
+     * setup(). Release everything but the state memory, which the host frees. */
+    void (*finish)(berth_conn_t *conn);
+} berth_handler_t;
+
+/* Start a descriptor: `BERTH_HANDLER = { BERTH_HANDLER_INIT("echo"), .handle = ... };` */
+#define BERTH_HANDLER_INIT(plugin_name)                                                        \
+    .abi_version = BERTH_ABI_VERSION, .size = sizeof(berth_handler_t), .name = (plugin_name)
+#define BERTH_HANDLER BERTH_EXPORT const berth_handler_t berth_handler
+#define BERTH_HANDLER_SYMBOL "berth_handler"
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BERTH_HANDLER_H */
