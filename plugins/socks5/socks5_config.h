@@ -1,0 +1,54 @@
+/*
+ * The socks5 listener options, checked and built into an immutable struct before the loop
+ * runs; connections only ever read it.
+ *
+ *   auth = none | password        default none
+ *   users = FILE                  name:crypt-hash lines; required by auth = password
+ *   allow_dest = CIDR[:port], ... destinations a CONNECT may reach; default: none at all
+ *   deny_dest = CIDR[:port], ...  carved out of allow_dest
+ *   handshake_timeout = 10s       from accept until the request is read
+ *   connect_timeout = 10s         from the request until the destination answers
+ *   relay_idle_timeout = 5m       no traffic either way for this long ends a relay; 0: never
+ */
+#ifndef BERTH_SOCKS5_CONFIG_H
+#define BERTH_SOCKS5_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "berth/handler.h"
+#include "cidr.h"
+#include "socks5_users.h"
+
+#define SOCKS5_DEFAULT_HANDSHAKE_MS (10u * 1000u)
+#define SOCKS5_DEFAULT_CONNECT_MS (10u * 1000u)
+#define SOCKS5_DEFAULT_IDLE_MS (5u * 60u * 1000u)
+
+typedef struct socks5_config {
+    uint8_t method;         /* SOCKS5_METHOD_NONE or SOCKS5_METHOD_PASSWORD */
+    socks5_users_t *users;  /* non-NULL exactly when method is PASSWORD */
+    cidr_list_t allow_dest; /* empty: nothing allowed */
+    cidr_list_t deny_dest;
+    uint64_t handshake_ms;
+    uint64_t connect_ms;
+    uint64_t idle_ms;
+} socks5_config_t;
+
+/* How options are read: host->option for a listener, or a test's table. */
+typedef const char *(*socks5_option_fn)(void *ctx, const char *key);
+
+/* One key of the listener section: 0, or -EINVAL with a message in err. */
+int socks5_config_check(const berth_host_t *host, const char *key, const char *value, char *err,
+                        size_t errlen);
+/* Every option at once, with the checks that span keys. 0 and a config in *out, or a
+ * negative errno with a message in err. */
+int socks5_config_build(const berth_host_t *host, socks5_option_fn get, void *ctx,
+                        socks5_config_t **out, char *err, size_t errlen);
+void socks5_config_free(socks5_config_t *cfg);
+
+/* May a CONNECT reach `addr` (its port included)? Denied if deny_dest matches; else allowed
+ * only if allow_dest matches. */
+int socks5_dest_allowed(const socks5_config_t *cfg, const struct sockaddr *addr);
+
+#endif

@@ -1,0 +1,207 @@
+/* Unit tests for the socks5 options and destination rules (socks5_config.c). The host
+ * table holds the daemon's own duration parser, as berthd hands it to the plugin. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <arpa/inet.h>
+#include <crypt.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "socks5_config.h"
+#include "socks5_proto.h"
+#include "units.h"
+
+static berth_host_t host = {
+    .abi_version = BERTH_ABI_VERSION,
+    .size = sizeof(berth_host_t),
+    .parse_duration = units_parse_duration,
+    .parse_size = units_parse_size,
+    .parse_bool = units_parse_bool,
+};
+
+/* Options as a NULL-terminated key, value, key, value... array. */
+static const char *table_get(void *ctx, const char *key)
+{
+    const char **kv = ctx;
+
+    for (; kv[0] != NULL; kv += 2)
+        if (strcmp(kv[0], key) == 0)
+            return kv[1];
+    return NULL;
+}
+
+static int check(const char *key, const char *value, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    return socks5_config_check(&host, key, value, err, errlen);
+}
+
+static void test_check_options(void **state)
+{
+    char err[512];
+
+    assert_int_equal(check("auth", "none", err, sizeof(err)), 0);
+    assert_int_equal(check("auth", "password", err, sizeof(err)), 0);
+    assert_int_equal(check("auth", "gssapi", err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "gssapi"));
+
+    assert_int_equal(
+        check("allow_dest", "127.0.0.0/8, ::1, [::1]:8080 10.0.0.0/8:443", err, sizeof(err)), 0);
+    assert_int_equal(check("deny_dest", "127.0.0.1:22", err, sizeof(err)), 0);
+    assert_int_equal(check("allow_dest", "127.0.0.1/33", err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "allow_dest"));
+    assert_int_equal(check("deny_dest", "example.com", err, sizeof(err)), -EINVAL);
+
+    assert_int_equal(check("handshake_timeout", "250ms", err, sizeof(err)), 0);
+    assert_int_equal(check("connect_timeout", "1m", err, sizeof(err)), 0);
+    assert_int_equal(check("connect_timeout", "0", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check("handshake_timeout", "soon", err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "soon"));
+    assert_int_equal(check("relay_idle_timeout", "0", err, sizeof(err)), 0);
+    assert_int_equal(check("relay_idle_timeout", "-1s", err, sizeof(err)), -EINVAL);
+
+    assert_int_equal(check("users", "/nonexistent/users", err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "/nonexistent/users"));
+
+    assert_int_equal(check("alow_dest", "127.0.0.1", err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "unknown option 'alow_dest'"));
+}
+
+static socks5_config_t *build(const char **kv, int want_rc, const char *want_err)
+{
+    socks5_config_t *cfg = NULL;
+    char err[512] = "";
+    int rc = socks5_config_build(&host, table_get, kv, &cfg, err, sizeof(err));
+
+    assert_int_equal(rc, want_rc);
+    if (want_err != NULL && strstr(err, want_err) == NULL)
+        fail_msg("error '%s' does not mention '%s'", err, want_err);
+    return cfg;
+}
+
+static int allowed(const socks5_config_t *cfg, const char *ip, uint16_t port)
+{
+    struct sockaddr_storage ss;
+
+    memset(&ss, 0, sizeof(ss));
+    if (strchr(ip, ':') != NULL) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(port);
+        assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(port);
+        assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
+    }
+    return socks5_dest_allowed(cfg, (const struct sockaddr *)&ss);
+}
+
+static void test_defaults_allow_nothing(void **state)
+{
+    const char *kv[] = {NULL};
+    socks5_config_t *cfg = build(kv, 0, NULL);
+
+    assert_int_equal(cfg->method, SOCKS5_METHOD_NONE);
+    assert_null(cfg->users);
+    assert_int_equal(cfg->handshake_ms, 10000);
+    assert_int_equal(cfg->connect_ms, 10000);
+    assert_int_equal(cfg->idle_ms, 300000);
+    /* Never an open proxy by default. */
+    assert_int_equal(allowed(cfg, "127.0.0.1", 80), 0);
+    assert_int_equal(allowed(cfg, "::1", 80), 0);
+    assert_int_equal(allowed(cfg, "8.8.8.8", 53), 0);
+    socks5_config_free(cfg);
+}
+
+static void test_rules(void **state)
+{
+    const char *kv[] = {"allow_dest",
+                        "127.0.0.0/8, [::1]:8080",
+                        "deny_dest",
+                        "127.0.0.1:22, 127.0.0.2",
+                        "handshake_timeout",
+                        "3s",
+                        "connect_timeout",
+                        "1500ms",
+                        "relay_idle_timeout",
+                        "0",
+                        NULL};
+    socks5_config_t *cfg = build(kv, 0, NULL);
+
+    assert_int_equal(cfg->handshake_ms, 3000);
+    assert_int_equal(cfg->connect_ms, 1500);
+    assert_int_equal(cfg->idle_ms, 0);
+    assert_int_equal(allowed(cfg, "127.0.0.1", 80), 1);
+    assert_int_equal(allowed(cfg, "127.255.0.9", 1), 1);
+    assert_int_equal(allowed(cfg, "127.0.0.1", 22), 0);        /* deny with a port */
+    assert_int_equal(allowed(cfg, "127.0.0.2", 80), 0);        /* deny without one */
+    assert_int_equal(allowed(cfg, "::ffff:127.0.0.1", 80), 1); /* v4-mapped is v4 */
+    assert_int_equal(allowed(cfg, "::ffff:127.0.0.1", 22), 0);
+    assert_int_equal(allowed(cfg, "::1", 8080), 1);
+    assert_int_equal(allowed(cfg, "::1", 8081), 0);
+    assert_int_equal(allowed(cfg, "128.0.0.1", 80), 0);
+    assert_int_equal(allowed(cfg, "::2", 8080), 0);
+    socks5_config_free(cfg);
+}
+
+static void test_auth_needs_users(void **state)
+{
+    const char *password_only[] = {"auth", "password", NULL};
+    const char *users_only[] = {"users", "/nonexistent", NULL};
+    const char *missing_file[] = {"auth", "password", "users", "/nonexistent/u", NULL};
+    const char *bad_auth[] = {"auth", "yes", NULL};
+    const char *bad_rule[] = {"allow_dest", "1.2.3.4/8", NULL};
+
+    assert_null(build(password_only, -EINVAL, "needs users"));
+    assert_null(build(users_only, -EINVAL, "auth = password"));
+    assert_null(build(missing_file, -ENOENT, "/nonexistent/u"));
+    assert_null(build(bad_auth, -EINVAL, "auth"));
+    assert_null(build(bad_rule, -EINVAL, "1.2.3.4/8"));
+}
+
+static void test_password_config(void **state)
+{
+    char path[] = "/tmp/test_socks5_config.XXXXXX";
+    char salt[CRYPT_GENSALT_OUTPUT_SIZE];
+    struct crypt_data cd;
+    int fd = mkstemp(path);
+    const char *kv[] = {"auth", "password", "users", path, NULL};
+    socks5_config_t *cfg;
+    FILE *f;
+
+    assert_true(fd >= 0);
+    f = fdopen(fd, "w");
+    assert_non_null(f);
+    memset(&cd, 0, sizeof(cd));
+    assert_non_null(crypt_gensalt_rn("$6$", 0, NULL, 0, salt, sizeof(salt)));
+    fprintf(f, "carol:%s\n", crypt_rn("pw", salt, &cd, sizeof(cd)));
+    fclose(f);
+
+    cfg = build(kv, 0, NULL);
+    assert_int_equal(cfg->method, SOCKS5_METHOD_PASSWORD);
+    assert_non_null(cfg->users);
+    assert_int_equal(cfg->users->count, 1);
+    socks5_config_free(cfg);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_check_options),   cmocka_unit_test(test_defaults_allow_nothing),
+        cmocka_unit_test(test_rules),           cmocka_unit_test(test_auth_needs_users),
+        cmocka_unit_test(test_password_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
