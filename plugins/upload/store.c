@@ -1,0 +1,198 @@
+/* Putting one uploaded file on disk: see store.h. */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void upload_store_init(upload_store_t *s, int dirfd)
+{
+    memset(s, 0, sizeof(*s));
+    s->dirfd = dirfd;
+    s->fd = -1;
+}
+
+static void free_digests(upload_store_t *s)
+{
+    EVP_MD_CTX_free(s->sha256);
+    EVP_MD_CTX_free(s->md5);
+    s->sha256 = s->md5 = NULL;
+}
+
+void upload_store_discard(upload_store_t *s)
+{
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+    if (s->tmp[0] != '\0') {
+        unlinkat(s->dirfd, s->tmp, 0);
+        s->tmp[0] = '\0';
+    }
+    free_digests(s);
+}
+
+static int digest_new(upload_md_ctx_t **ctx, const EVP_MD *md)
+{
+    *ctx = EVP_MD_CTX_new();
+    if (*ctx == NULL || EVP_DigestInit_ex(*ctx, md, NULL) != 1)
+        return -ENOMEM;
+    return 0;
+}
+
+static int create_temp(upload_store_t *s)
+{
+    /* A random name, created exclusively: an attacker who can guess it still cannot make us
+     * open their file, and O_NOFOLLOW refuses a symlink planted under it. */
+    for (int tries = 0; tries < 16; tries++) {
+        unsigned char rnd[12];
+        char hex[2 * sizeof(rnd) + 1];
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+            return -errno ? -errno : -EIO;
+        upload_hex(rnd, sizeof(rnd), hex);
+        snprintf(s->tmp, sizeof(s->tmp), "%s%s", UPLOAD_TMP_PREFIX, hex);
+        s->fd =
+            openat(s->dirfd, s->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (s->fd >= 0)
+            return 0;
+        int e = errno;
+        s->tmp[0] = '\0';
+        if (e != EEXIST)
+            return -e;
+    }
+    return -EEXIST;
+}
+
+int upload_store_open(upload_store_t *s, const upload_header_t *h, int overwrite, uint64_t reserve)
+{
+    struct stat st;
+    int r;
+
+    if (!overwrite && fstatat(s->dirfd, h->name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        return -EEXIST;
+    if ((r = create_temp(s)) != 0)
+        goto fail;
+    if ((r = digest_new(&s->sha256, EVP_sha256())) != 0)
+        goto fail;
+    if (h->has_md5 && (r = digest_new(&s->md5, EVP_md5())) != 0)
+        goto fail;
+    if (reserve > 0 && reserve <= INT64_MAX &&
+        fallocate(s->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)reserve) != 0) {
+        /* Only a real shortage of space is fatal; a file system without fallocate is fine. */
+        if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) {
+            r = -errno;
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    upload_store_discard(s);
+    return r;
+}
+
+int upload_store_write(upload_store_t *s, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    size_t left = len;
+
+    if (s->fd < 0)
+        return -EBADF;
+    while (left > 0) {
+        ssize_t n = pwrite(s->fd, p, left, (off_t)s->written);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        p += n;
+        left -= (size_t)n;
+        s->written += (uint64_t)n;
+    }
+    if (EVP_DigestUpdate(s->sha256, data, len) != 1 ||
+        (s->md5 && EVP_DigestUpdate(s->md5, data, len) != 1))
+        return -EIO;
+    return 0;
+}
+
+static int place(upload_store_t *s, const char *name, int overwrite)
+{
+    if (overwrite)
+        return renameat(s->dirfd, s->tmp, s->dirfd, name) == 0 ? 0 : -errno;
+    /* Never replace: RENAME_NOREPLACE is atomic; where the file system lacks it, link() is
+     * too (it fails on an existing name), then the temporary name goes. */
+    if (renameat2(s->dirfd, s->tmp, s->dirfd, name, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -errno;
+    if (linkat(s->dirfd, s->tmp, s->dirfd, name, 0) != 0)
+        return -errno;
+    unlinkat(s->dirfd, s->tmp, 0);
+    return 0;
+}
+
+int upload_store_commit(upload_store_t *s, const upload_header_t *h, int overwrite, int do_fsync,
+                        unsigned char sha256[32], const char **why)
+{
+    unsigned char md5[16];
+    unsigned int n;
+    int r;
+
+    *why = NULL;
+    if (s->fd < 0 || s->written != h->size) {
+        *why = "file size does not match file_size";
+        r = -EBADMSG;
+        goto fail;
+    }
+    if (EVP_DigestFinal_ex(s->sha256, sha256, &n) != 1 || n != 32) {
+        r = -EIO;
+        goto fail;
+    }
+    if (h->has_sha256 && memcmp(sha256, h->sha256, 32) != 0) {
+        *why = "sha256 does not match the file received";
+        r = -EBADMSG;
+        goto fail;
+    }
+    if (s->md5) {
+        if (EVP_DigestFinal_ex(s->md5, md5, &n) != 1 || n != 16) {
+            r = -EIO;
+            goto fail;
+        }
+        if (memcmp(md5, h->md5, 16) != 0) {
+            *why = "md5 does not match the file received";
+            r = -EBADMSG;
+            goto fail;
+        }
+    }
+    if (do_fsync && fsync(s->fd) != 0) {
+        r = -errno;
+        goto fail;
+    }
+    r = close(s->fd);
+    s->fd = -1;
+    if (r != 0) {
+        r = -errno;
+        goto fail;
+    }
+    if ((r = place(s, h->name, overwrite)) != 0)
+        goto fail;
+    s->tmp[0] = '\0';
+    /* The rename is durable only once the directory is. If that fails the caller is told
+     * the file was not stored, so it must not stay under its name either. */
+    if (do_fsync && fsync(s->dirfd) != 0) {
+        r = -errno;
+        unlinkat(s->dirfd, h->name, 0);
+        goto fail;
+    }
+    free_digests(s);
+    return 0;
+fail:
+    upload_store_discard(s);
+    return r;
+}

@@ -1,0 +1,56 @@
+/*
+ * Putting one uploaded file on disk, safely: a temporary file created with O_EXCL in the
+ * upload dir (opened by fd: nothing here ever resolves a path outside it, and no symlink is
+ * followed), hashed as it is written, verified, fsync()ed, renamed into place (without ever
+ * replacing an existing name when overwrite is off, even in a race), and the dir fsync()ed.
+ * Every failure removes the temporary file.
+ *
+ * These calls block on the disk: the plugin runs them off the loop thread. A store is used by
+ * one thread at a time.
+ */
+#ifndef BERTH_UPLOAD_STORE_H
+#define BERTH_UPLOAD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "header.h"
+
+typedef struct evp_md_ctx_st upload_md_ctx_t; /* OpenSSL's EVP_MD_CTX */
+
+typedef struct upload_store {
+    int dirfd; /* borrowed: the upload dir */
+    int fd;    /* the temporary file, or -1 */
+    char tmp[sizeof(UPLOAD_TMP_PREFIX) + 32];
+    uint64_t written;
+    upload_md_ctx_t *sha256;
+    upload_md_ctx_t *md5; /* only when the client sent an md5 */
+} upload_store_t;
+
+/* A store that holds nothing yet (safe to discard). */
+void upload_store_init(upload_store_t *s, int dirfd);
+
+/*
+ * Create the temporary file for `h`. With overwrite off, refuse early (-EEXIST) if the name
+ * is already taken; commit checks again, atomically. `reserve` bytes are reserved on disk
+ * (fallocate, where the file system has it) so a full disk is found before the body is sent.
+ * 0 or a negative errno; on error nothing is left behind.
+ */
+int upload_store_open(upload_store_t *s, const upload_header_t *h, int overwrite, uint64_t reserve);
+
+/* Append and hash. 0 or a negative errno (the caller then discards). */
+int upload_store_write(upload_store_t *s, const void *data, size_t len);
+
+/*
+ * Check size and digests against `h`, fsync (if do_fsync), rename into place, fsync the dir.
+ * On success the file is stored, `sha256` holds its digest, and the store is empty. On error
+ * (-EBADMSG for a digest mismatch with *why set, -EEXIST for a name taken meanwhile, or any
+ * errno of the disk) the temporary file is removed.
+ */
+int upload_store_commit(upload_store_t *s, const upload_header_t *h, int overwrite, int do_fsync,
+                        unsigned char sha256[32], const char **why);
+
+/* Close and remove the temporary file, if any. Idempotent. */
+void upload_store_discard(upload_store_t *s);
+
+#endif
