@@ -42,12 +42,12 @@ typedef struct config_listener {
     char *plugin_path; /* plugin_dir/NAME.so, or the path itself when it holds a '/' */
     int handler_line;
 
-    uint32_t concurrency;    /* default 1024 */
-    uint64_t idle_timeout;   /* ms, 0 = none; default 5 min */
-    uint32_t backlog;        /* default 511 */
-    uint32_t mode;           /* unix socket file mode, default 0660 */
-    uint64_t write_buffer;   /* high watermark in bytes, default 256K; low is a quarter */
-    cidr_list_t allow;       /* empty = everyone (unless deny matches) */
+    uint32_t concurrency;  /* default 1024 */
+    uint64_t idle_timeout; /* ms, 0 = none; default 5 min */
+    uint32_t backlog;      /* default 511 */
+    uint32_t mode;         /* unix socket file mode, default 0660 */
+    uint64_t write_buffer; /* high watermark in bytes, default 256K; low is a quarter */
+    cidr_list_t allow;     /* empty = everyone (unless deny matches) */
     cidr_list_t deny;
 
     config_option_t *options; /* plugin keys, in file order */
@@ -55,17 +55,17 @@ typedef struct config_listener {
 } config_listener_t;
 
 typedef struct berth_config {
-    char *path; /* the main file */
+    char *path;   /* the main file */
     char **files; /* every file read (main first, then includes); owns the names */
     size_t nfiles;
 
-    unsigned workers;  /* resolved: "auto" = number of CPUs, at least 1 */
+    unsigned workers; /* resolved: "auto" = number of CPUs, at least 1 */
     int workers_auto;
-    char *user;        /* NULL when not set */
+    char *user; /* NULL when not set */
     char *plugin_dir;
-    char *admin;       /* admin socket path; "" disables */
+    char *admin; /* admin socket path; "" disables */
     berth_log_level_t log_level;
-    char *log;         /* "stderr" (default) or "syslog" */
+    char *log;                 /* "stderr" (default) or "syslog" */
     uint64_t shutdown_timeout; /* ms, default 30 s */
 
     config_listener_t *listeners;
@@ -80,12 +80,26 @@ typedef struct config_errors {
 
 /*
  * Parse `path` and its includes. On success returns 0 and stores a new config in *out.
- * On failure returns -EINVAL (or -ENOMEM) and every error found is in *errs (the caller
- * frees them with config_errors_free). Checks everything the daemon itself can: syntax,
- * unknown [daemon] keys, values and units, addresses, duplicate sections and addresses,
- * that each plugin file exists. It does not load plugins.
+ * On failure returns -EINVAL (or -ENOMEM), sets *out to NULL, and every error found is in
+ * *errs (appended, in the order found: start from `config_errors_t errs = {0};` and free them
+ * with config_errors_free; `errs` MAY be NULL). Checks everything the daemon itself can:
+ * syntax, unknown [daemon] keys, values and units, addresses, duplicate keys, sections and
+ * addresses, that each plugin file exists. It does not load plugins.
+ * Relative paths in a file (include, plugin_dir, a handler path) are relative to the
+ * directory of that file.
  */
 int config_load(const char *path, berth_config_t **out, config_errors_t *errs);
+
+/* config_load_string() flags. */
+#define CONFIG_LOAD_NO_INCLUDE 0x1u /* `include` is an error: for text from an untrusted source */
+
+/*
+ * The same, for `len` bytes of config text in memory (it need not be NUL-terminated and may
+ * hold NUL bytes, which are errors). `name` stands for the file in messages; relative paths
+ * (includes, plugin_dir, handler paths) are taken from its directory.
+ */
+int config_load_string(const char *name, const char *text, size_t len, unsigned flags,
+                       berth_config_t **out, config_errors_t *errs);
 void config_free(berth_config_t *cfg);
 void config_errors_add(config_errors_t *errs, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

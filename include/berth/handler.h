@@ -96,8 +96,7 @@ typedef void (*berth_done_cb)(berth_conn_t *conn, void *arg, int status);
 typedef void (*berth_connect_cb)(berth_conn_t *conn, const berth_connect_result_t *result,
                                  void *arg);
 /* Asked once per resolved address before connecting; return 0 to allow it. */
-typedef int (*berth_connect_allow_cb)(berth_conn_t *conn, const struct sockaddr *addr,
-                                      void *arg);
+typedef int (*berth_connect_allow_cb)(berth_conn_t *conn, const struct sockaddr *addr, void *arg);
 
 /* Counters a relay reports when both of its directions are done. */
 typedef struct berth_relay_stats {
@@ -188,7 +187,7 @@ typedef struct berth_host {
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */
-#define BERTH_HOST_HAS(host, m)                                                                \
+#define BERTH_HOST_HAS(host, m)                                                                    \
     ((host)->size >= offsetof(berth_host_t, m) + sizeof(((berth_host_t *)0)->m))
 
 /*
@@ -242,7 +241,7 @@ typedef struct berth_handler {
 } berth_handler_t;
 
 /* Start a descriptor: `BERTH_HANDLER = { BERTH_HANDLER_INIT("echo"), .handle = ... };` */
-#define BERTH_HANDLER_INIT(plugin_name)                                                        \
+#define BERTH_HANDLER_INIT(plugin_name)                                                            \
     .abi_version = BERTH_ABI_VERSION, .size = sizeof(berth_handler_t), .name = (plugin_name)
 #define BERTH_HANDLER BERTH_EXPORT const berth_handler_t berth_handler
 #define BERTH_HANDLER_SYMBOL "berth_handler"

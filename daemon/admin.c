@@ -1,0 +1,394 @@
+#include "admin.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "listen.h"
+#include "log.h"
+#include "master.h"
+
+#define REQUEST_MAX 256
+
+struct admin {
+    struct master *m;
+    lsock_t sock;
+    uv_pipe_t server;
+    int server_init;
+};
+
+typedef struct admin_client {
+    uv_pipe_t pipe;
+    admin_t *a;
+    char req[REQUEST_MAX];
+    size_t len;
+    int answered;
+} admin_client_t;
+
+/* ---- a growable text buffer, capped by what a status can hold ---- */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf_t;
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        int n = b->p ? vsnprintf(b->p + b->len, room, fmt, ap) : -1;
+        va_end(ap);
+        if (n >= 0 && (size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        if (n >= 0 && cap < b->len + (size_t)n + 1)
+            cap = b->len + (size_t)n + 1;
+        char *p = realloc(b->p, cap);
+        if (p == NULL)
+            return;
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+static void json_str(sbuf_t *b, const char *s)
+{
+    sb_printf(b, "\"");
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            sb_printf(b, "\\%c", ch);
+        else if (ch < 0x20)
+            sb_printf(b, "\\u%04x", ch);
+        else
+            sb_printf(b, "%c", ch);
+    }
+    sb_printf(b, "\"");
+}
+
+static const char *worker_state_name(int s)
+{
+    switch (s) {
+    case WORKER_STARTING:
+        return "starting";
+    case WORKER_READY:
+        return "serving";
+    case WORKER_DRAINING:
+        return "draining";
+    default:
+        return "free";
+    }
+}
+
+static void human_bytes(uint64_t v, char *buf, size_t len)
+{
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double d = (double)v;
+    int i = 0;
+    while (d >= 1024 && i < 4) {
+        d /= 1024;
+        i++;
+    }
+    if (i == 0)
+        snprintf(buf, len, "%llu B", (unsigned long long)v);
+    else
+        snprintf(buf, len, "%.1f %s", d, u[i]);
+}
+
+char *admin_status(struct master *m, int json)
+{
+    stats_t *st = m->stats;
+    sbuf_t b = {0};
+    uint64_t now = stats_now_ms();
+    uint64_t uptime = (now - st->started_ms) / 1000;
+    const berth_config_t *cfg = master_config(m);
+    if (json) {
+        sb_printf(&b, "{\"pid\":%d,\"uptime_s\":%llu,\"generation\":%llu,", (int)getpid(),
+                  (unsigned long long)uptime, (unsigned long long)atomic_load(&st->generation));
+        sb_printf(&b,
+                  "\"reloads_ok\":%llu,\"reloads_failed\":%llu,\"worker_restarts\":%llu,"
+                  "\"worker_crashes\":%llu,\"config\":",
+                  (unsigned long long)atomic_load(&st->reloads_ok),
+                  (unsigned long long)atomic_load(&st->reloads_failed),
+                  (unsigned long long)atomic_load(&st->worker_restarts),
+                  (unsigned long long)atomic_load(&st->worker_crashes));
+        json_str(&b, m->conf_path);
+        sb_printf(&b, ",\"listeners\":[");
+        int first = 1;
+        for (int i = 0; i < STATS_LISTENERS; i++) {
+            stats_listener_t *l = &st->listeners[i];
+            if (!l->in_use)
+                continue;
+            sb_printf(&b, "%s{\"name\":", first ? "" : ",");
+            json_str(&b, l->name);
+            sb_printf(&b, ",\"protocol\":\"%s\",\"address\":",
+                      config_protocol_name((berth_protocol_t)l->protocol));
+            json_str(&b, l->address);
+            sb_printf(&b,
+                      ",\"active\":%llu,\"accepted\":%llu,\"refused_acl\":%llu,"
+                      "\"refused_limit\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+                      "\"errors\":%llu,\"idle_closed\":%llu}",
+                      (unsigned long long)atomic_load(&l->active),
+                      (unsigned long long)atomic_load(&l->accepted),
+                      (unsigned long long)atomic_load(&l->refused_acl),
+                      (unsigned long long)atomic_load(&l->refused_limit),
+                      (unsigned long long)atomic_load(&l->bytes_in),
+                      (unsigned long long)atomic_load(&l->bytes_out),
+                      (unsigned long long)atomic_load(&l->errors),
+                      (unsigned long long)atomic_load(&l->idle_closed));
+            first = 0;
+        }
+        sb_printf(&b, "],\"workers\":[");
+        first = 1;
+        for (int i = 0; i < STATS_WORKERS; i++) {
+            stats_worker_t *w = &st->workers[i];
+            int s = atomic_load(&w->state);
+            if (s == WORKER_FREE)
+                continue;
+            sb_printf(&b,
+                      "%s{\"index\":%u,\"pid\":%d,\"generation\":%u,\"state\":\"%s\","
+                      "\"active\":%llu,\"accepted\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+                      "\"uptime_s\":%llu}",
+                      first ? "" : ",", w->index + 1, (int)w->pid, w->generation,
+                      worker_state_name(s), (unsigned long long)atomic_load(&w->active),
+                      (unsigned long long)atomic_load(&w->accepted),
+                      (unsigned long long)atomic_load(&w->bytes_in),
+                      (unsigned long long)atomic_load(&w->bytes_out),
+                      (unsigned long long)((now - w->started_ms) / 1000));
+            first = 0;
+        }
+        sb_printf(&b, "]}\n");
+        return b.p;
+    }
+    sb_printf(&b, "berthd %s, pid %d, up %llud %02lluh%02llum%02llus, config %s\n", BERTH_VERSION,
+              (int)getpid(), (unsigned long long)(uptime / 86400),
+              (unsigned long long)(uptime / 3600 % 24), (unsigned long long)(uptime / 60 % 60),
+              (unsigned long long)(uptime % 60), m->conf_path);
+    sb_printf(&b,
+              "generation %llu; reloads %llu ok, %llu failed; workers restarted %llu "
+              "(%llu crashes)\n\n",
+              (unsigned long long)atomic_load(&st->generation),
+              (unsigned long long)atomic_load(&st->reloads_ok),
+              (unsigned long long)atomic_load(&st->reloads_failed),
+              (unsigned long long)atomic_load(&st->worker_restarts),
+              (unsigned long long)atomic_load(&st->worker_crashes));
+    sb_printf(&b, "%-16s %-8s %-28s %7s %10s %9s %10s %10s %7s\n", "LISTENER", "PROTO", "ADDRESS",
+              "ACTIVE", "ACCEPTED", "REFUSED", "IN", "OUT", "ERRORS");
+    for (int i = 0; i < STATS_LISTENERS; i++) {
+        stats_listener_t *l = &st->listeners[i];
+        if (!l->in_use)
+            continue;
+        char in[32], out[32];
+        human_bytes(atomic_load(&l->bytes_in), in, sizeof in);
+        human_bytes(atomic_load(&l->bytes_out), out, sizeof out);
+        sb_printf(
+            &b, "%-16s %-8s %-28s %7llu %10llu %9llu %10s %10s %7llu\n", l->name,
+            config_protocol_name((berth_protocol_t)l->protocol), l->address,
+            (unsigned long long)atomic_load(&l->active),
+            (unsigned long long)atomic_load(&l->accepted),
+            (unsigned long long)(atomic_load(&l->refused_acl) + atomic_load(&l->refused_limit)), in,
+            out, (unsigned long long)atomic_load(&l->errors));
+    }
+    sb_printf(&b, "\n%-7s %-8s %-4s %-9s %7s %10s %10s %10s\n", "WORKER", "PID", "GEN", "STATE",
+              "ACTIVE", "ACCEPTED", "IN", "OUT");
+    for (int i = 0; i < STATS_WORKERS; i++) {
+        stats_worker_t *w = &st->workers[i];
+        int s = atomic_load(&w->state);
+        if (s == WORKER_FREE)
+            continue;
+        char in[32], out[32];
+        human_bytes(atomic_load(&w->bytes_in), in, sizeof in);
+        human_bytes(atomic_load(&w->bytes_out), out, sizeof out);
+        sb_printf(&b, "%-7u %-8d %-4u %-9s %7llu %10llu %10s %10s\n", w->index + 1, (int)w->pid,
+                  w->generation, worker_state_name(s), (unsigned long long)atomic_load(&w->active),
+                  (unsigned long long)atomic_load(&w->accepted), in, out);
+    }
+    (void)cfg;
+    return b.p;
+}
+
+/* ---- connections ---- */
+
+static void on_client_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    admin_client_t *c = req->data;
+    free(req);
+    uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+}
+
+static void answer(admin_client_t *c, int ok, const char *body)
+{
+    if (c->answered)
+        return;
+    c->answered = 1;
+    size_t blen = body ? strlen(body) : 0;
+    /* One allocation holds the request and the bytes until write_cb. */
+    uv_write_t *req = malloc(sizeof *req + blen + 8);
+    if (req == NULL) {
+        uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+        return;
+    }
+    char *text = (char *)(req + 1);
+    int n = snprintf(text, blen + 8, "%s\n%s", ok ? "ok" : "error", body ? body : "");
+    if (n > 0 && body && blen && body[blen - 1] != '\n' && (size_t)n + 1 < blen + 8)
+        text[n++] = '\n';
+    req->data = c;
+    uv_buf_t b = uv_buf_init(text, (unsigned)n);
+    if (uv_write(req, (uv_stream_t *)&c->pipe, &b, 1, on_written)) {
+        free(req);
+        uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+    }
+}
+
+static void on_reloaded(void *arg, int ok, const char *text)
+{
+    admin_client_t *c = arg;
+    answer(c, ok, ok ? "reloaded\n" : text);
+}
+
+static void run_request(admin_client_t *c)
+{
+    char *req = c->req;
+    req[strcspn(req, "\r\n")] = '\0';
+    uv_read_stop((uv_stream_t *)&c->pipe);
+    log_debug("admin: %s", req);
+    if (strcmp(req, "status") == 0 || strcmp(req, "status --json") == 0) {
+        char *s = admin_status(c->a->m, strcmp(req, "status") != 0);
+        answer(c, s != NULL, s ? s : "out of memory\n");
+        free(s);
+    } else if (strcmp(req, "reload") == 0) {
+        master_reload(c->a->m, on_reloaded, c);
+    } else if (strcmp(req, "stop") == 0) {
+        answer(c, 1, "stopping\n");
+        master_stop(c->a->m, 0);
+    } else {
+        answer(c, 0, "unknown request (try: status, status --json, reload, stop)\n");
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    admin_client_t *c = h->data;
+    *buf = uv_buf_init(c->req + c->len, (unsigned)(sizeof c->req - 1 - c->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    admin_client_t *c = s->data;
+    if (n < 0) {
+        if (!c->answered) {
+            c->answered = 1;
+            uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+        }
+        return;
+    }
+    c->len += (size_t)n;
+    c->req[c->len] = '\0';
+    if (memchr(c->req, '\n', c->len))
+        run_request(c);
+    else if (c->len >= sizeof c->req - 1)
+        answer(c, 0, "request too long\n");
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    admin_t *a = server->data;
+    if (status < 0)
+        return;
+    admin_client_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return;
+    c->a = a;
+    uv_pipe_init(server->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->pipe)) {
+        uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+admin_t *admin_open(struct master *m, const char *path, config_errors_t *errs)
+{
+    admin_t *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return NULL;
+    a->m = m;
+    a->sock.fd = -1;
+    config_listener_t l;
+    memset(&l, 0, sizeof l);
+    l.name = (char *)"admin";
+    l.address = (char *)path;
+    l.protocol = BERTH_PROTO_UNIX;
+    l.backlog = 16;
+    l.mode = 0600; /* owner only: it can stop the daemon */
+    struct sockaddr_un *sun = (struct sockaddr_un *)&l.addr;
+    sun->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sun->sun_path) {
+        config_errors_add(errs, m->conf_path, 0, "admin socket path too long: %s", path);
+        free(a);
+        return NULL;
+    }
+    strcpy(sun->sun_path, path);
+    l.addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+    char err[512];
+    if (listen_open(&l, &a->sock, err, sizeof err)) {
+        config_errors_add(errs, m->conf_path, 0, "admin socket: %s", err);
+        free(a);
+        return NULL;
+    }
+    uv_pipe_init(&m->loop, &a->server, 0);
+    a->server.data = a;
+    a->server_init = 1;
+    int rc = uv_pipe_open(&a->server, a->sock.fd);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&a->server, 16, on_connection);
+    if (rc) {
+        config_errors_add(errs, m->conf_path, 0, "admin socket %s: %s", path, uv_strerror(rc));
+        admin_stop(a);
+        return a; /* freed by admin_free after the loop closes the handle */
+    }
+    return a;
+}
+
+static void on_server_closed(uv_handle_t *h) {}
+
+void admin_stop(admin_t *a)
+{
+    if (a == NULL || !a->server_init)
+        return;
+    a->server_init = 0;
+    /* The pipe owns the descriptor and closes it; the path is ours to remove. */
+    uv_close((uv_handle_t *)&a->server, on_server_closed);
+    a->sock.fd = -1;
+    listen_close(&a->sock);
+}
+
+void admin_close_fds(admin_t *a)
+{
+    uv_os_fd_t fd;
+    if (a && a->server_init && uv_fileno((uv_handle_t *)&a->server, &fd) == 0)
+        close(fd);
+}
+
+void admin_free(admin_t *a)
+{
+    if (a == NULL)
+        return;
+    listen_close(&a->sock);
+    free(a);
+}

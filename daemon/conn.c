@@ -1,0 +1,804 @@
+/*
+ * Connections and the host table plugins call through.
+ *
+ * Lifetime: a conn is freed only when its uv handle has closed (close_cb), its pending
+ * work and connects have come back (refs == 0), and finish() has run. Writes own their
+ * bytes until write_cb. A graceful close flushes queued writes, then half-closes and reads
+ * (discarding) until the peer's EOF or a short linger bound, so the peer sees our last bytes
+ * instead of a reset caused by data it sent that we never read.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "units.h"
+#include "worker.h"
+
+#define LINGER_MS 2000
+
+typedef struct conn_timer {
+    uv_timer_t t;
+    berth_conn_t *c;
+    berth_timer_cb cb;
+    void *arg;
+    struct conn_timer *prev, *next;
+} conn_timer_t;
+
+typedef struct write_req {
+    uv_write_t req;
+    berth_conn_t *c;
+    size_t len;
+    char data[];
+} write_req_t;
+
+typedef struct work_req {
+    uv_work_t req;
+    berth_conn_t *c;
+    berth_work_fn work;
+    berth_done_cb done;
+    void *arg;
+} work_req_t;
+
+static void conn_maybe_finish(berth_conn_t *c);
+static void conn_end_handle(berth_conn_t *c);
+static void timers_stop_all(berth_conn_t *c);
+
+/* Hold a conn across a plugin callback that may close it. */
+static void conn_hold(berth_conn_t *c)
+{
+    c->refs++;
+}
+
+/* Let go of a hold; a datagram's conn ends once handle() has returned and no timer or
+ * work is pending on it. May free c. */
+static void conn_release(berth_conn_t *c)
+{
+    c->refs--;
+    if (c->kind == CONN_DGRAM && !c->closed && c->handled && c->timers == NULL && c->refs <= 1) {
+        conn_close(c);
+        return;
+    }
+    conn_maybe_finish(c);
+}
+
+static uint64_t low_watermark(const berth_conn_t *c)
+{
+    return c->l->cfg->write_buffer / 4;
+}
+
+berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind)
+{
+    size_t extra = kind == CONN_OUTBOUND ? 0 : l->plugin->desc.conn_size;
+    berth_conn_t *c = calloc(1, sizeof *c + extra);
+    if (c == NULL)
+        return NULL;
+    c->w = w;
+    c->l = l;
+    c->kind = kind;
+    c->started = c->last_active = uv_now(&w->loop);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    return c;
+}
+
+const char *conn_name(berth_conn_t *c)
+{
+    if (c->name)
+        return c->name;
+    char buf[160];
+    const struct sockaddr *sa = (const struct sockaddr *)&c->peer;
+    char ip[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        snprintf(buf, sizeof buf, "%s:%u", ip, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+        snprintf(buf, sizeof buf, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    } else if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const void *)sa;
+        size_t n = c->peerlen > offsetof(struct sockaddr_un, sun_path)
+                       ? c->peerlen - offsetof(struct sockaddr_un, sun_path)
+                       : 0;
+        if (n > 0 && un->sun_path[0] != '\0')
+            snprintf(buf, sizeof buf, "unix:%.*s", (int)strnlen(un->sun_path, n), un->sun_path);
+        else
+            snprintf(buf, sizeof buf, "unix:(unnamed)");
+    } else {
+        snprintf(buf, sizeof buf, "(unknown)");
+    }
+    c->name = strdup(buf);
+    return c->name ? c->name : "(no memory)";
+}
+
+void conn_touch(berth_conn_t *c)
+{
+    c->last_active = uv_now(&c->w->loop);
+}
+
+void conn_count_in(berth_conn_t *c, size_t n)
+{
+    atomic_fetch_add_explicit(&c->l->st->bytes_in, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->w->st->bytes_in, n, memory_order_relaxed);
+}
+
+void conn_count_out(berth_conn_t *c, size_t n)
+{
+    atomic_fetch_add_explicit(&c->l->st->bytes_out, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->w->st->bytes_out, n, memory_order_relaxed);
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    berth_conn_t *c = h->data;
+    worker_t *w = c->w;
+    /* read_cb follows alloc_cb at once, so one buffer per loop serves every conn: an idle
+     * connection holds no read buffer. */
+    if (!w->readbuf_busy) {
+        w->readbuf_busy = 1;
+        *buf = uv_buf_init(w->readbuf, (unsigned)w->readbuf_size);
+    } else {
+        *buf = uv_buf_init(NULL, 0);
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    berth_conn_t *c = s->data;
+    if (buf->base == c->w->readbuf)
+        c->w->readbuf_busy = 0;
+    if (nread == 0)
+        return;
+    if (nread > 0) {
+        conn_touch(c);
+        conn_count_in(c, (size_t)nread);
+        if (c->lingering || c->closing)
+            return; /* discarded: we are only waiting for the peer's EOF */
+        c->l->plugin->desc.handle(c, buf->base, (size_t)nread);
+        return;
+    }
+    if (nread == UV_EOF) {
+        c->eof = 1;
+        conn_update_reading(c);
+        if (c->lingering || c->closing) {
+            if (c->nwrites == 0)
+                conn_end_handle(c);
+            return;
+        }
+        if (c->l->plugin->desc.eof)
+            c->l->plugin->desc.eof(c);
+        else
+            conn_close(c);
+        return;
+    }
+    /* A reset or other error: nothing more can be said to this peer. */
+    if (nread != UV_ECONNRESET)
+        atomic_fetch_add(&c->l->st->errors, 1);
+    log_debug("%s %s: read: %s", c->l->cfg->name, conn_name(c), uv_strerror((int)nread));
+    c->eof = 1;
+    conn_abort(c);
+}
+
+void conn_update_reading(berth_conn_t *c)
+{
+    /* Datagrams are read by their listener, outbound conns only by a relay. */
+    if (c->kind != CONN_STREAM || !c->handle_init || c->closed || c->relay)
+        return;
+    int want;
+    if (c->lingering)
+        want = !c->eof;
+    else
+        want = !c->closing && !c->eof && !c->host_paused && c->plugin_pauses == 0;
+    if (want && !c->reading) {
+        if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
+            c->reading = 1;
+    } else if (!want && c->reading) {
+        uv_read_stop(&c->h.stream);
+        c->reading = 0;
+    }
+}
+
+/* ---- closing ---- */
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void timers_stop_all(berth_conn_t *c)
+{
+    while (c->timers) {
+        conn_timer_t *t = c->timers;
+        c->timers = t->next;
+        t->t.data = t;
+        uv_close((uv_handle_t *)&t->t, on_timer_closed);
+    }
+}
+
+static void on_idle_closed(uv_handle_t *h)
+{
+    berth_conn_t *c = h->data;
+    c->idle_init = 0;
+    conn_unref(c);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    berth_conn_t *c = h->data;
+    c->closed = 1;
+    if (c->idle_init) {
+        uv_close((uv_handle_t *)&c->idle, on_idle_closed);
+        return; /* the idle timer's close holds the ref now */
+    }
+    conn_unref(c);
+}
+
+/* Close the uv handle now (queued writes are cancelled). */
+static void conn_end_handle(berth_conn_t *c)
+{
+    timers_stop_all(c);
+    if (c->kind == CONN_DGRAM) {
+        if (!c->closed) {
+            c->closed = 1;
+            conn_unref(c);
+        }
+        return;
+    }
+    if (!c->handle_init || uv_is_closing(&c->h.handle))
+        return;
+    c->reading = 0;
+    if (c->relay) {
+        relay_on_close(c); /* ends the relay, which closes both of its conns */
+        if (uv_is_closing(&c->h.handle))
+            return;
+    }
+    uv_close(&c->h.handle, on_handle_closed);
+}
+
+/* All queued writes are out and we are closing: linger for the peer's EOF, or end now. */
+static void conn_flushed(berth_conn_t *c)
+{
+    if (c->eof || c->kind == CONN_OUTBOUND || c->lingering) {
+        conn_end_handle(c);
+        return;
+    }
+    uv_os_fd_t fd = -1;
+    if (uv_fileno(&c->h.handle, &fd) == 0)
+        shutdown(fd, SHUT_WR);
+    c->lingering = 1;
+    conn_update_reading(c);
+}
+
+static void on_idle(uv_timer_t *t);
+
+void conn_close(berth_conn_t *c)
+{
+    if (c->closing || c->closed)
+        return;
+    c->closing = 1;
+    if (c->outbound)
+        outbound_cancel(c);
+    if (c->kind == CONN_DGRAM) {
+        conn_end_handle(c);
+        return;
+    }
+    conn_update_reading(c);
+    /* Bounds both the flush and the linger that follows it. */
+    if (c->idle_init)
+        uv_timer_start(&c->idle, on_idle, LINGER_MS, 0);
+    if (c->nwrites == 0)
+        conn_flushed(c);
+}
+
+void conn_abort(berth_conn_t *c)
+{
+    if (c->closed)
+        return;
+    c->closing = 1;
+    if (c->outbound)
+        outbound_cancel(c);
+    if (c->kind == CONN_DGRAM) {
+        conn_end_handle(c);
+        return;
+    }
+    uv_os_fd_t fd = -1;
+    if (!c->eof && c->handle_init && c->h.handle.type == UV_TCP &&
+        uv_fileno(&c->h.handle, &fd) == 0) {
+        struct linger lg = {1, 0}; /* a reset: the peer must not take this for a clean end */
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    conn_end_handle(c);
+}
+
+static void on_idle(uv_timer_t *t)
+{
+    berth_conn_t *c = t->data;
+    uint64_t now = uv_now(&c->w->loop);
+    if (c->closing || c->lingering) {
+        /* The linger bound: the peer neither read our last bytes nor closed. */
+        conn_abort(c);
+        return;
+    }
+    uint64_t idle = c->l->cfg->idle_timeout;
+    if (now - c->last_active < idle) {
+        uv_timer_start(&c->idle, on_idle, idle - (now - c->last_active), 0);
+        return;
+    }
+    atomic_fetch_add(&c->l->st->idle_closed, 1);
+    log_debug("%s %s: idle for %llu ms, closing", c->l->cfg->name, conn_name(c),
+              (unsigned long long)idle);
+    conn_close(c);
+}
+
+void conn_unref(berth_conn_t *c)
+{
+    if (--c->refs < 0)
+        c->refs = 0;
+    conn_maybe_finish(c);
+}
+
+static void conn_maybe_finish(berth_conn_t *c)
+{
+    if (!c->closed || c->refs > 0 || c->finished)
+        return;
+    c->finished = 1;
+    timers_stop_all(c);
+    if (c->setup_called && c->l->plugin->desc.finish)
+        c->l->plugin->desc.finish(c);
+    worker_t *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    berth_listener_t *l = c->l;
+    int counted = c->counted;
+    free(c->name);
+    free(c);
+    if (counted)
+        worker_conn_gone(w, l);
+    else if (w->draining && w->nconns == 0)
+        worker_conn_gone(w, NULL);
+}
+
+/* ---- starting ---- */
+
+static int conn_setup(berth_conn_t *c)
+{
+    c->setup_called = 1;
+    int rc = c->l->plugin->desc.setup ? c->l->plugin->desc.setup(c) : 0;
+    if (rc) {
+        atomic_fetch_add(&c->l->st->refused_limit, 1);
+        log_debug("%s %s: refused by the plugin: %s", c->l->cfg->name, conn_name(c),
+                  strerror(rc < 0 ? -rc : rc));
+    }
+    return rc;
+}
+
+int conn_start_stream(berth_conn_t *c, int fd)
+{
+    int rc;
+    /* The handle holds the conn until its close callback. */
+    c->refs = 1;
+    c->closed = 0;
+    if (c->l->cfg->protocol == BERTH_PROTO_TCP) {
+        rc = uv_tcp_init(&c->w->loop, &c->h.tcp);
+        if (rc == 0) {
+            rc = uv_tcp_open(&c->h.tcp, fd);
+            uv_tcp_nodelay(&c->h.tcp, 1);
+        }
+    } else {
+        rc = uv_pipe_init(&c->w->loop, &c->h.pipe, 0);
+        if (rc == 0)
+            rc = uv_pipe_open(&c->h.pipe, fd);
+    }
+    c->h.handle.data = c;
+    c->handle_init = 1;
+    if (rc) {
+        close(fd);
+        conn_end_handle(c);
+        return rc;
+    }
+    c->locallen = sizeof c->local;
+    getsockname(fd, (struct sockaddr *)&c->local, &c->locallen);
+    /* Always there: it also bounds a close's flush and linger. */
+    uv_timer_init(&c->w->loop, &c->idle);
+    c->idle.data = c;
+    c->idle_init = 1;
+    if (c->l->cfg->idle_timeout)
+        uv_timer_start(&c->idle, on_idle, c->l->cfg->idle_timeout, 0);
+    if (conn_setup(c)) {
+        conn_abort(c);
+        return 0;
+    }
+    conn_update_reading(c);
+    return 0;
+}
+
+void conn_datagram(berth_conn_t *c, const void *data, size_t len)
+{
+    c->refs = 1; /* the datagram itself, dropped by conn_end_handle */
+    conn_hold(c);
+    c->locallen = sizeof c->local;
+    getsockname(c->l->fd, (struct sockaddr *)&c->local, &c->locallen);
+    conn_count_in(c, len);
+    if (conn_setup(c) == 0 && c->l->plugin->desc.handle && !c->closing)
+        c->l->plugin->desc.handle(c, data, len);
+    c->handled = 1;
+    conn_release(c);
+}
+
+/* ---- the host table ---- */
+
+static void on_write(uv_write_t *req, int status)
+{
+    write_req_t *r = req->data;
+    berth_conn_t *c = r->c;
+    free(r);
+    c->nwrites--;
+    if (status < 0 && status != UV_ECANCELED) {
+        log_debug("%s %s: write: %s", c->l->cfg->name, conn_name(c), uv_strerror(status));
+        if (status != UV_EPIPE && status != UV_ECONNRESET)
+            atomic_fetch_add(&c->l->st->errors, 1);
+        c->eof = 1;
+        conn_abort(c);
+        return;
+    }
+    if (c->closed)
+        return;
+    if (c->host_paused && uv_stream_get_write_queue_size(&c->h.stream) <= low_watermark(c)) {
+        c->host_paused = 0;
+        conn_update_reading(c);
+    }
+    if (c->closing && c->nwrites == 0)
+        conn_flushed(c);
+}
+
+static int dgram_send(berth_conn_t *c, const void *data, size_t len)
+{
+    if (c->closed)
+        return -EPIPE;
+    const struct sockaddr_un *un = (const void *)&c->peer;
+    if (c->peer.ss_family == AF_UNIX &&
+        (c->peerlen <= offsetof(struct sockaddr_un, sun_path) || un->sun_path[0] == '\0'))
+        return -EDESTADDRREQ; /* an unbound unix datagram sender cannot be answered */
+    ssize_t n = sendto(c->l->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL,
+                       (const struct sockaddr *)&c->peer, c->peerlen);
+    if (n < 0) {
+        atomic_fetch_add(&c->l->st->errors, 1);
+        return -errno;
+    }
+    conn_count_out(c, (size_t)n);
+    return 0;
+}
+
+static int host_write(berth_conn_t *c, const void *data, size_t len)
+{
+    if (c->kind == CONN_DGRAM)
+        return dgram_send(c, data, len);
+    if (c->closing || c->shut_wr || c->closed)
+        return -EPIPE;
+    if (len == 0)
+        return 0;
+    conn_touch(c);
+    conn_count_out(c, len);
+    size_t off = 0;
+    if (c->nwrites == 0) {
+        /* The common case, nothing queued: write straight away, no copy. */
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        int n = uv_try_write(&c->h.stream, &b, 1);
+        if (n > 0)
+            off = (size_t)n;
+        else if (n != UV_EAGAIN && n != UV_ENOSYS) {
+            c->eof = 1;
+            conn_abort(c);
+            return n == UV_EPIPE || n == UV_ECONNRESET ? -EPIPE : n;
+        }
+        if (off == len)
+            return 0;
+    }
+    write_req_t *r = malloc(sizeof *r + (len - off));
+    if (r == NULL)
+        return -ENOMEM;
+    memcpy(r->data, (const char *)data + off, len - off);
+    r->len = len - off;
+    r->c = c;
+    r->req.data = r;
+    uv_buf_t b = uv_buf_init(r->data, (unsigned)r->len);
+    int rc = uv_write(&r->req, &c->h.stream, &b, 1, on_write);
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    c->nwrites++;
+    if (!c->host_paused && uv_stream_get_write_queue_size(&c->h.stream) > c->l->cfg->write_buffer) {
+        c->host_paused = 1;
+        conn_update_reading(c);
+    }
+    return 0;
+}
+
+static void host_close(berth_conn_t *c)
+{
+    conn_close(c);
+}
+
+static void host_abort(berth_conn_t *c)
+{
+    conn_abort(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    free(req);
+}
+
+static int host_shutdown(berth_conn_t *c)
+{
+    if (c->kind == CONN_DGRAM)
+        return -ENOTSUP;
+    if (c->closing || c->closed)
+        return -EPIPE;
+    if (c->shut_wr)
+        return 0;
+    uv_shutdown_t *req = malloc(sizeof *req);
+    if (req == NULL)
+        return -ENOMEM;
+    int rc = uv_shutdown(req, &c->h.stream, on_shutdown);
+    if (rc) {
+        free(req);
+        return rc;
+    }
+    c->shut_wr = 1;
+    return 0;
+}
+
+static void host_pause(berth_conn_t *c)
+{
+    c->plugin_pauses++;
+    conn_update_reading(c);
+}
+
+static void host_resume(berth_conn_t *c)
+{
+    if (c->plugin_pauses > 0)
+        c->plugin_pauses--;
+    conn_update_reading(c);
+}
+
+static size_t host_write_queue_size(const berth_conn_t *c)
+{
+    if (c->kind == CONN_DGRAM || !c->handle_init || c->closed)
+        return 0;
+    return uv_stream_get_write_queue_size(&c->h.stream);
+}
+
+static void *host_state(berth_conn_t *c)
+{
+    return c->l->plugin->desc.conn_size ? c->state : NULL;
+}
+
+static void *host_listener_state(berth_conn_t *c)
+{
+    return c->l->state;
+}
+
+static berth_listener_t *host_listener(berth_conn_t *c)
+{
+    return c->l;
+}
+
+static const struct sockaddr *host_peer_addr(const berth_conn_t *c, socklen_t *len)
+{
+    if (len)
+        *len = c->peerlen;
+    return (const struct sockaddr *)&c->peer;
+}
+
+static const struct sockaddr *host_local_addr(const berth_conn_t *c, socklen_t *len)
+{
+    if (len)
+        *len = c->locallen;
+    return (const struct sockaddr *)&c->local;
+}
+
+static const char *host_peer_name(const berth_conn_t *c)
+{
+    return conn_name((berth_conn_t *)c);
+}
+
+static const char *host_listener_name(const berth_listener_t *l)
+{
+    return l->cfg->name;
+}
+
+static berth_protocol_t host_listener_protocol(const berth_listener_t *l)
+{
+    return l->cfg->protocol;
+}
+
+static const char *host_option(const berth_listener_t *l, const char *key)
+{
+    /* The last one wins, as everywhere in the config. */
+    const char *v = NULL;
+    for (size_t i = 0; i < l->cfg->noptions; i++)
+        if (strcmp(l->cfg->options[i].key, key) == 0)
+            v = l->cfg->options[i].value;
+    return v;
+}
+
+static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
+{
+    if (!log_enabled(level))
+        return;
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (c)
+        log_msg(level, "%s %s: %s", c->l->cfg->name, conn_name(c), msg);
+    else
+        log_msg(level, "%s", msg);
+}
+
+static void host_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
+{
+    if (!log_enabled(level))
+        return;
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (l)
+        log_msg(level, "%s: %s", l->cfg->name, msg);
+    else
+        log_msg(level, "%s", msg);
+}
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    conn_timer_t *ct = t->data;
+    berth_conn_t *c = ct->c;
+    if (ct->prev)
+        ct->prev->next = ct->next;
+    else
+        c->timers = ct->next;
+    if (ct->next)
+        ct->next->prev = ct->prev;
+    berth_timer_cb cb = ct->cb;
+    void *arg = ct->arg;
+    uv_close((uv_handle_t *)&ct->t, on_timer_closed);
+    conn_hold(c);
+    cb(c, arg);
+    conn_release(c);
+}
+
+static berth_timer_t *host_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb cb, void *arg)
+{
+    if (c->closed || c->finished)
+        return NULL;
+    conn_timer_t *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return NULL;
+    uv_timer_init(&c->w->loop, &t->t);
+    t->t.data = t;
+    t->c = c;
+    t->cb = cb;
+    t->arg = arg;
+    t->next = c->timers;
+    if (c->timers)
+        c->timers->prev = t;
+    c->timers = t;
+    uv_timer_start(&t->t, on_conn_timer, ms, 0);
+    return (berth_timer_t *)t;
+}
+
+static void host_timer_stop(berth_timer_t *timer)
+{
+    conn_timer_t *t = (conn_timer_t *)timer;
+    if (t == NULL)
+        return;
+    berth_conn_t *c = t->c;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        c->timers = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    uv_close((uv_handle_t *)&t->t, on_timer_closed);
+}
+
+static void on_work(uv_work_t *req)
+{
+    work_req_t *r = req->data;
+    r->work(r->arg);
+}
+
+static void on_work_done(uv_work_t *req, int status)
+{
+    work_req_t *r = req->data;
+    berth_conn_t *c = r->c;
+    r->done(c, r->arg, status == UV_ECANCELED ? -ECANCELED : 0);
+    free(r);
+    conn_release(c); /* the work's own ref */
+}
+
+static int host_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg)
+{
+    if (c->finished || work == NULL || done == NULL)
+        return -EINVAL;
+    work_req_t *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return -ENOMEM;
+    r->c = c;
+    r->work = work;
+    r->done = done;
+    r->arg = arg;
+    r->req.data = r;
+    int rc = uv_queue_work(&c->w->loop, &r->req, on_work, on_work_done);
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    c->refs++;
+    return 0;
+}
+
+static int host_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t timeout_ms,
+                        berth_connect_allow_cb allow, berth_connect_cb cb, void *arg)
+{
+    return outbound_connect(c, host, port, timeout_ms, allow, cb, arg);
+}
+
+static int host_relay(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
+                      void *arg)
+{
+    return relay_start(c, peer, idle_ms, done, arg);
+}
+
+const berth_host_t berth_host_table = {
+    .abi_version = BERTH_ABI_VERSION,
+    .size = sizeof(berth_host_t),
+    .log = host_log,
+    .log_listener = host_log_listener,
+    .write = host_write,
+    .close = host_close,
+    .abort = host_abort,
+    .shutdown = host_shutdown,
+    .pause = host_pause,
+    .resume = host_resume,
+    .write_queue_size = host_write_queue_size,
+    .state = host_state,
+    .listener_state = host_listener_state,
+    .listener = host_listener,
+    .peer_addr = host_peer_addr,
+    .local_addr = host_local_addr,
+    .peer_name = host_peer_name,
+    .listener_name = host_listener_name,
+    .listener_protocol = host_listener_protocol,
+    .option = host_option,
+    .parse_duration = units_parse_duration,
+    .parse_size = units_parse_size,
+    .parse_bool = units_parse_bool,
+    .timer_start = host_timer_start,
+    .timer_stop = host_timer_stop,
+    .work = host_work,
+    .connect = host_connect,
+    .relay = host_relay,
+};

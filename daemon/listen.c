@@ -1,0 +1,188 @@
+#include "listen.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int sock_type(berth_protocol_t p)
+{
+    return p == BERTH_PROTO_TCP || p == BERTH_PROTO_UNIX ? SOCK_STREAM : SOCK_DGRAM;
+}
+
+/* Is somebody serving on this unix socket file? 1 yes, 0 stale, -errno if unknown. */
+static int unix_in_use(const struct sockaddr_un *sun, socklen_t len, int type)
+{
+    int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int rc = connect(fd, (const struct sockaddr *)sun, len);
+    int e = errno;
+    close(fd);
+    if (rc == 0)
+        return 1;
+    if (e == ECONNREFUSED)
+        return 0;
+    return -e;
+}
+
+static int prepare_unix_path(const config_listener_t *l, char *err, size_t errlen)
+{
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)&l->addr;
+    struct stat st;
+    if (lstat(sun->sun_path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "%s: %s", sun->sun_path, strerror(errno));
+        return -errno;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "%s exists and is not a socket; not removing it", sun->sun_path);
+        return -EEXIST;
+    }
+    int used = unix_in_use(sun, l->addrlen, sock_type(l->protocol));
+    if (used == 1) {
+        snprintf(err, errlen, "%s is in use by another process", sun->sun_path);
+        return -EADDRINUSE;
+    }
+    if (used < 0) {
+        snprintf(err, errlen, "%s: cannot tell whether it is in use: %s", sun->sun_path,
+                 strerror(-used));
+        return used;
+    }
+    if (unlink(sun->sun_path) < 0 && errno != ENOENT) {
+        snprintf(err, errlen, "%s: stale socket: %s", sun->sun_path, strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
+int listen_open(const config_listener_t *l, lsock_t *out, char *err, size_t errlen)
+{
+    int rc = 0;
+    int fd = -1;
+    int one = 1;
+    int family = l->addr.ss_family;
+    int type = sock_type(l->protocol);
+    memset(out, 0, sizeof *out);
+    out->fd = -1;
+    out->slot = -1;
+
+    if (family == AF_UNIX && (rc = prepare_unix_path(l, err, errlen)))
+        goto out;
+    fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        goto out;
+    }
+    if (family != AF_UNIX && type == SOCK_STREAM)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (family == AF_INET6) /* so [::]:p and *:p (IPv4) can both be listed */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (family == AF_UNIX) {
+        /* Created with the configured mode from the first instant, not chmod()ed later. */
+        mode_t old = umask((mode_t)(0777 & ~l->mode));
+        rc = bind(fd, (const struct sockaddr *)&l->addr, l->addrlen);
+        int e = errno;
+        umask(old);
+        errno = e;
+    } else {
+        rc = bind(fd, (const struct sockaddr *)&l->addr, l->addrlen);
+    }
+    if (rc < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "cannot bind %s: %s", l->address, strerror(errno));
+        goto out;
+    }
+    if (type == SOCK_STREAM && listen(fd, (int)l->backlog) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "cannot listen on %s: %s", l->address, strerror(errno));
+        goto out;
+    }
+    if (family == AF_UNIX) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)&l->addr;
+        struct stat st;
+        if (stat(sun->sun_path, &st) == 0) {
+            out->dev = st.st_dev;
+            out->ino = st.st_ino;
+        }
+        chmod(sun->sun_path, (mode_t)l->mode);
+    }
+    out->protocol = l->protocol;
+    memcpy(&out->addr, &l->addr, l->addrlen);
+    out->addrlen = l->addrlen;
+    out->address = strdup(l->address);
+    out->name = strdup(l->name);
+    if (out->address == NULL || out->name == NULL) {
+        rc = -ENOMEM;
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    out->fd = fd;
+    fd = -1;
+out:
+    if (fd >= 0) {
+        close(fd);
+        if (family == AF_UNIX && rc && rc != -EADDRINUSE && rc != -EEXIST)
+            unlink(((const struct sockaddr_un *)&l->addr)->sun_path);
+    }
+    if (rc) {
+        free(out->address);
+        free(out->name);
+        out->address = out->name = NULL;
+    }
+    return rc;
+}
+
+void listen_update(lsock_t *s, const config_listener_t *l)
+{
+    if (sock_type(l->protocol) == SOCK_STREAM)
+        listen(s->fd, (int)l->backlog);
+    if (s->addr.ss_family == AF_UNIX)
+        chmod(((const struct sockaddr_un *)&s->addr)->sun_path, (mode_t)l->mode);
+}
+
+void listen_close(lsock_t *s)
+{
+    if (s->addr.ss_family == AF_UNIX && s->ino) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)&s->addr;
+        struct stat st;
+        if (stat(sun->sun_path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+            unlink(sun->sun_path);
+        s->ino = 0;
+    }
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    free(s->address);
+    free(s->name);
+    s->address = s->name = NULL;
+}
+
+int listen_same(const lsock_t *s, const config_listener_t *l)
+{
+    if (sock_type(s->protocol) != sock_type(l->protocol) || s->addr.ss_family != l->addr.ss_family)
+        return 0;
+    switch (l->addr.ss_family) {
+    case AF_INET: {
+        const struct sockaddr_in *a = (const void *)&s->addr, *b = (const void *)&l->addr;
+        return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *a = (const void *)&s->addr, *b = (const void *)&l->addr;
+        return a->sin6_port == b->sin6_port && a->sin6_scope_id == b->sin6_scope_id &&
+               memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) == 0;
+    }
+    case AF_UNIX: {
+        const struct sockaddr_un *a = (const void *)&s->addr, *b = (const void *)&l->addr;
+        return strncmp(a->sun_path, b->sun_path, sizeof a->sun_path) == 0;
+    }
+    default:
+        return 0;
+    }
+}

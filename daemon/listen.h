@@ -1,0 +1,34 @@
+/* Listening sockets, opened by the master and inherited by every worker generation. */
+#ifndef BERTH_LISTEN_H
+#define BERTH_LISTEN_H
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "config.h"
+
+typedef struct lsock {
+    berth_protocol_t protocol;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *address; /* as the config wrote it */
+    char *name;    /* the first listener that opened it, for messages */
+    int fd;
+    int slot;  /* stats slot */
+    int users; /* generations that use it */
+    dev_t dev; /* the unix socket file we made (never unlink anyone else's) */
+    ino_t ino;
+} lsock_t;
+
+/* Open (socket, bind, listen) what `l` asks for. A stale unix socket file (nobody answers
+ * on it) is replaced; a live one or a non-socket is an error, never unlinked.
+ * Returns 0 or -errno with a message in err. */
+int listen_open(const config_listener_t *l, lsock_t *out, char *err, size_t errlen);
+/* Apply settings that may change on an open socket: backlog, unix file mode. */
+void listen_update(lsock_t *s, const config_listener_t *l);
+/* Close it, and remove its unix socket file if it is still the one we made. */
+void listen_close(lsock_t *s);
+/* Does `l` name this very socket (same protocol family and address)? */
+int listen_same(const lsock_t *s, const config_listener_t *l);
+
+#endif

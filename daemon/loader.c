@@ -1,0 +1,97 @@
+#include "loader.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The smallest descriptor we can make sense of: everything up to and including `name`. */
+#define MIN_DESC_SIZE (offsetof(berth_handler_t, name) + sizeof(const char *))
+
+int plugin_check_descriptor(const berth_handler_t *h, const char *path, char *err, size_t errlen)
+{
+    if (h->abi_version != BERTH_ABI_VERSION) {
+        snprintf(err, errlen, "%s: plugin ABI version %u, this berthd speaks version %u", path,
+                 h->abi_version, BERTH_ABI_VERSION);
+        return -EPROTO;
+    }
+    if (h->size < MIN_DESC_SIZE) {
+        snprintf(err, errlen, "%s: plugin descriptor is %u bytes, smaller than any valid one (%zu)",
+                 path, h->size, (size_t)MIN_DESC_SIZE);
+        return -EPROTO;
+    }
+    if (h->size > sizeof(berth_handler_t)) {
+        /* Built against a newer header: it may rely on members we would never call. */
+        snprintf(err, errlen,
+                 "%s: plugin descriptor is %u bytes, larger than this berthd knows (%zu): "
+                 "built for a newer berthd",
+                 path, h->size, sizeof(berth_handler_t));
+        return -EPROTO;
+    }
+    return 0;
+}
+
+int plugin_open(const char *path, const berth_host_t *host, plugin_t **out, char *err,
+                size_t errlen)
+{
+    int rc = 0;
+    plugin_t *p = calloc(1, sizeof *p);
+    if (p == NULL || (p->path = strdup(path)) == NULL) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        rc = -ENOMEM;
+        goto out;
+    }
+    dlerror();
+    p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (p->dl == NULL) {
+        const char *why = dlerror();
+        /* dlerror() already names the file; do not say it twice. */
+        snprintf(err, errlen, "%s", why ? why : path);
+        rc = -ENOENT;
+        goto out;
+    }
+    const berth_handler_t *h = dlsym(p->dl, BERTH_HANDLER_SYMBOL);
+    if (h == NULL) {
+        snprintf(err, errlen, "%s: not a berth plugin: no symbol '%s'", path, BERTH_HANDLER_SYMBOL);
+        rc = -ENOENT;
+        goto out;
+    }
+    rc = plugin_check_descriptor(h, path, err, errlen);
+    if (rc)
+        goto out;
+    memcpy(&p->desc, h, h->size);
+    if (p->desc.name == NULL) {
+        snprintf(err, errlen, "%s: plugin descriptor has no name", path);
+        rc = -EPROTO;
+        goto out;
+    }
+    if (p->desc.load) {
+        rc = p->desc.load(host);
+        if (rc) {
+            snprintf(err, errlen, "%s: plugin '%s' failed to load: %s", path, p->desc.name,
+                     strerror(rc < 0 ? -rc : rc));
+            rc = rc < 0 ? rc : -rc;
+            goto out;
+        }
+    }
+    p->loaded = 1;
+    *out = p;
+    p = NULL;
+out:
+    if (p)
+        plugin_close(p);
+    return rc;
+}
+
+void plugin_close(plugin_t *p)
+{
+    if (p == NULL)
+        return;
+    if (p->loaded && p->desc.unload)
+        p->desc.unload();
+    if (p->dl)
+        dlclose(p->dl);
+    free(p->path);
+    free(p);
+}

@@ -1,0 +1,24 @@
+/* Logging: one line per event to stderr (the journal under systemd) or syslog. */
+#ifndef BERTH_LOG_H
+#define BERTH_LOG_H
+
+#include <stdarg.h>
+
+#include "berth/handler.h"
+
+/* `role` prefixes every line ("master", "worker 2/gen 1"). use_syslog: openlog(ident). */
+void log_init(const char *role, berth_log_level_t level, int use_syslog);
+void log_set_role(const char *role);
+void log_set_level(berth_log_level_t level);
+int log_enabled(berth_log_level_t level);
+int log_level_parse(const char *text, berth_log_level_t *out);
+void log_msg(berth_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_vmsg(berth_log_level_t level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+#define log_error(...) log_msg(BERTH_LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(BERTH_LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(BERTH_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(BERTH_LOG_DEBUG, __VA_ARGS__)
+
+#endif

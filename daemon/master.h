@@ -1,0 +1,55 @@
+/* The master process: config, listening sockets, worker generations, signals. */
+#ifndef BERTH_MASTER_H
+#define BERTH_MASTER_H
+
+#include <uv.h>
+
+#include "config.h"
+#include "listen.h"
+#include "stats.h"
+
+struct generation;
+struct admin;
+
+typedef void (*master_reload_cb)(void *arg, int ok, const char *text);
+
+typedef struct reload_waiter {
+    master_reload_cb cb;
+    void *arg;
+    struct reload_waiter *next;
+} reload_waiter_t;
+
+typedef struct master {
+    uv_loop_t loop;
+    const char *conf_path;
+    stats_t *stats;
+    lsock_t socks[BERTH_MAX_LISTENERS];
+    size_t nsocks;
+    struct generation *active;   /* serving */
+    struct generation *starting; /* a reload's new generation, not yet ready */
+    struct generation *old;      /* draining generations */
+    unsigned next_generation;
+    int signal_fd;
+    uv_poll_t sig;
+    uv_timer_t tick; /* respawn backoff, start deadlines */
+    int stopping;
+    int reload_queued;
+    int exit_code;
+    reload_waiter_t *waiters;        /* berthctl reload: told when the reload in hand ends */
+    reload_waiter_t *queued_waiters; /* ... or the queued one */
+    struct admin *admin;
+    uint64_t started_ms;
+} master_t;
+
+/* Run the daemon on `path` until stopped; returns the exit status. */
+int master_run(const char *path);
+
+/* Start a reload (or queue one behind the reload in hand); cb (MAY be NULL) is told how
+ * it ended. */
+void master_reload(master_t *m, master_reload_cb cb, void *arg);
+/* Stop: drain every generation up to shutdown_timeout (now: close everything). */
+void master_stop(master_t *m, int now);
+/* For status: the config of the generation that serves. */
+const berth_config_t *master_config(const master_t *m);
+
+#endif

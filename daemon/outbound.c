@@ -1,0 +1,288 @@
+/*
+ * host->connect: resolve off the loop (libuv's getaddrinfo on the thread pool), then try
+ * every address in order until one connects, all under one deadline. Each address is
+ * offered to the plugin's allow callback first, so a rule is checked on what a name
+ * resolved to, not on the name.
+ *
+ * The outbound attempt holds a ref on the plugin's conn: finish() waits for it, and the
+ * plugin's callback runs exactly once, even when the conn closes first (then with
+ * BERTH_CONNECT_FAILED and ECANCELED), so the plugin can always free its arg there.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "worker.h"
+
+typedef struct outbound {
+    berth_conn_t *c;
+    char *host;
+    uint16_t port;
+    berth_connect_allow_cb allow;
+    berth_connect_cb cb;
+    void *arg;
+    uv_getaddrinfo_t gai;
+    struct addrinfo *res, *cur;
+    struct addrinfo literal;
+    struct sockaddr_storage literal_addr;
+    berth_conn_t *peer; /* the attempt in progress */
+    uv_connect_t creq;
+    uv_timer_t timer;
+    int pending; /* callbacks libuv owes us: gai, connect, timer close */
+    unsigned resolving : 1, connecting : 1, done : 1, timed_out : 1, cancelled : 1, any_allowed : 1;
+    berth_connect_result_t result;
+} outbound_t;
+
+static void try_next(outbound_t *o);
+
+static berth_connect_error_t map_error(int uverr)
+{
+    switch (uverr) {
+    case UV_ECONNREFUSED:
+        return BERTH_CONNECT_REFUSED;
+    case UV_ENETUNREACH:
+    case UV_ENETDOWN:
+        return BERTH_CONNECT_NET_UNREACH;
+    case UV_EHOSTUNREACH:
+    case UV_EHOSTDOWN:
+        return BERTH_CONNECT_HOST_UNREACH;
+    case UV_ETIMEDOUT:
+        return BERTH_CONNECT_TIMEOUT;
+    case UV_EAI_NONAME:
+    case UV_EAI_AGAIN:
+    case UV_EAI_FAIL:
+    case UV_EAI_NODATA:
+    case UV_EAI_ADDRFAMILY:
+        return BERTH_CONNECT_NO_NAME;
+    default:
+        return BERTH_CONNECT_FAILED;
+    }
+}
+
+static void outbound_free_maybe(outbound_t *o)
+{
+    if (!o->done || o->pending > 0)
+        return;
+    berth_conn_t *c = o->c;
+    if (o->res && o->res != &o->literal)
+        uv_freeaddrinfo(o->res);
+    free(o->host);
+    free(o);
+    conn_unref(c);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    outbound_t *o = h->data;
+    o->pending--;
+    outbound_free_maybe(o);
+}
+
+/* Tell the plugin, once. */
+static void outbound_finish(outbound_t *o, berth_connect_error_t err, int sys)
+{
+    if (o->done)
+        return;
+    o->done = 1;
+    berth_conn_t *c = o->c;
+    c->outbound = NULL;
+    uv_timer_stop(&o->timer);
+    uv_close((uv_handle_t *)&o->timer, on_timer_closed);
+    o->result.error = err;
+    o->result.sys_errno = sys;
+    if (err != BERTH_CONNECT_OK)
+        o->result.peer = NULL;
+    o->cb(c, &o->result, o->arg);
+    outbound_free_maybe(o);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    outbound_t *o = req->data;
+    berth_conn_t *peer = o->peer;
+    o->connecting = 0;
+    o->pending--;
+    if (status == 0 && !o->done && !o->cancelled) {
+        peer->locallen = sizeof peer->local;
+        uv_tcp_getsockname(&peer->h.tcp, (struct sockaddr *)&peer->local, (int *)&peer->locallen);
+        memcpy(&o->result.local, &peer->local, sizeof o->result.local);
+        uv_tcp_nodelay(&peer->h.tcp, 1);
+        o->peer = NULL;
+        o->result.peer = peer;
+        outbound_finish(o, BERTH_CONNECT_OK, 0);
+        return;
+    }
+    o->peer = NULL;
+    conn_abort(peer);
+    if (o->done || o->cancelled) {
+        if (!o->done)
+            outbound_finish(o, o->timed_out ? BERTH_CONNECT_TIMEOUT : BERTH_CONNECT_FAILED,
+                            o->timed_out ? ETIMEDOUT : ECANCELED);
+        outbound_free_maybe(o);
+        return;
+    }
+    o->result.error = map_error(status);
+    o->result.sys_errno = -status;
+    log_debug("%s %s: connect %s port %u: %s", o->c->l->cfg->name, conn_name(o->c), o->host,
+              o->port, uv_strerror(status));
+    try_next(o);
+}
+
+static void try_next(outbound_t *o)
+{
+    berth_conn_t *c = o->c;
+    while (o->cur) {
+        struct addrinfo *ai = o->cur;
+        o->cur = ai->ai_next;
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        memcpy(&o->result.remote, ai->ai_addr, ai->ai_addrlen);
+        if (o->allow && o->allow(c, ai->ai_addr, o->arg) != 0)
+            continue;
+        o->any_allowed = 1;
+        berth_conn_t *peer = conn_new(c->w, c->l, CONN_OUTBOUND);
+        if (peer == NULL) {
+            outbound_finish(o, BERTH_CONNECT_FAILED, ENOMEM);
+            return;
+        }
+        peer->refs = 1;
+        memcpy(&peer->peer, ai->ai_addr, ai->ai_addrlen);
+        peer->peerlen = (socklen_t)ai->ai_addrlen;
+        uv_tcp_init(&c->w->loop, &peer->h.tcp);
+        peer->h.handle.data = peer;
+        peer->handle_init = 1;
+        o->creq.data = o;
+        int rc = uv_tcp_connect(&o->creq, &peer->h.tcp, ai->ai_addr, on_connect);
+        if (rc) {
+            conn_abort(peer);
+            o->result.error = map_error(rc);
+            o->result.sys_errno = -rc;
+            continue;
+        }
+        o->peer = peer;
+        o->connecting = 1;
+        o->pending++;
+        return;
+    }
+    if (!o->any_allowed)
+        outbound_finish(o, BERTH_CONNECT_DENIED, EACCES);
+    else
+        outbound_finish(o, o->result.error ? o->result.error : BERTH_CONNECT_FAILED,
+                        o->result.sys_errno);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    outbound_t *o = req->data;
+    o->resolving = 0;
+    o->pending--;
+    o->res = res;
+    if (o->done || o->cancelled) {
+        if (!o->done)
+            outbound_finish(o, o->timed_out ? BERTH_CONNECT_TIMEOUT : BERTH_CONNECT_FAILED,
+                            o->timed_out ? ETIMEDOUT : ECANCELED);
+        outbound_free_maybe(o);
+        return;
+    }
+    if (status < 0) {
+        log_debug("%s %s: resolve %s: %s", o->c->l->cfg->name, conn_name(o->c), o->host,
+                  uv_strerror(status));
+        outbound_finish(o, map_error(status), 0);
+        return;
+    }
+    o->cur = res;
+    try_next(o);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    outbound_t *o = t->data;
+    o->timed_out = 1;
+    o->cancelled = 1;
+    if (o->resolving)
+        uv_cancel((uv_req_t *)&o->gai); /* if it already runs, on_resolved still comes */
+    if (o->connecting && o->peer)
+        conn_abort(o->peer); /* on_connect follows with ECANCELED */
+    if (!o->resolving)
+        outbound_finish(o, BERTH_CONNECT_TIMEOUT, ETIMEDOUT);
+}
+
+void outbound_cancel(berth_conn_t *c)
+{
+    outbound_t *o = c->outbound;
+    if (o == NULL || o->done)
+        return;
+    o->cancelled = 1;
+    if (o->resolving)
+        uv_cancel((uv_req_t *)&o->gai);
+    if (o->connecting && o->peer)
+        conn_abort(o->peer);
+    if (!o->resolving && !o->connecting)
+        outbound_finish(o, BERTH_CONNECT_FAILED, ECANCELED);
+}
+
+int outbound_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t timeout_ms,
+                     berth_connect_allow_cb allow, berth_connect_cb cb, void *arg)
+{
+    if (c->closing || c->closed || c->outbound || cb == NULL || host == NULL || port == 0)
+        return c->outbound ? -EALREADY : (cb && host && port ? -EPIPE : -EINVAL);
+    outbound_t *o = calloc(1, sizeof *o);
+    if (o == NULL || (o->host = strdup(host)) == NULL) {
+        free(o);
+        return -ENOMEM;
+    }
+    o->c = c;
+    o->port = port;
+    o->allow = allow;
+    o->cb = cb;
+    o->arg = arg;
+    o->gai.data = o;
+
+    /* A literal address needs no resolver. */
+    struct sockaddr_in *in = (struct sockaddr_in *)&o->literal_addr;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&o->literal_addr;
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons(port);
+        o->literal.ai_addrlen = sizeof *in;
+    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        o->literal.ai_addrlen = sizeof *in6;
+    } else {
+        struct addrinfo hints;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_protocol = IPPROTO_TCP;
+        char service[8];
+        snprintf(service, sizeof service, "%u", port);
+        int rc = uv_getaddrinfo(&c->w->loop, &o->gai, on_resolved, host, service, &hints);
+        if (rc) { /* no callback will come */
+            free(o->host);
+            free(o);
+            return rc;
+        }
+        o->resolving = 1;
+        o->pending++;
+    }
+    uv_timer_init(&c->w->loop, &o->timer);
+    o->timer.data = o;
+    o->pending++; /* the timer's close */
+    c->refs++;
+    c->outbound = o;
+    if (timeout_ms)
+        uv_timer_start(&o->timer, on_deadline, timeout_ms, 0);
+    if (o->literal.ai_addrlen) {
+        o->literal.ai_family = o->literal_addr.ss_family;
+        o->literal.ai_socktype = SOCK_STREAM;
+        o->literal.ai_addr = (struct sockaddr *)&o->literal_addr;
+        o->res = o->cur = &o->literal;
+        try_next(o);
+    }
+    return 0;
+}

@@ -1,0 +1,81 @@
+#include "stats.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+stats_t *stats_map(void)
+{
+    void *p =
+        mmap(NULL, sizeof(stats_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    stats_t *s = p; /* anonymous mappings come zeroed */
+    s->started_ms = stats_now_ms();
+    return s;
+}
+
+void stats_unmap(stats_t *s)
+{
+    if (s)
+        munmap(s, sizeof *s);
+}
+
+uint64_t stats_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int stats_listener_claim(stats_t *s, int protocol, const char *name, const char *address)
+{
+    for (int i = 0; i < STATS_LISTENERS; i++) {
+        stats_listener_t *l = &s->listeners[i];
+        if (l->in_use)
+            continue;
+        memset(l, 0, sizeof *l);
+        l->in_use = 1;
+        l->protocol = protocol;
+        snprintf(l->name, sizeof l->name, "%s", name);
+        snprintf(l->address, sizeof l->address, "%s", address);
+        return i;
+    }
+    return -1;
+}
+
+void stats_listener_release(stats_t *s, int slot)
+{
+    if (slot >= 0 && slot < STATS_LISTENERS)
+        s->listeners[slot].in_use = 0;
+}
+
+int stats_worker_claim(stats_t *s, unsigned generation, unsigned index)
+{
+    for (int i = 0; i < STATS_WORKERS; i++) {
+        stats_worker_t *w = &s->workers[i];
+        if (atomic_load(&w->state) != WORKER_FREE)
+            continue;
+        memset(w, 0, sizeof *w);
+        w->generation = generation;
+        w->index = index;
+        w->started_ms = stats_now_ms();
+        atomic_store(&w->state, WORKER_STARTING);
+        return i;
+    }
+    return -1;
+}
+
+void stats_worker_settle(stats_t *s, int slot)
+{
+    if (slot < 0 || slot >= STATS_WORKERS)
+        return;
+    stats_worker_t *w = &s->workers[slot];
+    for (int i = 0; i < STATS_LISTENERS; i++) {
+        uint32_t held = atomic_exchange(&w->active_by_listener[i], 0);
+        if (held)
+            atomic_fetch_sub(&s->listeners[i].active, held);
+    }
+    atomic_store(&w->state, WORKER_FREE);
+}

@@ -1,0 +1,71 @@
+/*
+ * Counters in shared memory: mapped by the master before it forks, so every worker
+ * generation writes into the same pages and the figures survive reloads and crashes.
+ * Listener slots are keyed by the listening socket (protocol + address), so a listener
+ * kept across a reload keeps its counters. Workers only ever add; the master settles what
+ * a dead worker left behind (its connections are gone with it).
+ */
+#ifndef BERTH_STATS_H
+#define BERTH_STATS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define STATS_LISTENERS 256
+#define STATS_WORKERS 256
+
+typedef struct stats_listener {
+    int in_use;
+    int protocol;
+    char name[64];
+    char address[112];
+    _Atomic uint64_t active; /* connections (or datagrams) being served: the concurrency cap */
+    _Atomic uint64_t accepted;
+    _Atomic uint64_t refused_acl;   /* allow/deny */
+    _Atomic uint64_t refused_limit; /* setup() refused, or no memory */
+    _Atomic uint64_t bytes_in;
+    _Atomic uint64_t bytes_out;
+    _Atomic uint64_t errors;
+    _Atomic uint64_t idle_closed;
+} stats_listener_t;
+
+enum { WORKER_FREE = 0, WORKER_STARTING, WORKER_READY, WORKER_DRAINING };
+
+typedef struct stats_worker {
+    _Atomic int state;
+    pid_t pid;
+    unsigned generation;
+    unsigned index;      /* 0..workers-1 within its generation */
+    uint64_t started_ms; /* CLOCK_REALTIME */
+    _Atomic uint64_t accepted;
+    _Atomic uint64_t active;
+    _Atomic uint64_t bytes_in;
+    _Atomic uint64_t bytes_out;
+    /* This worker's share of each listener's `active`, so the master can settle a crash. */
+    _Atomic uint32_t active_by_listener[STATS_LISTENERS];
+} stats_worker_t;
+
+typedef struct stats {
+    uint64_t started_ms;
+    _Atomic uint64_t generation; /* the generation now serving */
+    _Atomic uint64_t reloads_ok;
+    _Atomic uint64_t reloads_failed;
+    _Atomic uint64_t worker_restarts;
+    _Atomic uint64_t worker_crashes;
+    stats_listener_t listeners[STATS_LISTENERS];
+    stats_worker_t workers[STATS_WORKERS];
+} stats_t;
+
+/* Map a zeroed region shared with children forked later; NULL on failure. */
+stats_t *stats_map(void);
+void stats_unmap(stats_t *s);
+/* A free listener slot, marked in use; -1 if none. */
+int stats_listener_claim(stats_t *s, int protocol, const char *name, const char *address);
+void stats_listener_release(stats_t *s, int slot);
+int stats_worker_claim(stats_t *s, unsigned generation, unsigned index);
+/* A worker process is gone: hand back what it held of each listener's `active`. */
+void stats_worker_settle(stats_t *s, int slot);
+uint64_t stats_now_ms(void);
+
+#endif
