@@ -19,6 +19,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <netdb.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -136,6 +137,7 @@ typedef struct options {
     const char *label;
     const char *target;
     int json;
+    int src_spread; /* -1 = auto */
 } options_t;
 
 static options_t opt = {
@@ -148,6 +150,7 @@ static options_t opt = {
     .threads = 1,
     .timeout = 5.0,
     .label = "",
+    .src_spread = -1,
 };
 
 static struct sockaddr_storage target_addr;
@@ -227,6 +230,7 @@ typedef struct thread {
     uint64_t messages; /* measured: messages (pingpong) or connections (connect) */
     uint64_t errors[ERR_KINDS];
     uint64_t next_scan;
+    unsigned src_next; /* round-robin over the --src-spread source addresses */
     unsigned char rbuf[RBUF_SIZE];
 } thread_t;
 
@@ -275,6 +279,23 @@ static void conn_start(conn_t *c, uint64_t now)
     if (target_addr.ss_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (opt.src_spread > 1) {
+        /*
+         * Thousands of connections a second leave the client's side in TIME_WAIT and exhaust
+         * one source address's ephemeral ports within seconds; all of 127/8 is local, so each
+         * further source address brings a fresh port range. The port is picked at connect().
+         */
+        int one = 1;
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(0x7f000001u + c->t->src_next++ % (unsigned)opt.src_spread);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
+            close(fd);
+            c->t->errors[ERR_CONNECT]++;
+            c->wake = now + RETRY_PAUSE_NS;
+            return;
+        }
     }
     c->fd = fd;
     c->started = now;
@@ -573,6 +594,8 @@ static void usage(FILE *f)
                "  -n, --count N        stop after N measured messages (or -d, whichever first)\n"
                "  -t, --threads N      threads, each with its own epoll (default 1)\n"
                "  -T, --timeout SEC    connect and reply timeout (default 5)\n"
+               "  -S, --src-spread N   bind to 127.0.0.1..127.0.0.N in turn (IPv4 loopback\n"
+               "                       targets; default 32 in connect mode, else 1)\n"
                "  -l, --label TEXT     label echoed in the result\n"
                "  -j, --json           result as one JSON line\n"
                "exit: 0 clean, 1 failures or nothing measured, 100 usage, 111 system failure\n");
@@ -656,13 +679,14 @@ static int parse_args(int argc, char **argv)
         {"threads", required_argument, NULL, 't'},
         {"timeout", required_argument, NULL, 'T'},
         {"label", required_argument, NULL, 'l'},
+        {"src-spread", required_argument, NULL, 'S'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int ch;
     uint64_t v;
-    while ((ch = getopt_long(argc, argv, "m:c:s:p:d:w:n:t:T:l:jh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "m:c:s:p:d:w:n:t:T:S:l:jh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'm':
             if (strcmp(optarg, "pingpong") == 0)
@@ -710,6 +734,11 @@ static int parse_args(int argc, char **argv)
             if (parse_double(optarg, &opt.timeout) < 0 || opt.timeout < 0.001 || opt.timeout > 3600)
                 return -1;
             break;
+        case 'S':
+            if (parse_u64(optarg, &v, 1, 65534) < 0)
+                return -1;
+            opt.src_spread = (int)v;
+            break;
         case 'l':
             opt.label = optarg;
             break;
@@ -728,6 +757,14 @@ static int parse_args(int argc, char **argv)
     opt.target = argv[optind];
     if (parse_target(opt.target) < 0)
         return -1;
+    int loopback4 = target_addr.ss_family == AF_INET &&
+                    (ntohl(((struct sockaddr_in *)&target_addr)->sin_addr.s_addr) >> 24) == 127;
+    if (opt.src_spread < 0)
+        opt.src_spread = opt.mode == MODE_CONNECT && loopback4 ? 32 : 1;
+    if (opt.src_spread > 1 && !loopback4) {
+        fprintf(stderr, "loadgen: --src-spread needs an IPv4 loopback target\n");
+        return -1;
+    }
     if (opt.mode != MODE_PINGPONG)
         opt.depth = 1;
     if (opt.mode == MODE_HOLD)
