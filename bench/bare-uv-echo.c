@@ -1,8 +1,10 @@
 /*
  * bare-uv-echo: the reference berthd's echo is measured against, the smallest correct libuv
- * echo server. One loop; each read buffer is written back as is and freed in write_cb; reading
- * stops while a connection's write queue is over 1 MiB (libuv queues writes without limit);
- * EOF flushes what is queued with uv_shutdown before closing.
+ * echo server written the way a careful libuv user would: one loop, one read buffer for the
+ * whole loop, the bytes written back with uv_try_write, and only what the socket does not take
+ * at once copied and queued with uv_write (no malloc, no write request on the fast path).
+ * Reading stops while a connection's write queue is over 1 MiB (libuv queues writes without
+ * limit); EOF flushes what is queued with uv_shutdown before closing.
  *
  * usage: bare-uv-echo [HOST:]PORT | [V6]:PORT | unix:PATH    (HOST defaults to 127.0.0.1)
  */
@@ -44,10 +46,12 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     free(req);
 }
 
+/* One buffer for the loop: read_cb consumes it before the loop reads again. */
+static char read_buf[65536];
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    buf->base = malloc(suggested);
-    buf->len = buf->base ? suggested : 0;
+    *buf = uv_buf_init(read_buf, sizeof read_buf);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -63,29 +67,43 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
+/* Queue a copy of what the socket did not take at once; 0 or a libuv error. */
+static int queue_copy(uv_stream_t *s, const char *data, size_t len)
+{
+    write_req_t *w = malloc(sizeof *w);
+    char *copy = malloc(len);
+    if (!w || !copy) {
+        free(w);
+        free(copy);
+        return UV_ENOMEM;
+    }
+    memcpy(copy, data, len);
+    w->buf = uv_buf_init(copy, (unsigned)len);
+    int rc = uv_write(&w->req, s, &w->buf, 1, on_write);
+    if (rc != 0) {
+        free(copy);
+        free(w);
+        return rc;
+    }
+    if (uv_stream_get_write_queue_size(s) > HIGH_WATER) {
+        uv_read_stop(s);
+        s->data = s;
+    }
+    return 0;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     if (nread > 0) {
-        write_req_t *w = malloc(sizeof *w);
-        if (!w) {
-            free(buf->base);
+        uv_buf_t out = uv_buf_init(buf->base, (unsigned)nread);
+        /* UV_EAGAIN also when writes are queued already: then all of it goes behind them. */
+        int n = uv_try_write(s, &out, 1);
+        if (n == UV_EAGAIN)
+            n = 0;
+        if (n < 0 || (n < nread && queue_copy(s, buf->base + n, (size_t)(nread - n)) != 0))
             uv_close((uv_handle_t *)s, on_close);
-            return;
-        }
-        w->buf = uv_buf_init(buf->base, (unsigned)nread);
-        if (uv_write(&w->req, s, &w->buf, 1, on_write) != 0) {
-            free(w->buf.base);
-            free(w);
-            uv_close((uv_handle_t *)s, on_close);
-            return;
-        }
-        if (uv_stream_get_write_queue_size(s) > HIGH_WATER) {
-            uv_read_stop(s);
-            s->data = s;
-        }
         return;
     }
-    free(buf->base);
     if (nread == 0)
         return;
     uv_shutdown_t *req = nread == UV_EOF ? malloc(sizeof *req) : NULL;
