@@ -1,0 +1,750 @@
+/*
+ * upload: the seeds' framed file upload (002_*, `put`), as a plugin a user can trust with
+ * their files.
+ *
+ * The stream is cut into frames by frame.c and headers are read by header.c; this file
+ * turns them into a queue of operations per connection, run strictly in order:
+ *
+ *   OPEN (create the temporary file)  WRITE... (append + hash)  COMMIT (verify, fsync,
+ *   rename, fsync dir)  DISCARD (remove a truncated file)  REPLY (a ready frame)  CLOSE
+ *
+ * Disk operations run on the host's thread pool (host->work), one at a time per
+ * connection, so replies leave in the order the files came and the loop never waits on the
+ * disk. While more than QUEUED_HIGH bytes wait for the disk the connection is paused, so a
+ * slow disk slows the client instead of filling memory.
+ *
+ * A file whose last byte has arrived is stored even if the client is gone by then (the
+ * seed's client closes right after sending, without reading replies): finish() runs what is
+ * left of such a file's queue itself. Anything less than a whole file is removed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <berth/handler.h>
+
+#include "frame.h"
+#include "header.h"
+#include "store.h"
+
+#define UPLOAD_VERSION "1.0"
+
+/* One disk write carries at most this much (a bigger chunk from the host is split). */
+#define OP_MAX_BYTES ((size_t)1 << 20)
+/* Pause reading once this much received data waits for the disk (plus one op in flight). */
+#define QUEUED_HIGH ((size_t)2 << 20)
+
+#define DEFAULT_MAX_SIZE ((uint64_t)1 << 30)
+#define DEFAULT_MAX_HEADER ((uint64_t)64 << 10)
+#define MAX_HEADER_LIMIT ((uint64_t)16 << 20)
+#define MIN_HEADER_LIMIT ((uint64_t)64)
+
+static const berth_host_t *host;
+
+typedef struct upload_listener {
+    char *dir;
+    int dirfd;
+    uint64_t max_size;
+    uint64_t max_header;
+    int overwrite;
+    int do_fsync;
+} upload_listener_t;
+
+/* One file, from its header to its outcome. Shared by the ops that work on it. */
+typedef struct ufile {
+    upload_header_t h;
+    upload_store_t st; /* touched only by the op running (thread) or by finish() */
+    int overwrite, do_fsync;
+    uint64_t received;
+    int complete; /* every body byte has arrived */
+    int done;     /* the outcome is decided, replied and logged */
+    int refs;
+    uint64_t t0_ns;
+} ufile_t;
+
+typedef enum op_kind { OP_OPEN, OP_WRITE, OP_COMMIT, OP_DISCARD, OP_REPLY, OP_CLOSE } op_kind_t;
+
+typedef struct op {
+    struct op *next;
+    op_kind_t kind;
+    ufile_t *f;         /* disk ops */
+    unsigned char *buf; /* WRITE: data; REPLY: a whole frame */
+    size_t len, cap;
+    /* Results, written by the pool thread, read on the loop after done(). */
+    int ran;
+    int status;
+    const char *why;
+    unsigned char sha256[32];
+} op_t;
+
+typedef struct uconn {
+    berth_conn_t *conn;
+    const upload_listener_t *ls;
+    upload_frame_t frame;
+    ufile_t *cur;  /* the file whose body is arriving, or NULL */
+    int skipping;  /* the body arriving is a refused file's: dropped */
+    int closing;   /* no more input is taken; a CLOSE is queued */
+    int paused;    /* our own pause is in force */
+    int finishing; /* in finish(): run what is left here, no host calls but log */
+    op_t *head, *tail;
+    op_t *inflight; /* the head op while the pool runs it */
+    size_t queued;  /* WRITE bytes not yet handed to the pool */
+} uconn_t;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- names in logs ---- */
+
+/* A name for a log line: printable ASCII and UTF-8 kept, anything else as \xNN. */
+static const char *log_name(const char *name, size_t len, char *buf, size_t size)
+{
+    size_t o = 0;
+    if (name == NULL)
+        return "(none)";
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        int esc = ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\';
+        if (o + (esc ? 4 : 1) + 4 > size) {
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (esc)
+            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", ch);
+        else
+            buf[o++] = (char)ch;
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+static double since(uint64_t t0_ns)
+{
+    return (double)(now_ns() - t0_ns) / 1e9;
+}
+
+/* ---- files ---- */
+
+static ufile_t *file_ref(ufile_t *f)
+{
+    f->refs++;
+    return f;
+}
+
+static void file_unref(ufile_t *f)
+{
+    if (f == NULL || --f->refs > 0)
+        return;
+    /* Normally empty by now; a file dropped with a temporary still open loses it here. */
+    upload_store_discard(&f->st);
+    upload_header_clear(&f->h);
+    free(f);
+}
+
+/* ---- the queue ---- */
+
+static op_t *op_new(uconn_t *c, op_kind_t kind, ufile_t *f)
+{
+    op_t *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return NULL;
+    op->kind = kind;
+    op->f = f ? file_ref(f) : NULL;
+    if (c->tail)
+        c->tail->next = op;
+    else
+        c->head = op;
+    c->tail = op;
+    return op;
+}
+
+static void op_free(op_t *op)
+{
+    file_unref(op->f);
+    free(op->buf);
+    free(op);
+}
+
+static op_t *op_pop(uconn_t *c)
+{
+    op_t *op = c->head;
+    c->head = op->next;
+    if (c->head == NULL)
+        c->tail = NULL;
+    return op;
+}
+
+static void send_frame(uconn_t *c, unsigned char *frame, size_t len)
+{
+    if (!c->finishing && frame != NULL)
+        host->write(c->conn, frame, len); /* -EPIPE if the client is gone: nothing to do */
+}
+
+/* Queue an error reply (name MAY be NULL). */
+static int queue_error(uconn_t *c, const char *name, size_t name_len, const char *msg)
+{
+    size_t len = 0;
+    unsigned char *frame = upload_reply_error(name, name_len, msg, &len);
+    if (frame == NULL)
+        return -ENOMEM;
+    op_t *op = op_new(c, OP_REPLY, NULL);
+    if (op == NULL) {
+        free(frame);
+        return -ENOMEM;
+    }
+    op->buf = frame;
+    op->len = len;
+    return 0;
+}
+
+static void set_paused(uconn_t *c, int want)
+{
+    if (c->finishing || want == c->paused)
+        return;
+    c->paused = want;
+    if (want)
+        host->pause(c->conn);
+    else
+        host->resume(c->conn);
+}
+
+/* Stop taking input: what is queued still runs, then the connection closes. */
+static void start_closing(uconn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    op_new(c, OP_CLOSE, NULL); /* on -ENOMEM, the close happens when the queue drains */
+    set_paused(c, 1);
+}
+
+/* The outcome of a file that fails: one reply, one log line. */
+static void file_failed(uconn_t *c, ufile_t *f, const char *msg)
+{
+    char nb[UPLOAD_NAME_MAX * 4 + 8];
+    size_t len = 0;
+
+    if (f->done)
+        return;
+    f->done = 1;
+    unsigned char *frame =
+        c->finishing ? NULL : upload_reply_error(f->h.name, strlen(f->h.name), msg, &len);
+    send_frame(c, frame, len);
+    free(frame);
+    host->log(c->conn, BERTH_LOG_INFO,
+              "refused \"%s\": %" PRIu64 " of %" PRIu64 " bytes received in %.3fs: %s",
+              log_name(f->h.name, strlen(f->h.name), nb, sizeof(nb)), f->received, f->h.size,
+              since(f->t0_ns), msg);
+}
+
+static const char *errno_reason(int err, char *buf, size_t size)
+{
+    switch (-err) {
+    case EEXIST:
+        return "a file of that name exists (overwrite = no)";
+    case ENOSPC:
+    case EDQUOT:
+        return "no space left on the server's disk";
+    case EFBIG:
+        return "file too large for the server's file system";
+    case EISDIR:
+        return "a directory of that name exists";
+    default:
+        snprintf(buf, size, "could not store the file: %s", strerror(-err));
+        return buf;
+    }
+}
+
+/* ---- the pool side ---- */
+
+static void op_work(void *arg)
+{
+    op_t *op = arg;
+    ufile_t *f = op->f;
+
+    switch (op->kind) {
+    case OP_OPEN:
+        op->status = upload_store_open(&f->st, &f->h, f->overwrite, f->h.size);
+        break;
+    case OP_WRITE:
+        op->status = upload_store_write(&f->st, op->buf, op->len);
+        if (op->status != 0)
+            upload_store_discard(&f->st);
+        break;
+    case OP_COMMIT:
+        op->status =
+            upload_store_commit(&f->st, &f->h, f->overwrite, f->do_fsync, op->sha256, &op->why);
+        break;
+    case OP_DISCARD:
+        upload_store_discard(&f->st);
+        break;
+    case OP_REPLY:
+    case OP_CLOSE:
+        break;
+    }
+    op->ran = 1;
+}
+
+/* ---- back on the loop ---- */
+
+static void op_complete(uconn_t *c, op_t *op)
+{
+    ufile_t *f = op->f;
+    char buf[160], nb[UPLOAD_NAME_MAX * 4 + 8], hex[65];
+
+    switch (op->kind) {
+    case OP_OPEN:
+    case OP_WRITE:
+        if (op->status != 0)
+            file_failed(c, f, errno_reason(op->status, buf, sizeof(buf)));
+        break;
+    case OP_COMMIT:
+        if (op->status != 0) {
+            file_failed(c, f, op->why ? op->why : errno_reason(op->status, buf, sizeof(buf)));
+            break;
+        }
+        f->done = 1;
+        upload_hex(op->sha256, sizeof(op->sha256), hex);
+        if (!c->finishing) {
+            size_t len = 0;
+            unsigned char *frame =
+                upload_reply_ok(f->h.name, strlen(f->h.name), f->h.size, hex, &len);
+            send_frame(c, frame, len);
+            free(frame);
+        }
+        host->log(c->conn, BERTH_LOG_INFO, "stored \"%s\": %" PRIu64 " bytes sha256=%s in %.3fs%s",
+                  log_name(f->h.name, strlen(f->h.name), nb, sizeof(nb)), f->h.size, hex,
+                  since(f->t0_ns), c->finishing ? " (client gone)" : "");
+        break;
+    case OP_DISCARD:
+        file_failed(c, f, "the connection ended before the whole file arrived");
+        break;
+    case OP_REPLY:
+    case OP_CLOSE:
+        break;
+    }
+}
+
+static void op_done(berth_conn_t *conn, void *arg, int status);
+
+/* Run the queue until an op is handed to the pool or the queue is empty. */
+static void pump(uconn_t *c)
+{
+    while (c->inflight == NULL && c->head != NULL) {
+        op_t *op = c->head;
+        switch (op->kind) {
+        case OP_REPLY:
+            send_frame(c, op->buf, op->len);
+            op_free(op_pop(c));
+            continue;
+        case OP_CLOSE:
+            op_free(op_pop(c));
+            if (!c->finishing)
+                host->close(c->conn);
+            continue;
+        default:
+            break;
+        }
+        if (op->kind == OP_WRITE)
+            c->queued -= op->len;
+        /* A failed file's remaining ops have nothing to do. When finishing, a file that
+         * never arrived whole is not worth writing: it is removed instead. */
+        if ((op->f->done && op->kind != OP_DISCARD) ||
+            (c->finishing && !op->f->complete && op->kind != OP_DISCARD)) {
+            op_free(op_pop(c));
+            continue;
+        }
+        c->inflight = op;
+        if (!c->finishing && host->work(c->conn, op_work, op_done, op) == 0)
+            break;
+        /* finish() (or a host that will not queue work): the disk work happens here. */
+        op_work(op);
+        c->inflight = NULL;
+        op_complete(c, op);
+        op_free(op_pop(c));
+    }
+    if (c->paused && !c->closing && c->queued < QUEUED_HIGH)
+        set_paused(c, 0);
+    if (c->closing && c->head == NULL && c->inflight == NULL && !c->finishing)
+        host->close(c->conn);
+}
+
+static void op_done(berth_conn_t *conn, void *arg, int status)
+{
+    uconn_t *c = host->state(conn);
+    op_t *op = arg;
+
+    c->inflight = NULL;
+    if (!op->ran) {
+        /* Cancelled before it ran: it stays queued, and finish() runs it. */
+        if (op->kind == OP_WRITE)
+            c->queued += op->len;
+        return;
+    }
+    op_complete(c, op);
+    op_free(op_pop(c));
+    pump(c);
+}
+
+/* ---- input ---- */
+
+static void on_header(uconn_t *c, const unsigned char *data, size_t len)
+{
+    const upload_listener_t *ls = c->ls;
+    char nb[UPLOAD_NAME_MAX * 4 + 8], msg[200];
+
+    ufile_t *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        host->abort(c->conn);
+        c->closing = 1;
+        return;
+    }
+    f->refs = 1;
+    f->t0_ns = now_ns();
+    upload_store_init(&f->st, ls->dirfd);
+    f->overwrite = ls->overwrite;
+    f->do_fsync = ls->do_fsync;
+
+    upload_header_status_t st = upload_header_parse(data, len, &f->h);
+    const char *why = f->h.error;
+    if (st == UPLOAD_HEADER_OK && f->h.size > ls->max_size) {
+        snprintf(msg, sizeof(msg), "file_size %" PRIu64 " is over max_size %" PRIu64, f->h.size,
+                 ls->max_size);
+        why = msg;
+        st = UPLOAD_HEADER_BAD; /* not worth reading: answer and close */
+    }
+    if (st != UPLOAD_HEADER_OK) {
+        host->log(c->conn, BERTH_LOG_INFO, "refused \"%s\": %s%s",
+                  log_name(f->h.raw_name, f->h.raw_name_len, nb, sizeof(nb)), why,
+                  st == UPLOAD_HEADER_BAD ? " (closing)" : "");
+        if (queue_error(c, f->h.raw_name, f->h.raw_name_len, why) != 0) {
+            host->abort(c->conn);
+            c->closing = 1;
+        } else if (st == UPLOAD_HEADER_BAD) {
+            start_closing(c);
+        } else {
+            c->skipping = 1;
+            upload_frame_body(&c->frame, f->h.size);
+        }
+        file_unref(f);
+        return;
+    }
+    if (op_new(c, OP_OPEN, f) == NULL) {
+        file_unref(f);
+        host->abort(c->conn);
+        c->closing = 1;
+        return;
+    }
+    c->cur = f;
+    upload_frame_body(&c->frame, f->h.size);
+}
+
+static int on_data(uconn_t *c, const unsigned char *data, size_t len)
+{
+    ufile_t *f = c->cur;
+    if (c->skipping || f == NULL)
+        return 0;
+    f->received += len;
+    if (f->done)
+        return 0; /* failed already (disk full...): the rest of the body is dropped */
+    while (len > 0) {
+        op_t *op = c->tail;
+        if (op == NULL || op->kind != OP_WRITE || op->f != f || op == c->inflight ||
+            op->len == OP_MAX_BYTES) {
+            if ((op = op_new(c, OP_WRITE, f)) == NULL)
+                return -ENOMEM;
+        }
+        size_t n = OP_MAX_BYTES - op->len;
+        if (n > len)
+            n = len;
+        if (op->len + n > op->cap) {
+            /* Grow by doubling: a small file costs a small buffer. */
+            size_t cap = op->cap ? op->cap : 16384;
+            while (cap < op->len + n)
+                cap *= 2;
+            if (cap > OP_MAX_BYTES)
+                cap = OP_MAX_BYTES;
+            unsigned char *b = realloc(op->buf, cap);
+            if (b == NULL)
+                return -ENOMEM;
+            op->buf = b;
+            op->cap = cap;
+        }
+        memcpy(op->buf + op->len, data, n);
+        op->len += n;
+        c->queued += n;
+        data += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int on_end(uconn_t *c)
+{
+    ufile_t *f = c->cur;
+    if (c->skipping) {
+        c->skipping = 0;
+        return 0;
+    }
+    c->cur = NULL;
+    f->complete = 1;
+    int r = 0;
+    if (!f->done && op_new(c, OP_COMMIT, f) == NULL)
+        r = -ENOMEM;
+    file_unref(f);
+    return r;
+}
+
+static void upload_handle(berth_conn_t *conn, const void *data, size_t len)
+{
+    uconn_t *c = host->state(conn);
+    const unsigned char *in = data;
+    size_t off = 0;
+    char msg[160];
+
+    while (!c->closing) {
+        upload_frame_ev_t ev;
+        long n = upload_frame_feed(&c->frame, in + off, len - off, &ev);
+        if (n < 0) {
+            host->log(conn, BERTH_LOG_ERROR, "out of memory reading a header");
+            host->abort(conn);
+            c->closing = 1;
+            break;
+        }
+        off += (size_t)n;
+        int r = 0;
+        if (ev.type == UPLOAD_FRAME_NONE)
+            break;
+        switch (ev.type) {
+        case UPLOAD_FRAME_ERROR:
+            if (ev.error == UPLOAD_FRAME_ENEGATIVE)
+                snprintf(msg, sizeof(msg), "header length %" PRId64 " is negative", ev.declared);
+            else
+                snprintf(msg, sizeof(msg), "header length %" PRId64 " is over max_header %" PRIu64,
+                         ev.declared, c->ls->max_header);
+            host->log(conn, BERTH_LOG_INFO, "refused: %s (closing)", msg);
+            r = queue_error(c, NULL, 0, msg);
+            start_closing(c);
+            break;
+        case UPLOAD_FRAME_HEADER:
+            on_header(c, ev.data, ev.len);
+            break;
+        case UPLOAD_FRAME_DATA:
+            r = on_data(c, ev.data, ev.len);
+            break;
+        case UPLOAD_FRAME_END:
+            r = on_end(c);
+            break;
+        case UPLOAD_FRAME_NONE:
+            break;
+        }
+        if (r != 0) {
+            host->log(conn, BERTH_LOG_ERROR, "out of memory");
+            host->abort(conn);
+            c->closing = 1;
+            return;
+        }
+    }
+    pump(c);
+    if (c->queued >= QUEUED_HIGH)
+        set_paused(c, 1);
+}
+
+static void upload_eof(berth_conn_t *conn)
+{
+    uconn_t *c = host->state(conn);
+    if (c->closing)
+        return;
+    if (c->cur != NULL) {
+        /* Truncated: what was written goes, after the writes queued before it. */
+        if (!c->cur->done && op_new(c, OP_DISCARD, c->cur) == NULL) {
+            host->abort(conn);
+            return;
+        }
+    } else if (!upload_frame_idle(&c->frame)) {
+        host->log(conn, BERTH_LOG_INFO, "connection ended inside a header");
+    }
+    start_closing(c);
+    pump(c);
+}
+
+static int upload_setup(berth_conn_t *conn)
+{
+    uconn_t *c = host->state(conn);
+    c->conn = conn;
+    c->ls = host->listener_state(conn);
+    if (c->ls == NULL)
+        return -EINVAL;
+    upload_frame_init(&c->frame, (size_t)c->ls->max_header);
+    return 0;
+}
+
+static void upload_finish(berth_conn_t *conn)
+{
+    uconn_t *c = host->state(conn);
+    if (c->ls == NULL)
+        return;
+    /* The host waited for the op in flight. What is queued for files that arrived whole is
+     * done now, on this thread; partial files are removed. */
+    c->finishing = 1;
+    c->inflight = NULL;
+    pump(c);
+    if (c->cur != NULL) {
+        ufile_t *f = c->cur;
+        c->cur = NULL;
+        upload_store_discard(&f->st);
+        file_failed(c, f, "the connection ended before the whole file arrived");
+        file_unref(f);
+    }
+    upload_frame_free(&c->frame);
+}
+
+/* ---- the listener ---- */
+
+static int check_dir(const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        snprintf(err, errlen, "dir %s: %s", dir, strerror(errno));
+        return -EINVAL;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "dir %s is not a directory", dir);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int upload_check_option(berth_listener_t *l, const char *key, const char *value, char *err,
+                               size_t errlen)
+{
+    uint64_t n;
+    int b;
+
+    if (strcmp(key, "dir") == 0)
+        return check_dir(value, err, errlen);
+    if (strcmp(key, "max_size") == 0) {
+        if (host->parse_size(value, &n) != 0 || n > INT64_MAX) {
+            snprintf(err, errlen, "max_size: not a size: %s", value);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (strcmp(key, "max_header") == 0) {
+        if (host->parse_size(value, &n) != 0 || n < MIN_HEADER_LIMIT || n > MAX_HEADER_LIMIT) {
+            snprintf(err, errlen, "max_header: want a size from 64 to 16M, not %s", value);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (strcmp(key, "overwrite") == 0 || strcmp(key, "fsync") == 0) {
+        if (host->parse_bool(value, &b) != 0) {
+            snprintf(err, errlen, "%s: want yes or no, not %s", key, value);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    snprintf(err, errlen,
+             "unknown key \"%s\" for the upload handler (dir, max_size, max_header, "
+             "overwrite, fsync)",
+             key);
+    return -EINVAL;
+}
+
+static void upload_listener_close(berth_listener_t *l, void *state)
+{
+    upload_listener_t *ls = state;
+    if (ls == NULL)
+        return;
+    if (ls->dirfd >= 0)
+        close(ls->dirfd);
+    free(ls->dir);
+    free(ls);
+}
+
+static int upload_listener_open(berth_listener_t *l, void **state, char *err, size_t errlen)
+{
+    const char *v;
+    int r = -EINVAL;
+
+    berth_protocol_t proto = host->listener_protocol(l);
+    if (proto != BERTH_PROTO_TCP && proto != BERTH_PROTO_UNIX) {
+        snprintf(err, errlen, "upload needs a stream listener (protocol = tcp or unix)");
+        return -EINVAL;
+    }
+    upload_listener_t *ls = calloc(1, sizeof(*ls));
+    if (ls == NULL)
+        return -ENOMEM;
+    ls->dirfd = -1;
+    ls->max_size = DEFAULT_MAX_SIZE;
+    ls->max_header = DEFAULT_MAX_HEADER;
+    ls->do_fsync = 1;
+
+    /* check_option() has vetted every value present; read them again for real. */
+    if ((v = host->option(l, "dir")) == NULL) {
+        snprintf(err, errlen, "dir is required: the folder uploads are stored in");
+        goto fail;
+    }
+    if ((r = check_dir(v, err, errlen)) != 0)
+        goto fail;
+    if ((ls->dir = strdup(v)) == NULL) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    if ((v = host->option(l, "max_size")) != NULL && host->parse_size(v, &ls->max_size) != 0)
+        goto bad;
+    if ((v = host->option(l, "max_header")) != NULL && host->parse_size(v, &ls->max_header) != 0)
+        goto bad;
+    if ((v = host->option(l, "overwrite")) != NULL && host->parse_bool(v, &ls->overwrite) != 0)
+        goto bad;
+    if ((v = host->option(l, "fsync")) != NULL && host->parse_bool(v, &ls->do_fsync) != 0)
+        goto bad;
+    ls->dirfd = open(ls->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (ls->dirfd < 0) {
+        r = -errno;
+        snprintf(err, errlen, "dir %s: %s", ls->dir, strerror(errno));
+        goto fail;
+    }
+    *state = ls;
+    return 0;
+bad:
+    snprintf(err, errlen, "bad value: %s", v);
+    r = -EINVAL;
+fail:
+    upload_listener_close(l, ls);
+    return r;
+}
+
+static int upload_load(const berth_host_t *h)
+{
+    /* Every member used here is in the first ABI version's table. */
+    if (!BERTH_HOST_HAS(h, work))
+        return -ENOTSUP;
+    host = h;
+    return 0;
+}
+
+BERTH_HANDLER = {
+    BERTH_HANDLER_INIT("upload"),
+    .version = UPLOAD_VERSION,
+    .conn_size = sizeof(uconn_t),
+    .load = upload_load,
+    .check_option = upload_check_option,
+    .listener_open = upload_listener_open,
+    .listener_close = upload_listener_close,
+    .setup = upload_setup,
+    .handle = upload_handle,
+    .eof = upload_eof,
+    .finish = upload_finish,
+};
