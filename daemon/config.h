@@ -39,7 +39,8 @@ typedef struct config_listener {
     socklen_t addrlen;
 
     char *handler;     /* as written ("echo" or a path) */
-    char *plugin_path; /* plugin_dir/NAME.so, or the path itself when it holds a '/' */
+    char *plugin_path; /* plugin_dir/NAME.so, or the path itself when it holds a '/' (relative
+                          to the directory of the file the listener is in) */
     int handler_line;
 
     uint32_t concurrency;  /* default 1024 */
@@ -81,10 +82,11 @@ typedef struct config_errors {
 /*
  * Parse `path` and its includes. On success returns 0 and stores a new config in *out.
  * On failure returns -EINVAL (or -ENOMEM), sets *out to NULL, and every error found is in
- * *errs (appended, in the order found: start from `config_errors_t errs = {0};` and free them
- * with config_errors_free; `errs` MAY be NULL). Checks everything the daemon itself can:
- * syntax, unknown [daemon] keys, values and units, addresses, duplicate keys, sections and
- * addresses, that each plugin file exists. It does not load plugins.
+ * *errs (appended, sorted by file in the order the files were read, then by line: start
+ * from `config_errors_t errs = {0};` and free them with config_errors_free; `errs` MAY be
+ * NULL). Checks everything the daemon itself can: syntax, unknown [daemon] keys, values
+ * and units, addresses, duplicate keys, sections and addresses, that each plugin file
+ * exists. It does not load plugins.
  * Relative paths in a file (include, plugin_dir, a handler path) are relative to the
  * directory of that file.
  */
