@@ -1,0 +1,64 @@
+/*
+ * libFuzzer target for the config parser (daemon/config.c, with units.c and cidr.c).
+ *
+ * The input is a whole berth.conf, loaded with config_load_string() and includes turned off
+ * (an include would let the fuzzer read any file on the machine). Checks the contract: a
+ * config and no error, or no config and at least one error, each "FILE:LINE: message"; and
+ * that a config that loads holds together. ASan's leak check covers config_free().
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "config.h"
+
+#define NAME "fuzz.conf"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check(int ok)
+{
+    if (!ok)
+        abort();
+}
+
+static void check_config(const berth_config_t *cfg)
+{
+    check(cfg->workers >= 1 && cfg->workers <= BERTH_MAX_WORKERS);
+    check(cfg->nfiles == 1 && strcmp(cfg->files[0], NAME) == 0);
+    check(cfg->plugin_dir && cfg->admin && cfg->log);
+    check(cfg->nlisteners <= BERTH_MAX_LISTENERS);
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const config_listener_t *l = &cfg->listeners[i];
+        check(config_find_listener(cfg, l->name) == l);
+        check(strcmp(config_protocol_name(l->protocol), "?") != 0);
+        check(l->address && l->handler && l->plugin_path);
+        check(l->addrlen > 0 && l->addrlen <= sizeof(l->addr));
+        check(l->concurrency >= 1 && l->backlog >= 1 && l->mode <= 0777);
+        check(l->file == cfg->files[0] && l->line > 0 && l->handler_line > l->line);
+        for (size_t j = 0; j < l->noptions; j++)
+            check(l->options[j].key[0] && l->options[j].value && l->options[j].line > l->line);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    berth_config_t *cfg = NULL;
+    config_errors_t errs = {0};
+    int rc =
+        config_load_string(NAME, (const char *)data, size, CONFIG_LOAD_NO_INCLUDE, &cfg, &errs);
+
+    if (rc == 0) {
+        check(cfg != NULL && errs.count == 0);
+        check_config(cfg);
+    } else {
+        check(rc == -EINVAL && cfg == NULL && errs.count > 0);
+        for (size_t i = 0; i < errs.count; i++)
+            check(strncmp(errs.msgs[i], NAME ":", strlen(NAME ":")) == 0);
+    }
+    config_free(cfg);
+    config_errors_free(&errs);
+    return 0;
+}
