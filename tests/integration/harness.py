@@ -4,7 +4,9 @@ ctest sets BERTHD (the daemon), BERTH_PLUGIN_DIR (the build's plugin folder) and
 BERTH_BUILD (the build tree). Every test gets its own temporary folder, ports picked
 free, and a daemon that is stopped (SIGTERM, then SIGKILL) when the test ends.
 """
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -114,12 +116,201 @@ class Berthd:
             self.proc.kill()
             self.proc.wait()
 
+    # ---- admin socket, status and reload (for the daemon's own tests) ----
+
+    def request(self, line, timeout=IO_TIMEOUT):
+        """An admin request to this daemon: (ok, body)."""
+        return admin_request(self.admin, line, timeout)
+
+    def status(self):
+        """`status --json` as a dict."""
+        ok, body = self.request("status --json")
+        if not ok:
+            raise AssertionError("status failed: " + body)
+        return json.loads(body)
+
+    def try_status(self):
+        try:
+            return self.status()
+        except (OSError, ValueError):
+            return None
+
+    def serving(self):
+        """True once a generation serves and every worker of it is accepting."""
+        st = self.try_status()
+        if not st or st["generation"] < 1:
+            return False
+        gen = [w for w in st["workers"] if w["generation"] == st["generation"]]
+        return bool(gen) and all(w["state"] == "serving" for w in gen)
+
+    def wait_serving(self, timeout=START_TIMEOUT):
+        wait_until(lambda: self.proc.poll() is not None or self.serving(), timeout,
+                   what="berthd to serve")
+        if self.proc.poll() is not None:
+            raise AssertionError("berthd exited %d:\n%s" % (self.proc.returncode, self.log()))
+        return self.status()
+
+    def wait_status(self, pred, what="status", timeout=START_TIMEOUT):
+        """Wait until pred(status dict) is true; returns that status."""
+        def probe():
+            st = self.try_status()
+            return st if st is not None and pred(st) else None
+        return wait_until(probe, timeout, interval=0.05, what=what)
+
+    def wait_log(self, pattern, timeout=START_TIMEOUT):
+        """Wait until the log matches the regular expression; returns the match."""
+        rx = re.compile(pattern, re.M)
+        return wait_until(lambda: rx.search(self.log()), timeout, interval=0.05,
+                          what="log line /%s/" % pattern)
+
+    def reload(self, timeout=START_TIMEOUT):
+        """SIGHUP, then wait until the reload has ended (ok or failed); True if it succeeded."""
+        before = self.status()
+        self.signal(signal.SIGHUP)
+        st = self.wait_status(
+            lambda s: s["reloads_ok"] + s["reloads_failed"] >
+            before["reloads_ok"] + before["reloads_failed"], "the reload to end", timeout)
+        return st["reloads_ok"] > before["reloads_ok"]
+
+    def worker_pids(self, state="serving"):
+        st = self.status()
+        return [w["pid"] for w in st["workers"] if state is None or w["state"] == state]
+
+    def listener(self, name, st=None):
+        """One listener's figures from status --json."""
+        st = st or self.status()
+        for l in st["listeners"]:
+            if l["name"] == name:
+                return l
+        raise AssertionError("no listener %r in status" % name)
+
 
 def check_config(path, *extra):
     """Run `berthd -t -c path`; returns (exit code, output)."""
     r = subprocess.run([BERTHD, "-t", "-c", path, *extra], capture_output=True, text=True,
                        timeout=60)
     return r.returncode, r.stdout + r.stderr
+
+
+# ctest sets BERTH_TEST_PLUGIN_DIR: good/good2/badabi/nosym/crashy .so built from tests/plugins.
+TEST_PLUGIN_DIR = os.environ.get("BERTH_TEST_PLUGIN_DIR", os.path.join(BUILD, "test-plugins"))
+
+
+def built_test_plugin(name):
+    """Path of a test plugin (tests/plugins/NAME.c built as NAME.so)."""
+    return os.path.join(TEST_PLUGIN_DIR, name + ".so")
+
+
+def admin_request(path, line, timeout=IO_TIMEOUT):
+    """One admin request: send `line`, read to EOF. Returns (ok, body): ok is True when
+    the first line is "ok", False when "error"; body is the rest."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(line.encode() + b"\n")
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    head, _, body = text.partition("\n")
+    if head not in ("ok", "error"):
+        raise AssertionError("admin answered %r to %r" % (text, line))
+    return head == "ok", body
+
+
+def recv_exact(sock, n, timeout=IO_TIMEOUT):
+    """Read exactly n bytes (fewer only if the peer closes first)."""
+    sock.settimeout(timeout)
+    buf = bytearray()
+    while len(buf) < n:
+        b = sock.recv(n - len(buf))
+        if not b:
+            break
+        buf += b
+    return bytes(buf)
+
+
+def recv_until(sock, end=b"\n", timeout=IO_TIMEOUT):
+    """Read until `end` has arrived (or EOF); returns everything read."""
+    sock.settimeout(timeout)
+    buf = bytearray()
+    while not buf.endswith(end):
+        b = sock.recv(1)
+        if not b:
+            break
+        buf += b
+    return bytes(buf)
+
+
+def stream_connect(family, addr, timeout=IO_TIMEOUT):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(addr)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def stream_echo(family, addr, data, timeout=IO_TIMEOUT):
+    """Connect, send data, read as many bytes back, close cleanly; returns what came back."""
+    with stream_connect(family, addr, timeout) as s:
+        s.sendall(data)
+        got = recv_exact(s, len(data), timeout)
+        s.shutdown(socket.SHUT_WR)
+        return got
+
+
+def line_request(sock, line, timeout=IO_TIMEOUT):
+    """Send one line on a connected stream, return the line that answers it."""
+    sock.sendall(line.encode() + b"\n")
+    return recv_until(sock, b"\n", timeout).decode()
+
+
+def peer_closed(sock, timeout=IO_TIMEOUT):
+    """True once the peer has closed (EOF or reset) within timeout; False on timeout."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            b = sock.recv(4096)
+            if not b:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def udp_roundtrip(addr, data, family=socket.AF_INET, timeout=IO_TIMEOUT):
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(data, addr)
+        return s.recvfrom(65536)[0]
+
+
+def unixgram_roundtrip(path, client_path, data, timeout=IO_TIMEOUT):
+    """A unix datagram exchange from a client bound to client_path (else no reply can come)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.bind(client_path)
+        try:
+            s.sendto(data, path)
+            return s.recvfrom(65536)[0]
+        finally:
+            os.unlink(client_path)
+
+
+def proc_rss_kib(pid):
+    """VmRSS of a process, in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
 
 
 class BerthTestCase(unittest.TestCase):
