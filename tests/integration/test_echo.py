@@ -1,0 +1,554 @@
+"""Issue 2: echo on every kind of listener, driven by real clients (Python's socket module,
+socat, ncat), and the listener behaviours around it: the test plugin's host services,
+concurrency, allow/deny, idle_timeout, unix socket files.
+
+Every wait is bounded by a generous timeout that guards against a hang; none is a
+performance check.
+"""
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+from harness import (IO_TIMEOUT, BerthTestCase, built_test_plugin, free_port, line_request,
+                     peer_closed, recv_exact, recv_until, stream_connect, stream_echo,
+                     udp_roundtrip, unixgram_roundtrip, wait_until)
+
+SOCAT = shutil.which("socat")
+NCAT = shutil.which("ncat")
+TOOL_TIMEOUT = 30  # a hang guard for an external client
+
+
+def have_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+HAVE_IPV6 = have_ipv6_loopback()
+PAYLOAD = b"hello berth\n" + bytes(range(256)) + b"\nthe end\n"
+
+
+def run_tool(argv, data):
+    """Run an external client with `data` on stdin; returns its stdout."""
+    r = subprocess.run(argv, input=data, capture_output=True, timeout=TOOL_TIMEOUT)
+    if r.returncode != 0:
+        raise AssertionError("%s exited %d: %s" % (argv, r.returncode, r.stderr.decode()))
+    return r.stdout
+
+
+class EchoAllKinds(BerthTestCase):
+    """One daemon, echo on tcp (IPv4, IPv6, *), udp, unix and unixgram."""
+
+    def setUp(self):
+        super().setUp()
+        self.port4 = free_port()
+        self.uport = free_port(socket.SOCK_DGRAM)
+        self.anyport = free_port()
+        self.usock = os.path.join(self.tmp, "echo.sock")
+        self.gsock = os.path.join(self.tmp, "echo.dgram")
+        listeners = f"""
+            [tcp4]
+            protocol = tcp
+            address = 127.0.0.1:{self.port4}
+            handler = echo
+
+            [udp4]
+            protocol = udp
+            address = 127.0.0.1:{self.uport}
+            handler = echo
+
+            [any]
+            protocol = tcp
+            address = *:{self.anyport}
+            handler = echo
+
+            [unix]
+            protocol = unix
+            address = {self.usock}
+            handler = echo
+
+            [unixgram]
+            protocol = unixgram
+            address = {self.gsock}
+            handler = echo
+            """
+        if HAVE_IPV6:
+            self.port6 = free_port(family=socket.AF_INET6)
+            self.uport6 = free_port(socket.SOCK_DGRAM, socket.AF_INET6)
+            listeners += f"""
+            [tcp6]
+            protocol = tcp
+            address = [::1]:{self.port6}
+            handler = echo
+
+            [udp6]
+            protocol = udp
+            address = [::1]:{self.uport6}
+            handler = echo
+            """
+        self.d = self.daemon(listeners, workers=2)
+        self.d.wait_serving()
+
+    def tearDown(self):
+        try:
+            self.assertEqual(self.d.stop(), 0)
+        finally:
+            super().tearDown()
+
+    # -- Python's socket module --
+
+    def test_tcp_ipv4(self):
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", self.port4), PAYLOAD), PAYLOAD)
+
+    def test_tcp_any_address(self):
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", self.anyport), PAYLOAD),
+                         PAYLOAD)
+
+    @unittest.skipUnless(HAVE_IPV6, "no IPv6 on loopback")
+    def test_tcp_ipv6(self):
+        self.assertEqual(stream_echo(socket.AF_INET6, ("::1", self.port6), PAYLOAD), PAYLOAD)
+
+    def test_udp_ipv4(self):
+        self.assertEqual(udp_roundtrip(("127.0.0.1", self.uport), b"a datagram"), b"a datagram")
+
+    @unittest.skipUnless(HAVE_IPV6, "no IPv6 on loopback")
+    def test_udp_ipv6(self):
+        self.assertEqual(udp_roundtrip(("::1", self.uport6), b"six", socket.AF_INET6), b"six")
+
+    def test_udp_each_datagram_back_to_its_sender(self):
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+        try:
+            for i, s in enumerate(socks):
+                s.settimeout(IO_TIMEOUT)
+                s.sendto(b"from %d" % i, ("127.0.0.1", self.uport))
+            for i, s in enumerate(socks):
+                self.assertEqual(s.recvfrom(65536)[0], b"from %d" % i)
+        finally:
+            for s in socks:
+                s.close()
+
+    def test_unix(self):
+        self.assertEqual(stream_echo(socket.AF_UNIX, self.usock, PAYLOAD), PAYLOAD)
+
+    def test_unixgram_client_bound_to_a_path(self):
+        client = os.path.join(self.tmp, "client.dgram")
+        self.assertEqual(unixgram_roundtrip(self.gsock, client, b"unix datagram"),
+                         b"unix datagram")
+
+    def test_many_connections_at_once(self):
+        conns = [stream_connect(socket.AF_INET, ("127.0.0.1", self.port4)) for _ in range(20)]
+        try:
+            for i, c in enumerate(conns):
+                c.sendall(b"conn %d\n" % i)
+            for i, c in enumerate(conns):
+                self.assertEqual(recv_exact(c, len(b"conn %d\n" % i)), b"conn %d\n" % i)
+        finally:
+            for c in conns:
+                c.close()
+
+    def test_large_stream_both_ways(self):
+        """8 MiB sent while reading: more than any socket buffer, so host backpressure and
+        write queueing are on the path."""
+        data = os.urandom(1 << 16) * 128
+        with stream_connect(socket.AF_INET, ("127.0.0.1", self.port4)) as s:
+            got = bytearray()
+            s.setblocking(False)
+            sent = 0
+            deadline = time.monotonic() + 60
+            sel = selectors.DefaultSelector()
+            sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while len(got) < len(data):
+                self.assertLess(time.monotonic(), deadline, "8 MiB echo hung")
+                for _, ev in sel.select(1.0):
+                    if ev & selectors.EVENT_WRITE and sent < len(data):
+                        try:
+                            sent += s.send(data[sent:sent + 65536])
+                        except BlockingIOError:
+                            pass
+                        if sent == len(data):
+                            sel.modify(s, selectors.EVENT_READ)
+                    if ev & selectors.EVENT_READ:
+                        try:
+                            b = s.recv(1 << 16)
+                        except BlockingIOError:
+                            continue
+                        self.assertTrue(b, "closed after %d of %d bytes" % (len(got), len(data)))
+                        got += b
+            sel.close()
+        self.assertEqual(bytes(got), data)
+
+    def test_eof_closes_after_flush(self):
+        """A client that half-closes still gets every byte back, then EOF."""
+        with stream_connect(socket.AF_INET, ("127.0.0.1", self.port4)) as s:
+            s.sendall(PAYLOAD)
+            s.shutdown(socket.SHUT_WR)
+            self.assertEqual(recv_exact(s, len(PAYLOAD) + 1), PAYLOAD)
+
+    # -- socat and ncat --
+
+    @unittest.skipUnless(SOCAT, "socat not installed")
+    def test_socat_tcp4(self):
+        self.assertEqual(run_tool([SOCAT, "-t", "5", "-", "TCP4:127.0.0.1:%d" % self.port4],
+                                  PAYLOAD), PAYLOAD)
+
+    @unittest.skipUnless(SOCAT and HAVE_IPV6, "socat or IPv6 missing")
+    def test_socat_tcp6(self):
+        self.assertEqual(run_tool([SOCAT, "-t", "5", "-", "TCP6:[::1]:%d" % self.port6],
+                                  PAYLOAD), PAYLOAD)
+
+    @unittest.skipUnless(SOCAT, "socat not installed")
+    def test_socat_udp(self):
+        # -T: leave after 2 s without traffic (the reply comes well before).
+        self.assertEqual(run_tool([SOCAT, "-T", "2", "-", "UDP4:127.0.0.1:%d" % self.uport],
+                                  b"socat datagram\n"), b"socat datagram\n")
+
+    @unittest.skipUnless(SOCAT, "socat not installed")
+    def test_socat_unix(self):
+        self.assertEqual(run_tool([SOCAT, "-t", "5", "-", "UNIX-CONNECT:" + self.usock],
+                                  PAYLOAD), PAYLOAD)
+
+    @unittest.skipUnless(SOCAT, "socat not installed")
+    def test_socat_unixgram(self):
+        client = os.path.join(self.tmp, "socat.dgram")
+        out = run_tool([SOCAT, "-T", "2", "-", "UNIX-SENDTO:%s,bind=%s" % (self.gsock, client)],
+                       b"socat unix datagram\n")
+        self.assertEqual(out, b"socat unix datagram\n")
+
+    @unittest.skipUnless(NCAT, "ncat not installed")
+    def test_ncat_tcp4(self):
+        self.assertEqual(run_tool([NCAT, "127.0.0.1", str(self.port4)], PAYLOAD), PAYLOAD)
+
+    @unittest.skipUnless(NCAT and HAVE_IPV6, "ncat or IPv6 missing")
+    def test_ncat_tcp6(self):
+        self.assertEqual(run_tool([NCAT, "-6", "::1", str(self.port6)], PAYLOAD), PAYLOAD)
+
+    @unittest.skipUnless(NCAT, "ncat not installed")
+    def test_ncat_unix(self):
+        self.assertEqual(run_tool([NCAT, "-U", self.usock], PAYLOAD), PAYLOAD)
+
+    def test_unix_socket_file_mode(self):
+        """Created 0660 by default (the configured mode from the first instant)."""
+        self.assertEqual(os.stat(self.usock).st_mode & 0o777, 0o660)
+        self.assertEqual(os.stat(self.gsock).st_mode & 0o777, 0o660)
+
+
+class HostServices(BerthTestCase):
+    """The good test plugin over the host table: options, listener state, per-conn state,
+    timers, work off the loop, plugin close, datagrams."""
+
+    def setUp(self):
+        super().setUp()
+        self.port = free_port()
+        self.uport = free_port(socket.SOCK_DGRAM)
+        self.d = self.daemon(f"""
+            [good]
+            protocol = tcp
+            address = 127.0.0.1:{self.port}
+            handler = {built_test_plugin("good")}
+            greeting = welcome aboard
+
+            [goodudp]
+            protocol = udp
+            address = 127.0.0.1:{self.uport}
+            handler = {built_test_plugin("good")}
+            """)
+        self.d.wait_serving()
+
+    def tearDown(self):
+        try:
+            self.assertEqual(self.d.stop(), 0)
+        finally:
+            super().tearDown()
+
+    def test_greeting_option_and_commands(self):
+        with stream_connect(socket.AF_INET, ("127.0.0.1", self.port)) as s:
+            self.assertEqual(recv_until(s), b"welcome aboard\n")
+            self.assertEqual(line_request(s, "version"), "good v1\n")
+            self.assertEqual(line_request(s, "hello"), "HELLO\n")
+            # Lines split across writes are the plugin's per-connection state.
+            s.sendall(b"spl")
+            time.sleep(0.05)
+            s.sendall(b"it\n")
+            self.assertEqual(recv_until(s), b"SPLIT\n")
+            self.assertEqual(line_request(s, "sleep 50"), "slept\n")
+            self.assertEqual(line_request(s, "work"), "worked\n")
+            s.sendall(b"quit\n")
+            self.assertTrue(peer_closed(s))
+
+    def test_datagram_timer_and_work(self):
+        """A datagram conn lives on while a timer or work is pending on it."""
+        self.assertEqual(udp_roundtrip(("127.0.0.1", self.uport), b"sleep 30"), b"slept\n")
+        self.assertEqual(udp_roundtrip(("127.0.0.1", self.uport), b"work"), b"worked\n")
+        self.assertEqual(udp_roundtrip(("127.0.0.1", self.uport), b"abc"), b"ABC\n")
+
+
+class Concurrency(BerthTestCase):
+    """At the cap a stream listener stops accepting: client N+1 waits in the backlog (it is
+    not reset) and is served once a slot frees. A datagram listener stops reading."""
+
+    def test_stream_third_client_waits_then_is_served(self):
+        port = free_port()
+        # Two workers: the cap is the listener's, shared across workers.
+        d = self.daemon(f"""
+            [capped]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            concurrency = 2
+            """, workers=2)
+        d.wait_serving()
+        addr = ("127.0.0.1", port)
+        c1 = stream_connect(socket.AF_INET, addr)
+        c2 = stream_connect(socket.AF_INET, addr)
+        for c in (c1, c2):
+            c.sendall(b"in\n")
+            self.assertEqual(recv_exact(c, 3), b"in\n")
+        c3 = stream_connect(socket.AF_INET, addr)  # completes: the kernel's backlog
+        try:
+            c3.sendall(b"third\n")
+            c3.settimeout(0.7)
+            with self.assertRaises(socket.timeout, msg="client 3 was served over the cap"):
+                c3.recv(100)
+            st = d.listener("capped")
+            self.assertEqual(st["active"], 2)
+            self.assertEqual(st["accepted"], 2)
+            c1.close()
+            self.assertEqual(recv_exact(c3, 6), b"third\n")
+            self.assertEqual(d.listener("capped")["accepted"], 3)
+            # The first two are still fine.
+            c2.sendall(b"two\n")
+            self.assertEqual(recv_exact(c2, 4), b"two\n")
+        finally:
+            for c in (c1, c2, c3):
+                c.close()
+        self.assertEqual(d.stop(), 0)
+
+    def test_datagram_cap_stops_reading(self):
+        """concurrency = 1 on udp: while one datagram is in flight (the good plugin's
+        `sleep` holds it), the next one waits in the socket buffer; it is served after."""
+        port = free_port(socket.SOCK_DGRAM)
+        d = self.daemon(f"""
+            [capped]
+            protocol = udp
+            address = 127.0.0.1:{port}
+            handler = {built_test_plugin("good")}
+            concurrency = 1
+            """, workers=2)
+        d.wait_serving()
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            a.settimeout(IO_TIMEOUT)
+            a.sendto(b"sleep 1500", ("127.0.0.1", port))
+            d.wait_status(lambda s: d.listener("capped", s)["active"] == 1, "datagram in flight",
+                          IO_TIMEOUT)
+            b.sendto(b"second", ("127.0.0.1", port))
+            b.settimeout(0.7)
+            with self.assertRaises(socket.timeout, msg="second datagram served over the cap"):
+                b.recvfrom(100)
+            self.assertEqual(a.recvfrom(100)[0], b"slept\n")
+            b.settimeout(IO_TIMEOUT)
+            self.assertEqual(b.recvfrom(100)[0], b"SECOND\n")
+        finally:
+            a.close()
+            b.close()
+        self.assertEqual(d.stop(), 0)
+
+
+class AllowDeny(BerthTestCase):
+
+    def test_denied_peer_closed_at_once_and_counted(self):
+        ok_port, allow_port, deny_port, udp_port = (free_port(), free_port(), free_port(),
+                                                    free_port(socket.SOCK_DGRAM))
+        d = self.daemon(f"""
+            [open]
+            protocol = tcp
+            address = 127.0.0.1:{ok_port}
+            handler = echo
+            allow = 127.0.0.0/8, ::1
+
+            [notlisted]
+            protocol = tcp
+            address = 127.0.0.1:{allow_port}
+            handler = echo
+            allow = 10.0.0.0/8
+
+            [denied]
+            protocol = tcp
+            address = 127.0.0.1:{deny_port}
+            handler = echo
+            deny = 127.0.0.1
+
+            [udpdenied]
+            protocol = udp
+            address = 127.0.0.1:{udp_port}
+            handler = echo
+            deny = 127.0.0.0/8
+            """)
+        d.wait_serving()
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", ok_port), b"ok\n"), b"ok\n")
+        for name, port in (("notlisted", allow_port), ("denied", deny_port)):
+            with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
+                # Closed at once, before any byte is read: the hang guard is the only wait.
+                self.assertTrue(peer_closed(s, IO_TIMEOUT), name + ": not closed")
+            st = d.wait_status(lambda s, n=name: d.listener(n, s)["refused_acl"] == 1,
+                               name + " refused_acl", IO_TIMEOUT)
+            self.assertEqual(d.listener(name, st)["accepted"], 0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(0.5)
+            u.sendto(b"let me in", ("127.0.0.1", udp_port))
+            with self.assertRaises(socket.timeout):
+                u.recvfrom(100)
+        d.wait_status(lambda s: d.listener("udpdenied", s)["refused_acl"] == 1,
+                      "udp refused_acl", IO_TIMEOUT)
+        st = d.status()
+        self.assertEqual(d.listener("open", st)["refused_acl"], 0)
+        self.assertEqual(d.listener("open", st)["accepted"], 1)
+        self.assertEqual(d.stop(), 0)
+
+
+class IdleTimeout(BerthTestCase):
+
+    def test_silent_client_closed_active_client_kept(self):
+        port = free_port()
+        d = self.daemon(f"""
+            [idle]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            idle_timeout = 600ms
+            """)
+        d.wait_serving()
+        silent = stream_connect(socket.AF_INET, ("127.0.0.1", port))
+        active = stream_connect(socket.AF_INET, ("127.0.0.1", port))
+        try:
+            t0 = time.monotonic()
+            # The active client talks every 150 ms for 1.8 s, three idle periods.
+            while time.monotonic() - t0 < 1.8:
+                active.sendall(b"tick\n")
+                self.assertEqual(recv_exact(active, 5), b"tick\n", "active client was closed")
+                time.sleep(0.15)
+            self.assertTrue(peer_closed(silent, IO_TIMEOUT), "silent client not closed")
+            # Not before its time: idle_timeout is a lower bound, whatever the machine's speed.
+            self.assertGreaterEqual(time.monotonic() - t0, 0.55)
+            active.sendall(b"still here\n")
+            self.assertEqual(recv_exact(active, 11), b"still here\n")
+            st = d.listener("idle")
+            self.assertEqual(st["idle_closed"], 1)
+        finally:
+            silent.close()
+            active.close()
+        self.assertEqual(d.stop(), 0)
+
+
+class UnixSocketFiles(BerthTestCase):
+    """Stale files are replaced; a non-socket or a live socket is never removed."""
+
+    def conf(self, path, kind="unix"):
+        return f"""
+            [u]
+            protocol = {kind}
+            address = {path}
+            handler = echo
+            """
+
+    def test_stale_socket_replaced(self):
+        for kind, stype in (("unix", socket.SOCK_STREAM), ("unixgram", socket.SOCK_DGRAM)):
+            path = os.path.join(self.tmp, "stale-" + kind)
+            s = socket.socket(socket.AF_UNIX, stype)
+            s.bind(path)
+            s.close()  # the file stays: a stale socket, nobody behind it
+            self.assertTrue(os.path.exists(path))
+            d = self.daemon(self.conf(path, kind))
+            d.wait_serving()
+            if kind == "unix":
+                self.assertEqual(stream_echo(socket.AF_UNIX, path, b"fresh\n"), b"fresh\n")
+            else:
+                self.assertEqual(unixgram_roundtrip(path, path + ".c", b"fresh"), b"fresh")
+            self.assertEqual(d.stop(), 0)
+            self.assertFalse(os.path.exists(path), "socket file left behind on exit")
+
+    def test_non_socket_file_is_an_error_and_kept(self):
+        path = os.path.join(self.tmp, "precious.txt")
+        with open(path, "w") as f:
+            f.write("not a socket\n")
+        d = self.daemon(self.conf(path))
+        self.assertNotEqual(d.proc.wait(IO_TIMEOUT * 2), 0)
+        self.assertIn(path, d.log())
+        with open(path) as f:
+            self.assertEqual(f.read(), "not a socket\n")
+
+    def test_live_socket_is_an_error_and_kept(self):
+        path = os.path.join(self.tmp, "live.sock")
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        other.bind(path)
+        other.listen(4)
+        try:
+            d = self.daemon(self.conf(path))
+            self.assertNotEqual(d.proc.wait(IO_TIMEOUT * 2), 0)
+            self.assertIn(path, d.log())
+            self.assertIn("in use", d.log())
+            # The other process still owns its file and is reachable through it. (berthd's
+            # probe that found it live is in its backlog: take it out of the way first.)
+            other.setblocking(False)
+            try:
+                while True:
+                    other.accept()[0].close()
+            except BlockingIOError:
+                pass
+            other.setblocking(True)
+            other.settimeout(IO_TIMEOUT)
+            with stream_connect(socket.AF_UNIX, path) as c:
+                conn, _ = other.accept()
+                c.sendall(b"x")
+                self.assertEqual(conn.recv(1), b"x")
+                conn.close()
+        finally:
+            other.close()
+
+    def test_live_unixgram_socket_is_an_error_and_kept(self):
+        path = os.path.join(self.tmp, "live.dgram")
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        other.bind(path)
+        try:
+            d = self.daemon(self.conf(path, "unixgram"))
+            self.assertNotEqual(d.proc.wait(IO_TIMEOUT * 2), 0)
+            self.assertIn("in use", d.log())
+            self.assertTrue(os.path.exists(path))
+        finally:
+            other.close()
+
+
+class Stop(BerthTestCase):
+
+    def test_sigterm_serves_open_connection_during_drain_then_exits_0(self):
+        port = free_port()
+        d = self.daemon(f"""
+            [e]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            """)
+        d.wait_serving()
+        with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
+            self.assertEqual(line_request(s, "before"), "before\n")
+            d.signal(signal.SIGTERM)
+            d.wait_log(r"stopping")
+            # Draining: the open connection is still served.
+            for i in range(5):
+                self.assertEqual(line_request(s, "during %d" % i), "during %d\n" % i)
+                time.sleep(0.05)
+            self.assertIsNone(d.proc.poll(), "berthd exited with a connection open")
+        self.assertEqual(d.proc.wait(IO_TIMEOUT), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
