@@ -378,13 +378,6 @@ void admin_stop(admin_t *a)
     listen_close(&a->sock);
 }
 
-void admin_close_fds(admin_t *a)
-{
-    uv_os_fd_t fd;
-    if (a && a->server_init && uv_fileno((uv_handle_t *)&a->server, &fd) == 0)
-        close(fd);
-}
-
 void admin_free(admin_t *a)
 {
     if (a == NULL)

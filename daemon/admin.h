@@ -15,8 +15,6 @@ admin_t *admin_open(struct master *m, const char *path, config_errors_t *errs);
 /* Stop accepting requests (the daemon is stopping); answers in flight still go out. */
 void admin_stop(admin_t *a);
 void admin_free(admin_t *a);
-/* In a freshly forked worker: close the descriptors without touching the loop. */
-void admin_close_fds(admin_t *a);
 /* The status report, as text or JSON; the caller frees it. */
 char *admin_status(struct master *m, int json);
 

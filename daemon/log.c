@@ -25,6 +25,14 @@ void log_init(const char *role, berth_log_level_t level, int use_syslog)
     to_syslog = use_syslog;
 }
 
+void log_reopen(void)
+{
+    if (to_syslog) {
+        closelog();
+        openlog("berthd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+    }
+}
+
 void log_set_role(const char *role)
 {
     snprintf(role_now, sizeof role_now, "%s", role);

@@ -9,6 +9,8 @@
 /* `role` prefixes every line ("master", "worker 2/gen 1"). use_syslog: openlog(ident). */
 void log_init(const char *role, berth_log_level_t level, int use_syslog);
 void log_set_role(const char *role);
+/* After fork, once inherited descriptors are closed: reconnect to syslog if in use. */
+void log_reopen(void);
 void log_set_level(berth_log_level_t level);
 int log_enabled(berth_log_level_t level);
 int log_level_parse(const char *text, berth_log_level_t *out);

@@ -179,7 +179,13 @@ static int generation_bind(master_t *m, generation_t *g, config_errors_t *errs)
 
 /* ---- workers ---- */
 
-static void child_after_fork(master_t *m, wproc_t *self)
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+static void child_after_fork(master_t *m, wproc_t *self, int ctl_fd)
 {
     /* Workers are told what to do by the master alone; a terminal's Ctrl-C or systemd's
      * SIGTERM to the whole group must not cut their connections short. */
@@ -191,26 +197,26 @@ static void child_after_fork(master_t *m, wproc_t *self)
     signal(SIGHUP, SIG_IGN);
     signal(SIGUSR1, SIG_IGN);
     signal(SIGCHLD, SIG_DFL);
-    /* Nothing of the master's is ours: its loop, signals, admin socket, other workers'
-     * channels. Listening sockets of other generations close too. */
-    close(m->signal_fd);
-    close(uv_backend_fd(&m->loop));
-    admin_close_fds(m->admin);
-    for (generation_t *lists[] = {m->active, m->starting, m->old}, **lp = lists; lp < lists + 3;
-         lp++) {
-        for (generation_t *g = *lp; g; g = g->next) {
-            for (unsigned i = 0; i < g->nworkers; i++)
-                if (&g->workers[i] != self && g->workers[i].ctl_fd >= 0)
-                    close(g->workers[i].ctl_fd);
-        }
+    /* Nothing of the master's is ours: its loop, signalfd, admin socket and the admin
+     * clients it is answering (holding one open would keep berthctl waiting for EOF),
+     * other workers' channels, other generations' sockets. Keep only what we use. */
+    int keep[BERTH_MAX_LISTENERS + 4];
+    size_t nkeep = 0;
+    keep[nkeep++] = STDERR_FILENO;
+    keep[nkeep++] = ctl_fd;
+    for (size_t k = 0; k < self->gen->cfg->nlisteners; k++)
+        keep[nkeep++] = self->gen->fds[k];
+    qsort(keep, nkeep, sizeof keep[0], cmp_int);
+    int from = STDERR_FILENO + 1;
+    for (size_t k = 0; k < nkeep; k++) {
+        if (keep[k] > from)
+            close_range((unsigned)from, (unsigned)keep[k] - 1, 0);
+        if (keep[k] + 1 > from)
+            from = keep[k] + 1;
     }
-    for (size_t i = 0; i < m->nsocks; i++) {
-        int mine = 0;
-        for (size_t k = 0; k < self->gen->cfg->nlisteners; k++)
-            mine |= self->gen->fds[k] == m->socks[i].fd;
-        if (!mine && m->socks[i].fd >= 0)
-            close(m->socks[i].fd);
-    }
+    close_range((unsigned)from, ~0u, 0);
+    log_reopen();
+    (void)m;
 }
 
 static int worker_spawn(master_t *m, wproc_t *wp)
@@ -240,7 +246,7 @@ static int worker_spawn(master_t *m, wproc_t *wp)
     if (pid == 0) {
         close(sv[0]);
         wp->ctl_fd = -1;
-        child_after_fork(m, wp);
+        child_after_fork(m, wp, sv[1]);
         char why[256];
         if (privileges_drop(g->cfg, why, sizeof why)) {
             ctl_send(sv[1], CTL_FAILED, why);
