@@ -1,0 +1,175 @@
+/*
+ * berthctl: talk to a running berthd through its admin socket.
+ * Exit status: 0 done, 1 the daemon answered with an error (a failed reload), 64 usage,
+ * 69 no daemon answers at that socket, 78 the config named with -c cannot be read.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+
+#define EXIT_ERROR 1
+#define EXIT_USAGE 64
+#define EXIT_UNAVAILABLE 69
+#define EXIT_CONFIG 78
+#define ANSWER_MAX (4 * 1024 * 1024)
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: berthctl [-s SOCKET | -c CONFIG] [-t SECONDS] COMMAND\n"
+            "commands:\n"
+            "  status [--json]  listeners, workers, connections, bytes, reloads, uptime\n"
+            "  reload           reload the configuration and plugins; waits and reports\n"
+            "                   success or every error\n"
+            "  stop             stop accepting, drain connections, exit\n"
+            "options:\n"
+            "  -s, --socket PATH   admin socket (default: $BERTH_ADMIN, or %s)\n"
+            "  -c, --config FILE   take the admin socket from this config's [daemon] admin\n"
+            "  -t, --timeout SECS  how long to wait for an answer (default 120)\n"
+            "exit status: 0 ok, 1 the daemon reported an error, 64 usage, 69 no daemon,\n"
+            "             78 unreadable config\n",
+            BERTH_DEFAULT_ADMIN);
+}
+
+static int admin_from_config(const char *path, char **out)
+{
+    berth_config_t *cfg = NULL;
+    config_errors_t errs = {0};
+    if (config_load(path, &cfg, &errs)) {
+        for (size_t i = 0; i < errs.count; i++)
+            fprintf(stderr, "%s\n", errs.msgs[i]);
+        config_errors_free(&errs);
+        return -1;
+    }
+    *out = strdup(cfg->admin ? cfg->admin : "");
+    config_free(cfg);
+    return *out ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"socket", required_argument, NULL, 's'},  {"config", required_argument, NULL, 'c'},
+        {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
+        {"json", no_argument, NULL, 'j'},          {NULL, 0, NULL, 0},
+    };
+    const char *sock = getenv("BERTH_ADMIN");
+    char *from_cfg = NULL;
+    long timeout = 120;
+    int json = 0, c;
+    while ((c = getopt_long(argc, argv, "s:c:t:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            sock = optarg;
+            break;
+        case 'c':
+            free(from_cfg);
+            from_cfg = NULL;
+            if (admin_from_config(optarg, &from_cfg))
+                return EXIT_CONFIG;
+            sock = from_cfg;
+            break;
+        case 't':
+            timeout = strtol(optarg, NULL, 10);
+            if (timeout <= 0) {
+                fprintf(stderr, "berthctl: bad timeout '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[optind++];
+    for (; optind < argc; optind++) {
+        if (strcmp(argv[optind], "--json") == 0 || strcmp(argv[optind], "-j") == 0) {
+            json = 1;
+        } else {
+            fprintf(stderr, "berthctl: unexpected argument '%s'\n", argv[optind]);
+            return EXIT_USAGE;
+        }
+    }
+    char request[64];
+    if (strcmp(cmd, "status") == 0)
+        snprintf(request, sizeof request, "status%s\n", json ? " --json" : "");
+    else if ((strcmp(cmd, "reload") == 0 || strcmp(cmd, "stop") == 0) && !json)
+        snprintf(request, sizeof request, "%s\n", cmd);
+    else {
+        fprintf(stderr, "berthctl: unknown command '%s'%s\n", cmd,
+                json ? " (--json goes with status)" : "");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (sock == NULL || sock[0] == '\0')
+        sock = BERTH_DEFAULT_ADMIN;
+
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(sock) >= sizeof sun.sun_path) {
+        fprintf(stderr, "berthctl: socket path too long: %s\n", sock);
+        return EXIT_USAGE;
+    }
+    strcpy(sun.sun_path, sock);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+        fprintf(stderr, "berthctl: cannot reach berthd at %s: %s\n", sock, strerror(errno));
+        free(from_cfg);
+        return EXIT_UNAVAILABLE;
+    }
+    struct timeval tv = {.tv_sec = timeout};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (send(fd, request, strlen(request), MSG_NOSIGNAL) < 0) {
+        fprintf(stderr, "berthctl: %s: %s\n", sock, strerror(errno));
+        close(fd);
+        free(from_cfg);
+        return EXIT_UNAVAILABLE;
+    }
+    char *answer = malloc(ANSWER_MAX + 1);
+    size_t len = 0;
+    ssize_t n = 0;
+    while (answer && len < ANSWER_MAX && (n = recv(fd, answer + len, ANSWER_MAX - len, 0)) > 0)
+        len += (size_t)n;
+    close(fd);
+    int rc;
+    if (answer == NULL || n < 0) {
+        fprintf(stderr, "berthctl: no answer from %s: %s\n", sock,
+                n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? "timed out" : strerror(errno));
+        rc = EXIT_UNAVAILABLE;
+    } else {
+        answer[len] = '\0';
+        char *body = strchr(answer, '\n');
+        body = body ? body + 1 : answer + len;
+        int ok = strncmp(answer, "ok\n", 3) == 0;
+        if (ok) {
+            fputs(body, stdout);
+            rc = 0;
+        } else if (strncmp(answer, "error\n", 6) == 0) {
+            fprintf(stderr, "berthctl: %s failed:\n%s", cmd, body);
+            rc = EXIT_ERROR;
+        } else {
+            fprintf(stderr, "berthctl: unexpected answer from %s\n", sock);
+            rc = EXIT_UNAVAILABLE;
+        }
+    }
+    free(answer);
+    free(from_cfg);
+    return rc;
+}
