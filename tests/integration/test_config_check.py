@@ -1,0 +1,254 @@
+"""Issue 2: the command line. `berthd -t` on good and bad configs (exit 78, every error as
+FILE:LINE: message, plugin option errors with their line, wrong-ABI and missing-symbol
+plugins named), -V, --help, usage errors (64), and a start that fails on its config."""
+import os
+import re
+import subprocess
+import textwrap
+import unittest
+
+from harness import (BERTHD, IO_TIMEOUT, PLUGIN_DIR, BerthTestCase, built_test_plugin,
+                     check_config, free_port)
+
+EXIT_USAGE = 64
+EXIT_CONFIG = 78
+ERROR_LINE = re.compile(r"^(?P<file>/[^:]+):(?P<line>\d+): (?P<msg>.+)$")
+
+
+def run(*argv):
+    r = subprocess.run([BERTHD, *argv], capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout, r.stderr
+
+
+class ConfigCheck(BerthTestCase):
+
+    def write(self, name, text):
+        path = os.path.join(self.tmp, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+        return path
+
+    def line_of(self, path, needle):
+        """The number of the first line of path that holds needle (or equals it, stripped,
+        when exact)."""
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                if needle in line:
+                    return n
+        self.fail("%r not in %s" % (needle, path))
+
+    def errors(self, out):
+        """{(file, line): message} of every FILE:LINE: line; fails on any other stderr line
+        but the closing count."""
+        found = {}
+        for line in out.splitlines():
+            m = ERROR_LINE.match(line)
+            if m:
+                found[(m["file"], int(m["line"]))] = m["msg"]
+            elif not re.match(r"^/\S+: \d+ errors?$", line):
+                self.fail("not FILE:LINE: message: %r\nin:\n%s" % (line, out))
+        return found
+
+    def daemon_section(self):
+        return f"""\
+            [daemon]
+            workers = 1
+            plugin_dir = {PLUGIN_DIR}
+            admin = {os.path.join(self.tmp, "admin.sock")}
+            """
+
+    def test_good_config(self):
+        path = self.write("good.conf", self.daemon_section() + f"""
+            [echo]
+            protocol = tcp
+            address = 127.0.0.1:{free_port()}
+            handler = echo
+
+            [good]
+            protocol = unix
+            address = {self.tmp}/good.sock
+            handler = {built_test_plugin("good")}
+            greeting = hi there
+            slow = no
+            """)
+        rc, out = check_config(path)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("configuration OK", out)
+        # -t binds nothing and leaves nothing behind.
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "good.sock")))
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "admin.sock")))
+
+    def test_every_config_error_with_its_line(self):
+        path = self.write("bad.conf", self.daemon_section() + """\
+            colour = blue
+            shutdown_timeout = 5 parsecs
+
+            [a]
+            protocol = tcp
+            address = 127.0.0.1:7001
+            handler = echo
+            concurrency = lots
+
+            [b]
+            protocol = sctp
+            address = 127.0.0.1:7002
+            handler = echo
+
+            [c]
+            protocol = tcp
+            address = 127.0.0.1:7001  ; the same as [a]
+            handler = no-such-plugin
+
+            [d]
+            protocol = udp
+            address = [::1:7004
+            handler = echo
+            idle_timeout = soon
+            """)
+        rc, out = check_config(path)
+        self.assertEqual(rc, EXIT_CONFIG, out)
+        errs = self.errors(out)
+        expect = {
+            self.line_of(path, "colour"): "colour",
+            self.line_of(path, "parsecs"): "shutdown_timeout",
+            self.line_of(path, "lots"): "concurrency",
+            self.line_of(path, "sctp"): "protocol",
+            self.line_of(path, "the same as [a]"): "already used",
+            self.line_of(path, "no-such-plugin"): "no-such-plugin",
+            self.line_of(path, "[::1:7004"): "address",
+            self.line_of(path, "soon"): "idle_timeout",
+        }
+        for line, word in expect.items():
+            self.assertIn((path, line), errs, "no error for line %d:\n%s" % (line, out))
+            self.assertIn(word, errs[(path, line)])
+        self.assertEqual(len(errs), len(expect), out)
+        self.assertIn("%d errors" % len(expect), out)
+
+    def test_plugin_errors_with_their_line_and_file(self):
+        path = self.write("plugins.conf", self.daemon_section() + f"""
+            [a]
+            protocol = tcp
+            address = 127.0.0.1:7001
+            handler = {built_test_plugin("good")}
+            greeting = reject-me
+
+            [b]
+            protocol = tcp
+            address = 127.0.0.1:7002
+            handler = {built_test_plugin("badabi")}
+
+            [c]
+            protocol = tcp
+            address = 127.0.0.1:7003
+            handler = {built_test_plugin("nosym")}
+
+            [d]
+            protocol = tcp
+            address = 127.0.0.1:7004
+            handler = echo
+            colour = red
+
+            [e]
+            protocol = udp
+            address = 127.0.0.1:7005
+            handler = {built_test_plugin("good")}
+            greeting =
+            """)
+        rc, out = check_config(path)
+        self.assertEqual(rc, EXIT_CONFIG, out)
+        errs = self.errors(out)
+        at = {k: (path, self.line_of(path, k)) for k in
+              ("reject-me", "badabi.so", "nosym.so", "colour", "greeting =\n")}
+        self.assertIn("good plugin refuses greeting 'reject-me'", errs[at["reject-me"]])
+        self.assertIn(built_test_plugin("badabi"), errs[at["badabi.so"]])
+        self.assertIn("ABI", errs[at["badabi.so"]])
+        self.assertIn(built_test_plugin("nosym"), errs[at["nosym.so"]])
+        self.assertIn("berth_handler", errs[at["nosym.so"]])
+        self.assertIn("colour", errs[at["colour"]])
+        self.assertIn("greeting", errs[at["greeting =\n"]])
+        self.assertEqual(len(errs), 5, out)
+
+    def test_error_in_an_included_file_names_that_file(self):
+        inc = self.write("conf.d/20-bad.conf", """\
+            [inc]
+            protocol = tcp
+            address = 127.0.0.1:7010
+            handler = echo
+            backlog = -3
+            """)
+        self.write("conf.d/10-good.conf", """\
+            [fine]
+            protocol = tcp
+            address = 127.0.0.1:7011
+            handler = echo
+            """)
+        path = self.write("main.conf", self.daemon_section() +
+                          "include = %s/conf.d/*.conf\n" % self.tmp)
+        rc, out = check_config(path)
+        self.assertEqual(rc, EXIT_CONFIG, out)
+        errs = self.errors(out)
+        self.assertIn((inc, 5), errs, out)
+        self.assertIn("backlog", errs[(inc, 5)])
+        self.assertEqual(len(errs), 1, out)
+
+    def test_missing_config_file(self):
+        path = os.path.join(self.tmp, "nothing-here.conf")
+        rc, out = check_config(path)
+        self.assertEqual(rc, EXIT_CONFIG, out)
+        self.assertIn(path, out)
+
+    def test_start_with_bad_config_exits_78_with_file_and_line(self):
+        path = self.write("bad.conf", self.daemon_section() + """
+            [a]
+            protocol = tcp
+            address = 127.0.0.1:99999
+            handler = echo
+            """)
+        r = subprocess.run([BERTHD, "-c", path], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, EXIT_CONFIG, r.stderr)
+        self.assertRegex(r.stderr, "%s:%d: .*port" % (re.escape(path),
+                                                      self.line_of(path, "99999")))
+
+    def test_start_with_bad_plugin_exits_78_naming_it(self):
+        path = self.write("bad.conf", self.daemon_section() + f"""
+            [a]
+            protocol = tcp
+            address = 127.0.0.1:{free_port()}
+            handler = {built_test_plugin("badabi")}
+            """)
+        r = subprocess.run([BERTHD, "-c", path], capture_output=True, text=True,
+                           timeout=IO_TIMEOUT * 3)
+        self.assertEqual(r.returncode, EXIT_CONFIG, r.stderr)
+        self.assertIn("%s:%d: " % (path, self.line_of(path, "badabi.so")), r.stderr)
+        self.assertIn(built_test_plugin("badabi"), r.stderr)
+
+
+class CommandLine(unittest.TestCase):
+
+    def test_version(self):
+        rc, out, err = run("-V")
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"^berthd \d+\.\d+\.\d+ \(plugin ABI 1\)$")
+        rc2, out2, _ = run("--version")
+        self.assertEqual((rc2, out2), (rc, out))
+
+    def test_help(self):
+        for flag in ("--help", "-h"):
+            rc, out, err = run(flag)
+            self.assertEqual(rc, 0, err)
+            self.assertIn("usage: berthd", out)
+            for opt in ("-c", "-t", "-V"):
+                self.assertIn(opt, out)
+
+    def test_usage_errors_exit_64(self):
+        for argv in (["-x"], ["--no-such-option"], ["-c"], ["stray-argument"],
+                     ["-t", "-c", "/dev/null", "extra"]):
+            rc, out, err = run(*argv)
+            self.assertEqual(rc, EXIT_USAGE, "%s: %s" % (argv, err))
+            self.assertIn("usage:", err, argv)
+            self.assertEqual(out, "", argv)
+
+
+if __name__ == "__main__":
+    unittest.main()
