@@ -504,6 +504,30 @@ static int glob_error(const char *epath, int eerrno)
     return 1;
 }
 
+/* `value` as a glob pattern, relative to `dir` with the wildcards of `dir` escaped: a config
+ * folder named "[x]" still means itself. */
+static char *glob_pattern(struct parse *p, const char *dir, const char *value)
+{
+    size_t n = strlen(dir), k = 0;
+    char *out;
+
+    if (value[0] == '/')
+        return xstrdup(p, value);
+    out = malloc(2 * n + strlen(value) + 2);
+    if (!out) {
+        p->nomem = 1;
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strchr("*?[\\", dir[i]))
+            out[k++] = '\\';
+        out[k++] = dir[i];
+    }
+    out[k++] = '/';
+    strcpy(out + k, value);
+    return out;
+}
+
 static int compare_paths(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -529,14 +553,16 @@ static void include(struct parse *p, const char *value)
         perr(p, "include '%s': includes nested more than %d deep", value, MAX_INCLUDE_DEPTH);
         goto out;
     }
-    pattern = path_in(p, s->dir, value);
-    if (!pattern)
-        goto out;
-    if (!strpbrk(pattern, "*?[")) {
+    if (!strpbrk(value, "*?[")) {
         /* A plain file name is meant to exist: only a pattern may match nothing. */
-        read_file(p, pattern, s->depth + 1, value);
+        pattern = path_in(p, s->dir, value);
+        if (pattern)
+            read_file(p, pattern, s->depth + 1, value);
         goto out;
     }
+    pattern = glob_pattern(p, s->dir, value);
+    if (!pattern)
+        goto out;
     glob_errno = 0;
     rc = glob(pattern, GLOB_NOSORT, glob_error, &g);
     if (rc == GLOB_NOSPACE) {

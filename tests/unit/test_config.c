@@ -908,6 +908,23 @@ static void test_include_sorted(void **state)
     config_free(cfg);
 }
 
+static void test_include_from_folder_with_wildcards(void **state)
+{
+    struct fx *f = *state;
+    berth_config_t *cfg;
+
+    /* The folder of the including file is taken literally, only the pattern is a glob. */
+    mk(f, "odd[1]*");
+    mk(f, "odd[1]*/conf.d");
+    put(f, "odd[1]*/conf.d/a.conf",
+        "[a]\nprotocol = tcp\naddress = 127.0.0.1:7000\n"
+        "handler = ../../plugins/echo.so\n");
+    cfg = loads(f, "odd[1]*/b.conf", "[daemon]\ninclude = conf.d/*.conf\n");
+    assert_int_equal(cfg->nlisteners, 1);
+    assert_path(f, cfg->listeners[0].plugin_path, "@/odd[1]*/conf.d/../../plugins/echo.so");
+    config_free(cfg);
+}
+
 static void test_include_absolute_and_daemon_keys(void **state)
 {
     struct fx *f = *state;
@@ -1108,6 +1125,7 @@ int main(void)
         T(test_bad_plugin_dir_reported_once),
         T(test_plugin_dir_after_listeners),
         T(test_include_sorted),
+        T(test_include_from_folder_with_wildcards),
         T(test_include_absolute_and_daemon_keys),
         T(test_include_errors),
         T(test_include_cycle),
