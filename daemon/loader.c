@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* The smallest descriptor we can make sense of: everything up to and including `name`. */
 #define MIN_DESC_SIZE (offsetof(berth_handler_t, name) + sizeof(const char *))
@@ -32,6 +34,65 @@ int plugin_check_descriptor(const berth_handler_t *h, const char *path, char *er
     return 0;
 }
 
+static uid_t trusted_uid;
+static int trusted_set;
+
+void plugin_set_trusted_uid(uid_t uid)
+{
+    trusted_uid = uid;
+    trusted_set = 1;
+}
+
+/* Whoever may write the file or its folder may run code as the daemon. */
+static int check_owner_mode(const char *what, const char *path, const struct stat *st, char *err,
+                            size_t errlen)
+{
+    uid_t owner = trusted_set ? trusted_uid : getuid();
+    if (st->st_uid != 0 && st->st_uid != owner) {
+        snprintf(err, errlen, "%s: refusing plugin: %s is owned by uid %u, not root or uid %u",
+                 path, what, (unsigned)st->st_uid, (unsigned)owner);
+        return -EPERM;
+    }
+    /* A sticky world-writable folder (like /tmp) lets nobody replace our file. */
+    int sticky_dir = S_ISDIR(st->st_mode) && (st->st_mode & S_ISVTX);
+    if ((st->st_mode & (S_IWGRP | S_IWOTH)) && !sticky_dir) {
+        snprintf(err, errlen, "%s: refusing plugin: %s is writable by %s (mode %04o)", path, what,
+                 st->st_mode & S_IWOTH ? "everyone" : "its group", (unsigned)(st->st_mode & 07777));
+        return -EPERM;
+    }
+    return 0;
+}
+
+int plugin_check_file(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -errno;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        return -EINVAL;
+    }
+    int rc = check_owner_mode("the file", path, &st, err, errlen);
+    if (rc)
+        return rc;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    if (stat(dir, &st) < 0) {
+        snprintf(err, errlen, "%s: %s: %s", path, dir, strerror(errno));
+        return -errno;
+    }
+    return check_owner_mode("its folder", path, &st, err, errlen);
+}
+
 int plugin_open(const char *path, const berth_host_t *host, plugin_t **out, char *err,
                 size_t errlen)
 {
@@ -42,6 +103,9 @@ int plugin_open(const char *path, const berth_host_t *host, plugin_t **out, char
         rc = -ENOMEM;
         goto out;
     }
+    rc = plugin_check_file(path, err, errlen);
+    if (rc)
+        goto out;
     dlerror();
     p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (p->dl == NULL) {

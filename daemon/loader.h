@@ -3,6 +3,7 @@
 #define BERTH_LOADER_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "berth/handler.h"
 
@@ -21,6 +22,11 @@ typedef struct plugin {
  */
 int plugin_open(const char *path, const berth_host_t *host, plugin_t **out, char *err,
                 size_t errlen);
+/* Plugins must be owned by root or by this uid (the user that started berthd; default: our
+ * own uid), and neither they nor their folder writable by group or others (OpenSSH-style:
+ * whoever can write them runs code as the daemon). */
+void plugin_set_trusted_uid(uid_t uid);
+int plugin_check_file(const char *path, char *err, size_t errlen);
 /* unload() and dlclose(). Only once nothing points into the plugin any more. */
 void plugin_close(plugin_t *p);
 

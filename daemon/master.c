@@ -30,6 +30,7 @@
 
 #include "admin.h"
 #include "control.h"
+#include "loader.h"
 #include "log.h"
 #include "notify.h"
 #include "worker.h"
@@ -859,6 +860,7 @@ int master_run(const char *path)
         return 78;
     }
     log_init("master", cfg->log_level, strcmp(cfg->log, "syslog") == 0);
+    plugin_set_trusted_uid(getuid()); /* workers check plugins after dropping to `user` */
     raise_nofile();
     signal(SIGPIPE, SIG_IGN);
 
