@@ -6,6 +6,7 @@ ctest sets BERTHD, BERTH_PLUGIN_DIR, BERTH_BUILD and BERTH_UPLOAD (the client's 
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -76,6 +77,35 @@ class UploadCase(BerthTestCase):
         os.mkdir(self.files)
         self.port = free_port()
         self.sock_path = os.path.join(self.tmp, "upload.sock")
+        self._socks = []
+
+    def tearDown(self):
+        # Close our sockets, stop each daemon cleanly (so a sanitizer build reports leaks), then
+        # look for sanitizer reports: a worker's (where the plugin runs) fails the test; the
+        # master's is the daemon's own business and only shown.
+        for s in self._socks:
+            s.close()
+        reports = []
+        for d in self._daemons:
+            if d.proc and d.proc.poll() is None:
+                try:
+                    d.stop()
+                except AssertionError as e:
+                    reports.append(str(e))
+            log = d.log()
+            master = "==%d==" % d.proc.pid if d.proc else None
+            for line in log.splitlines():
+                if re.match(r"==\d+==ERROR: \w+Sanitizer", line) and not line.startswith(master):
+                    reports.append(log)
+                    break
+                if "runtime error:" in line and "plugins/upload/" in line:
+                    reports.append(log)
+                    break
+            else:
+                if "Sanitizer" in log:
+                    sys.stderr.write("note: berthd's master reported (not the plugin):\n" + log)
+        super().tearDown()
+        self.assertEqual(reports, [], "berthd reported trouble")
 
     def listeners(self, options=None):
         opts = self.options if options is None else options
@@ -98,7 +128,7 @@ class UploadCase(BerthTestCase):
         else:
             s = socket.create_connection(("127.0.0.1", self.port))
         s.settimeout(IO_TIMEOUT)
-        self.addCleanup(s.close)
+        self._socks.append(s)
         return s
 
     def make(self, name, data):
