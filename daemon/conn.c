@@ -642,6 +642,8 @@ static const char *host_option(const berth_listener_t *l, const char *key)
 }
 
 static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
+    BERTH_PRINTF(3, 4);
+static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
 {
     if (!log_enabled(level))
         return;
@@ -656,6 +658,8 @@ static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, 
         log_msg(level, "%s", msg);
 }
 
+static void host_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
+    BERTH_PRINTF(3, 4);
 static void host_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
 {
     if (!log_enabled(level))
