@@ -1,0 +1,694 @@
+/*
+ * socks5: a SOCKS5 relay proxy (RFC 1928 CONNECT, RFC 1929 username/password) as a berth
+ * plugin. The wire format lives in socks5_proto.c, the options in socks5_config.c, the
+ * users file in socks5_users.c; this file is the per-connection state machine:
+ *
+ *   GREETING -> [AUTH -> VERIFYING] -> REQUEST -> CONNECTING -> RELAY
+ *
+ * with every failure going to DONE (a reply if the protocol has one, then close). The
+ * host does the outbound connect (DNS off the loop, every address tried, each offered to
+ * allow_dest_cb first, so a name cannot reach what its address may not) and the relay.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "berth/handler.h"
+#include "socks5_config.h"
+#include "socks5_proto.h"
+#include "socks5_users.h"
+
+#ifndef BERTH_VERSION
+#define BERTH_VERSION "0"
+#endif
+
+/* Client bytes held while the plugin waits on the password check or the connect: the rest
+ * of the read that carried the message (reading is paused right away, so at most one read
+ * buffer more). Past this the client is not waiting for replies as a client must. */
+#define SOCKS5_MAX_PENDING (256u * 1024u)
+
+static const berth_host_t *host;
+
+typedef enum session_state {
+    ST_GREETING = 0,
+    ST_AUTH,
+    ST_VERIFYING, /* the password is being checked on the thread pool; reading paused */
+    ST_REQUEST,
+    ST_CONNECTING, /* host->connect is under way; reading paused */
+    ST_RELAY,
+    ST_DONE, /* closing: input is ignored */
+} session_state_t;
+
+/* Per connection; the host allocates it zeroed (conn_size) and frees it after finish. */
+typedef struct session {
+    const socks5_config_t *cfg;
+    socks5_parser_t *parser; /* from setup until the connect succeeds */
+    berth_timer_t *timer;    /* the handshake timer, then the connect timer */
+    uint8_t *pending;        /* client bytes that came while waiting (see SOCKS5_MAX_PENDING) */
+    size_t npending;
+    char *user; /* the RFC 1929 name as the client sent it, escaped for logs */
+    char *dest; /* the requested destination, escaped for logs */
+    const char *outcome;
+    uint64_t start_ns, end_ns; /* end: when the outcome was known (closing may linger) */
+    uint64_t bytes_up, bytes_down;
+    int relay_error;
+    int sys_errno;
+    struct sockaddr_storage remote; /* the destination address tried or connected */
+    uint16_t port;
+    uint8_t state;
+    uint8_t rep; /* the reply code sent, or 0xFF before any */
+    uint8_t relayed;
+    uint8_t logged;
+    uint8_t paused;
+    uint8_t client_eof; /* the client sent EOF while we were waiting */
+    uint8_t heard;      /* the client sent at least one byte */
+} session_t;
+
+/* A password check on the thread pool. Owns copies of the credentials, wiped on free. */
+typedef struct verify {
+    const socks5_users_t *users; /* the listener's; it outlives every connection */
+    int ok;
+    uint8_t ulen, plen;
+    uint8_t user[255];
+    uint8_t pass[255];
+    _Alignas(max_align_t) unsigned char scratch[]; /* crypt's working memory */
+} verify_t;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Client-chosen bytes made safe for one log line: printable ASCII but space, quote and
+ * backslash as is, everything else as \xHH. */
+static char *escape(const uint8_t *b, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *out = malloc(n * 4 + 1), *o = out;
+
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (b[i] > 0x20 && b[i] < 0x7f && b[i] != '\\' && b[i] != '"') {
+            *o++ = (char)b[i];
+        } else {
+            *o++ = '\\';
+            *o++ = 'x';
+            *o++ = hex[b[i] >> 4];
+            *o++ = hex[b[i] & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static void format_addr(const struct sockaddr_storage *ss, char *out, size_t outlen)
+{
+    char ip[INET6_ADDRSTRLEN];
+
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        snprintf(out, outlen, "%s:%u", ip, ntohs(s4->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        snprintf(out, outlen, "[%s]:%u", ip, ntohs(s6->sin6_port));
+    } else {
+        snprintf(out, outlen, "-");
+    }
+}
+
+/* The one info line per session. */
+static void log_session(berth_conn_t *conn, session_t *s)
+{
+    char remote[INET6_ADDRSTRLEN + 16], outcome[160];
+    uint64_t ms = ((s->end_ns ? s->end_ns : now_ns()) - s->start_ns) / 1000000u;
+
+    if (s->logged)
+        return;
+    s->logged = 1;
+    format_addr(&s->remote, remote, sizeof(remote));
+    if (s->relayed) {
+        if (s->relay_error == 0)
+            snprintf(outcome, sizeof(outcome), "ok");
+        else if (s->relay_error == -ETIMEDOUT)
+            snprintf(outcome, sizeof(outcome), "idle timeout");
+        else
+            snprintf(outcome, sizeof(outcome), "relay error (%s)", strerror(-s->relay_error));
+    } else if (s->rep != 0xFF && s->rep != SOCKS5_REP_SUCCEEDED) {
+        const char *name = s->sys_errno ? strerrorname_np(s->sys_errno) : NULL;
+
+        snprintf(outcome, sizeof(outcome), "reply %u (%s%s%s)", s->rep, socks5_reply_text(s->rep),
+                 name ? ", " : "", name ? name : "");
+    } else {
+        snprintf(outcome, sizeof(outcome), "%s", s->outcome ? s->outcome : "closed");
+    }
+    /* A connection that never said a word (a port probe, a health check) is no session. */
+    host->log(conn, s->heard || s->rep != 0xFF ? BERTH_LOG_INFO : BERTH_LOG_DEBUG,
+              "session client=%s user=%s dest=%s remote=%s up=%llu down=%llu "
+              "duration=%llu.%03llus outcome=%s",
+              host->peer_name(conn), s->user ? s->user : "-", s->dest ? s->dest : "-", remote,
+              (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down,
+              (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000), outcome);
+}
+
+static void stop_timer(session_t *s)
+{
+    if (s->timer != NULL) {
+        host->timer_stop(s->timer);
+        s->timer = NULL;
+    }
+}
+
+static void pause_reading(berth_conn_t *conn, session_t *s)
+{
+    if (!s->paused) {
+        host->pause(conn);
+        s->paused = 1;
+    }
+}
+
+static void resume_reading(berth_conn_t *conn, session_t *s)
+{
+    if (s->paused) {
+        host->resume(conn);
+        s->paused = 0;
+    }
+}
+
+static void free_pending(session_t *s)
+{
+    free(s->pending);
+    s->pending = NULL;
+    s->npending = 0;
+}
+
+/* End the session without a reply: `how` is the outcome for the log. */
+static void drop(berth_conn_t *conn, session_t *s, const char *how, int now)
+{
+    s->outcome = how;
+    s->state = ST_DONE;
+    s->end_ns = now_ns();
+    stop_timer(s);
+    if (now)
+        host->abort(conn);
+    else
+        host->close(conn);
+}
+
+/* End the session with a bytes reply (auth status or method choice), then close. */
+static void answer_and_close(berth_conn_t *conn, session_t *s, const uint8_t *msg, size_t len,
+                             const char *how)
+{
+    drop(conn, s, how, host->write(conn, msg, len) < 0);
+}
+
+/* A failed request: the reply with code `rep` and 0.0.0.0:0, then close. */
+static void fail(berth_conn_t *conn, session_t *s, uint8_t rep)
+{
+    uint8_t buf[SOCKS5_MAX_REPLY];
+    size_t n = socks5_reply(buf, rep, NULL);
+
+    s->rep = rep;
+    answer_and_close(conn, s, buf, n, NULL);
+}
+
+static void stash(berth_conn_t *conn, session_t *s, const uint8_t *p, size_t len)
+{
+    uint8_t *n;
+
+    if (len > SOCKS5_MAX_PENDING - s->npending) {
+        drop(conn, s, "too much data before the reply", 1);
+        return;
+    }
+    n = realloc(s->pending, s->npending + len);
+    if (n == NULL) {
+        drop(conn, s, "out of memory", 1);
+        return;
+    }
+    memcpy(n + s->npending, p, len);
+    s->pending = n;
+    s->npending += len;
+}
+
+static void consume(berth_conn_t *conn, session_t *s, const uint8_t *p, size_t len);
+
+static void on_greeting(berth_conn_t *conn, session_t *s, const socks5_greeting_t *g)
+{
+    uint8_t reply[2] = {SOCKS5_VERSION, socks5_choose_method(g, s->cfg->method)};
+
+    if (reply[1] == SOCKS5_METHOD_UNACCEPTABLE) {
+        answer_and_close(conn, s, reply, sizeof(reply), "no acceptable auth method");
+        return;
+    }
+    if (host->write(conn, reply, sizeof(reply)) < 0) {
+        drop(conn, s, "client gone", 1);
+        return;
+    }
+    if (reply[1] == SOCKS5_METHOD_PASSWORD) {
+        socks5_parser_expect(s->parser, SOCKS5_PHASE_AUTH);
+        s->state = ST_AUTH;
+    } else {
+        socks5_parser_expect(s->parser, SOCKS5_PHASE_REQUEST);
+        s->state = ST_REQUEST;
+    }
+}
+
+static void verify_free(verify_t *v)
+{
+    explicit_bzero(v, sizeof(*v) + socks5_users_scratch_size());
+    free(v);
+}
+
+static void verify_work(void *arg)
+{
+    verify_t *v = arg;
+
+    v->ok = socks5_users_verify(v->users, v->user, v->ulen, v->pass, v->plen, v->scratch);
+}
+
+static void verify_done(berth_conn_t *conn, void *arg, int status)
+{
+    static const uint8_t ok_reply[2] = {SOCKS5_AUTH_VERSION, 0x00};
+    static const uint8_t bad_reply[2] = {SOCKS5_AUTH_VERSION, 0x01};
+    verify_t *v = arg;
+    int ok = status == 0 && v->ok;
+    session_t *s = host->state(conn);
+    uint8_t *held;
+    size_t nheld;
+
+    verify_free(v);
+    if (status != 0 || s->state != ST_VERIFYING)
+        return; /* the conn ended (or timed out) meanwhile */
+    if (!ok) {
+        answer_and_close(conn, s, bad_reply, sizeof(bad_reply), "auth failed");
+        return;
+    }
+    if (host->write(conn, ok_reply, sizeof(ok_reply)) < 0) {
+        drop(conn, s, "client gone", 1);
+        return;
+    }
+    socks5_parser_expect(s->parser, SOCKS5_PHASE_REQUEST);
+    s->state = ST_REQUEST;
+    /* A client that sent its request without waiting: go on with it now. */
+    held = s->pending;
+    nheld = s->npending;
+    s->pending = NULL;
+    s->npending = 0;
+    if (nheld > 0)
+        consume(conn, s, held, nheld);
+    free(held);
+    if (s->state == ST_REQUEST && s->client_eof)
+        drop(conn, s, "client closed mid-handshake", 0);
+    else if (s->state == ST_REQUEST)
+        resume_reading(conn, s);
+}
+
+static void on_auth(berth_conn_t *conn, session_t *s, const socks5_auth_t *a)
+{
+    size_t scratch = socks5_users_scratch_size();
+    verify_t *v = malloc(sizeof(*v) + scratch);
+
+    free(s->user);
+    s->user = escape(a->user, a->ulen);
+    if (v == NULL || s->user == NULL) {
+        free(v);
+        drop(conn, s, "out of memory", 1);
+        return;
+    }
+    v->users = s->cfg->users;
+    v->ok = 0;
+    v->ulen = a->ulen;
+    v->plen = a->plen;
+    memcpy(v->user, a->user, a->ulen);
+    memcpy(v->pass, a->pass, a->plen);
+    /* The password now lives only in v, which is wiped when freed. */
+    explicit_bzero(s->parser->buf, sizeof(s->parser->buf));
+
+    s->state = ST_VERIFYING;
+    pause_reading(conn, s);
+    if (host->work(conn, verify_work, verify_done, v) < 0) {
+        static const uint8_t bad_reply[2] = {SOCKS5_AUTH_VERSION, 0x01};
+
+        verify_free(v);
+        answer_and_close(conn, s, bad_reply, sizeof(bad_reply), "auth not checked");
+    }
+}
+
+static void on_relay_done(berth_conn_t *conn, const berth_relay_stats_t *stats, void *arg)
+{
+    session_t *s = host->state(conn);
+
+    s->bytes_up += stats->bytes_up;
+    s->bytes_down += stats->bytes_down;
+    s->relay_error = stats->error;
+    s->state = ST_DONE;
+    log_session(conn, s);
+}
+
+static void on_connected(berth_conn_t *conn, const berth_connect_result_t *res, void *arg)
+{
+    session_t *s = host->state(conn);
+    uint8_t reply[SOCKS5_MAX_REPLY];
+    size_t n;
+
+    if (s->state != ST_CONNECTING) {
+        /* We gave up first (connect timer, client gone): nobody wants this peer. */
+        if (res->peer != NULL)
+            host->close(res->peer);
+        return;
+    }
+    stop_timer(s);
+    if (res->remote.ss_family == AF_INET || res->remote.ss_family == AF_INET6)
+        s->remote = res->remote;
+    if (res->error != BERTH_CONNECT_OK || res->peer == NULL) {
+        s->sys_errno = res->sys_errno;
+        fail(conn, s, socks5_reply_for_connect_error(res->error));
+        return;
+    }
+
+    n = socks5_reply(reply, SOCKS5_REP_SUCCEEDED, (const struct sockaddr *)&res->local);
+    s->rep = SOCKS5_REP_SUCCEEDED;
+    if (host->write(conn, reply, n) < 0 ||
+        (s->npending > 0 && host->write(res->peer, s->pending, s->npending) < 0)) {
+        host->close(res->peer);
+        drop(conn, s, "client gone", 1);
+        return;
+    }
+    /* Early data (sent along with the request) has gone to the peer: count it. */
+    s->bytes_up = s->npending;
+    free_pending(s);
+    free(s->parser);
+    s->parser = NULL;
+
+    s->state = ST_RELAY;
+    s->relayed = 1;
+    resume_reading(conn, s);
+    if (host->relay(conn, res->peer, s->cfg->idle_ms, on_relay_done, NULL) < 0) {
+        host->close(res->peer);
+        s->relayed = 0;
+        drop(conn, s, "relay not started", 1);
+    }
+}
+
+/* Each address the destination resolved to, before the host connects to it. */
+static int allow_dest_cb(berth_conn_t *conn, const struct sockaddr *addr, void *arg)
+{
+    session_t *s = host->state(conn);
+    struct sockaddr_storage ss;
+
+    memset(&ss, 0, sizeof(ss));
+    if (addr->sa_family == AF_INET) {
+        memcpy(&ss, addr, sizeof(struct sockaddr_in));
+        ((struct sockaddr_in *)&ss)->sin_port = htons(s->port);
+    } else if (addr->sa_family == AF_INET6) {
+        memcpy(&ss, addr, sizeof(struct sockaddr_in6));
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(s->port);
+    } else {
+        return -EAFNOSUPPORT;
+    }
+    s->remote = ss;
+    return socks5_dest_allowed(s->cfg, (const struct sockaddr *)&ss) ? 0 : -EACCES;
+}
+
+static void on_connect_timeout(berth_conn_t *conn, void *arg)
+{
+    session_t *s = host->state(conn);
+
+    s->timer = NULL; /* fired: the host owns it now */
+    if (s->state == ST_CONNECTING)
+        fail(conn, s, SOCKS5_REP_TTL_EXPIRED);
+}
+
+static void on_handshake_timeout(berth_conn_t *conn, void *arg)
+{
+    session_t *s = host->state(conn);
+
+    s->timer = NULL;
+    if (s->state < ST_CONNECTING)
+        drop(conn, s, "handshake timeout", 0);
+}
+
+static void on_request(berth_conn_t *conn, session_t *s, const socks5_request_t *r)
+{
+    char ip[INET6_ADDRSTRLEN], dest[INET6_ADDRSTRLEN + 16];
+    const char *target = ip;
+    int literal = 1;
+
+    s->port = r->port;
+    memset(&s->remote, 0, sizeof(s->remote));
+    if (r->atyp == SOCKS5_ATYP_IPV4) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&s->remote;
+
+        s4->sin_family = AF_INET;
+        memcpy(&s4->sin_addr, r->addr, 4);
+        s4->sin_port = htons(r->port);
+        inet_ntop(AF_INET, r->addr, ip, sizeof(ip));
+        format_addr(&s->remote, dest, sizeof(dest));
+        s->dest = strdup(dest);
+    } else if (r->atyp == SOCKS5_ATYP_IPV6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&s->remote;
+
+        s6->sin6_family = AF_INET6;
+        memcpy(&s6->sin6_addr, r->addr, 16);
+        s6->sin6_port = htons(r->port);
+        inet_ntop(AF_INET6, r->addr, ip, sizeof(ip));
+        format_addr(&s->remote, dest, sizeof(dest));
+        s->dest = strdup(dest);
+    } else {
+        char *name = escape((const uint8_t *)r->name, r->namelen);
+
+        target = r->name;
+        literal = 0;
+        if (name != NULL) {
+            size_t len = strlen(name) + 8;
+
+            s->dest = malloc(len);
+            if (s->dest != NULL)
+                snprintf(s->dest, len, "%s:%u", name, r->port);
+            free(name);
+        }
+    }
+    if (s->dest == NULL) {
+        drop(conn, s, "out of memory", 1);
+        return;
+    }
+    if (r->cmd != SOCKS5_CMD_CONNECT) {
+        fail(conn, s, SOCKS5_REP_CMD_UNSUPPORTED);
+        return;
+    }
+    /* A literal address is judged here already; every address, literal or resolved, is
+     * judged again in allow_dest_cb. */
+    if (literal && !socks5_dest_allowed(s->cfg, (const struct sockaddr *)&s->remote)) {
+        fail(conn, s, SOCKS5_REP_NOT_ALLOWED);
+        return;
+    }
+
+    stop_timer(s);
+    s->timer = host->timer_start(conn, s->cfg->connect_ms, on_connect_timeout, NULL);
+    if (s->timer == NULL) {
+        fail(conn, s, SOCKS5_REP_GENERAL_FAILURE);
+        return;
+    }
+    s->state = ST_CONNECTING;
+    pause_reading(conn, s);
+    if (host->connect(conn, target, r->port, s->cfg->connect_ms, allow_dest_cb, on_connected,
+                      NULL) < 0)
+        fail(conn, s, SOCKS5_REP_GENERAL_FAILURE);
+}
+
+/* Run bytes through the parser while the session is in a handshake phase; what is left when
+ * it starts waiting (password check, connect) is kept for later. */
+static void consume(berth_conn_t *conn, session_t *s, const uint8_t *p, size_t len)
+{
+    while (s->state == ST_GREETING || s->state == ST_AUTH || s->state == ST_REQUEST) {
+        socks5_msg_t msg;
+        size_t used;
+        int rc = socks5_parser_feed(s->parser, p, len, &used, &msg);
+
+        p += used;
+        len -= used;
+        switch (rc) {
+        case SOCKS5_NEED_MORE:
+            return;
+        case SOCKS5_MSG_GREETING:
+            on_greeting(conn, s, &msg.greeting);
+            break;
+        case SOCKS5_MSG_AUTH:
+            on_auth(conn, s, &msg.auth);
+            explicit_bzero(&msg.auth, sizeof(msg.auth));
+            break;
+        case SOCKS5_MSG_REQUEST:
+            on_request(conn, s, &msg.request);
+            break;
+        case SOCKS5_ERR_ATYP:
+            fail(conn, s, SOCKS5_REP_ATYP_UNSUPPORTED);
+            break;
+        case SOCKS5_ERR_NAME:
+            fail(conn, s, SOCKS5_REP_GENERAL_FAILURE);
+            break;
+        default:
+            drop(conn, s, "not SOCKS5 (bad version byte)", 0);
+            break;
+        }
+    }
+    if (len > 0 && (s->state == ST_VERIFYING || s->state == ST_CONNECTING))
+        stash(conn, s, p, len);
+}
+
+static int socks5_load(const berth_host_t *h)
+{
+    if (h->abi_version != BERTH_ABI_VERSION || !BERTH_HOST_HAS(h, relay))
+        return -ENOTSUP;
+    host = h;
+    return 0;
+}
+
+static int socks5_check_option(berth_listener_t *l, const char *key, const char *value, char *err,
+                               size_t errlen)
+{
+    return socks5_config_check(host, key, value, err, errlen);
+}
+
+static const char *listener_option(void *ctx, const char *key)
+{
+    return host->option(ctx, key);
+}
+
+static int socks5_listener_open(berth_listener_t *l, void **state, char *err, size_t errlen)
+{
+    berth_protocol_t proto = host->listener_protocol(l);
+    socks5_config_t *cfg;
+    int rc;
+
+    if (proto != BERTH_PROTO_TCP && proto != BERTH_PROTO_UNIX) {
+        snprintf(err, errlen, "socks5 serves stream listeners only (protocol tcp or unix)");
+        return -EINVAL;
+    }
+    rc = socks5_config_build(host, listener_option, l, &cfg, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (cfg->allow_dest.count == 0)
+        host->log_listener(l, BERTH_LOG_WARN,
+                           "no allow_dest: every CONNECT is refused until allow_dest says what "
+                           "may be reached");
+    *state = cfg;
+    return 0;
+}
+
+static void socks5_listener_close(berth_listener_t *l, void *state)
+{
+    socks5_config_free(state);
+}
+
+static int socks5_setup(berth_conn_t *conn)
+{
+    session_t *s = host->state(conn);
+
+    s->rep = 0xFF;
+    s->start_ns = now_ns();
+    s->cfg = host->listener_state(conn);
+    if (s->cfg == NULL) {
+        s->outcome = "no listener state";
+        return -EINVAL;
+    }
+    s->parser = malloc(sizeof(*s->parser));
+    if (s->parser == NULL) {
+        s->outcome = "out of memory";
+        return -ENOMEM;
+    }
+    socks5_parser_init(s->parser);
+    s->timer = host->timer_start(conn, s->cfg->handshake_ms, on_handshake_timeout, NULL);
+    if (s->timer == NULL) {
+        s->outcome = "out of memory";
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void socks5_handle(berth_conn_t *conn, const void *data, size_t len)
+{
+    session_t *s = host->state(conn);
+
+    s->heard = 1;
+    switch (s->state) {
+    case ST_GREETING:
+    case ST_AUTH:
+    case ST_REQUEST:
+        consume(conn, s, data, len);
+        break;
+    case ST_VERIFYING:
+    case ST_CONNECTING:
+        stash(conn, s, data, len);
+        break;
+    default:
+        break;
+    }
+}
+
+static void socks5_eof(berth_conn_t *conn)
+{
+    session_t *s = host->state(conn);
+
+    switch (s->state) {
+    case ST_GREETING:
+    case ST_AUTH:
+    case ST_REQUEST:
+        drop(conn, s,
+             s->state == ST_GREETING && s->parser->len == 0 ? "client closed"
+                                                            : "client closed mid-handshake",
+             0);
+        break;
+    case ST_VERIFYING:
+    case ST_CONNECTING:
+        /* A client may send its request (and data) and half-close at once. The host keeps
+         * the EOF and a relay starts from it; a handshake still short of its request after
+         * the password check ends then (verify_done). */
+        s->client_eof = 1;
+        break;
+    default:
+        break; /* closing already, or the relay's */
+    }
+}
+
+static void socks5_finish(berth_conn_t *conn)
+{
+    session_t *s = host->state(conn);
+
+    if (s->cfg != NULL)
+        log_session(conn, s);
+    if (s->parser != NULL) {
+        explicit_bzero(s->parser, sizeof(*s->parser));
+        free(s->parser);
+        s->parser = NULL;
+    }
+    free_pending(s);
+    free(s->user);
+    s->user = NULL;
+    free(s->dest);
+    s->dest = NULL;
+}
+
+BERTH_HANDLER = {
+    BERTH_HANDLER_INIT("socks5"),
+    .version = BERTH_VERSION,
+    .conn_size = sizeof(session_t),
+    .load = socks5_load,
+    .check_option = socks5_check_option,
+    .listener_open = socks5_listener_open,
+    .listener_close = socks5_listener_close,
+    .setup = socks5_setup,
+    .handle = socks5_handle,
+    .eof = socks5_eof,
+    .finish = socks5_finish,
+};
