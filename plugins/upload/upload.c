@@ -37,8 +37,10 @@
 
 /* One disk write carries at most this much (a bigger chunk from the host is split). */
 #define OP_MAX_BYTES ((size_t)1 << 20)
-/* Pause reading once this much received data waits for the disk (plus one op in flight). */
+/* Pause reading once this much received data waits for the disk (plus one op in flight)... */
 #define QUEUED_HIGH ((size_t)2 << 20)
+/* ...or this many ops wait (tiny files or refused headers behind a slow one). */
+#define OPS_HIGH 256
 
 #define DEFAULT_MAX_SIZE ((uint64_t)1 << 30)
 #define DEFAULT_MAX_HEADER ((uint64_t)64 << 10)
@@ -95,6 +97,7 @@ typedef struct uconn {
     op_t *head, *tail;
     op_t *inflight; /* the head op while the pool runs it */
     size_t queued;  /* WRITE bytes not yet handed to the pool */
+    unsigned nops;  /* ops in the queue */
 } uconn_t;
 
 static uint64_t now_ns(void)
@@ -159,6 +162,7 @@ static op_t *op_new(uconn_t *c, op_kind_t kind, ufile_t *f)
     op_t *op = calloc(1, sizeof(*op));
     if (op == NULL)
         return NULL;
+    c->nops++;
     op->kind = kind;
     op->f = f ? file_ref(f) : NULL;
     if (c->tail)
@@ -182,6 +186,7 @@ static op_t *op_pop(uconn_t *c)
     c->head = op->next;
     if (c->head == NULL)
         c->tail = NULL;
+    c->nops--;
     return op;
 }
 
@@ -217,6 +222,12 @@ static void set_paused(uconn_t *c, int want)
         host->pause(c->conn);
     else
         host->resume(c->conn);
+}
+
+/* Too much waits for the disk: stop reading until it catches up. */
+static int backlogged(const uconn_t *c)
+{
+    return c->queued >= QUEUED_HIGH || c->nops >= OPS_HIGH;
 }
 
 /* Stop taking input: what is queued still runs, then the connection closes. */
@@ -374,7 +385,7 @@ static void pump(uconn_t *c)
         op_complete(c, op);
         op_free(op_pop(c));
     }
-    if (c->paused && !c->closing && c->queued < QUEUED_HIGH)
+    if (c->paused && !c->closing && !backlogged(c))
         set_paused(c, 0);
     if (c->closing && c->head == NULL && c->inflight == NULL && !c->finishing)
         host->close(c->conn);
@@ -557,7 +568,7 @@ static void upload_handle(berth_conn_t *conn, const void *data, size_t len)
         }
     }
     pump(c);
-    if (c->queued >= QUEUED_HIGH)
+    if (backlogged(c))
         set_paused(c, 1);
 }
 

@@ -297,6 +297,24 @@ class ProtocolTest(UploadCase):
         self.assertTrue(closed_by_server(s))
         self.assert_no_leftovers()
 
+    def test_burst_of_small_frames(self):
+        # Hundreds of frames behind a file still on its way to the disk: reading pauses on the
+        # op count and resumes; every frame is answered, in order.
+        self.start()
+        s = self.connect()
+        burst = [header("first", b"1") + b"1"]
+        burst += [header("bad/%d" % i, b"xy") + b"xy" for i in range(600)]
+        burst += [header("f%d" % i, b"z") + b"z" for i in range(300)]
+        s.sendall(b"".join(burst))
+        self.assertEqual(read_reply(s)["file_name"], "first")
+        for i in range(600):
+            self.assertEqual(read_reply(s)["file_name"], "bad/%d" % i)
+        for i in range(300):
+            r = read_reply(s)
+            self.assertEqual((r["file_name"], r["status"]), ("f%d" % i, "ok"))
+        self.assertEqual(len(self.stored()), 301)
+        self.assert_no_leftovers()
+
     def test_client_gone_right_after_a_whole_file(self):
         # The seed client's way: send, then close at once with the replies unread.
         self.start()
