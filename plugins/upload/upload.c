@@ -583,7 +583,7 @@ static void upload_eof(berth_conn_t *conn)
             host->abort(conn);
             return;
         }
-    } else if (!upload_frame_idle(&c->frame)) {
+    } else if (!c->skipping && !upload_frame_idle(&c->frame)) {
         host->log(conn, BERTH_LOG_INFO, "connection ended inside a header");
     }
     start_closing(c);
