@@ -50,8 +50,7 @@ typedef struct wproc {
     unsigned index;
     pid_t pid;
     int ctl_fd;
-    uv_poll_t ctl;
-    int ctl_init;
+    uv_poll_t *ctl; /* its own allocation: it may outlive the generation until close_cb */
     int state;
     int slot;
     uint64_t started;
@@ -273,10 +272,12 @@ static int worker_spawn(master_t *m, wproc_t *wp)
     wp->started = uv_now(&m->loop);
     wp->respawn_at = 0;
     m->stats->workers[slot].pid = pid;
-    uv_poll_init(&m->loop, &wp->ctl, wp->ctl_fd);
-    wp->ctl.data = wp;
-    wp->ctl_init = 1;
-    uv_poll_start(&wp->ctl, UV_READABLE, on_ctl);
+    wp->ctl = malloc(sizeof *wp->ctl);
+    if (wp->ctl) {
+        uv_poll_init(&m->loop, wp->ctl, wp->ctl_fd);
+        wp->ctl->data = wp;
+        uv_poll_start(wp->ctl, UV_READABLE, on_ctl);
+    }
     log_debug("worker %u of generation %u started, pid %d", wp->index + 1, g->id, (int)pid);
     return 0;
 }
@@ -289,16 +290,19 @@ static void worker_send(wproc_t *wp, uint32_t type)
 
 static void on_ctl_closed(uv_handle_t *h)
 {
-    wproc_t *wp = h->data;
-    close(wp->ctl_fd);
-    wp->ctl_fd = -1;
-    wp->ctl_init = 0;
+    free(h);
 }
 
 static void worker_ctl_close(wproc_t *wp)
 {
-    if (wp->ctl_init && !uv_is_closing((uv_handle_t *)&wp->ctl))
-        uv_close((uv_handle_t *)&wp->ctl, on_ctl_closed);
+    if (wp->ctl) {
+        /* uv_close stops polling at once, so the descriptor can go now. */
+        uv_close((uv_handle_t *)wp->ctl, on_ctl_closed);
+        wp->ctl = NULL;
+    }
+    if (wp->ctl_fd >= 0)
+        close(wp->ctl_fd);
+    wp->ctl_fd = -1;
 }
 
 static void on_ctl(uv_poll_t *p, int status, int events)
