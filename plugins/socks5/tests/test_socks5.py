@@ -13,6 +13,7 @@ import http.server
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -716,6 +717,61 @@ class Socks5Test(BerthTestCase):
         self.assertEqual(read_reply(s)[0], 0)
         resp = recv_all(s)
         self.assertEqual(resp, b"%d %s\nbye\n" % (len(data), hashlib.sha256(data).hexdigest().encode()))
+
+    def test_relay_idle_timeout(self):
+        self.start_proxy("allow_dest = 127.0.0.0/8\nrelay_idle_timeout = 300ms\n")
+        srv = DrainThenAnswer(b"")  # waits for an EOF that never comes
+        self.addCleanup(srv.close)
+        s = self.connect()
+        self.handshake(s)
+        s.sendall(request(1, "127.0.0.1", srv.port))
+        self.assertEqual(read_reply(s)[0], 0)
+        said = b"some bytes, then silence"
+        s.sendall(said)
+        assert_closed(self, s)
+        (line,) = self.wait_sessions(1)
+        self.assertIn("up=%d down=0" % len(said), line)
+        self.assertIn("outcome=idle timeout", line)
+
+    def test_concurrent_sessions(self):
+        self.start_proxy()
+        n, errors, bodies = 40, [], []
+
+        def fetch(i):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT) as s:
+                    s.sendall(b"\x05\x01\x00" + request(1, "::1" if i % 2 else "127.0.0.1",
+                                                         self.http_port) +
+                              b"GET /hello.txt HTTP/1.0\r\n\r\n")
+                    self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+                    self.assertEqual(read_reply(s)[0], 0)
+                    bodies.append(recv_all(s))
+            except Exception as e:  # reported below, from the test's own thread
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=fetch, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(IO_TIMEOUT * 3)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(bodies), n)
+        self.assertTrue(all(b.endswith(b"\r\n\r\nhello through socks5\n") for b in bodies))
+        self.assertEqual(len(self.wait_sessions(n)), n)
+
+    def test_reload_reads_users_again(self):
+        self.password_proxy()
+        self.users_file({"alice": crypt_hash("new secret")})
+        self.d.signal(signal.SIGHUP)
+        wait_until(lambda: "reloaded: generation 2" in self.d.log(), timeout=IO_TIMEOUT * 2,
+                   what="the reload")
+        url = "http://127.0.0.1:%d/hello.txt" % self.http_port
+        rc, body, err = self.curl(url, "--proxy-user", "alice:new secret")
+        self.assertEqual((rc, body), (0, b"hello through socks5\n"), err)
+        rc, _, _ = self.curl(url, "--proxy-user", "alice:wonder land")
+        self.assertNotEqual(rc, 0)
+        rc, _, _ = self.curl(url, "--proxy-user", "bob:b0b")
+        self.assertNotEqual(rc, 0)
 
     # ---- config
 
