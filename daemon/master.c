@@ -305,35 +305,42 @@ static void worker_ctl_close(wproc_t *wp)
     wp->ctl_fd = -1;
 }
 
+/* Read and act on every message waiting from a worker; 0 if its end is closed. */
+static int ctl_drain(master_t *m, wproc_t *wp)
+{
+    for (;;) {
+        ctl_msg_t msg;
+        ssize_t n = wp->ctl_fd >= 0 ? recv(wp->ctl_fd, &msg, sizeof msg, MSG_DONTWAIT) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 1;
+        if (n <= 0)
+            return 0; /* the worker is exiting; SIGCHLD tells us how */
+        msg.text[sizeof msg.text - 1] = '\0';
+        generation_t *g = wp->gen;
+        if (msg.type == CTL_READY && wp->state == W_STARTING) {
+            wp->state = W_READY;
+            g->ready++;
+            if (g->state != G_STARTING) /* a replacement for a crashed worker */
+                worker_send(wp, CTL_GO);
+            generation_check(m, g);
+        } else if (msg.type == CTL_FAILED && wp->state == W_STARTING) {
+            if (!g->failed) {
+                g->failed = 1;
+                free(g->fail_text);
+                g->fail_text = strdup(msg.text);
+            }
+            generation_check(m, g);
+        }
+    }
+}
+
 static void on_ctl(uv_poll_t *p, int status, int events)
 {
     wproc_t *wp = p->data;
-    master_t *m = the_master;
-    ctl_msg_t msg;
-    ssize_t n = recv(wp->ctl_fd, &msg, sizeof msg, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n <= 0) {
-        /* The worker is exiting; SIGCHLD tells us how. */
+    if (!ctl_drain(the_master, wp))
         uv_poll_stop(p);
-        return;
-    }
-    msg.text[sizeof msg.text - 1] = '\0';
-    generation_t *g = wp->gen;
-    if (msg.type == CTL_READY && wp->state == W_STARTING) {
-        wp->state = W_READY;
-        g->ready++;
-        if (g->state != G_STARTING) /* a replacement for a crashed worker */
-            worker_send(wp, CTL_GO);
-        generation_check(m, g);
-    } else if (msg.type == CTL_FAILED && wp->state == W_STARTING) {
-        if (!g->failed) {
-            g->failed = 1;
-            free(g->fail_text);
-            g->fail_text = strdup(msg.text);
-        }
-        generation_check(m, g);
-    }
 }
 
 /* ---- generations ---- */
@@ -699,6 +706,9 @@ static void describe_listeners(const generation_t *g, char *buf, size_t len)
 static void on_worker_exit(master_t *m, wproc_t *wp, int status)
 {
     generation_t *g = wp->gen;
+    /* What it said before it died (its errors, say) counts more than how it died. */
+    if (wp->state == W_STARTING)
+        ctl_drain(m, wp);
     int prev = wp->state;
     wp->state = W_DEAD;
     wp->pid = 0;
