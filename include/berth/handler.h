@@ -167,14 +167,18 @@ typedef struct berth_host {
     void (*timer_stop)(berth_timer_t *timer);
 
     /* Run `work(arg)` on the thread pool, then `done(conn, arg, status)` on the loop
-     * (status 0, or -ECANCELED if the conn was aborted meanwhile: `done` still runs, so
-     * the plugin can free `arg`). The conn stays alive, and finish() waits, until done. */
+     * (status 0, or -ECANCELED if the pool dropped it before it ran). `done` always runs,
+     * even if the conn was closed meanwhile, so the plugin can free `arg` there; the conn
+     * stays allocated, and finish() waits, until it has. */
     int (*work)(berth_conn_t *conn, berth_work_fn work, berth_done_cb done, void *arg);
 
     /* Connect out to `host` (a name, or a literal IPv4/IPv6 address) and `port`; names are
      * resolved off the loop and every address is tried in order until one connects. Each
      * address is first offered to `allow` (MAY be NULL). `cb` runs exactly once, unless
-     * this returns an error. The pending connect ends with `conn`. */
+     * this returns an error; if `conn` closes first, it runs with BERTH_CONNECT_FAILED and
+     * sys_errno ECANCELED. On success the plugin owns result->peer: it MUST hand it to
+     * relay() or close() it. `timeout_ms` (0: none) bounds the resolving and every attempt
+     * together. */
     int (*connect)(berth_conn_t *conn, const char *host, uint16_t port, uint64_t timeout_ms,
                    berth_connect_allow_cb allow, berth_connect_cb cb, void *arg);
     /* Pipe `conn` and `peer` (from connect) both ways until both directions are done:
@@ -230,7 +234,9 @@ typedef struct berth_handler {
      * (the host closes it and calls finish()). */
     int (*setup)(berth_conn_t *conn);
     /* Bytes read (stream: any chunk, no framing; datagram: one whole datagram). `data` is
-     * valid only during the call. */
+     * valid only during the call. On a datagram listener each datagram is a conn of its
+     * own: setup(), one handle(), and finish() once handle() has returned and no timer or
+     * work the plugin started on it is pending (or when it calls close). */
     void (*handle)(berth_conn_t *conn, const void *data, size_t len);
     /* The peer sent EOF on a stream. If NULL, the host closes the conn once its writes are
      * flushed; else the plugin decides (e.g. host->close after its replies). */
