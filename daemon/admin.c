@@ -181,8 +181,18 @@ char *admin_status(struct master *m, int json)
               (unsigned long long)atomic_load(&st->reloads_failed),
               (unsigned long long)atomic_load(&st->worker_restarts),
               (unsigned long long)atomic_load(&st->worker_crashes));
-    sb_printf(&b, "%-16s %-8s %-28s %7s %10s %9s %10s %10s %7s\n", "LISTENER", "PROTO", "ADDRESS",
-              "ACTIVE", "ACCEPTED", "REFUSED", "IN", "OUT", "ERRORS");
+    /* Columns as wide as the longest name and address, so a table stays a table. */
+    int wname = 8, waddr = 7;
+    for (int i = 0; i < STATS_LISTENERS; i++) {
+        stats_listener_t *l = &st->listeners[i];
+        if (!l->in_use)
+            continue;
+        int n = (int)strlen(l->name), a = (int)strlen(l->address);
+        wname = n > wname ? n : wname;
+        waddr = a > waddr ? a : waddr;
+    }
+    sb_printf(&b, "%-*s %-8s %-*s %7s %10s %9s %10s %10s %7s\n", wname, "LISTENER", "PROTO", waddr,
+              "ADDRESS", "ACTIVE", "ACCEPTED", "REFUSED", "IN", "OUT", "ERRORS");
     for (int i = 0; i < STATS_LISTENERS; i++) {
         stats_listener_t *l = &st->listeners[i];
         if (!l->in_use)
@@ -191,8 +201,8 @@ char *admin_status(struct master *m, int json)
         human_bytes(atomic_load(&l->bytes_in), in, sizeof in);
         human_bytes(atomic_load(&l->bytes_out), out, sizeof out);
         sb_printf(
-            &b, "%-16s %-8s %-28s %7llu %10llu %9llu %10s %10s %7llu\n", l->name,
-            config_protocol_name((berth_protocol_t)l->protocol), l->address,
+            &b, "%-*s %-8s %-*s %7llu %10llu %9llu %10s %10s %7llu\n", wname, l->name,
+            config_protocol_name((berth_protocol_t)l->protocol), waddr, l->address,
             (unsigned long long)atomic_load(&l->active),
             (unsigned long long)atomic_load(&l->accepted),
             (unsigned long long)(atomic_load(&l->refused_acl) + atomic_load(&l->refused_limit)), in,
