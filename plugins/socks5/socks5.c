@@ -27,8 +27,8 @@
 #endif
 
 /* Client bytes held while the plugin waits on the password check or the connect: the rest
- * of the read that carried the message (reading is paused right away, so at most one read
- * buffer more). Past this the client is not waiting for replies as a client must. */
+ * of the read that carried the message, and what one more read brings before the pause
+ * takes hold. Past this the client is not waiting for replies as a client must. */
 #define SOCKS5_MAX_PENDING (256u * 1024u)
 
 static const berth_host_t *host;
@@ -36,9 +36,9 @@ static const berth_host_t *host;
 typedef enum session_state {
     ST_GREETING = 0,
     ST_AUTH,
-    ST_VERIFYING, /* the password is being checked on the thread pool; reading paused */
+    ST_VERIFYING, /* the password is being checked on the thread pool */
     ST_REQUEST,
-    ST_CONNECTING, /* host->connect is under way; reading paused */
+    ST_CONNECTING, /* host->connect is under way */
     ST_RELAY,
     ST_DONE, /* closing: input is ignored */
 } session_state_t;
@@ -239,6 +239,10 @@ static void stash(berth_conn_t *conn, session_t *s, const uint8_t *p, size_t len
     memcpy(n + s->npending, p, len);
     s->pending = n;
     s->npending += len;
+    /* Most clients wait for the reply, so reading is paused only once one does not: what
+     * it sends next waits in the kernel. (Pausing up front costs every session two
+     * epoll_ctl calls.) */
+    pause_reading(conn, s);
 }
 
 static void consume(berth_conn_t *conn, session_t *s, const uint8_t *p, size_t len);
@@ -336,7 +340,6 @@ static void on_auth(berth_conn_t *conn, session_t *s, const socks5_auth_t *a)
     explicit_bzero(s->parser->buf, sizeof(s->parser->buf));
 
     s->state = ST_VERIFYING;
-    pause_reading(conn, s);
     if (host->work(conn, verify_work, verify_done, v) < 0) {
         static const uint8_t bad_reply[2] = {SOCKS5_AUTH_VERSION, 0x01};
 
@@ -501,7 +504,6 @@ static void on_request(berth_conn_t *conn, session_t *s, const socks5_request_t 
         return;
     }
     s->state = ST_CONNECTING;
-    pause_reading(conn, s);
     if (host->connect(conn, target, r->port, s->cfg->connect_ms, allow_dest_cb, on_connected,
                       NULL) < 0)
         fail(conn, s, SOCKS5_REP_GENERAL_FAILURE);

@@ -773,6 +773,18 @@ class Socks5Test(BerthTestCase):
         rc, _, _ = self.curl(url, "--proxy-user", "bob:b0b")
         self.assertNotEqual(rc, 0)
 
+    def test_eof_right_after_the_request(self):
+        """EOF while the proxy connects (no data): the destination still sees it."""
+        self.start_proxy()
+        srv = DrainThenAnswer(b"bye\n")
+        self.addCleanup(srv.close)
+        s = self.connect()
+        self.handshake(s)
+        s.sendall(request(1, "127.0.0.1", srv.port))
+        s.shutdown(socket.SHUT_WR)
+        self.assertEqual(read_reply(s)[0], 0)
+        self.assertEqual(recv_all(s), b"0 %s\nbye\n" % hashlib.sha256(b"").hexdigest().encode())
+
     # ---- config
 
     def check(self, options, protocol="tcp", address=None):
