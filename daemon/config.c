@@ -456,8 +456,8 @@ static int set_log(struct parse *p, const char *value, char *err, size_t errlen)
 {
     int rc = -EINVAL;
 
-    if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0) {
-        snprintf(err, errlen, "must be stderr or syslog");
+    if (strcmp(value, "stderr") != 0 && strcmp(value, "syslog") != 0 && value[0] != '/') {
+        snprintf(err, errlen, "must be stderr, syslog, or an absolute file path");
         goto out;
     }
     rc = replace_string(p, &p->cfg->log, xstrdup(p, value));

@@ -7,11 +7,12 @@
 #define CTL_TEXT_MAX 8192
 
 enum ctl_type {
-    CTL_READY = 1,   /* worker -> master: plugins loaded, options checked */
-    CTL_FAILED = 2,  /* worker -> master: text holds every error, one per line */
-    CTL_GO = 3,      /* master -> worker: start accepting */
-    CTL_STOP = 4,    /* master -> worker: stop accepting, drain up to shutdown_timeout */
-    CTL_STOP_NOW = 5 /* master -> worker: close every connection now */
+    CTL_READY = 1,    /* worker -> master: plugins loaded, options checked */
+    CTL_FAILED = 2,   /* worker -> master: text holds every error, one per line */
+    CTL_GO = 3,       /* master -> worker: start accepting */
+    CTL_STOP = 4,     /* master -> worker: stop accepting, drain up to shutdown_timeout */
+    CTL_STOP_NOW = 5, /* master -> worker: close every connection now */
+    CTL_REOPEN = 6    /* master -> worker: reopen the log file (rotated) */
 };
 
 typedef struct ctl_msg {

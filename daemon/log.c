@@ -1,5 +1,7 @@
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,22 @@ void log_reopen(void)
         closelog();
         openlog("berthd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
     }
+}
+
+int log_open_file(const char *path, int owner, int group)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    if (owner >= 0 && fchown(fd, (uid_t)owner, (gid_t)group) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    int rc = dup2(fd, STDERR_FILENO) < 0 ? -errno : 0;
+    close(fd);
+    to_journal = 0; /* a plain file wants our own time stamps */
+    return rc;
 }
 
 void log_set_role(const char *role)

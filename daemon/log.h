@@ -11,6 +11,10 @@ void log_init(const char *role, berth_log_level_t level, int use_syslog);
 void log_set_role(const char *role);
 /* After fork, once inherited descriptors are closed: reconnect to syslog if in use. */
 void log_reopen(void);
+/* Send stderr (and so every later line) to `path`, opened for appending; when `owner` is
+ * not -1 the file is handed to that uid/gid so workers that dropped privileges can reopen
+ * it. Called again after the file was rotated away (SIGUSR1). 0 or -errno. */
+int log_open_file(const char *path, int owner, int group);
 void log_set_level(berth_log_level_t level);
 int log_enabled(berth_log_level_t level);
 int log_level_parse(const char *text, berth_log_level_t *out);

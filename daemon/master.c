@@ -105,6 +105,7 @@ static int privileges_drop(const berth_config_t *cfg, char *why, size_t len)
 
 static void on_ctl(uv_poll_t *p, int status, int events);
 static void generation_check(master_t *m, generation_t *g);
+static int open_log_file(const berth_config_t *cfg);
 static void master_check_exit(master_t *m);
 static void reload_finish(master_t *m, int ok, const char *text);
 
@@ -574,6 +575,8 @@ static void reload_begin(master_t *m)
     generation_t *g = NULL;
     if (config_load(m->conf_path, &cfg, &errs) == 0) {
         log_set_level(cfg->log_level);
+        if (strcmp(cfg->log, m->active ? m->active->cfg->log : "") != 0 && open_log_file(cfg))
+            log_error("cannot open log file %s; logging goes on where it was", cfg->log);
         g = generation_new(m, cfg);
         if (g == NULL) {
             config_errors_add(&errs, m->conf_path, 0, "out of memory");
@@ -810,6 +813,44 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+/* Open cfg->log when it is a file, owned by the workers' user so they can reopen it. */
+static int open_log_file(const berth_config_t *cfg)
+{
+    if (cfg->log[0] != '/')
+        return 0;
+    int uid = -1, gid = -1;
+    if (geteuid() == 0 && cfg->user && strcmp(cfg->user, "root") != 0) {
+        struct passwd *pw = getpwnam(cfg->user);
+        if (pw) {
+            uid = (int)pw->pw_uid;
+            gid = (int)pw->pw_gid;
+        }
+    }
+    return log_open_file(cfg->log, uid, gid);
+}
+
+/* SIGUSR1: the log file was rotated away; every process starts a new one. */
+static void master_reopen_log(master_t *m)
+{
+    const berth_config_t *cfg = m->active ? m->active->cfg : NULL;
+    if (cfg == NULL || cfg->log[0] != '/') {
+        log_info("SIGUSR1: logging to %s, nothing to reopen", cfg ? cfg->log : "stderr");
+        return;
+    }
+    int rc = open_log_file(cfg);
+    if (rc) {
+        log_error("cannot reopen %s: %s", cfg->log, strerror(-rc));
+        return;
+    }
+    log_info("log file %s reopened", cfg->log);
+    generation_t *lists[] = {m->active, m->old};
+    for (int k = 0; k < 2; k++)
+        for (generation_t *g = lists[k]; g; g = g->next)
+            for (unsigned i = 0; i < g->nworkers; i++)
+                if (g->workers[i].state != W_DEAD)
+                    worker_send(&g->workers[i], CTL_REOPEN);
+}
+
 static void on_signal(uv_poll_t *p, int status, int events)
 {
     master_t *m = p->data;
@@ -832,9 +873,7 @@ static void on_signal(uv_poll_t *p, int status, int events)
             }
             break;
         case SIGUSR1:
-            /* Logs go to stderr or syslog, which need no reopening; say so. */
-            log_info("SIGUSR1: nothing to reopen (logging to %s)",
-                     m->active ? m->active->cfg->log : "stderr");
+            master_reopen_log(m);
             break;
         }
     }
@@ -874,6 +913,12 @@ int master_run(const char *path)
         return 78;
     }
     log_init("master", cfg->log_level, strcmp(cfg->log, "syslog") == 0);
+    rc = open_log_file(cfg);
+    if (rc) {
+        fprintf(stderr, "%s: cannot open log file %s: %s\n", path, cfg->log, strerror(-rc));
+        config_free(cfg);
+        return 71;
+    }
     plugin_set_trusted_uid(getuid()); /* workers check plugins after dropping to `user` */
     raise_nofile();
     signal(SIGPIPE, SIG_IGN);

@@ -421,6 +421,13 @@ static void on_ctl(uv_poll_t *p, int status, int events)
     case CTL_STOP_NOW:
         worker_drain(w, 1);
         break;
+    case CTL_REOPEN:
+        if (w->cfg->log[0] == '/') {
+            int rc = log_open_file(w->cfg->log, -1, -1);
+            if (rc)
+                log_error("cannot reopen %s: %s", w->cfg->log, strerror(-rc));
+        }
+        break;
     default:
         log_warn("unknown control message %u", m.type);
     }
