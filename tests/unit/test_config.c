@@ -455,7 +455,7 @@ static void test_daemon_bad_values(void **state)
          "admin 'run/admin.sock': must be an absolute path (or empty, to disable it)"},
         {"log_level = verbose", "log_level 'verbose': must be error, warn, info or debug"},
         {"log_level = INFO", "log_level 'INFO': must be error, warn, info or debug"},
-        {"log = file", "log 'file': must be stderr or syslog"},
+        {"log = file", "log 'file': must be stderr, syslog, or an absolute file path"},
         {"shutdown_timeout = soon",
          "shutdown_timeout 'soon': not a duration (e.g. 250ms, 30s, 5m, 1h, 2d)"},
         {"shutdown_timeout = -5s",
@@ -610,7 +610,7 @@ static void test_all_errors_reported(void **state)
           "concurrency = 0\n",        /* 14 */
           "@/berth.conf:2: workers '0': must be auto or 1..256",
           "@/berth.conf:3: log_level 'verbose': must be error, warn, info or debug",
-          "@/berth.conf:4: log 'file': must be stderr or syslog",
+          "@/berth.conf:4: log 'file': must be stderr, syslog, or an absolute file path",
           "@/berth.conf:5: shutdown_timeout 'soon': not a duration (e.g. 250ms, 30s, 5m, 1h, 2d)",
           "@/berth.conf:6: admin 'run/admin.sock': must be an absolute path (or empty, to "
           "disable it)",
@@ -1068,7 +1068,7 @@ static void test_load_string(void **state)
     assert_int_equal(config_load_string(name, nul, sizeof(nul) - 1, 0, &cfg, &errs), -EINVAL);
     assert_null(cfg);
     EXPECT_ERRORS(f, &errs, "@/mem.conf:3: NUL byte in line",
-                  "@/mem.conf:4: log 'x': must be stderr or syslog");
+                  "@/mem.conf:4: log 'x': must be stderr, syslog, or an absolute file path");
     config_errors_free(&errs);
 
     static const char inc[] = HEAD "include = *.conf\n";
