@@ -367,8 +367,11 @@ static void on_drain_deadline(uv_timer_t *t)
     if (w->nconns)
         log_warn("shutdown_timeout reached: closing %llu connection(s)",
                  (unsigned long long)w->nconns);
-    for (berth_conn_t *c = w->conns; c; c = c->next)
+    /* A datagram's conn is freed inside conn_abort: step on before. */
+    for (berth_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
         conn_abort(c);
+    }
 }
 
 static void worker_drain(worker_t *w, int now)
