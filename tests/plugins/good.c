@@ -12,7 +12,9 @@
  * With the option `greeting = TEXT` set, a stream connection is greeted with "TEXT\n".
  *
  * Options: `greeting` (1..64 printable characters, and not "reject-me": a value the test of
- * option errors uses), `slow` (a boolean, accepted and ignored). Anything else is refused.
+ * option errors uses), `slow` (a boolean, accepted and ignored), `open_delay` (a duration:
+ * listener_open sleeps that long, so a test can catch a reload while workers start).
+ * Anything else is refused.
  */
 #include <berth/handler.h>
 
@@ -86,6 +88,14 @@ static int good_check_option(berth_listener_t *l, const char *key, const char *v
         }
         return 0;
     }
+    if (strcmp(key, "open_delay") == 0) {
+        uint64_t ms;
+        if (host->parse_duration(value, &ms) || ms > 60000) {
+            snprintf(err, errlen, "expected a duration up to 1m");
+            return -EINVAL;
+        }
+        return 0;
+    }
     snprintf(err, errlen, "good plugin has no option '%s'", key);
     return -EINVAL;
 }
@@ -100,6 +110,12 @@ static int good_listener_open(berth_listener_t *l, void **state, char *err, size
     const char *g = host->option(l, "greeting");
     if (g)
         snprintf(gl->greeting, sizeof gl->greeting, "%s", g);
+    const char *d = host->option(l, "open_delay");
+    uint64_t ms = 0;
+    if (d && host->parse_duration(d, &ms) == 0 && ms) {
+        struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     host->log_listener(l, BERTH_LOG_DEBUG, "good v%d opened listener %s", VARIANT,
                        host->listener_name(l));
     *state = gl;
