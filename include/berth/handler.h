@@ -162,7 +162,8 @@ typedef struct berth_host {
     int (*parse_bool)(const char *text, int *value);
 
     /* A one-shot timer bound to `conn`; NULL on -ENOMEM. Stopped and freed when the conn
-     * ends; stop it earlier with timer_stop (which frees it: do not touch it after). */
+     * ends; stop it earlier with timer_stop (which frees it: do not touch it after). Once
+     * its callback has run the timer is gone too: MUST NOT be stopped after that. */
     berth_timer_t *(*timer_start)(berth_conn_t *conn, uint64_t ms, berth_timer_cb cb, void *arg);
     void (*timer_stop)(berth_timer_t *timer);
 
@@ -175,7 +176,9 @@ typedef struct berth_host {
     /* Connect out to `host` (a name, or a literal IPv4/IPv6 address) and `port`; names are
      * resolved off the loop and every address is tried in order until one connects. Each
      * address is first offered to `allow` (MAY be NULL). `cb` runs exactly once, unless
-     * this returns an error; if `conn` closes first, it runs with BERTH_CONNECT_FAILED and
+     * this returns an error. It MAY run before connect() returns (a literal address that
+     * `allow` refuses or that fails at once). If `conn` closes first, it runs with
+     * BERTH_CONNECT_FAILED and
      * sys_errno ECANCELED. On success the plugin owns result->peer: it MUST hand it to
      * relay() or close() it. `timeout_ms` (0: none) bounds the resolving and every attempt
      * together. */
