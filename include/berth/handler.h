@@ -178,10 +178,9 @@ typedef struct berth_host {
      * address is first offered to `allow` (MAY be NULL). `cb` runs exactly once, unless
      * this returns an error. It MAY run before connect() returns (a literal address that
      * `allow` refuses or that fails at once). If `conn` closes first, it runs with
-     * BERTH_CONNECT_FAILED and
-     * sys_errno ECANCELED. On success the plugin owns result->peer: it MUST hand it to
-     * relay() or close() it. `timeout_ms` (0: none) bounds the resolving and every attempt
-     * together. */
+     * BERTH_CONNECT_FAILED and sys_errno ECANCELED. On success the plugin owns result->peer: it
+     * MUST hand it to relay() or close() it. `timeout_ms` (0: none) bounds the resolving and every
+     * attempt together. */
     int (*connect)(berth_conn_t *conn, const char *host, uint16_t port, uint64_t timeout_ms,
                    berth_connect_allow_cb allow, berth_connect_cb cb, void *arg);
     /* Pipe `conn` and `peer` (from connect) both ways until both directions are done:
