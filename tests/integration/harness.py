@@ -363,3 +363,27 @@ class BerthTestCase(unittest.TestCase):
         d = Berthd(self.tmp, listeners, **kw)
         self._daemons.append(d)
         return d.start(wait)
+
+
+# What a sanitizer build writes when it finds something (ASan, LSan, UBSan).
+SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|runtime error: ")
+
+
+class DaemonTestCase(BerthTestCase):
+    """BerthTestCase that also fails a test whose daemon log holds a sanitizer report (in a
+    sanitizer build, the master's and the workers' reports land in that log). A test that
+    crashes a worker on purpose sets self.expected_reports to a regex of what it expects."""
+
+    expected_reports = None
+
+    def tearDown(self):
+        found = []
+        allowed = re.compile(self.expected_reports) if self.expected_reports else None
+        for d in self._daemons:
+            for line in d.log().splitlines():
+                if SANITIZER_REPORT.search(line) and not (allowed and allowed.search(line)):
+                    found.append(line)
+        super().tearDown()
+        if found:
+            self.fail("sanitizer reports in the daemon log:\n" + "\n".join(found))
+
