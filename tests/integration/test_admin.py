@@ -9,11 +9,11 @@ import textwrap
 import threading
 import unittest
 
-from harness import (IO_TIMEOUT, BerthTestCase, admin_request, built_test_plugin, free_port,
+from harness import (IO_TIMEOUT, DaemonTestCase, admin_request, built_test_plugin, free_port,
                      line_request, stream_connect, stream_echo, udp_roundtrip)
 
 
-class Status(BerthTestCase):
+class Status(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
@@ -148,7 +148,7 @@ class Status(BerthTestCase):
         self.assertEqual(self.d.stop(), 0)
 
 
-class Requests(BerthTestCase):
+class Requests(DaemonTestCase):
 
     def setUp(self):
         super().setUp()

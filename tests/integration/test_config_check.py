@@ -7,7 +7,7 @@ import subprocess
 import textwrap
 import unittest
 
-from harness import (BERTHD, IO_TIMEOUT, PLUGIN_DIR, BerthTestCase, built_test_plugin,
+from harness import (BERTHD, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin,
                      check_config, free_port)
 
 EXIT_USAGE = 64
@@ -20,7 +20,7 @@ def run(*argv):
     return r.returncode, r.stdout, r.stderr
 
 
-class ConfigCheck(BerthTestCase):
+class ConfigCheck(DaemonTestCase):
 
     def write(self, name, text):
         path = os.path.join(self.tmp, name)

@@ -14,7 +14,7 @@ import subprocess
 import time
 import unittest
 
-from harness import (IO_TIMEOUT, BerthTestCase, built_test_plugin, free_port, line_request,
+from harness import (IO_TIMEOUT, DaemonTestCase, built_test_plugin, free_port, line_request,
                      peer_closed, recv_exact, recv_until, stream_connect, stream_echo,
                      udp_roundtrip, unixgram_roundtrip, wait_until)
 
@@ -44,7 +44,7 @@ def run_tool(argv, data):
     return r.stdout
 
 
-class EchoAllKinds(BerthTestCase):
+class EchoAllKinds(DaemonTestCase):
     """One daemon, echo on tcp (IPv4, IPv6, *), udp, unix and unixgram."""
 
     def setUp(self):
@@ -240,7 +240,7 @@ class EchoAllKinds(BerthTestCase):
         self.assertEqual(os.stat(self.gsock).st_mode & 0o777, 0o660)
 
 
-class HostServices(BerthTestCase):
+class HostServices(DaemonTestCase):
     """The good test plugin over the host table: options, listener state, per-conn state,
     timers, work off the loop, plugin close, datagrams."""
 
@@ -290,7 +290,7 @@ class HostServices(BerthTestCase):
         self.assertEqual(udp_roundtrip(("127.0.0.1", self.uport), b"abc"), b"ABC\n")
 
 
-class Concurrency(BerthTestCase):
+class Concurrency(DaemonTestCase):
     """At the cap a stream listener stops accepting: client N+1 waits in the backlog (it is
     not reset) and is served once a slot frees. A datagram listener stops reading."""
 
@@ -363,7 +363,7 @@ class Concurrency(BerthTestCase):
         self.assertEqual(d.stop(), 0)
 
 
-class AllowDeny(BerthTestCase):
+class AllowDeny(DaemonTestCase):
 
     def test_denied_peer_closed_at_once_and_counted(self):
         ok_port, allow_port, deny_port, udp_port = (free_port(), free_port(), free_port(),
@@ -415,7 +415,7 @@ class AllowDeny(BerthTestCase):
         self.assertEqual(d.stop(), 0)
 
 
-class IdleTimeout(BerthTestCase):
+class IdleTimeout(DaemonTestCase):
 
     def test_silent_client_closed_active_client_kept(self):
         port = free_port()
@@ -449,7 +449,7 @@ class IdleTimeout(BerthTestCase):
         self.assertEqual(d.stop(), 0)
 
 
-class UnixSocketFiles(BerthTestCase):
+class UnixSocketFiles(DaemonTestCase):
     """Stale files are replaced; a non-socket or a live socket is never removed."""
 
     def conf(self, path, kind="unix"):
@@ -527,7 +527,7 @@ class UnixSocketFiles(BerthTestCase):
             other.close()
 
 
-class Stop(BerthTestCase):
+class Stop(DaemonTestCase):
 
     def test_sigterm_serves_open_connection_during_drain_then_exits_0(self):
         port = free_port()
