@@ -466,6 +466,8 @@ static void on_write(uv_write_t *req, int status)
     }
     if (c->closing && c->nwrites == 0)
         conn_flushed(c);
+    else if (c->relay && c->nwrites == 0)
+        relay_writes_done(c);
 }
 
 static int dgram_send(berth_conn_t *c, const void *data, size_t len)
@@ -492,6 +494,8 @@ static int host_write(berth_conn_t *c, const void *data, size_t len)
         return dgram_send(c, data, len);
     if (c->closing || c->shut_wr || c->closed)
         return -EPIPE;
+    if (c->relay)
+        return -EBUSY; /* the relay owns the socket now */
     if (len == 0)
         return 0;
     conn_touch(c);

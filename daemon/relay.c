@@ -1,66 +1,91 @@
 /*
  * host->relay: pipe two connections both ways.
  *
- * Each direction owns one buffer (RELAY_BUF bytes) and reads only while that buffer is
- * free: a read is written at once (uv_try_write, no copy); if the far side cannot take it
- * all, the rest is queued from the same buffer and reading that direction stops until the
- * write completes. So memory per relay is bounded and a slow reader slows its writer. EOF
- * on one side becomes shutdown(SHUT_WR) on the other while the other direction goes on.
- * The relay ends when both directions are done, on an error, or after idle_ms without a
- * byte either way.
+ * Bytes never enter user space: each direction owns a pipe, and splice(2) moves data from
+ * one socket into the pipe and from the pipe into the other socket (on Linux, TCP pages
+ * are passed by reference, not copied). A direction reads only while its pipe has room,
+ * so memory is bounded by the pipe size and a slow reader slows its writer. EOF on one side
+ * becomes shutdown(SHUT_WR) on the other once the pipe is empty, while the other direction
+ * goes on. The relay ends when both directions are done, on an error, or after idle_ms
+ * without a byte either way.
+ *
+ * The sockets belong to the conns' uv stream handles, which are idle meanwhile (no read,
+ * no write pending), so a uv_poll per socket watches them; the polls are closed before the
+ * streams are.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "worker.h"
 
-#define RELAY_BUF (64 * 1024)
+#define RELAY_PIPE_SIZE (256 * 1024) /* asked for; the kernel may give less */
+#define PIPE_POOL 64                 /* empty pipes a worker keeps for the next relays */
+
+/* Empty pipes from ended relays: a new relay takes two instead of four syscalls more per
+ * session. A worker is one thread, so a plain array serves. */
+static struct {
+    int fd[2];
+    size_t cap;
+} pipe_pool[PIPE_POOL];
+static size_t pipe_pool_n;
 
 typedef struct relay relay_t;
 
 typedef struct relay_dir {
-    relay_t *r;
     berth_conn_t *from, *to;
-    int up; /* client -> peer */
-    char *buf;
-    uv_write_t wreq;
-    uv_shutdown_t sreq;
-    unsigned reading : 1, writing : 1, eof : 1, shut : 1, done : 1;
-    uint64_t bytes;
+    int pipe[2];
+    size_t cap;     /* the pipe's size */
+    size_t inpipe;  /* bytes spliced in, not yet out */
+    uint64_t bytes; /* bytes delivered to `to` */
+    unsigned eof : 1, done : 1;
 } relay_dir_t;
 
+typedef struct relay_side {
+    relay_t *r;
+    berth_conn_t *c;
+    int fd;
+    uv_poll_t *poll; /* own allocation: freed in its close callback */
+    int events;
+} relay_side_t;
+
 struct relay {
-    relay_dir_t dir[2]; /* [0] up: client -> peer, [1] down: peer -> client */
+    relay_dir_t dir[2];   /* [0] up: client -> peer, [1] down: peer -> client */
+    relay_side_t side[2]; /* [0] client, [1] peer */
     berth_conn_t *client, *peer;
     uv_timer_t idle;
     uint64_t idle_ms;
     uint64_t last;
     berth_relay_cb cb;
     void *arg;
-    int refs; /* the relay itself, in-flight writes/shutdowns, the idle timer's close */
-    int ended;
-    int error;
+    int refs; /* the relay itself, the idle timer's close */
+    unsigned started : 1, ended : 1;
 };
 
 static void relay_end(relay_t *r, int error);
-static void dir_update(relay_dir_t *d);
+static void relay_update(relay_t *r);
 
 static void relay_unref(relay_t *r)
 {
     if (--r->refs > 0)
         return;
-    free(r->dir[0].buf);
-    free(r->dir[1].buf);
+    for (int i = 0; i < 2; i++) {
+        relay_dir_t *d = &r->dir[i];
+        if (d->pipe[0] < 0)
+            continue;
+        if (d->inpipe == 0 && pipe_pool_n < PIPE_POOL) {
+            pipe_pool[pipe_pool_n].fd[0] = d->pipe[0];
+            pipe_pool[pipe_pool_n].fd[1] = d->pipe[1];
+            pipe_pool[pipe_pool_n++].cap = d->cap;
+        } else {
+            close(d->pipe[0]);
+            close(d->pipe[1]);
+        }
+    }
     free(r);
-}
-
-static relay_dir_t *dir_of(uv_stream_t *s)
-{
-    berth_conn_t *c = s->data;
-    relay_t *r = c->relay;
-    return c == r->client ? &r->dir[0] : &r->dir[1];
 }
 
 static void touch(relay_t *r)
@@ -70,117 +95,118 @@ static void touch(relay_t *r)
     conn_touch(r->peer);
 }
 
-static void dir_done(relay_dir_t *d)
+/* Move what the pipe holds into `to`. 0, or a negative errno that ends the relay. */
+static int dir_flush(relay_t *r, relay_dir_t *d)
 {
-    d->done = 1;
-    relay_t *r = d->r;
-    if (r->dir[0].done && r->dir[1].done)
-        relay_end(r, 0);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-    relay_dir_t *d = req->data;
-    relay_t *r = d->r;
-    d->shut = 1;
-    if (!r->ended)
-        dir_done(d);
-    relay_unref(r);
-}
-
-/* EOF read and everything written: pass the EOF on. */
-static void dir_forward_eof(relay_dir_t *d)
-{
-    relay_t *r = d->r;
-    if (d->writing || d->shut || r->ended)
-        return;
-    d->sreq.data = d;
-    if (uv_shutdown(&d->sreq, &d->to->h.stream, on_shutdown) == 0) {
-        r->refs++;
-        d->shut = 1; /* requested; on_shutdown marks the direction done */
-        return;
-    }
-    dir_done(d);
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-    relay_dir_t *d = req->data;
-    relay_t *r = d->r;
-    d->writing = 0;
-    if (!r->ended) {
-        if (status < 0) {
-            relay_end(r, status);
-        } else {
-            touch(r);
-            if (d->eof)
-                dir_forward_eof(d);
-            else
-                dir_update(d);
+    while (d->inpipe > 0) {
+        ssize_t n = splice(d->pipe[0], NULL, r->side[d->to == r->peer].fd, NULL, d->inpipe,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            d->inpipe -= (size_t)n;
+            d->bytes += (uint64_t)n;
+            if (d->to == r->client)
+                conn_count_out(r->client, (size_t)n);
+            continue;
         }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0; /* wait until `to` is writable */
+        return n < 0 ? -errno : -EPIPE;
     }
-    relay_unref(r);
+    if (d->eof && !d->done) {
+        /* Everything is out: pass the EOF on; the other direction keeps flowing. */
+        shutdown(r->side[d->to == r->peer].fd, SHUT_WR);
+        d->done = 1;
+    }
+    return 0;
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+/* Take what `from` has, as far as the pipe has room. */
+static int dir_fill(relay_t *r, relay_dir_t *d)
 {
-    relay_dir_t *d = dir_of((uv_stream_t *)h);
-    *buf = uv_buf_init(d->buf, RELAY_BUF);
+    while (!d->eof && d->inpipe < d->cap) {
+        ssize_t n = splice(r->side[d->from == r->peer].fd, NULL, d->pipe[1], NULL,
+                           d->cap - d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            d->inpipe += (size_t)n;
+            if (d->from == r->client)
+                conn_count_in(r->client, (size_t)n);
+            touch(r);
+            int rc = dir_flush(r, d);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (n == 0) {
+            d->eof = 1;
+            d->from->eof = 1;
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN)
+            return 0;
+        return -errno;
+    }
+    return dir_flush(r, d);
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+static void on_poll(uv_poll_t *p, int status, int events)
 {
-    relay_dir_t *d = dir_of(s);
-    relay_t *r = d->r;
-    if (n == 0 || r->ended)
+    relay_side_t *s = p->data;
+    relay_t *r = s->r;
+    if (r->ended)
         return;
-    if (n == UV_EOF) {
-        d->eof = 1;
-        dir_update(d);
-        dir_forward_eof(d);
+    if (status < 0) {
+        relay_end(r, status);
         return;
     }
-    if (n < 0) {
-        relay_end(r, (int)n);
-        return;
-    }
-    touch(r);
-    d->bytes += (uint64_t)n;
-    if (d->up)
-        conn_count_in(r->client, (size_t)n);
-    else
-        conn_count_out(r->client, (size_t)n);
-    uv_buf_t b = uv_buf_init(d->buf, (unsigned)n);
-    int w = uv_try_write(&d->to->h.stream, &b, 1);
-    if (w == (int)n)
-        return; /* all out: keep reading into the same buffer */
-    if (w < 0 && w != UV_EAGAIN) {
-        relay_end(r, w);
-        return;
-    }
-    size_t off = w > 0 ? (size_t)w : 0;
-    b = uv_buf_init(d->buf + off, (unsigned)((size_t)n - off));
-    d->wreq.data = d;
-    int rc = uv_write(&d->wreq, &d->to->h.stream, &b, 1, on_write);
+    int me = s == &r->side[1];
+    relay_dir_t *out = &r->dir[me]; /* reads from this side */
+    relay_dir_t *in = &r->dir[!me]; /* writes to this side */
+    int rc = 0;
+    if (events & UV_WRITABLE)
+        rc = dir_flush(r, in);
+    if (rc == 0 && (events & (UV_READABLE | UV_DISCONNECT)))
+        rc = dir_fill(r, out);
+    if (rc == 0 && (events & UV_WRITABLE) && in->inpipe < in->cap)
+        rc = dir_fill(r, in); /* room again: the other side may have more */
     if (rc) {
         relay_end(r, rc);
         return;
     }
-    r->refs++;
-    d->writing = 1;
-    dir_update(d); /* the buffer is lent to the write: stop reading into it */
+    if (r->dir[0].done && r->dir[1].done) {
+        relay_end(r, 0);
+        return;
+    }
+    relay_update(r);
 }
 
-static void dir_update(relay_dir_t *d)
+/* Watch each socket for what its directions need now. */
+static void relay_update(relay_t *r)
 {
-    int want = !d->r->ended && !d->eof && !d->writing;
-    if (want && !d->reading) {
-        if (uv_read_start(&d->from->h.stream, on_alloc, on_read) == 0)
-            d->reading = 1;
-    } else if (!want && d->reading) {
-        uv_read_stop(&d->from->h.stream);
-        d->reading = 0;
+    for (int i = 0; i < 2; i++) {
+        relay_side_t *s = &r->side[i];
+        relay_dir_t *out = &r->dir[i], *in = &r->dir[!i];
+        int ev = 0;
+        if (!out->eof && out->inpipe < out->cap)
+            ev |= UV_READABLE;
+        if (in->inpipe > 0)
+            ev |= UV_WRITABLE;
+        if (ev != s->events) {
+            if (ev)
+                uv_poll_start(s->poll, ev, on_poll);
+            else
+                uv_poll_stop(s->poll);
+            s->events = ev;
+        }
     }
+}
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h);
 }
 
 static void on_idle_closed(uv_handle_t *h)
@@ -204,14 +230,13 @@ static void relay_end(relay_t *r, int error)
     if (r->ended)
         return;
     r->ended = 1;
-    r->error = error;
     uv_timer_stop(&r->idle);
     uv_close((uv_handle_t *)&r->idle, on_idle_closed);
+    /* The polls go before the streams that own the sockets are closed. */
     for (int i = 0; i < 2; i++) {
-        relay_dir_t *d = &r->dir[i];
-        if (d->reading && !d->from->closed)
-            uv_read_stop(&d->from->h.stream);
-        d->reading = 0;
+        if (r->side[i].poll)
+            uv_close((uv_handle_t *)r->side[i].poll, on_poll_closed);
+        r->side[i].poll = NULL;
     }
     berth_conn_t *c = r->client, *p = r->peer;
     c->relay = NULL;
@@ -240,6 +265,73 @@ void relay_on_close(berth_conn_t *c)
         relay_end(r, UV_ECANCELED);
 }
 
+/* Both streams are idle now (the plugin's last writes are out): start watching. */
+static int relay_go(relay_t *r)
+{
+    for (int i = 0; i < 2; i++) {
+        relay_side_t *s = &r->side[i];
+        uv_os_fd_t fd = -1;
+        if (uv_fileno(&s->c->h.handle, &fd))
+            return -EBADF;
+        s->fd = fd;
+        s->poll = malloc(sizeof *s->poll);
+        if (s->poll == NULL)
+            return -ENOMEM;
+        int rc = uv_poll_init(&r->client->w->loop, s->poll, fd);
+        if (rc) {
+            free(s->poll);
+            s->poll = NULL;
+            return rc;
+        }
+        s->poll->data = s;
+    }
+    r->started = 1;
+    touch(r);
+    if (r->idle_ms)
+        uv_timer_start(&r->idle, on_idle, r->idle_ms, 0);
+    /* A client that half-closed before the relay: pass its EOF on at once. */
+    if (r->dir[0].eof) {
+        int rc = dir_flush(r, &r->dir[0]);
+        if (rc)
+            return rc;
+    }
+    relay_update(r);
+    return 0;
+}
+
+/* conn.c: a relayed conn's last plugin write completed. */
+void relay_writes_done(berth_conn_t *c)
+{
+    relay_t *r = c->relay;
+    if (r == NULL || r->started || r->client->nwrites || r->peer->nwrites)
+        return;
+    int rc = relay_go(r);
+    if (rc)
+        relay_end(r, rc);
+}
+
+static int dir_init(relay_dir_t *d, berth_conn_t *from, berth_conn_t *to)
+{
+    d->from = from;
+    d->to = to;
+    if (pipe_pool_n > 0) {
+        pipe_pool_n--;
+        d->pipe[0] = pipe_pool[pipe_pool_n].fd[0];
+        d->pipe[1] = pipe_pool[pipe_pool_n].fd[1];
+        d->cap = pipe_pool[pipe_pool_n].cap;
+        return 0;
+    }
+    if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+        d->pipe[0] = d->pipe[1] = -1;
+        return -errno;
+    }
+    int size = fcntl(d->pipe[1], F_SETPIPE_SZ, RELAY_PIPE_SIZE);
+    if (size < 0)
+        size = fcntl(d->pipe[1], F_GETPIPE_SZ);
+    d->cap = size > 0 ? (size_t)size : 65536;
+    return 0;
+}
+
 int relay_start(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
                 void *arg)
 {
@@ -251,40 +343,41 @@ int relay_start(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_rel
     relay_t *r = calloc(1, sizeof *r);
     if (r == NULL)
         return -ENOMEM;
-    r->dir[0].buf = malloc(RELAY_BUF);
-    r->dir[1].buf = malloc(RELAY_BUF);
-    if (!r->dir[0].buf || !r->dir[1].buf) {
-        free(r->dir[0].buf);
-        free(r->dir[1].buf);
-        free(r);
-        return -ENOMEM;
+    r->dir[0].pipe[0] = r->dir[0].pipe[1] = r->dir[1].pipe[0] = r->dir[1].pipe[1] = -1;
+    int rc = dir_init(&r->dir[0], c, peer);
+    if (rc == 0)
+        rc = dir_init(&r->dir[1], peer, c);
+    if (rc) {
+        r->refs = 1;
+        relay_unref(r);
+        return rc;
     }
-    /* The plugin's reads stop here; the relay reads both sides from now on. */
+    /* The plugin's reads stop here; the relay moves both sides from now on. */
     if (c->reading) {
         uv_read_stop(&c->h.stream);
         c->reading = 0;
     }
     r->client = c;
     r->peer = peer;
+    r->side[0] = (relay_side_t){.r = r, .c = c, .fd = -1};
+    r->side[1] = (relay_side_t){.r = r, .c = peer, .fd = -1};
     r->cb = done;
     r->arg = arg;
     r->idle_ms = idle_ms;
     r->refs = 2; /* the relay, the idle timer */
-    r->dir[0] = (relay_dir_t){.r = r, .from = c, .to = peer, .up = 1, .buf = r->dir[0].buf};
-    r->dir[1] = (relay_dir_t){.r = r, .from = peer, .to = c, .up = 0, .buf = r->dir[1].buf};
-    c->relay = r;
-    peer->relay = r;
     uv_timer_init(&c->w->loop, &r->idle);
     r->idle.data = r;
-    touch(r);
-    if (idle_ms)
-        uv_timer_start(&r->idle, on_idle, idle_ms, 0);
+    c->relay = r;
+    peer->relay = r;
     /* A client that already half-closed (EOF seen by the plugin) starts that way. */
-    if (c->eof) {
+    if (c->eof)
         r->dir[0].eof = 1;
-        dir_forward_eof(&r->dir[0]);
+    /* Writes the plugin queued just before (a reply, early data) go out first; libuv owns
+     * the sockets until then. */
+    if (c->nwrites == 0 && peer->nwrites == 0) {
+        rc = relay_go(r);
+        if (rc)
+            relay_end(r, rc); /* done() runs with the error */
     }
-    dir_update(&r->dir[0]);
-    dir_update(&r->dir[1]);
     return 0;
 }

@@ -129,7 +129,8 @@ int outbound_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t 
 void outbound_cancel(berth_conn_t *c);
 int relay_start(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
                 void *arg);
-/* A relayed conn's stream callbacks. */
+/* A relayed conn is being closed from outside; its last plugin write completed. */
 void relay_on_close(berth_conn_t *c);
+void relay_writes_done(berth_conn_t *c);
 
 #endif
