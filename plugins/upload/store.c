@@ -95,7 +95,7 @@ fail:
     return r;
 }
 
-int upload_store_write(upload_store_t *s, const void *data, size_t len)
+int upload_store_append(upload_store_t *s, const void *data, size_t len)
 {
     const unsigned char *p = data;
     size_t left = len;
@@ -115,10 +115,23 @@ int upload_store_write(upload_store_t *s, const void *data, size_t len)
         left -= (size_t)n;
         s->written += (uint64_t)n;
     }
+    return 0;
+}
+
+int upload_store_hash(upload_store_t *s, const void *data, size_t len)
+{
+    if (s->sha256 == NULL)
+        return -EBADF;
     if (EVP_DigestUpdate(s->sha256, data, len) != 1 ||
         (s->md5 && EVP_DigestUpdate(s->md5, data, len) != 1))
         return -EIO;
     return 0;
+}
+
+int upload_store_write(upload_store_t *s, const void *data, size_t len)
+{
+    int r = upload_store_append(s, data, len);
+    return r != 0 ? r : upload_store_hash(s, data, len);
 }
 
 static int place(upload_store_t *s, const char *name, int overwrite)

@@ -41,6 +41,12 @@ int upload_store_open(upload_store_t *s, const upload_header_t *h, int overwrite
 /* Append and hash. 0 or a negative errno (the caller then discards). */
 int upload_store_write(upload_store_t *s, const void *data, size_t len);
 
+/* The two halves of upload_store_write(), which touch disjoint parts of the store and so MAY
+ * run at the same time on two threads (never two of the same kind at once): append `len`
+ * bytes, and hash them. Each in file order. 0 or a negative errno. */
+int upload_store_append(upload_store_t *s, const void *data, size_t len);
+int upload_store_hash(upload_store_t *s, const void *data, size_t len);
+
 /*
  * Check size and digests against `h`, fsync (if do_fsync), rename into place, fsync the dir.
  * On success the file is stored, `sha256` holds its digest, and the store is empty. On error

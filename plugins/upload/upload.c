@@ -36,7 +36,9 @@
 #define UPLOAD_VERSION "1.0"
 
 /* One disk write carries at most this much (a bigger chunk from the host is split). */
-#define OP_MAX_BYTES ((size_t)1 << 20)
+#define OP_MAX_BYTES ((size_t)256 << 10)
+/* From this size on, a write's pwrite and its hashing run at once on two pool threads. */
+#define SPLIT_MIN_BYTES ((size_t)128 << 10)
 /* Pause reading once this much received data waits for the disk (plus one op in flight)... */
 #define QUEUED_HIGH ((size_t)2 << 20)
 /* ...or this many ops wait (tiny files or refused headers behind a slow one). */
@@ -78,9 +80,10 @@ typedef struct op {
     ufile_t *f;         /* disk ops */
     unsigned char *buf; /* WRITE: data; REPLY: a whole frame */
     size_t len, cap;
-    /* Results, written by the pool thread, read on the loop after done(). */
-    int ran;
-    int status;
+    int halves; /* works in flight for it: 2 when a WRITE's append and hash run apart */
+    /* Results, written by the pool threads, read on the loop after done(). */
+    int ran, ran_hash;
+    int status, hash_status;
     const char *why;
     unsigned char sha256[32];
 } op_t;
@@ -304,7 +307,22 @@ static void op_work(void *arg)
     case OP_CLOSE:
         break;
     }
+    op->ran = op->ran_hash = 1;
+}
+
+/* A big WRITE's two halves, run at once: they touch disjoint parts of the store. */
+static void op_work_append(void *arg)
+{
+    op_t *op = arg;
+    op->status = upload_store_append(&op->f->st, op->buf, op->len);
     op->ran = 1;
+}
+
+static void op_work_hash(void *arg)
+{
+    op_t *op = arg;
+    op->hash_status = upload_store_hash(&op->f->st, op->buf, op->len);
+    op->ran_hash = 1;
 }
 
 /* ---- back on the loop ---- */
@@ -316,9 +334,16 @@ static void op_complete(uconn_t *c, op_t *op)
 
     switch (op->kind) {
     case OP_OPEN:
-    case OP_WRITE:
         if (op->status != 0)
             file_failed(c, f, errno_reason(op->status, buf, sizeof(buf)));
+        break;
+    case OP_WRITE:
+        if (op->status != 0 || op->hash_status != 0) {
+            /* Both halves are back: nothing else touches the store now. */
+            upload_store_discard(&f->st);
+            file_failed(c, f,
+                        errno_reason(op->status ? op->status : op->hash_status, buf, sizeof(buf)));
+        }
         break;
     case OP_COMMIT:
         if (op->status != 0) {
@@ -349,6 +374,24 @@ static void op_complete(uconn_t *c, op_t *op)
 
 static void op_done(berth_conn_t *conn, void *arg, int status);
 
+/* Hand a disk op to the pool: 0, or an error and nothing submitted. */
+static int submit(uconn_t *c, op_t *op)
+{
+    if (op->kind == OP_WRITE && op->len >= SPLIT_MIN_BYTES) {
+        op->halves = 2;
+        if (host->work(c->conn, op_work_append, op_done, op) == 0) {
+            if (host->work(c->conn, op_work_hash, op_done, op) != 0) {
+                /* Hash here meanwhile: the append on the pool does not touch the digests. */
+                op->halves = 1;
+                op_work_hash(op);
+            }
+            return 0;
+        }
+    }
+    op->halves = 1;
+    return host->work(c->conn, op_work, op_done, op);
+}
+
 /* Run the queue until an op is handed to the pool or the queue is empty. */
 static void pump(uconn_t *c)
 {
@@ -377,7 +420,7 @@ static void pump(uconn_t *c)
             continue;
         }
         c->inflight = op;
-        if (!c->finishing && host->work(c->conn, op_work, op_done, op) == 0)
+        if (!c->finishing && submit(c, op) == 0)
             break;
         /* finish() (or a host that will not queue work): the disk work happens here. */
         op_work(op);
@@ -396,12 +439,21 @@ static void op_done(berth_conn_t *conn, void *arg, int status)
     uconn_t *c = host->state(conn);
     op_t *op = arg;
 
+    if (--op->halves > 0)
+        return; /* the other half of a WRITE is still running */
     c->inflight = NULL;
-    if (!op->ran) {
+    if (!op->ran && !op->ran_hash) {
         /* Cancelled before it ran: it stays queued, and finish() runs it. */
         if (op->kind == OP_WRITE)
             c->queued += op->len;
         return;
+    }
+    if (!op->ran || !op->ran_hash) {
+        /* Half a WRITE cancelled: the file cannot be finished right. */
+        if (!op->ran)
+            op->status = -ECANCELED;
+        if (!op->ran_hash)
+            op->hash_status = -ECANCELED;
     }
     op_complete(c, op);
     op_free(op_pop(c));

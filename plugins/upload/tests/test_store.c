@@ -158,6 +158,21 @@ static void test_store_and_verify(void **state)
     header(&h, "empty", "");
     assert_int_equal(store(fx, &h, "", 0, &why), 0);
     assert_listing(fx->dir, "empty hello.txt");
+
+    /* Appending and hashing as separate steps (the plugin runs them on two threads). */
+    upload_store_t s;
+    unsigned char sha[32];
+    header(&h, "split", "one two three");
+    upload_store_init(&s, fx->dirfd);
+    assert_int_equal(upload_store_open(&s, &h, 0, h.size), 0);
+    assert_int_equal(upload_store_append(&s, "one ", 4), 0);
+    assert_int_equal(upload_store_hash(&s, "one ", 4), 0);
+    assert_int_equal(upload_store_hash(&s, "two three", 9), 0);
+    assert_int_equal(upload_store_append(&s, "two three", 9), 0);
+    assert_int_equal(upload_store_commit(&s, &h, 0, 1, sha, &why), 0);
+    assert_memory_equal(sha, h.sha256, 32);
+    read_file(fx->dir, "split", got, sizeof(got));
+    assert_string_equal(got, "one two three");
 }
 
 static void test_temporary_is_hidden_until_commit(void **state)

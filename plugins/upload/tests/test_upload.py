@@ -565,17 +565,16 @@ class ConfigTest(UploadCase):
         self.check(f"dir = {self.dir}\nfsync = 2", "fsync")
         self.check(f"dir = {self.dir}\ncolour = blue", "unknown key")
 
-    def test_dir_required(self):
-        listeners = (f"[up]\nprotocol = tcp\naddress = 127.0.0.1:{self.port}\n"
-                     f"handler = upload\n")
-        d = harness.Berthd(self.tmp, listeners)
-        self._daemons.append(d)
-        d.start()
-        try:
-            d.proc.wait(IO_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pass
-        self.assertIn("dir is required", d.log())
+    def test_dir_required_and_stream_only(self):
+        self.check("", "dir is required")
+        conf = os.path.join(self.tmp, "udp.conf")
+        with open(conf, "w") as f:
+            f.write("[daemon]\nworkers = 1\nplugin_dir = %s\nadmin = %s/a.sock\n\n"
+                    "[up]\nprotocol = udp\naddress = 127.0.0.1:%d\nhandler = upload\n"
+                    "dir = %s\n" % (harness.PLUGIN_DIR, self.tmp, self.port, self.dir))
+        rc, out = check_config(conf)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("stream listener", out)
 
 
 if __name__ == "__main__":
