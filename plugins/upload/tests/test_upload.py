@@ -316,14 +316,15 @@ class ProtocolTest(UploadCase):
         self.assert_no_leftovers()
 
     def test_client_gone_right_after_a_whole_file(self):
-        # The seed client's way: send, then close at once with the replies unread.
+        # The seed client's way: send, then close at once, never reading the reply. (One file
+        # only: with a reply to an earlier file unread, the client's kernel would reset the
+        # connection on close and drop whatever it had not sent yet; see README.md.)
         self.start()
         data = os.urandom(1_500_000)
         s = self.connect()
-        s.sendall(header("first", b"1") + b"1" + header("last", data) + data)
+        s.sendall(header("last", data) + data)
         s.close()
         self.wait_logged('stored "last"')
-        self.assert_stored("first", b"1")
         self.assert_stored("last", data)
         self.assert_no_leftovers()
 
