@@ -645,38 +645,38 @@ static const char *host_option(const berth_listener_t *l, const char *key)
     return v;
 }
 
-static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
-    BERTH_PRINTF(3, 4);
-static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
+/* A plugin's line, prefixed with what it concerns: "listener peer: ..." or "listener: ...". */
+static void vlog_prefixed(berth_log_level_t level, const char *listener, const char *peer,
+                          const char *fmt, va_list ap) BERTH_PRINTF(4, 0);
+static void vlog_prefixed(berth_log_level_t level, const char *listener, const char *peer,
+                          const char *fmt, va_list ap)
 {
     if (!log_enabled(level))
         return;
     char msg[1536];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    log_msg(level, "%s%s%s%s%s", listener ? listener : "", peer ? " " : "", peer ? peer : "",
+            listener ? ": " : "", msg);
+}
+
+static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
+    BERTH_PRINTF(3, 4);
+static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlog_prefixed(level, c ? c->l->cfg->name : NULL, c ? conn_name(c) : NULL, fmt, ap);
     va_end(ap);
-    if (c)
-        log_msg(level, "%s %s: %s", c->l->cfg->name, conn_name(c), msg);
-    else
-        log_msg(level, "%s", msg);
 }
 
 static void host_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
     BERTH_PRINTF(3, 4);
 static void host_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
 {
-    if (!log_enabled(level))
-        return;
-    char msg[1536];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlog_prefixed(level, l ? l->cfg->name : NULL, NULL, fmt, ap);
     va_end(ap);
-    if (l)
-        log_msg(level, "%s: %s", l->cfg->name, msg);
-    else
-        log_msg(level, "%s", msg);
 }
 
 static void on_conn_timer(uv_timer_t *t)

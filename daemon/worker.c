@@ -182,6 +182,30 @@ static void listener_pause(berth_listener_t *l, uint64_t retry_ms)
     uv_timer_start(&l->retry, on_retry, retry_ms, 0);
 }
 
+/* A peer got past accept/recvfrom with a slot reserved: the allow/deny check and its
+ * conn, counted. NULL (slot given back, reason counted) if refused or out of memory. */
+static berth_conn_t *admit(berth_listener_t *l, conn_kind_t kind,
+                           const struct sockaddr_storage *peer, socklen_t plen)
+{
+    if (!cidr_permit(&l->cfg->allow, &l->cfg->deny, (const struct sockaddr *)peer)) {
+        slot_release(l);
+        atomic_fetch_add(&l->st->refused_acl, 1);
+        return NULL;
+    }
+    berth_conn_t *c = conn_new(l->w, l, kind);
+    if (c == NULL) {
+        slot_release(l);
+        atomic_fetch_add(&l->st->refused_limit, 1);
+        return NULL;
+    }
+    c->counted = 1;
+    memcpy(&c->peer, peer, plen);
+    c->peerlen = plen;
+    atomic_fetch_add(&l->st->accepted, 1);
+    atomic_fetch_add(&l->w->st->accepted, 1);
+    return c;
+}
+
 /* ---- stream listeners ---- */
 
 static void accept_stream(berth_listener_t *l)
@@ -214,24 +238,11 @@ static void accept_stream(berth_listener_t *l)
             atomic_fetch_add(&l->st->errors, 1);
             return;
         }
-        if (!cidr_permit(&l->cfg->allow, &l->cfg->deny, (struct sockaddr *)&peer)) {
-            slot_release(l);
-            atomic_fetch_add(&l->st->refused_acl, 1);
-            close(fd);
-            continue;
-        }
-        berth_conn_t *c = conn_new(w, l, CONN_STREAM);
+        berth_conn_t *c = admit(l, CONN_STREAM, &peer, plen);
         if (c == NULL) {
-            slot_release(l);
-            atomic_fetch_add(&l->st->refused_limit, 1);
-            close(fd);
+            close(fd); /* refused at once: no handle was ever made for it */
             continue;
         }
-        c->counted = 1;
-        memcpy(&c->peer, &peer, plen);
-        c->peerlen = plen;
-        atomic_fetch_add(&l->st->accepted, 1);
-        atomic_fetch_add(&w->st->accepted, 1);
         int rc = conn_start_stream(c, fd);
         if (rc)
             log_error("%s: %s: %s", l->cfg->name, conn_name(c), uv_strerror(rc));
@@ -270,22 +281,9 @@ static void read_datagrams(berth_listener_t *l)
             atomic_fetch_add(&l->st->errors, 1);
             continue;
         }
-        if (!cidr_permit(&l->cfg->allow, &l->cfg->deny, (struct sockaddr *)&peer)) {
-            slot_release(l);
-            atomic_fetch_add(&l->st->refused_acl, 1);
+        berth_conn_t *c = admit(l, CONN_DGRAM, &peer, plen);
+        if (c == NULL)
             continue;
-        }
-        berth_conn_t *c = conn_new(w, l, CONN_DGRAM);
-        if (c == NULL) {
-            slot_release(l);
-            atomic_fetch_add(&l->st->refused_limit, 1);
-            continue;
-        }
-        c->counted = 1;
-        memcpy(&c->peer, &peer, plen);
-        c->peerlen = plen;
-        atomic_fetch_add(&l->st->accepted, 1);
-        atomic_fetch_add(&w->st->accepted, 1);
         conn_datagram(c, w->readbuf, (size_t)n);
     }
 }
