@@ -397,10 +397,8 @@ int conn_start_stream(berth_conn_t *c, int fd)
     c->closed = 0;
     if (c->l->cfg->protocol == BERTH_PROTO_TCP) {
         rc = uv_tcp_init(&c->w->loop, &c->h.tcp);
-        if (rc == 0) {
-            rc = uv_tcp_open(&c->h.tcp, fd);
-            uv_tcp_nodelay(&c->h.tcp, 1);
-        }
+        if (rc == 0)
+            rc = uv_tcp_open(&c->h.tcp, fd); /* TCP_NODELAY comes from the listener */
     } else {
         rc = uv_pipe_init(&c->w->loop, &c->h.pipe, 0);
         if (rc == 0)
@@ -413,8 +411,6 @@ int conn_start_stream(berth_conn_t *c, int fd)
         conn_end_handle(c);
         return rc;
     }
-    c->locallen = sizeof c->local;
-    getsockname(fd, (struct sockaddr *)&c->local, &c->locallen);
     /* Always there: it also bounds a close's flush and linger. */
     uv_timer_init(&c->w->loop, &c->idle);
     c->idle.data = c;
@@ -433,8 +429,6 @@ void conn_datagram(berth_conn_t *c, const void *data, size_t len)
 {
     c->refs = 1; /* the datagram itself, dropped by conn_end_handle */
     conn_hold(c);
-    c->locallen = sizeof c->local;
-    getsockname(c->l->fd, (struct sockaddr *)&c->local, &c->locallen);
     conn_count_in(c, len);
     if (conn_setup(c) == 0 && c->l->plugin->desc.handle && !c->closing)
         c->l->plugin->desc.handle(c, data, len);
@@ -615,6 +609,18 @@ static const struct sockaddr *host_peer_addr(const berth_conn_t *c, socklen_t *l
 
 static const struct sockaddr *host_local_addr(const berth_conn_t *c, socklen_t *len)
 {
+    /* Asked for rarely: a syscall on demand, not one per connection or datagram. */
+    if (c->locallen == 0) {
+        berth_conn_t *m = (berth_conn_t *)c;
+        uv_os_fd_t fd = -1;
+        m->locallen = sizeof m->local;
+        if (c->kind == CONN_DGRAM)
+            fd = c->l->fd;
+        else if (c->handle_init && !c->closed)
+            uv_fileno(&c->h.handle, &fd);
+        if (fd < 0 || getsockname(fd, (struct sockaddr *)&m->local, &m->locallen) < 0)
+            m->locallen = 0;
+    }
     if (len)
         *len = c->locallen;
     return (const struct sockaddr *)&c->local;

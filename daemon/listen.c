@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,8 +81,11 @@ int listen_open(const config_listener_t *l, lsock_t *out, char *err, size_t errl
         snprintf(err, errlen, "socket: %s", strerror(errno));
         goto out;
     }
-    if (family != AF_UNIX && type == SOCK_STREAM)
+    if (family != AF_UNIX && type == SOCK_STREAM) {
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        /* Accepted sockets inherit it: one call here instead of one per connection. */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
     if (family == AF_INET6) /* so [::]:p and *:p (IPv4) can both be listed */
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (family == AF_UNIX) {
