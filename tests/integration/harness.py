@@ -204,6 +204,22 @@ def check_config(path, *extra):
     return r.returncode, r.stdout + r.stderr
 
 
+def free_ports(n, kind=socket.SOCK_STREAM, family=socket.AF_INET):
+    """n distinct ports, picked together (free_port() called twice may hand out the same
+    port: the first is released before the second is picked)."""
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(family, kind)
+            socks.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 # ctest sets BERTH_TEST_PLUGIN_DIR: good/good2/badabi/nosym/crashy .so built from tests/plugins.
 TEST_PLUGIN_DIR = os.environ.get("BERTH_TEST_PLUGIN_DIR", os.path.join(BUILD, "test-plugins"))
 
