@@ -10,6 +10,7 @@ import threading
 import unittest
 
 from harness import (IO_TIMEOUT, DaemonTestCase, admin_request, built_test_plugin, free_port,
+                     free_ports,
                      line_request, stream_connect, stream_echo, udp_roundtrip)
 
 
@@ -17,7 +18,7 @@ class Status(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.port, self.acl_port = free_port(), free_port()
+        self.port, self.acl_port = free_ports(2)
         self.uport = free_port(socket.SOCK_DGRAM)
         self.usock = os.path.join(self.tmp, "s.sock")
         self.listeners = f"""

@@ -14,9 +14,9 @@ import subprocess
 import time
 import unittest
 
-from harness import (IO_TIMEOUT, DaemonTestCase, built_test_plugin, free_port, line_request,
-                     peer_closed, recv_exact, recv_until, stream_connect, stream_echo,
-                     udp_roundtrip, unixgram_roundtrip, wait_until)
+from harness import (IO_TIMEOUT, DaemonTestCase, built_test_plugin, free_port, free_ports,
+                     line_request, peer_closed, recv_exact, recv_until, stream_connect,
+                     stream_echo, udp_roundtrip, unixgram_roundtrip)
 
 SOCAT = shutil.which("socat")
 NCAT = shutil.which("ncat")
@@ -49,9 +49,8 @@ class EchoAllKinds(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.port4 = free_port()
+        self.port4, self.anyport = free_ports(2)
         self.uport = free_port(socket.SOCK_DGRAM)
-        self.anyport = free_port()
         self.usock = os.path.join(self.tmp, "echo.sock")
         self.gsock = os.path.join(self.tmp, "echo.dgram")
         listeners = f"""
@@ -366,8 +365,8 @@ class Concurrency(DaemonTestCase):
 class AllowDeny(DaemonTestCase):
 
     def test_denied_peer_closed_at_once_and_counted(self):
-        ok_port, allow_port, deny_port, udp_port = (free_port(), free_port(), free_port(),
-                                                    free_port(socket.SOCK_DGRAM))
+        ok_port, allow_port, deny_port = free_ports(3)
+        udp_port = free_port(socket.SOCK_DGRAM)
         d = self.daemon(f"""
             [open]
             protocol = tcp
@@ -412,6 +411,31 @@ class AllowDeny(DaemonTestCase):
         st = d.status()
         self.assertEqual(d.listener("open", st)["refused_acl"], 0)
         self.assertEqual(d.listener("open", st)["accepted"], 1)
+        self.assertEqual(d.stop(), 0)
+
+
+    @unittest.skipUnless(HAVE_IPV6, "no IPv6 on loopback")
+    def test_ipv6_peers(self):
+        allowed, refused = free_ports(2, family=socket.AF_INET6)
+        d = self.daemon(f"""
+            [six_ok]
+            protocol = tcp
+            address = [::1]:{allowed}
+            handler = echo
+            allow = ::1/128
+
+            [six_v4_only]
+            protocol = tcp
+            address = [::1]:{refused}
+            handler = echo
+            allow = 127.0.0.0/8
+            """)
+        d.wait_serving()
+        self.assertEqual(stream_echo(socket.AF_INET6, ("::1", allowed), b"6\n"), b"6\n")
+        with stream_connect(socket.AF_INET6, ("::1", refused)) as s:
+            self.assertTrue(peer_closed(s, IO_TIMEOUT))
+        d.wait_status(lambda s: d.listener("six_v4_only", s)["refused_acl"] == 1,
+                      "refused_acl", IO_TIMEOUT)
         self.assertEqual(d.stop(), 0)
 
 

@@ -17,8 +17,17 @@ import time
 import unittest
 
 from harness import (IO_TIMEOUT, START_TIMEOUT, DaemonTestCase, Berthd, built_test_plugin,
-                     free_port, line_request, peer_closed, proc_rss_kib, recv_exact,
+                     free_port, free_ports, line_request, peer_closed, proc_rss_kib, recv_exact,
                      stream_connect, stream_echo, udp_roundtrip, wait_until)
+
+
+def process_gone(pid):
+    """True once pid has exited (a zombie waiting for its parent counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def echo_listeners(port, usock, extra=""):
@@ -147,6 +156,11 @@ class Reload(LifecycleCase):
             self.assertEqual(line_request(u, "after"), "after\n")
             # And new connections go to the new generation.
             self.assertEqual(stream_echo(*self.tcp, b"new\n"), b"new\n")
+            # A second reload while generation 1 still drains: three generations at once.
+            self.reload_ok(self.d)
+            self.assertEqual(self.d.status()["generation"], 3)
+            self.assertEqual(line_request(c, "after two"), "after two\n")
+            self.assertEqual(line_request(u, "after two"), "after two\n")
         finally:
             c.close()
             u.close()
@@ -175,7 +189,6 @@ class Reload(LifecycleCase):
 
     def test_bad_plugins_on_reload_keep_old_generation(self):
         pids = sorted(self.d.worker_pids())
-        port2 = free_port()
         bad = [
             (built_test_plugin("badabi"), "", r"badabi\.so.*ABI"),
             (built_test_plugin("nosym"), "", r"nosym\.so.*berth_handler"),
@@ -183,8 +196,13 @@ class Reload(LifecycleCase):
              r"%s:\d+: greeting: good plugin refuses" % re.escape(self.d.conf)),
         ]
         c = stream_connect(*self.tcp)
+        ports = []
         try:
             for n, (handler, option, why) in enumerate(bad, 1):
+                # A fresh port each time: the failed reload's socket is closed again, and a
+                # port let go of could be taken by any client on the machine.
+                port2 = free_port()
+                ports.append(port2)
                 self.d.write_config(echo_listeners(self.port, self.usock, f"""
                     [plugin]
                     protocol = tcp
@@ -204,8 +222,9 @@ class Reload(LifecycleCase):
         # The failed generations' workers are gone, and a port opened for one of them was
         # closed again.
         self.wait_drained(self.d)
-        with self.assertRaises(ConnectionRefusedError):
-            stream_connect(socket.AF_INET, ("127.0.0.1", port2)).close()
+        for p in ports:
+            with self.assertRaises(ConnectionRefusedError):
+                stream_connect(socket.AF_INET, ("127.0.0.1", p)).close()
         self.assertIn("reload failed, generation 1 goes on serving", self.d.log())
         # A good config after all that reloads fine.
         self.d.write_config(echo_listeners(self.port, self.usock), workers=2)
@@ -238,7 +257,7 @@ class Reload(LifecycleCase):
 class ListenerDiff(LifecycleCase):
 
     def test_listener_added_and_removed_kept_one_untouched(self):
-        keep, gone, new = free_port(), free_port(), free_port()
+        keep, gone, new = free_ports(3)
         gone_sock = os.path.join(self.tmp, "gone.sock")
         new_sock = os.path.join(self.tmp, "new.sock")
 
@@ -403,6 +422,32 @@ class Crashes(LifecycleCase):
         self.check_crash_contained(d, port, conns, victim, lambda s: s.sendall(b"crash\n"))
         self.assertEqual(d.stop(), 0)
 
+    def test_draining_worker_that_dies_is_not_replaced(self):
+        port = free_port()
+        d = self.daemon(f"""
+            [l]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            """, workers=1)
+        d.wait_serving()
+        old_pid = d.worker_pids()[0]
+        with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
+            self.assertEqual(line_request(s, "a"), "a\n")
+            self.reload_ok(d)
+            d.wait_serving()
+            new_pid = d.worker_pids("serving")[0]
+            self.assertEqual(d.worker_pids("draining"), [old_pid])
+            os.kill(old_pid, signal.SIGKILL)
+            self.assertTrue(peer_closed(s))
+        self.wait_drained(d)
+        st = d.status()
+        self.assertEqual((st["worker_restarts"], st["worker_crashes"]), (0, 0))
+        self.assertEqual([w["pid"] for w in st["workers"]], [new_pid])
+        self.assertEqual(d.listener("l", st)["active"], 0)
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"b\n"), b"b\n")
+        self.assertEqual(d.stop(), 0)
+
     def test_crash_loop_backs_off(self):
         port = free_port()
         d = self.daemon(f"""
@@ -443,6 +488,7 @@ class Stopping(LifecycleCase):
     def test_sigterm_lets_open_connection_finish_then_exits_0(self):
         # A long shutdown_timeout: the exit must come from the connection ending.
         d = self.start("5m")
+        pids = d.worker_pids(None)
         s = stream_connect(socket.AF_INET, ("127.0.0.1", self.port))
         self.assertEqual(line_request(s, "one"), "one\n")
         d.signal(signal.SIGTERM)
@@ -454,6 +500,8 @@ class Stopping(LifecycleCase):
         s.close()
         self.assertEqual(d.proc.wait(IO_TIMEOUT), 0)
         self.assertIn("stopped", d.log())
+        for pid in pids:
+            self.assertTrue(process_gone(pid), "worker %d outlived the master" % pid)
 
     def test_shutdown_timeout_closes_what_is_left(self):
         d = self.start("1s")
@@ -482,6 +530,39 @@ class Stopping(LifecycleCase):
         self.assertEqual(rc, 0)
         self.assertIn("stopping now", d.log())
 
+    def test_sigterm_during_a_reload_stops_both_generations(self):
+        d = self.start("5m")
+        gen1 = d.worker_pids()
+        d.write_config(f"""
+            [e]
+            protocol = tcp
+            address = 127.0.0.1:{self.port}
+            handler = {built_test_plugin("good")}
+            open_delay = 1s
+            """, workers=2)
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"reloading")
+        gen2 = [w["pid"] for w in d.status()["workers"] if w["generation"] == 2]
+        self.assertEqual(len(gen2), 2)
+        d.signal(signal.SIGTERM)
+        self.assertEqual(d.proc.wait(IO_TIMEOUT), 0)
+        for pid in gen1 + gen2:
+            wait_until(lambda: process_gone(pid), IO_TIMEOUT, what="worker %d to exit" % pid)
+
+    def test_workers_leave_when_the_master_is_killed(self):
+        """A master killed outright (OOM killer, kill -9) leaves no worker behind serving
+        on its own: the control channel's EOF tells them to drain and go."""
+        d = self.start("2s")
+        pids = d.worker_pids()
+        with stream_connect(socket.AF_INET, ("127.0.0.1", self.port)) as s:
+            self.assertEqual(line_request(s, "a"), "a\n")
+            d.kill()
+            # The connection is still served while its worker drains...
+            self.assertEqual(line_request(s, "b"), "b\n")
+        # ...and the workers are gone once it has ended (or shutdown_timeout passed).
+        for pid in pids:
+            wait_until(lambda: process_gone(pid), IO_TIMEOUT, what="worker %d to exit" % pid)
+
     def test_sigint_drains_like_sigterm(self):
         d = self.start("5m")
         with stream_connect(socket.AF_INET, ("127.0.0.1", self.port)) as s:
@@ -505,8 +586,10 @@ class ReloadLeak(LifecycleCase):
         tens of KiB and crosses 2 MiB over 80 reloads, and descriptors are compared exactly.
         Under ASan the quarantine is turned off so freed memory is reused (else RSS grows
         by design), and LeakSanitizer checks what is left at exit (exit status 0)."""
-        port, port2, uport = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
+        port, uport = free_port(), free_port(socket.SOCK_DGRAM)
         usock = os.path.join(self.tmp, "leak.sock")
+        # The listener added and removed in turn is a unix one: a tcp port let go of and
+        # bound again 50 times could be taken meanwhile by any client on the machine.
         asan = os.environ.get("ASAN_OPTIONS", "")
         env = {"ASAN_OPTIONS": (asan + ":" if asan else "") +
                "quarantine_size_mb=0:thread_local_quarantine_size_kb=0"}
@@ -518,8 +601,8 @@ class ReloadLeak(LifecycleCase):
             """)
         extra = textwrap.dedent(f"""
             [extra]
-            protocol = tcp
-            address = 127.0.0.1:{port2}
+            protocol = unix
+            address = {self.tmp}/extra.sock
             handler = {built_test_plugin("good")}
             greeting = hi
             """)
