@@ -18,7 +18,8 @@ import unittest
 
 from harness import (IO_TIMEOUT, START_TIMEOUT, DaemonTestCase, Berthd, built_test_plugin,
                      free_port, free_ports, line_request, peer_closed, proc_rss_kib, recv_exact,
-                     stream_connect, stream_echo, udp_roundtrip, wait_until)
+                     stream_connect, stream_echo, udp_roundtrip, unixgram_roundtrip,
+                     wait_until)
 
 
 def process_gone(pid):
@@ -76,6 +77,45 @@ class ConnectLoop(threading.Thread):
         self.join(IO_TIMEOUT * 2)
         if self.is_alive():
             raise AssertionError("client loop hung")
+
+
+class DatagramLoop(threading.Thread):
+    """A client sending datagrams in a loop and waiting for each echo."""
+
+    def __init__(self, addr, client_path=None):
+        super().__init__(daemon=True)
+        self.addr, self.client_path = addr, client_path
+        self.ok = 0
+        self.failures = []
+        self.halt = threading.Event()
+
+    def run(self):
+        family = socket.AF_UNIX if self.client_path else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            if self.client_path:
+                s.bind(self.client_path)
+            s.settimeout(IO_TIMEOUT)
+            n = 0
+            while not self.halt.is_set():
+                msg = b"dgram %d" % n
+                n += 1
+                try:
+                    s.sendto(msg, self.addr)
+                    got = s.recvfrom(65536)[0]
+                    if got == msg:
+                        self.ok += 1
+                    else:
+                        self.failures.append("dgram %d: got %r" % (n, got))
+                        return
+                except OSError as e:
+                    self.failures.append("dgram %d: %r" % (n, e))
+                    return
+
+    def stop(self):
+        self.halt.set()
+        self.join(IO_TIMEOUT * 2)
+        if self.is_alive():
+            raise AssertionError("datagram loop hung")
 
 
 class LifecycleCase(DaemonTestCase):
@@ -138,6 +178,42 @@ class Reload(LifecycleCase):
         # The kept unix listener's file is the one bound at start, never re-created.
         self.assertEqual(os.stat(self.usock).st_ino, ino)
         self.wait_drained(self.d)
+        self.assertEqual(self.d.stop(), 0)
+
+    def test_datagrams_across_reloads_all_answered(self):
+        """udp and unixgram sockets are kept too: a datagram sent while the generations
+        change hands waits in the socket's buffer and is answered by one of them."""
+        uport = free_port(socket.SOCK_DGRAM)
+        gpath = os.path.join(self.tmp, "g.dgram")
+        self.d.write_config(echo_listeners(self.port, self.usock, f"""
+            [udp]
+            protocol = udp
+            address = 127.0.0.1:{uport}
+            handler = echo
+
+            [gram]
+            protocol = unixgram
+            address = {gpath}
+            handler = echo
+            """), workers=2)
+        self.reload_ok(self.d)
+        loops = [DatagramLoop(("127.0.0.1", uport)),
+                 DatagramLoop(gpath, os.path.join(self.tmp, "client.dgram"))]
+        for t in loops:
+            t.start()
+        try:
+            wait_until(lambda: all(t.ok > 5 for t in loops), IO_TIMEOUT, what="loops to run")
+            for i in range(5):
+                self.reload_ok(self.d)
+                time.sleep(0.05)
+            mark = [t.ok for t in loops]
+            wait_until(lambda: all(t.ok > mark[k] + 5 for k, t in enumerate(loops)),
+                       IO_TIMEOUT, what="loops to go on after the last reload")
+        finally:
+            for t in loops:
+                t.stop()
+        for t in loops:
+            self.assertEqual(t.failures, [], "datagrams lost across reloads")
         self.assertEqual(self.d.stop(), 0)
 
     def test_connection_opened_before_reload_is_served_after(self):
@@ -303,6 +379,88 @@ class ListenerDiff(LifecycleCase):
         self.assertNotIn("closing listener keep", d.log())
         names = sorted(l["name"] for l in d.status()["listeners"])
         self.assertEqual(names, ["keep", "new", "new_unix"])
+        self.assertEqual(d.stop(), 0)
+
+
+    def test_kept_listener_takes_its_new_settings(self):
+        """Same address, new allow, concurrency and mode: the socket is kept (same inode,
+        never closed) and the new generation applies the new settings."""
+        port = free_port()
+        path = os.path.join(self.tmp, "kept.sock")
+
+        def conf(allow, mode):
+            return f"""
+                [t]
+                protocol = tcp
+                address = 127.0.0.1:{port}
+                handler = echo
+                allow = {allow}
+
+                [u]
+                protocol = unix
+                address = {path}
+                handler = echo
+                mode = {mode}
+                """
+        d = self.daemon(conf("127.0.0.0/8", "0660"))
+        d.wait_serving()
+        ino = os.stat(path).st_ino
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o660)
+        d.write_config(conf("10.0.0.0/8", "0600"))
+        self.reload_ok(d)
+        d.wait_serving()
+        self.assertEqual(os.stat(path).st_ino, ino)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
+            self.assertTrue(peer_closed(s), "the new allow rule is not applied")
+        d.wait_status(lambda st: d.listener("t", st)["refused_acl"] == 1, "refused_acl",
+                      IO_TIMEOUT)
+        self.assertEqual(d.stop(), 0)
+
+    def test_renamed_listener_keeps_its_socket_under_the_new_name(self):
+        port = free_port()
+        d = self.daemon(f"""
+            [before]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            """)
+        d.wait_serving()
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"a\n"), b"a\n")
+        d.write_config(f"""
+            [after]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            """)
+        self.reload_ok(d)
+        self.wait_drained(d)
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"b\n"), b"b\n")
+        st = d.status()
+        self.assertEqual([l["name"] for l in st["listeners"]], ["after"],
+                         "status names a renamed listener by its old section name")
+        # The counters are the socket's: they carry over.
+        self.assertEqual(d.listener("after", st)["accepted"], 2)
+        self.assertEqual(d.stop(), 0)
+
+    def test_unix_listener_switched_to_unixgram_by_reload(self):
+        """Same path, other protocol: the old socket is removed and a new one made there.
+        The path's socket is berthd's own, so it is not 'in use by another process'."""
+        path = os.path.join(self.tmp, "switch.sock")
+
+        def conf(kind):
+            return f"""
+                [s]
+                protocol = {kind}
+                address = {path}
+                handler = echo
+                """
+        d = self.daemon(conf("unix"))
+        d.wait_serving()
+        self.assertEqual(stream_echo(socket.AF_UNIX, path, b"stream\n"), b"stream\n")
+        d.write_config(conf("unixgram"))
+        self.reload_ok(d)
+        self.assertEqual(unixgram_roundtrip(path, path + ".client", b"dgram"), b"dgram")
         self.assertEqual(d.stop(), 0)
 
 
