@@ -661,6 +661,26 @@ class Stopping(LifecycleCase):
         for pid in pids:
             self.assertTrue(process_gone(pid), "worker %d outlived the master" % pid)
 
+    def test_new_clients_are_turned_away_during_the_drain(self):
+        """Once stopping, berthd accepts nothing more: a new client is refused (or closed)
+        at once, not left in the listen backlog until shutdown_timeout and then reset."""
+        d = self.start("5m")
+        with stream_connect(socket.AF_INET, ("127.0.0.1", self.port)) as s:
+            self.assertEqual(line_request(s, "one"), "one\n")
+            d.signal(signal.SIGTERM)
+            d.wait_log(r"stopping: draining")
+            try:
+                late = stream_connect(socket.AF_INET, ("127.0.0.1", self.port))
+            except ConnectionRefusedError:
+                pass
+            else:
+                with late:
+                    late.sendall(b"late\n")
+                    self.assertTrue(peer_closed(late, IO_TIMEOUT),
+                                    "a client connecting during the drain was left waiting")
+            self.assertEqual(line_request(s, "two"), "two\n")
+        self.assertEqual(d.proc.wait(IO_TIMEOUT), 0)
+
     def test_shutdown_timeout_closes_what_is_left(self):
         d = self.start("1s")
         s = stream_connect(socket.AF_INET, ("127.0.0.1", self.port))
