@@ -2,14 +2,16 @@
 did; `status`, `reload` (success, and the error text of a bad config), `stop`; bad requests;
 owner-only permissions. Talks to the socket directly: one request line, answer "ok" or
 "error", then the body, then EOF."""
+import json
 import os
 import re
 import socket
+import subprocess
 import textwrap
 import threading
 import unittest
 
-from harness import (IO_TIMEOUT, DaemonTestCase, admin_request, built_test_plugin, free_port,
+from harness import (BUILD, IO_TIMEOUT, DaemonTestCase, admin_request, built_test_plugin, free_port,
                      free_ports,
                      line_request, stream_connect, stream_echo, udp_roundtrip)
 
@@ -258,6 +260,80 @@ class Requests(DaemonTestCase):
             idle.connect(self.d.admin)
             ok, _ = self.d.request("status")
             self.assertTrue(ok)
+        self.assertEqual(self.d.stop(), 0)
+
+
+BERTHCTL = os.path.join(BUILD, "berthctl")
+
+
+@unittest.skipUnless(os.access(BERTHCTL, os.X_OK), "berthctl not built")
+class Berthctl(DaemonTestCase):
+    """The same through berthctl, and its exit codes."""
+
+    def ctl(self, *argv, env=None):
+        r = subprocess.run([BERTHCTL, *argv], capture_output=True, text=True,
+                           timeout=IO_TIMEOUT * 3, env=dict(os.environ, **(env or {})))
+        return r.returncode, r.stdout, r.stderr
+
+    def setUp(self):
+        super().setUp()
+        self.port = free_port()
+        self.listeners = f"""
+            [tcp]
+            protocol = tcp
+            address = 127.0.0.1:{self.port}
+            handler = echo
+            """
+        self.d = self.daemon(self.listeners, workers=2)
+        self.d.wait_serving()
+
+    def test_status_json_matches_the_traffic(self):
+        sent = 0
+        for i in range(9):
+            msg = b"m" * (i + 1) * 7
+            self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", self.port), msg), msg)
+            sent += len(msg)
+        self.d.wait_status(lambda s: self.d.listener("tcp", s)["active"] == 0, "active 0",
+                           IO_TIMEOUT)
+        for argv in (["-s", self.d.admin, "status", "--json"],
+                     ["-c", self.d.conf, "status", "--json"]):
+            rc, out, err = self.ctl(*argv)
+            self.assertEqual(rc, 0, err)
+            st = json.loads(out)
+            l = self.d.listener("tcp", st)
+            self.assertEqual((l["accepted"], l["bytes_in"], l["bytes_out"]), (9, sent, sent))
+            self.assertEqual(sum(w["accepted"] for w in st["workers"]), 9)
+        rc, out, err = self.ctl("status", env={"BERTH_ADMIN": self.d.admin})
+        self.assertEqual(rc, 0, err)
+        self.assertIn("127.0.0.1:%d" % self.port, out)
+        self.assertEqual(self.d.stop(), 0)
+
+    def test_reload_and_stop(self):
+        rc, out, err = self.ctl("-s", self.d.admin, "reload")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.d.status()["generation"], 2)
+        self.d.write_config(self.listeners + """
+            [bad]
+            protocol = tcp
+            address = 127.0.0.1:{}
+            handler = echo
+            allow = 300.1.2.3
+            """.format(free_port()), workers=2)
+        rc, out, err = self.ctl("-s", self.d.admin, "reload")
+        self.assertEqual(rc, 1, out + err)
+        self.assertRegex(err, r"%s:\d+: allow" % re.escape(self.d.conf))
+        self.assertEqual(self.d.status()["generation"], 2)
+        rc, out, err = self.ctl("-s", self.d.admin, "stop")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.d.proc.wait(IO_TIMEOUT), 0)
+        rc, out, err = self.ctl("-s", self.d.admin, "status")
+        self.assertEqual(rc, 69, "no daemon: " + err)
+
+    def test_usage(self):
+        for argv in ([], ["frobnicate"], ["reload", "--json"], ["status", "extra"],
+                     ["-t", "0", "status"]):
+            rc, out, err = self.ctl("-s", self.d.admin, *argv)
+            self.assertEqual(rc, 64, "%s: %s" % (argv, err))
         self.assertEqual(self.d.stop(), 0)
 
 
