@@ -92,6 +92,11 @@ class EchoAllKinds(DaemonTestCase):
             protocol = udp
             address = [::1]:{self.uport6}
             handler = echo
+
+            [any6]
+            protocol = tcp
+            address = [::]:{self.anyport}
+            handler = echo
             """
         self.d = self.daemon(listeners, workers=2)
         self.d.wait_serving()
@@ -110,6 +115,16 @@ class EchoAllKinds(DaemonTestCase):
     def test_tcp_any_address(self):
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", self.anyport), PAYLOAD),
                          PAYLOAD)
+
+    @unittest.skipUnless(HAVE_IPV6, "no IPv6 on loopback")
+    def test_tcp_any_address_both_families(self):
+        """*:p (IPv4) and [::]:p (IPv6 only) listed side by side, each serving its own."""
+        self.assertEqual(stream_echo(socket.AF_INET6, ("::1", self.anyport), PAYLOAD), PAYLOAD)
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", self.anyport), PAYLOAD),
+                         PAYLOAD)
+        st = self.d.status()
+        self.assertEqual(self.d.listener("any6", st)["accepted"], 1)
+        self.assertEqual(self.d.listener("any", st)["accepted"], 1)
 
     @unittest.skipUnless(HAVE_IPV6, "no IPv6 on loopback")
     def test_tcp_ipv6(self):
