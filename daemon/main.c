@@ -2,14 +2,18 @@
  * berthd: command line. Exit codes a script or systemd can act on:
  *   0 ok, 64 usage, 71 system failure, 78 configuration error.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
 #include "master.h"
+#include "privs.h"
 #include "worker.h"
 
 #define EXIT_USAGE 64
@@ -30,6 +34,74 @@ static void usage(FILE *f)
             BERTH_DEFAULT_CONF);
 }
 
+/* Load the plugins and run their checks as a worker would. */
+static int prepare_plugins(const berth_config_t *cfg, config_errors_t *errs)
+{
+    worker_t w;
+    memset(&w, 0, sizeof w);
+    w.cfg = cfg;
+    int rc = worker_prepare(&w, errs);
+    worker_release(&w);
+    return rc;
+}
+
+/* As root with `user` set, the plugins' checks run in a child that dropped to `user`, as a
+ * worker's do: a folder or file only root could open must fail here, not in the workers.
+ * The child's errors come back one per line over a pipe. */
+static int prepare_plugins_as_user(const berth_config_t *cfg, config_errors_t *errs)
+{
+    if (geteuid() != 0 || cfg->user == NULL || strcmp(cfg->user, "root") == 0)
+        return prepare_plugins(cfg, errs);
+    int fds[2];
+    if (pipe(fds) < 0) {
+        config_errors_add(errs, cfg->path, 0, "pipe: %s", strerror(errno));
+        return -errno;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        config_errors_add(errs, cfg->path, 0, "fork: %s", strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return -errno;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        config_errors_t mine = {0};
+        char why[512];
+        int rc = privileges_drop(cfg, why, sizeof why);
+        if (rc)
+            config_errors_add(&mine, cfg->path, 0, "%s", why);
+        else
+            rc = prepare_plugins(cfg, &mine);
+        FILE *out = fdopen(fds[1], "w");
+        for (size_t i = 0; out && i < mine.count; i++)
+            fprintf(out, "%s\n", mine.msgs[i]);
+        if (out)
+            fclose(out);
+        config_errors_free(&mine);
+        _exit(rc ? 1 : 0);
+    }
+    close(fds[1]);
+    FILE *in = fdopen(fds[0], "r");
+    char line[4096];
+    while (in && fgets(line, sizeof line, in)) {
+        line[strcspn(line, "\n")] = '\0';
+        config_errors_add(errs, NULL, -1, "%s", line);
+    }
+    if (in)
+        fclose(in);
+    else
+        close(fds[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    if (errs->count == 0)
+        config_errors_add(errs, cfg->path, 0, "the plugin check as user '%s' failed", cfg->user);
+    return -EINVAL;
+}
+
 /* -t: everything a start would check, plugins included, without binding anything. */
 static int test_config(const char *path)
 {
@@ -38,11 +110,7 @@ static int test_config(const char *path)
     int rc = config_load(path, &cfg, &errs);
     if (rc == 0) {
         log_init("berthd -t", BERTH_LOG_WARN, 0);
-        worker_t w;
-        memset(&w, 0, sizeof w);
-        w.cfg = cfg;
-        rc = worker_prepare(&w, &errs);
-        worker_release(&w);
+        rc = prepare_plugins_as_user(cfg, &errs);
     }
     for (size_t i = 0; i < errs.count; i++)
         fprintf(stderr, "%s\n", errs.msgs[i]);

@@ -24,6 +24,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +34,7 @@
 #include "loader.h"
 #include "log.h"
 #include "notify.h"
+#include "privs.h"
 #include "worker.h"
 
 #define START_DEADLINE_MS 30000 /* a worker that is not ready by then has failed */
@@ -77,32 +79,6 @@ typedef struct generation {
 
 static master_t *the_master; /* for the child's fd hygiene after fork */
 
-/* Workers run as `user` when the master started as root; the master keeps root to bind
- * new sockets on reload. */
-static int privileges_drop(const berth_config_t *cfg, char *why, size_t len)
-{
-    if (getuid() != 0 && geteuid() != 0)
-        return 0;
-    if (cfg->user == NULL || strcmp(cfg->user, "root") == 0)
-        return 0;
-    struct passwd *pw = getpwnam(cfg->user);
-    if (pw == NULL) {
-        snprintf(why, len, "%s: user '%s' does not exist", cfg->path, cfg->user);
-        return -1;
-    }
-    if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
-        setuid(pw->pw_uid) < 0) {
-        snprintf(why, len, "cannot switch to user '%s': %s", cfg->user, strerror(errno));
-        return -1;
-    }
-    /* Checked: a setuid that silently did not stick would leave the worker root. */
-    if (setuid(0) == 0 || geteuid() != pw->pw_uid || getegid() != pw->pw_gid) {
-        snprintf(why, len, "privileges were not dropped to user '%s'", cfg->user);
-        return -1;
-    }
-    return 0;
-}
-
 static void on_ctl(uv_poll_t *p, int status, int events);
 static void generation_check(master_t *m, generation_t *g);
 static int open_log_file(const berth_config_t *cfg);
@@ -116,9 +92,30 @@ static void sock_release(master_t *m, size_t i)
     lsock_t *s = &m->socks[i];
     if (--s->users > 0)
         return;
-    log_info("closing listener %s (%s)", s->name, s->address);
+    if (s->fd >= 0) /* not already closed by a stop */
+        log_info("closing listener %s (%s)", s->name, s->address);
     stats_listener_release(m->stats, s->slot);
     listen_close(s);
+}
+
+/* A unix path that one of our sockets of the other type holds (a reload turned a unix
+ * listener into a unixgram one or back): the new socket takes the name; the old one keeps
+ * serving the old generation, nameless, until it drains. */
+static void unix_path_take_over(master_t *m, const config_listener_t *l)
+{
+    if (l->addr.ss_family != AF_UNIX)
+        return;
+    const char *path = ((const struct sockaddr_un *)&l->addr)->sun_path;
+    for (size_t k = 0; k < m->nsocks; k++) {
+        lsock_t *s = &m->socks[k];
+        if (s->fd < 0 || s->addr.ss_family != AF_UNIX || s->ino == 0 ||
+            strcmp(((const struct sockaddr_un *)&s->addr)->sun_path, path) != 0)
+            continue;
+        log_info("[%s] takes %s over from [%s] (%s to %s)", l->name, path, s->name,
+                 config_protocol_name(s->protocol), config_protocol_name(l->protocol));
+        unlink(path);
+        s->ino = 0; /* the name is not its to remove any more */
+    }
 }
 
 /* Find or open the socket for every listener of g; 0 or -1 with errors logged. */
@@ -150,6 +147,7 @@ static int generation_bind(master_t *m, generation_t *g, config_errors_t *errs)
                 break;
             }
             char err[512];
+            unix_path_take_over(m, l);
             if (listen_open(l, &m->socks[i], err, sizeof err)) {
                 config_errors_add(errs, l->file, l->line, "[%s]: %s", l->name, err);
                 rc = -EADDRINUSE;
@@ -162,7 +160,19 @@ static int generation_bind(master_t *m, generation_t *g, config_errors_t *errs)
             log_info("listening on %s %s for [%s]", config_protocol_name(l->protocol), l->address,
                      l->name);
         } else {
-            listen_update(&m->socks[i], l);
+            /* Same socket; the section may have been renamed. */
+            lsock_t *s = &m->socks[i];
+            listen_update(s, l);
+            if (strcmp(s->name, l->name) != 0) {
+                char *name = strdup(l->name);
+                if (name) {
+                    free(s->name);
+                    s->name = name;
+                }
+                if (s->slot >= 0)
+                    snprintf(m->stats->listeners[s->slot].name,
+                             sizeof m->stats->listeners[s->slot].name, "%s", l->name);
+            }
         }
         m->socks[i].users++;
         g->socks[done] = i;
@@ -661,6 +671,15 @@ void master_stop(master_t *m, int now)
     if (now)
         for (generation_t *g = m->old; g; g = g->next)
             generation_stop(g, 1);
+    /* Nobody will accept again: close the listening sockets now (the workers close their
+     * copies on STOP), so new clients are refused at once rather than left in a backlog. */
+    for (size_t i = 0; i < m->nsocks; i++) {
+        lsock_t *s = &m->socks[i];
+        if (s->fd >= 0) {
+            log_info("closing listener %s (%s)", s->name, s->address);
+            listen_close(s);
+        }
+    }
     admin_stop(m->admin);
     master_check_exit(m);
 }
