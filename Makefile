@@ -7,7 +7,7 @@ CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBERTH_WERROR=ON
 # Build and test dependencies, by Debian package name.
 DEPS := cmake make gcc clang pkg-config libuv1-dev libinih-dev libcmocka-dev libsystemd-dev \
         libjansson-dev libssl-dev libcrypt-dev libclang-rt-14-dev python3 socat ncat curl \
-        iproute2 util-linux procps
+        iproute2 util-linux procps debhelper dpkg-dev lintian adduser systemd
 BENCH_DEPS := microsocks dante-server
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
