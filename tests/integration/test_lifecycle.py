@@ -501,28 +501,35 @@ class Crashes(LifecycleCase):
     # and exit status 1); any other sanitizer report still fails the test.
     expected_reports = r"ERROR: AddressSanitizer: SEGV on unknown address"
 
-    def conns_on_each_worker(self, d, family, addr, workers=2, tries=200):
-        """Open connections until there is one on each worker; returns {pid: socket}.
-        A worker's `accepted` figure tells which one took a connection."""
-        found = {}
-        extra = []
-        for _ in range(tries):
+    def conns_on_each_worker(self, d, family, addr):
+        """One connection on each of the two workers; returns {pid: socket}. Which worker
+        accepts is the kernel's choice (an idle one may win every time), so the worker that
+        took the first is stopped (SIGSTOP) while the second connects. A worker's
+        `accepted` figure tells which one took a connection."""
+        def connect():
             before = {w["pid"]: w["accepted"] for w in d.status()["workers"]}
             s = stream_connect(family, addr)
             s.sendall(b"hi\n")
             self.assertEqual(recv_exact(s, 3), b"hi\n")
             after = {w["pid"]: w["accepted"] for w in d.status()["workers"]}
-            pid = [p for p in after if after[p] != before.get(p)]
-            self.assertEqual(len(pid), 1, (before, after))
-            if pid[0] in found:
-                extra.append(s)
-            else:
-                found[pid[0]] = s
-            if len(found) == workers:
-                break
-        for s in extra:
-            s.close()
-        self.assertEqual(len(found), workers, "connections never reached every worker")
+            pids = [p for p in after if after[p] != before.get(p)]
+            self.assertEqual(len(pids), 1, (before, after))
+            return pids[0], s
+        found = {}
+        try:
+            first, s = connect()
+            found[first] = s
+            os.kill(first, signal.SIGSTOP)
+            try:
+                second, s = connect()
+            finally:
+                os.kill(first, signal.SIGCONT)
+            found[second] = s
+            self.assertEqual(len(found), 2, "both connections on worker %d" % first)
+        except BaseException:
+            for s in found.values():
+                s.close()
+            raise
         return found
 
     def check_crash_contained(self, d, port, conns, victim, how):
