@@ -110,7 +110,6 @@ char *admin_status(struct master *m, int json)
     sbuf_t b = {0};
     uint64_t now = stats_now_ms();
     uint64_t uptime = (now - st->started_ms) / 1000;
-    const berth_config_t *cfg = master_config(m);
     if (json) {
         sb_printf(&b, "{\"pid\":%d,\"uptime_s\":%llu,\"generation\":%llu,", (int)getpid(),
                   (unsigned long long)uptime, (unsigned long long)atomic_load(&st->generation));
@@ -222,7 +221,6 @@ char *admin_status(struct master *m, int json)
                   w->generation, worker_state_name(s), (unsigned long long)atomic_load(&w->active),
                   (unsigned long long)atomic_load(&w->accepted), in, out);
     }
-    (void)cfg;
     return b.p;
 }
 

@@ -196,7 +196,7 @@ static int cmp_int(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void child_after_fork(master_t *m, wproc_t *self, int ctl_fd)
+static void child_after_fork(wproc_t *self, int ctl_fd)
 {
     /* Workers are told what to do by the master alone; a terminal's Ctrl-C or systemd's
      * SIGTERM to the whole group must not cut their connections short. */
@@ -227,7 +227,6 @@ static void child_after_fork(master_t *m, wproc_t *self, int ctl_fd)
     }
     close_range((unsigned)from, ~0u, 0);
     log_reopen();
-    (void)m;
 }
 
 static int worker_spawn(master_t *m, wproc_t *wp)
@@ -257,7 +256,7 @@ static int worker_spawn(master_t *m, wproc_t *wp)
     if (pid == 0) {
         close(sv[0]);
         wp->ctl_fd = -1;
-        child_after_fork(m, wp, sv[1]);
+        child_after_fork(wp, sv[1]);
         char why[256];
         if (privileges_drop(g->cfg, why, sizeof why)) {
             ctl_send(sv[1], CTL_FAILED, why);
@@ -896,11 +895,6 @@ static void on_signal(uv_poll_t *p, int status, int events)
             break;
         }
     }
-}
-
-const berth_config_t *master_config(const master_t *m)
-{
-    return m->active ? m->active->cfg : NULL;
 }
 
 /* ---- start ---- */

@@ -49,7 +49,5 @@ int master_run(const char *path);
 void master_reload(master_t *m, master_reload_cb cb, void *arg);
 /* Stop: drain every generation up to shutdown_timeout (now: close everything). */
 void master_stop(master_t *m, int now);
-/* For status: the config of the generation that serves. */
-const berth_config_t *master_config(const master_t *m);
 
 #endif
