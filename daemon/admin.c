@@ -27,7 +27,12 @@ typedef struct admin_client {
     char req[REQUEST_MAX];
     size_t len;
     int answered;
+    int discard;    /* answered a request too long: read the rest to EOF, then close */
+    size_t dropped; /* ... at most DISCARD_MAX bytes of it */
+    uv_shutdown_t shut;
 } admin_client_t;
+
+#define DISCARD_MAX (1024 * 1024)
 
 /* ---- a growable text buffer, capped by what a status can hold ---- */
 
@@ -231,10 +236,16 @@ static void on_client_closed(uv_handle_t *h)
     free(h->data);
 }
 
+static void on_shut(uv_shutdown_t *req, int status) {}
+
 static void on_written(uv_write_t *req, int status)
 {
     admin_client_t *c = req->data;
     free(req);
+    /* Closing with the client's bytes unread would reset the connection under the
+     * answer: send our EOF and wait for theirs (on_read closes). */
+    if (c->discard && status == 0 && uv_shutdown(&c->shut, (uv_stream_t *)&c->pipe, on_shut) == 0)
+        return;
     uv_close((uv_handle_t *)&c->pipe, on_client_closed);
 }
 
@@ -298,18 +309,31 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     admin_client_t *c = s->data;
     if (n < 0) {
-        if (!c->answered) {
+        if (!c->answered || c->discard) {
             c->answered = 1;
+            c->discard = 0;
+            uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+        }
+        return;
+    }
+    if (c->discard) {
+        c->dropped += (size_t)n;
+        c->len = 0;
+        if (c->dropped > DISCARD_MAX) {
+            c->discard = 0;
             uv_close((uv_handle_t *)&c->pipe, on_client_closed);
         }
         return;
     }
     c->len += (size_t)n;
     c->req[c->len] = '\0';
-    if (memchr(c->req, '\n', c->len))
+    if (memchr(c->req, '\n', c->len)) {
         run_request(c);
-    else if (c->len >= sizeof c->req - 1)
+    } else if (c->len >= sizeof c->req - 1) {
+        c->discard = 1;
+        c->len = 0;
         answer(c, 0, "request too long\n");
+    }
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -347,7 +371,7 @@ admin_t *admin_open(struct master *m, const char *path, config_errors_t *errs)
     struct sockaddr_un *sun = (struct sockaddr_un *)&l.addr;
     sun->sun_family = AF_UNIX;
     if (strlen(path) >= sizeof sun->sun_path) {
-        config_errors_add(errs, m->conf_path, 0, "admin socket path too long: %s", path);
+        config_errors_add(errs, NULL, 0, "admin socket path too long: %s", path);
         free(a);
         return NULL;
     }
@@ -355,7 +379,7 @@ admin_t *admin_open(struct master *m, const char *path, config_errors_t *errs)
     l.addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
     char err[512];
     if (listen_open(&l, &a->sock, err, sizeof err)) {
-        config_errors_add(errs, m->conf_path, 0, "admin socket: %s", err);
+        config_errors_add(errs, NULL, 0, "admin socket: %s", err);
         free(a);
         return NULL;
     }
@@ -366,7 +390,7 @@ admin_t *admin_open(struct master *m, const char *path, config_errors_t *errs)
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&a->server, 16, on_connection);
     if (rc) {
-        config_errors_add(errs, m->conf_path, 0, "admin socket %s: %s", path, uv_strerror(rc));
+        config_errors_add(errs, NULL, 0, "admin socket %s: %s", path, uv_strerror(rc));
         admin_stop(a);
         return a; /* freed by admin_free after the loop closes the handle */
     }
