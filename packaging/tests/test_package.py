@@ -404,7 +404,7 @@ class PackageTest(unittest.TestCase):
         with open(examples, "w") as f:
             f.write(text)
         p = run(["/usr/sbin/berthd", "-t", "-c", CONF])
-        self.assertIn("(4 listeners)", p.stdout)
+        self.assertIn("(6 listeners)", p.stdout)
         unit = read_unit(UNIT)
         p = run(self.sandboxed(command(unit, "ExecStartPre"), unit), check=False,
                 preexec_fn=self.umask(unit))
