@@ -414,6 +414,7 @@ static outcome_t upload(const target_t *t, int *fd, const char *path)
     json_object_set_new(hdr, "file_name", jname);
     json_object_set_new(hdr, "file_size", json_integer((json_int_t)size));
     json_object_set_new(hdr, "sha256", json_string(hex));
+    json_object_set_new(hdr, "reply", json_string("each")); /* we read each reply: send it now */
     text = json_dumps(hdr, JSON_COMPACT);
     if (text == NULL) {
         warnx("out of memory");

@@ -112,6 +112,11 @@ upload_header_status_t upload_header_parse(const void *json, size_t len, upload_
         goto out;
     }
 
+    /* A client that reads every reply says so; the seed's client, which never reads one,
+     * cannot, and gets its replies once it stops sending (see upload.c). */
+    json_t *reply = json_object_get(root, "reply");
+    h->reply_each = json_is_string(reply) && strcmp(json_string_value(reply), "each") == 0;
+
     json_t *name = json_object_get(root, "file_name");
     if (json_is_string(name)) {
         h->raw_name_len = json_string_length(name);

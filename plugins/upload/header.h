@@ -33,6 +33,7 @@ typedef struct upload_header {
     size_t raw_name_len;
     uint64_t size; /* valid for OK and REJECT */
     int has_md5, has_sha256;
+    int reply_each; /* "reply": "each": the client reads each reply before going on */
     unsigned char md5[16];
     unsigned char sha256[32];
     char error[160]; /* REJECT / BAD: why, for a person */

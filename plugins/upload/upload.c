@@ -16,6 +16,13 @@
  * A file whose last byte has arrived is stored even if the client is gone by then (the
  * seed's client closes right after sending, without reading replies): finish() runs what is
  * left of such a file's queue itself. Anything less than a whole file is removed.
+ *
+ * Replies are held while the client keeps sending, unless its headers say "reply": "each"
+ * (berth-upload does). The seed's client never reads a reply: one left unread in its socket
+ * when it exits makes its kernel reset the connection and drop the bytes it still had queued
+ * behind Nagle, truncating its last file. Held replies go out once the client has sent
+ * nothing for HOLD_MS (while we do not pause it ourselves), at its EOF, before we close, or
+ * past HOLD_MAX bytes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +50,9 @@
 #define QUEUED_HIGH ((size_t)2 << 20)
 /* ...or this many ops wait (tiny files or refused headers behind a slow one). */
 #define OPS_HIGH 256
+
+#define HOLD_MS 200
+#define HOLD_MAX ((size_t)64 << 10)
 
 #define DEFAULT_MAX_SIZE ((uint64_t)1 << 30)
 #define DEFAULT_MAX_HEADER ((uint64_t)64 << 10)
@@ -98,9 +108,13 @@ typedef struct uconn {
     int paused;    /* our own pause is in force */
     int finishing; /* in finish(): run what is left here, no host calls but log */
     op_t *head, *tail;
-    op_t *inflight; /* the head op while the pool runs it */
-    size_t queued;  /* WRITE bytes not yet handed to the pool */
-    unsigned nops;  /* ops in the queue */
+    op_t *inflight;      /* the head op while the pool runs it */
+    size_t queued;       /* WRITE bytes not yet handed to the pool */
+    unsigned nops;       /* ops in the queue */
+    int reply_now;       /* replies go out at once: the client asked, or sent its EOF */
+    unsigned char *held; /* reply frames held while the client is sending */
+    size_t held_len, held_cap;
+    berth_timer_t *hold_timer;
 } uconn_t;
 
 static uint64_t now_ns(void)
@@ -193,10 +207,56 @@ static op_t *op_pop(uconn_t *c)
     return op;
 }
 
+static void flush_held(uconn_t *c)
+{
+    if (c->hold_timer) {
+        host->timer_stop(c->hold_timer);
+        c->hold_timer = NULL;
+    }
+    if (c->held_len && !c->finishing)
+        host->write(c->conn, c->held, c->held_len); /* -EPIPE if the client is gone */
+    c->held_len = 0;
+}
+
+static void on_hold_timer(berth_conn_t *conn, void *arg)
+{
+    uconn_t *c = arg;
+    c->hold_timer = NULL; /* a fired timer is gone */
+    /* A client we paused cannot send: that is not the pause we wait for. */
+    if (c->paused && !c->closing)
+        c->hold_timer = host->timer_start(conn, HOLD_MS, on_hold_timer, c);
+    if (c->hold_timer == NULL)
+        flush_held(c);
+}
+
 static void send_frame(uconn_t *c, unsigned char *frame, size_t len)
 {
-    if (!c->finishing && frame != NULL)
+    if (c->finishing || frame == NULL)
+        return;
+    if (c->reply_now || c->held_len + len > HOLD_MAX) {
+        flush_held(c);
         host->write(c->conn, frame, len); /* -EPIPE if the client is gone: nothing to do */
+        return;
+    }
+    if (c->held_len + len > c->held_cap) {
+        size_t cap = c->held_cap ? c->held_cap * 2 : 1024;
+        while (cap < c->held_len + len)
+            cap *= 2;
+        unsigned char *p = realloc(c->held, cap);
+        if (p == NULL) {
+            flush_held(c);
+            host->write(c->conn, frame, len);
+            return;
+        }
+        c->held = p;
+        c->held_cap = cap;
+    }
+    memcpy(c->held + c->held_len, frame, len);
+    c->held_len += len;
+    if (c->hold_timer == NULL)
+        c->hold_timer = host->timer_start(c->conn, HOLD_MS, on_hold_timer, c);
+    if (c->hold_timer == NULL)
+        flush_held(c);
 }
 
 /* Queue an error reply (name MAY be NULL). */
@@ -404,6 +464,7 @@ static void pump(uconn_t *c)
             continue;
         case OP_CLOSE:
             op_free(op_pop(c));
+            flush_held(c);
             if (!c->finishing)
                 host->close(c->conn);
             continue;
@@ -481,6 +542,10 @@ static void on_header(uconn_t *c, const unsigned char *data, size_t len)
 
     upload_header_status_t st = upload_header_parse(data, len, &f->h);
     const char *why = f->h.error;
+    if (f->h.reply_each && !c->reply_now) {
+        c->reply_now = 1;
+        flush_held(c);
+    }
     if (st == UPLOAD_HEADER_OK && f->h.size > ls->max_size) {
         snprintf(msg, sizeof(msg), "file_size %" PRIu64 " is over max_size %" PRIu64, f->h.size,
                  ls->max_size);
@@ -576,6 +641,14 @@ static void upload_handle(berth_conn_t *conn, const void *data, size_t len)
     size_t off = 0;
     char msg[160];
 
+    /* Still sending: held replies wait for the next pause. */
+    if (c->hold_timer) {
+        host->timer_stop(c->hold_timer);
+        c->hold_timer = host->timer_start(conn, HOLD_MS, on_hold_timer, c);
+        if (c->hold_timer == NULL)
+            flush_held(c);
+    }
+
     while (!c->closing) {
         upload_frame_ev_t ev;
         long n = upload_frame_feed(&c->frame, in + off, len - off, &ev);
@@ -627,6 +700,9 @@ static void upload_handle(berth_conn_t *conn, const void *data, size_t len)
 static void upload_eof(berth_conn_t *conn)
 {
     uconn_t *c = host->state(conn);
+    /* Everything it will send has arrived: replies cannot cut anything short now. */
+    c->reply_now = 1;
+    flush_held(c);
     if (c->closing)
         return;
     if (c->cur != NULL) {
@@ -659,8 +735,9 @@ static void upload_finish(berth_conn_t *conn)
     if (c->ls == NULL)
         return;
     /* The host waited for the op in flight. What is queued for files that arrived whole is
-     * done now, on this thread; partial files are removed. */
+     * done now, on this thread; partial files are removed. The conn's timers are gone. */
     c->finishing = 1;
+    c->hold_timer = NULL;
     c->inflight = NULL;
     pump(c);
     if (c->cur != NULL) {
@@ -671,6 +748,8 @@ static void upload_finish(berth_conn_t *conn)
         file_unref(f);
     }
     upload_frame_free(&c->frame);
+    free(c->held);
+    c->held = NULL;
 }
 
 /* ---- the listener ---- */
