@@ -283,17 +283,23 @@ static void conn_flushed(berth_conn_t *c)
 
 static void on_idle(uv_timer_t *t);
 
-void conn_close(berth_conn_t *c)
+/* What every way of ending a conn starts with. Returns 1 if that already ended it (a
+ * datagram's conn has no handle to flush or close). */
+static int conn_begin_end(berth_conn_t *c)
 {
-    if (c->closing || c->closed)
-        return;
     c->closing = 1;
     if (c->outbound)
         outbound_cancel(c);
-    if (c->kind == CONN_DGRAM) {
-        conn_end_handle(c);
+    if (c->kind != CONN_DGRAM)
+        return 0;
+    conn_end_handle(c);
+    return 1;
+}
+
+void conn_close(berth_conn_t *c)
+{
+    if (c->closing || c->closed || conn_begin_end(c))
         return;
-    }
     conn_update_reading(c);
     /* Bounds both the flush and the linger that follows it. */
     if (c->idle_init)
@@ -304,15 +310,8 @@ void conn_close(berth_conn_t *c)
 
 void conn_abort(berth_conn_t *c)
 {
-    if (c->closed)
+    if (c->closed || conn_begin_end(c))
         return;
-    c->closing = 1;
-    if (c->outbound)
-        outbound_cancel(c);
-    if (c->kind == CONN_DGRAM) {
-        conn_end_handle(c);
-        return;
-    }
     uv_os_fd_t fd = -1;
     if (!c->eof && c->handle_init && c->h.handle.type == UV_TCP &&
         uv_fileno(&c->h.handle, &fd) == 0) {
