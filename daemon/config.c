@@ -14,6 +14,7 @@
  * come after the listeners or from an include.
  */
 #include "config.h"
+#include "log.h"
 #include "units.h"
 
 #include <arpa/inet.h>
@@ -433,23 +434,10 @@ out:
 
 static int set_log_level(struct parse *p, const char *value, char *err, size_t errlen)
 {
-    static const char *const names[] = {
-        [BERTH_LOG_ERROR] = "error",
-        [BERTH_LOG_WARN] = "warn",
-        [BERTH_LOG_INFO] = "info",
-        [BERTH_LOG_DEBUG] = "debug",
-    };
-    int rc = -EINVAL;
-
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (strcmp(value, names[i]) == 0) {
-            p->cfg->log_level = (berth_log_level_t)i;
-            rc = 0;
-        }
-    }
-    if (rc < 0)
-        snprintf(err, errlen, "must be error, warn, info or debug");
-    return rc;
+    if (log_level_parse(value, &p->cfg->log_level) == 0)
+        return 0;
+    snprintf(err, errlen, "must be error, warn, info or debug");
+    return -EINVAL;
 }
 
 static int set_log(struct parse *p, const char *value, char *err, size_t errlen)

@@ -81,7 +81,7 @@ berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind)
     c->w = w;
     c->l = l;
     c->kind = kind;
-    c->started = c->last_active = uv_now(&w->loop);
+    c->last_active = uv_now(&w->loop);
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;

@@ -74,10 +74,6 @@ int log_level_parse(const char *text, berth_log_level_t *out)
             return 0;
         }
     }
-    if (strcmp(text, "warning") == 0) {
-        *out = BERTH_LOG_WARN;
-        return 0;
-    }
     return -1;
 }
 

@@ -17,6 +17,7 @@ void log_reopen(void);
 int log_open_file(const char *path, int owner, int group);
 void log_set_level(berth_log_level_t level);
 int log_enabled(berth_log_level_t level);
+/* "error", "warn", "info" or "debug": 0, or -1 for anything else. */
 int log_level_parse(const char *text, berth_log_level_t *out);
 void log_msg(berth_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(berth_log_level_t level, const char *fmt, va_list ap)

@@ -861,8 +861,8 @@ static void master_reopen_log(master_t *m)
         return;
     }
     log_info("log file %s reopened", cfg->log);
-    generation_t *lists[] = {m->active, m->old};
-    for (int k = 0; k < 2; k++)
+    generation_t *lists[] = {m->active, m->starting, m->old};
+    for (int k = 0; k < 3; k++)
         for (generation_t *g = lists[k]; g; g = g->next)
             for (unsigned i = 0; i < g->nworkers; i++)
                 if (g->workers[i].state != W_DEAD)

@@ -60,7 +60,6 @@ struct berth_conn {
     } h;
     uv_timer_t idle; /* idle timeout and linger bound (stream kinds) */
     uint64_t last_active;
-    uint64_t started;
     unsigned setup_called : 1, closing : 1, closed : 1, eof : 1, shut_wr : 1, host_paused : 1,
         reading : 1, lingering : 1, handle_init : 1, idle_init : 1, finished : 1, handled : 1,
         counted : 1;
