@@ -256,13 +256,17 @@ def admin_request(path, line, timeout=IO_TIMEOUT):
     return head == "ok", body
 
 
-def recv_exact(sock, n, timeout=IO_TIMEOUT):
-    """Read exactly n bytes (fewer only if the peer closes first)."""
-    sock.settimeout(timeout)
+def recv_exact(sock, n, timeout=IO_TIMEOUT, strict=False):
+    """Read exactly n bytes: fewer if the peer closes first, or with `strict` an
+    AssertionError saying how many came. timeout None keeps the socket's own."""
+    if timeout is not None:
+        sock.settimeout(timeout)
     buf = bytearray()
     while len(buf) < n:
         b = sock.recv(n - len(buf))
         if not b:
+            if strict:
+                raise AssertionError("EOF after %d of %d bytes" % (len(buf), n))
             break
         buf += b
     return bytes(buf)

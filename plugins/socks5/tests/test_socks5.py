@@ -21,6 +21,7 @@ import tempfile
 import threading
 import unittest
 
+import harness
 from harness import BERTHD, IO_TIMEOUT, BerthTestCase, Berthd, free_port, tcp_ready, wait_until
 
 BIG_SIZE = 6 * 1024 * 1024 + 123  # "several MB", not a multiple of any buffer size
@@ -124,13 +125,7 @@ def netns_usable():
 
 
 def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        b = s.recv(n - len(buf))
-        if not b:
-            raise AssertionError("EOF after %d of %d bytes" % (len(buf), n))
-        buf += b
-    return buf
+    return harness.recv_exact(s, n, timeout=None, strict=True)
 
 
 def read_reply(s):

@@ -40,13 +40,7 @@ def header(name, data, **extra):
 
 
 def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("connection closed after %d of %d bytes" % (len(buf), n))
-        buf += chunk
-    return buf
+    return harness.recv_exact(sock, n, timeout=None, strict=True)
 
 
 def read_reply(sock):
