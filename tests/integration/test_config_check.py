@@ -2,7 +2,9 @@
 FILE:LINE: message, plugin option errors with their line, wrong-ABI and missing-symbol
 plugins named), -V, --help, usage errors (64), and a start that fails on its config."""
 import os
+import pwd
 import re
+import shutil
 import subprocess
 import textwrap
 import unittest
@@ -20,7 +22,8 @@ def run(*argv):
     return r.returncode, r.stdout, r.stderr
 
 
-class ConfigCheck(DaemonTestCase):
+class ConfigHelpers(DaemonTestCase):
+    """Writing configs and reading `berthd -t`'s FILE:LINE: messages (no tests of its own)."""
 
     def write(self, name, text):
         path = os.path.join(self.tmp, name)
@@ -57,6 +60,9 @@ class ConfigCheck(DaemonTestCase):
             plugin_dir = {PLUGIN_DIR}
             admin = {os.path.join(self.tmp, "admin.sock")}
             """
+
+
+class ConfigCheck(ConfigHelpers):
 
     def test_good_config(self):
         path = self.write("good.conf", self.daemon_section() + f"""
@@ -222,6 +228,86 @@ class ConfigCheck(DaemonTestCase):
         self.assertEqual(r.returncode, EXIT_CONFIG, r.stderr)
         self.assertIn("%s:%d: " % (path, self.line_of(path, "badabi.so")), r.stderr)
         self.assertIn(built_test_plugin("badabi"), r.stderr)
+
+
+class PluginTrust(ConfigHelpers):
+    """Whoever can write a plugin runs code as berthd: a plugin, or its folder, writable by
+    group or others, or owned by another user, is refused with a message naming the file."""
+
+    def plugin_in(self, folder, mode=0o755, folder_mode=0o755):
+        d = os.path.join(self.tmp, folder)
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "echo.so")
+        shutil.copyfile(os.path.join(PLUGIN_DIR, "echo.so"), path)
+        os.chmod(path, mode)
+        os.chmod(d, folder_mode)
+        conf = self.write("trust.conf", self.daemon_section() + f"""
+            [e]
+            protocol = tcp
+            address = 127.0.0.1:{free_port()}
+            handler = {path}
+            """)
+        return path, conf
+
+    def assert_refused(self, conf, path, why):
+        rc, out, err = run("-t", "-c", conf)
+        self.assertEqual(rc, EXIT_CONFIG, out + err)
+        line = self.line_of(conf, "handler =")
+        msg = self.errors(err)[(conf, line)]
+        self.assertIn(path + ": refusing plugin: " + why, msg)
+
+    def test_world_writable_plugin_is_refused(self):
+        path, conf = self.plugin_in("ww", mode=0o666)
+        self.assert_refused(conf, path, "the file is writable by everyone (mode 0666)")
+
+    def test_group_writable_folder_is_refused(self):
+        path, conf = self.plugin_in("gw", folder_mode=0o775)
+        self.assert_refused(conf, path, "its folder is writable by its group (mode 0775)")
+
+    def test_sticky_world_writable_folder_is_accepted(self):
+        path, conf = self.plugin_in("sticky", folder_mode=0o1777)
+        rc, out, err = run("-t", "-c", conf)
+        self.assertEqual(rc, 0, out + err)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to give the file to another user")
+    def test_plugin_owned_by_another_user_is_refused(self):
+        path, conf = self.plugin_in("other")
+        nobody = pwd.getpwnam("nobody")
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        self.assert_refused(conf, path, "the file is owned by uid %d" % nobody.pw_uid)
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root to drop to another user")
+class CheckAsUser(ConfigHelpers):
+    """berthd -t as root with `user` set runs the plugins' checks as that user, as a worker
+    would: an upload dir only root may enter fails here, not later in the workers."""
+
+    def config(self, user):
+        up = os.path.join(self.tmp, "rootonly", "up")
+        os.makedirs(up)
+        os.chmod(os.path.dirname(up), 0o700)
+        os.chmod(self.tmp, 0o755)  # the plugin folder and config stay reachable
+        return self.write("user-%s.conf" % user, self.daemon_section() + f"""
+            user = {user}
+            [up]
+            protocol = tcp
+            address = 127.0.0.1:{free_port()}
+            handler = upload
+            dir = {up}
+            """), up
+
+    def test_as_nobody_a_root_only_dir_is_an_error_at_its_line(self):
+        conf, up = self.config("nobody")
+        rc, out, err = run("-t", "-c", conf)
+        self.assertEqual(rc, EXIT_CONFIG, out + err)
+        msg = self.errors(err)[(conf, self.line_of(conf, "dir = " + up))]
+        self.assertIn(up, msg)
+        self.assertIn("Permission denied", msg)
+
+    def test_as_root_the_same_dir_is_fine(self):
+        conf, _ = self.config("root")
+        rc, out, err = run("-t", "-c", conf)
+        self.assertEqual(rc, 0, out + err)
 
 
 class CommandLine(unittest.TestCase):
