@@ -10,11 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "log.h"
-#include "master.h"
-#include "privs.h"
-#include "worker.h"
+#include "config/config.h"
+#include "core/log.h"
+#include "master/master.h"
+#include "core/privs.h"
+#include "worker/worker.h"
 
 #define EXIT_USAGE 64
 #define EXIT_SYSTEM 71

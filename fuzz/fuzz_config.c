@@ -1,5 +1,5 @@
 /*
- * libFuzzer target for the config parser (daemon/config.c, with units.c and cidr.c).
+ * libFuzzer target for the config parser (daemon/config/config.c, with lib/units.c and lib/cidr.c).
  *
  * The input is a whole berth.conf, loaded with config_load_string() and includes turned off
  * (an include would let the fuzzer read any file on the machine). Checks the contract: a
@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "config.h"
+#include "config/config.h"
 
 #define NAME "fuzz.conf"
 

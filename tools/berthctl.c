@@ -13,7 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "config/config.h"
 
 #define EXIT_ERROR 1
 #define EXIT_USAGE 64

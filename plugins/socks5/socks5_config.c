@@ -31,12 +31,12 @@ static int parse_ms(const berth_host_t *host, const char *key, const char *value
     return 0;
 }
 
-static int parse_rules(cidr_list_t *list, const char *key, const char *value, char *err,
+static int parse_rules(berth_cidr_list_t *list, const char *key, const char *value, char *err,
                        size_t errlen)
 {
     char bad[128];
 
-    if (cidr_list_parse(list, value, 1, bad, sizeof(bad)) < 0) {
+    if (berth_cidr_list_parse(list, value, 1, bad, sizeof(bad)) < 0) {
         snprintf(err, errlen, "%s: '%s' is not an address or CIDR with an optional :port", key,
                  bad);
         return -EINVAL;
@@ -66,10 +66,10 @@ int socks5_config_check(const berth_host_t *host, const char *key, const char *v
         return rc < 0 ? -EINVAL : 0;
     }
     if (strcmp(key, "allow_dest") == 0 || strcmp(key, "deny_dest") == 0) {
-        cidr_list_t list = {0};
+        berth_cidr_list_t list = {0};
         int rc = parse_rules(&list, key, value, err, errlen);
 
-        cidr_list_free(&list);
+        berth_cidr_list_free(&list);
         return rc;
     }
     if (strcmp(key, "handshake_timeout") == 0 || strcmp(key, "connect_timeout") == 0)
@@ -88,8 +88,8 @@ void socks5_config_free(socks5_config_t *cfg)
     if (cfg == NULL)
         return;
     socks5_users_free(cfg->users);
-    cidr_list_free(&cfg->allow_dest);
-    cidr_list_free(&cfg->deny_dest);
+    berth_cidr_list_free(&cfg->allow_dest);
+    berth_cidr_list_free(&cfg->deny_dest);
     free(cfg);
 }
 
@@ -154,7 +154,7 @@ out:
 
 int socks5_dest_allowed(const socks5_config_t *cfg, const struct sockaddr *addr)
 {
-    if (cidr_list_match(&cfg->deny_dest, addr))
+    if (berth_cidr_list_match(&cfg->deny_dest, addr))
         return 0;
-    return cidr_list_match(&cfg->allow_dest, addr);
+    return berth_cidr_list_match(&cfg->allow_dest, addr);
 }

@@ -18,7 +18,7 @@
 #include <sys/socket.h>
 
 #include "berth/handler.h"
-#include "cidr.h"
+#include "berth/cidr.h"
 #include "socks5_users.h"
 
 #define SOCKS5_DEFAULT_HANDSHAKE_MS (10u * 1000u)
@@ -28,8 +28,8 @@
 typedef struct socks5_config {
     uint8_t method;         /* SOCKS5_METHOD_NONE or SOCKS5_METHOD_PASSWORD */
     socks5_users_t *users;  /* non-NULL exactly when method is PASSWORD */
-    cidr_list_t allow_dest; /* empty: nothing allowed */
-    cidr_list_t deny_dest;
+    berth_cidr_list_t allow_dest; /* empty: nothing allowed */
+    berth_cidr_list_t deny_dest;
     uint64_t handshake_ms;
     uint64_t connect_ms;
     uint64_t idle_ms;

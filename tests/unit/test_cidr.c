@@ -1,4 +1,4 @@
-/* daemon/cidr.c: parsing and matching allow/deny rules. */
+/* lib/cidr.c (libberth-util): parsing and matching allow/deny rules. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "cidr.h"
+#include "berth/cidr.h"
 
 /* A peer address as accept() would hand it over. */
 static struct sockaddr_storage peer(const char *ip, uint16_t port)
@@ -33,12 +33,12 @@ static struct sockaddr_storage peer(const char *ip, uint16_t port)
     return ss;
 }
 
-static cidr_t rule(const char *text, int with_port)
+static berth_cidr_t rule(const char *text, int with_port)
 {
-    cidr_t c;
+    berth_cidr_t c;
 
     memset(&c, 0xa5, sizeof(c));
-    if (cidr_parse(text, with_port, &c) != 0)
+    if (berth_cidr_parse(text, with_port, &c) != 0)
         fail_msg("'%s' was refused", text);
     return c;
 }
@@ -46,15 +46,15 @@ static cidr_t rule(const char *text, int with_port)
 /* Does rule `text` (ports allowed) match peer ip:port? */
 static int matches(const char *text, const char *ip, uint16_t port)
 {
-    cidr_t c = rule(text, 1);
+    berth_cidr_t c = rule(text, 1);
     struct sockaddr_storage ss = peer(ip, port);
 
-    return cidr_match(&c, (const struct sockaddr *)&ss);
+    return berth_cidr_match(&c, (const struct sockaddr *)&ss);
 }
 
 static void test_parse_ipv4(void **state)
 {
-    cidr_t c = rule("10.0.0.0/8", 0);
+    berth_cidr_t c = rule("10.0.0.0/8", 0);
     const uint8_t ten[4] = {10, 0, 0, 0};
 
     assert_int_equal(c.family, AF_INET);
@@ -74,7 +74,7 @@ static void test_parse_ipv4(void **state)
 
 static void test_parse_ipv6(void **state)
 {
-    cidr_t c = rule("::1", 0);
+    berth_cidr_t c = rule("::1", 0);
     uint8_t one[16] = {0};
 
     one[15] = 1;
@@ -97,7 +97,7 @@ static void test_parse_ipv6(void **state)
 
 static void test_parse_ports(void **state)
 {
-    cidr_t c = rule("10.0.0.0/8:80", 1);
+    berth_cidr_t c = rule("10.0.0.0/8:80", 1);
 
     assert_int_equal(c.family, AF_INET);
     assert_int_equal(c.prefix, 8);
@@ -127,7 +127,7 @@ static void test_parse_ports(void **state)
 
 static void test_parse_star(void **state)
 {
-    cidr_t c = rule("*", 0);
+    berth_cidr_t c = rule("*", 0);
 
     assert_int_equal(c.family, AF_UNSPEC);
     assert_int_equal(c.prefix, 0);
@@ -136,7 +136,7 @@ static void test_parse_star(void **state)
 
 static void test_parse_v4mapped_becomes_ipv4(void **state)
 {
-    cidr_t c = rule("::ffff:10.0.0.0/104", 0);
+    berth_cidr_t c = rule("::ffff:10.0.0.0/104", 0);
     const uint8_t ten[4] = {10, 0, 0, 0};
 
     assert_int_equal(c.family, AF_INET);
@@ -193,64 +193,64 @@ static void test_parse_errors(void **state)
         {"1.2.3.4 ", 1},
         {"0123456789012345678901234567890123456789012345678901234567890123456789", 1},
     };
-    cidr_t c;
+    berth_cidr_t c;
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        if (cidr_parse(bad[i].text, bad[i].with_port, &c) != -EINVAL)
+        if (berth_cidr_parse(bad[i].text, bad[i].with_port, &c) != -EINVAL)
             fail_msg("'%s' was accepted", bad[i].text);
     }
-    assert_int_equal(cidr_parse(NULL, 1, &c), -EINVAL);
-    assert_int_equal(cidr_parse("::1", 1, NULL), -EINVAL);
+    assert_int_equal(berth_cidr_parse(NULL, 1, &c), -EINVAL);
+    assert_int_equal(berth_cidr_parse("::1", 1, NULL), -EINVAL);
 }
 
 static void test_list_parse(void **state)
 {
-    cidr_list_t list = {0};
+    berth_cidr_list_t list = {0};
     char bad[32] = "junk";
 
-    assert_int_equal(cidr_list_parse(&list, "127.0.0.0/8, ::1", 0, bad, sizeof(bad)), 0);
+    assert_int_equal(berth_cidr_list_parse(&list, "127.0.0.0/8, ::1", 0, bad, sizeof(bad)), 0);
     assert_int_equal(list.count, 2);
     assert_string_equal(bad, "");
     assert_int_equal(list.items[0].family, AF_INET);
     assert_int_equal(list.items[1].family, AF_INET6);
     /* Appends; commas, spaces and tabs all separate, repeated or not. */
-    assert_int_equal(cidr_list_parse(&list, " 10.0.0.0/8,,192.168.0.0/16\t 172.16.0.0/12 ,", 0, bad,
+    assert_int_equal(berth_cidr_list_parse(&list, " 10.0.0.0/8,,192.168.0.0/16\t 172.16.0.0/12 ,", 0, bad,
                                      sizeof(bad)),
                      0);
     assert_int_equal(list.count, 5);
     assert_int_equal(list.items[4].prefix, 12);
-    assert_int_equal(cidr_list_parse(&list, "", 0, bad, sizeof(bad)), 0);
-    assert_int_equal(cidr_list_parse(&list, " , ", 0, bad, sizeof(bad)), 0);
+    assert_int_equal(berth_cidr_list_parse(&list, "", 0, bad, sizeof(bad)), 0);
+    assert_int_equal(berth_cidr_list_parse(&list, " , ", 0, bad, sizeof(bad)), 0);
     assert_int_equal(list.count, 5);
-    cidr_list_free(&list);
+    berth_cidr_list_free(&list);
     assert_null(list.items);
     assert_int_equal(list.count, 0);
-    cidr_list_free(&list); /* twice is harmless */
+    berth_cidr_list_free(&list); /* twice is harmless */
 }
 
 static void test_list_parse_error_leaves_list_alone(void **state)
 {
-    cidr_list_t list = {0};
+    berth_cidr_list_t list = {0};
     char bad[16];
 
-    assert_int_equal(cidr_list_parse(&list, "10.0.0.0/8", 0, bad, sizeof(bad)), 0);
-    assert_int_equal(cidr_list_parse(&list, "192.168.0.0/16, 10.0.0.1/8, ::1", 0, bad, sizeof(bad)),
+    assert_int_equal(berth_cidr_list_parse(&list, "10.0.0.0/8", 0, bad, sizeof(bad)), 0);
+    assert_int_equal(berth_cidr_list_parse(&list, "192.168.0.0/16, 10.0.0.1/8, ::1", 0, bad, sizeof(bad)),
                      -EINVAL);
     assert_string_equal(bad, "10.0.0.1/8");
     assert_int_equal(list.count, 1);
-    assert_int_equal(cidr_list_parse(&list, "::1 1.2.3.4:80", 0, bad, sizeof(bad)), -EINVAL);
+    assert_int_equal(berth_cidr_list_parse(&list, "::1 1.2.3.4:80", 0, bad, sizeof(bad)), -EINVAL);
     assert_string_equal(bad, "1.2.3.4:80");
     assert_int_equal(list.count, 1);
     /* The offending entry is cut to fit `bad`. */
     assert_int_equal(
-        cidr_list_parse(&list, "this-is-a-very-long-entry-indeed", 0, bad, sizeof(bad)), -EINVAL);
+        berth_cidr_list_parse(&list, "this-is-a-very-long-entry-indeed", 0, bad, sizeof(bad)), -EINVAL);
     assert_string_equal(bad, "this-is-a-very-");
-    assert_int_equal(cidr_list_parse(&list, "nope", 0, NULL, 0), -EINVAL);
-    assert_int_equal(cidr_list_parse(&list, NULL, 0, bad, sizeof(bad)), -EINVAL);
-    assert_int_equal(cidr_list_parse(NULL, "::1", 0, bad, sizeof(bad)), -EINVAL);
+    assert_int_equal(berth_cidr_list_parse(&list, "nope", 0, NULL, 0), -EINVAL);
+    assert_int_equal(berth_cidr_list_parse(&list, NULL, 0, bad, sizeof(bad)), -EINVAL);
+    assert_int_equal(berth_cidr_list_parse(NULL, "::1", 0, bad, sizeof(bad)), -EINVAL);
     assert_int_equal(list.count, 1);
-    cidr_list_free(&list);
-    cidr_list_free(NULL);
+    berth_cidr_list_free(&list);
+    berth_cidr_list_free(NULL);
 }
 
 static void test_match_ipv4(void **state)
@@ -317,62 +317,62 @@ static void test_match_ports(void **state)
 
 static void test_match_star_and_others(void **state)
 {
-    cidr_t any = rule("*", 0);
+    berth_cidr_t any = rule("*", 0);
     struct sockaddr_un un = {.sun_family = AF_UNIX};
     struct sockaddr_storage v4 = peer("203.0.113.9", 1), v6 = peer("2001:db8::9", 1);
 
-    assert_true(cidr_match(&any, (struct sockaddr *)&v4));
-    assert_true(cidr_match(&any, (struct sockaddr *)&v6));
-    assert_false(cidr_match(&any, (struct sockaddr *)&un));
-    assert_false(cidr_match(&any, NULL));
-    assert_false(cidr_match(NULL, (struct sockaddr *)&v4));
+    assert_true(berth_cidr_match(&any, (struct sockaddr *)&v4));
+    assert_true(berth_cidr_match(&any, (struct sockaddr *)&v6));
+    assert_false(berth_cidr_match(&any, (struct sockaddr *)&un));
+    assert_false(berth_cidr_match(&any, NULL));
+    assert_false(berth_cidr_match(NULL, (struct sockaddr *)&v4));
 }
 
 static void test_list_match(void **state)
 {
-    cidr_list_t list = {0};
+    berth_cidr_list_t list = {0};
     char bad[64];
     struct sockaddr_storage a = peer("192.168.1.10", 1), b = peer("::1", 1),
                             c = peer("172.16.0.1", 1);
 
-    assert_false(cidr_list_match(&list, (struct sockaddr *)&a));
-    assert_false(cidr_list_match(NULL, (struct sockaddr *)&a));
-    assert_int_equal(cidr_list_parse(&list, "10.0.0.0/8 192.168.0.0/16 ::1", 0, bad, sizeof(bad)),
+    assert_false(berth_cidr_list_match(&list, (struct sockaddr *)&a));
+    assert_false(berth_cidr_list_match(NULL, (struct sockaddr *)&a));
+    assert_int_equal(berth_cidr_list_parse(&list, "10.0.0.0/8 192.168.0.0/16 ::1", 0, bad, sizeof(bad)),
                      0);
-    assert_true(cidr_list_match(&list, (struct sockaddr *)&a));
-    assert_true(cidr_list_match(&list, (struct sockaddr *)&b));
-    assert_false(cidr_list_match(&list, (struct sockaddr *)&c));
-    cidr_list_free(&list);
+    assert_true(berth_cidr_list_match(&list, (struct sockaddr *)&a));
+    assert_true(berth_cidr_list_match(&list, (struct sockaddr *)&b));
+    assert_false(berth_cidr_list_match(&list, (struct sockaddr *)&c));
+    berth_cidr_list_free(&list);
 }
 
 static void test_permit(void **state)
 {
-    cidr_list_t allow = {0}, deny = {0}, none = {0};
+    berth_cidr_list_t allow = {0}, deny = {0}, none = {0};
     char bad[64];
     struct sockaddr_storage lan = peer("192.168.1.10", 1), lan_bad = peer("192.168.1.66", 1),
                             wan = peer("8.8.8.8", 1), lo6 = peer("::1", 1);
     struct sockaddr_un un = {.sun_family = AF_UNIX};
 
     /* Nothing configured: everyone. */
-    assert_true(cidr_permit(&none, &none, (struct sockaddr *)&wan));
-    assert_true(cidr_permit(NULL, NULL, (struct sockaddr *)&wan));
+    assert_true(berth_cidr_permit(&none, &none, (struct sockaddr *)&wan));
+    assert_true(berth_cidr_permit(NULL, NULL, (struct sockaddr *)&wan));
 
-    assert_int_equal(cidr_list_parse(&allow, "192.168.0.0/16, ::1", 0, bad, sizeof(bad)), 0);
-    assert_int_equal(cidr_list_parse(&deny, "192.168.1.66", 0, bad, sizeof(bad)), 0);
-    assert_true(cidr_permit(&allow, &deny, (struct sockaddr *)&lan));
-    assert_true(cidr_permit(&allow, &deny, (struct sockaddr *)&lo6));
-    assert_false(cidr_permit(&allow, &deny, (struct sockaddr *)&lan_bad)); /* deny wins */
-    assert_false(cidr_permit(&allow, &deny, (struct sockaddr *)&wan));     /* not allowed */
+    assert_int_equal(berth_cidr_list_parse(&allow, "192.168.0.0/16, ::1", 0, bad, sizeof(bad)), 0);
+    assert_int_equal(berth_cidr_list_parse(&deny, "192.168.1.66", 0, bad, sizeof(bad)), 0);
+    assert_true(berth_cidr_permit(&allow, &deny, (struct sockaddr *)&lan));
+    assert_true(berth_cidr_permit(&allow, &deny, (struct sockaddr *)&lo6));
+    assert_false(berth_cidr_permit(&allow, &deny, (struct sockaddr *)&lan_bad)); /* deny wins */
+    assert_false(berth_cidr_permit(&allow, &deny, (struct sockaddr *)&wan));     /* not allowed */
     /* Deny only: everyone else. */
-    assert_true(cidr_permit(&none, &deny, (struct sockaddr *)&wan));
-    assert_false(cidr_permit(&none, &deny, (struct sockaddr *)&lan_bad));
+    assert_true(berth_cidr_permit(&none, &deny, (struct sockaddr *)&wan));
+    assert_false(berth_cidr_permit(&none, &deny, (struct sockaddr *)&lan_bad));
     /* Unix peers are always let in: file permissions guard them. */
-    cidr_list_free(&deny);
-    assert_int_equal(cidr_list_parse(&deny, "*", 0, bad, sizeof(bad)), 0);
-    assert_false(cidr_permit(&allow, &deny, (struct sockaddr *)&lan));
-    assert_true(cidr_permit(&allow, &deny, (struct sockaddr *)&un));
-    cidr_list_free(&allow);
-    cidr_list_free(&deny);
+    berth_cidr_list_free(&deny);
+    assert_int_equal(berth_cidr_list_parse(&deny, "*", 0, bad, sizeof(bad)), 0);
+    assert_false(berth_cidr_permit(&allow, &deny, (struct sockaddr *)&lan));
+    assert_true(berth_cidr_permit(&allow, &deny, (struct sockaddr *)&un));
+    berth_cidr_list_free(&allow);
+    berth_cidr_list_free(&deny);
 }
 
 int main(void)

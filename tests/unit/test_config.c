@@ -1,4 +1,4 @@
-/* daemon/config.c: berth.conf parsing, every value and every error path.
+/* daemon/config/config.c: berth.conf parsing, every value and every error path.
  *
  * Each test gets its own folder holding plugins/echo.so and plugins/other.so (empty files:
  * the config only checks that a plugin file exists). Expected messages write that folder as
@@ -21,7 +21,7 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "config/config.h"
 
 struct fx {
     char dir[PATH_MAX];

@@ -1,4 +1,4 @@
-/* daemon/loader.c: plugin_open against test plugins built as real .so files. */
+/* daemon/worker/loader.c: plugin_open against test plugins built as real .so files. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "loader.h"
-#include "worker.h"
+#include "worker/loader.h"
+#include "worker/worker.h"
 
 #ifndef TEST_PLUGIN_DIR
 #error "TEST_PLUGIN_DIR must name the folder of the test plugins"

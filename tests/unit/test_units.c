@@ -1,4 +1,4 @@
-/* daemon/units.c: durations, sizes, booleans. */
+/* lib/units.c (libberth-util): durations, sizes, booleans. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -7,13 +7,13 @@
 
 #include <cmocka.h>
 
-#include "units.h"
+#include "berth/units.h"
 
 static uint64_t duration(const char *text)
 {
     uint64_t ms = 12345;
 
-    assert_int_equal(units_parse_duration(text, &ms), 0);
+    assert_int_equal(berth_parse_duration(text, &ms), 0);
     return ms;
 }
 
@@ -21,7 +21,7 @@ static uint64_t size(const char *text)
 {
     uint64_t bytes = 12345;
 
-    assert_int_equal(units_parse_size(text, &bytes), 0);
+    assert_int_equal(berth_parse_size(text, &bytes), 0);
     return bytes;
 }
 
@@ -51,10 +51,10 @@ static void test_duration_limits(void **state)
     assert_int_equal(duration("18446744073709551615ms"), UINT64_MAX);
     /* UINT64_MAX / 1000 seconds fits; one more does not. */
     assert_int_equal(duration("18446744073709551s"), 18446744073709551000ull);
-    assert_int_equal(units_parse_duration("18446744073709552s", &ms), -EINVAL);
-    assert_int_equal(units_parse_duration("18446744073709551616ms", &ms), -EINVAL);
-    assert_int_equal(units_parse_duration("99999999999999999999999", &ms), -EINVAL);
-    assert_int_equal(units_parse_duration("213503982335d", &ms), -EINVAL);
+    assert_int_equal(berth_parse_duration("18446744073709552s", &ms), -EINVAL);
+    assert_int_equal(berth_parse_duration("18446744073709551616ms", &ms), -EINVAL);
+    assert_int_equal(berth_parse_duration("99999999999999999999999", &ms), -EINVAL);
+    assert_int_equal(berth_parse_duration("213503982335d", &ms), -EINVAL);
 }
 
 static void test_duration_errors(void **state)
@@ -66,12 +66,12 @@ static void test_duration_errors(void **state)
     uint64_t ms = 42;
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        if (units_parse_duration(bad[i], &ms) != -EINVAL)
+        if (berth_parse_duration(bad[i], &ms) != -EINVAL)
             fail_msg("duration '%s' was accepted", bad[i]);
     }
     assert_int_equal(ms, 42); /* untouched on error */
-    assert_int_equal(units_parse_duration(NULL, &ms), -EINVAL);
-    assert_int_equal(units_parse_duration("1s", NULL), -EINVAL);
+    assert_int_equal(berth_parse_duration(NULL, &ms), -EINVAL);
+    assert_int_equal(berth_parse_duration("1s", NULL), -EINVAL);
 }
 
 static void test_size_units(void **state)
@@ -119,12 +119,12 @@ static void test_size_errors(void **state)
     uint64_t bytes = 42;
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        if (units_parse_size(bad[i], &bytes) != -EINVAL)
+        if (berth_parse_size(bad[i], &bytes) != -EINVAL)
             fail_msg("size '%s' was accepted", bad[i]);
     }
     assert_int_equal(bytes, 42);
-    assert_int_equal(units_parse_size(NULL, &bytes), -EINVAL);
-    assert_int_equal(units_parse_size("1K", NULL), -EINVAL);
+    assert_int_equal(berth_parse_size(NULL, &bytes), -EINVAL);
+    assert_int_equal(berth_parse_size("1K", NULL), -EINVAL);
     assert_int_equal(size("18446744073709551615"), UINT64_MAX);
 }
 
@@ -142,17 +142,17 @@ static void test_bool(void **state)
 
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         v = -1;
-        assert_int_equal(units_parse_bool(good[i].text, &v), 0);
+        assert_int_equal(berth_parse_bool(good[i].text, &v), 0);
         assert_int_equal(v, good[i].value);
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         v = -1;
-        if (units_parse_bool(bad[i], &v) != -EINVAL)
+        if (berth_parse_bool(bad[i], &v) != -EINVAL)
             fail_msg("bool '%s' was accepted", bad[i]);
         assert_int_equal(v, -1);
     }
-    assert_int_equal(units_parse_bool(NULL, &v), -EINVAL);
-    assert_int_equal(units_parse_bool("yes", NULL), -EINVAL);
+    assert_int_equal(berth_parse_bool(NULL, &v), -EINVAL);
+    assert_int_equal(berth_parse_bool("yes", NULL), -EINVAL);
 }
 
 int main(void)

@@ -1,4 +1,4 @@
-/* daemon/worker.c: worker_prepare(), what both -t and a starting worker run: load each
+/* daemon/worker/worker.c: worker_prepare(), what both -t and a starting worker run: load each
  * listener's plugin, hand it the keys the daemon does not know, open its state. Every error
  * comes out as FILE:LINE: message, all of them, not just the first. */
 #include <errno.h>
@@ -12,8 +12,8 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "worker.h"
+#include "config/config.h"
+#include "worker/worker.h"
 
 #ifndef TEST_PLUGIN_DIR
 #error "TEST_PLUGIN_DIR must name the folder of the test plugins"

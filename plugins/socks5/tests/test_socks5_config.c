@@ -16,14 +16,14 @@
 
 #include "socks5_config.h"
 #include "socks5_proto.h"
-#include "units.h"
+#include "berth/units.h"
 
 static berth_host_t host = {
     .abi_version = BERTH_ABI_VERSION,
     .size = sizeof(berth_host_t),
-    .parse_duration = units_parse_duration,
-    .parse_size = units_parse_size,
-    .parse_bool = units_parse_bool,
+    .parse_duration = berth_parse_duration,
+    .parse_size = berth_parse_size,
+    .parse_bool = berth_parse_bool,
 };
 
 /* Options as a NULL-terminated key, value, key, value... array. */

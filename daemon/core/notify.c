@@ -1,4 +1,4 @@
-#include "notify.h"
+#include "core/notify.h"
 
 #include <stdarg.h>
 #include <stdio.h>

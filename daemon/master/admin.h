@@ -6,7 +6,7 @@
 #ifndef BERTH_ADMIN_H
 #define BERTH_ADMIN_H
 
-#include "config.h"
+#include "config/config.h"
 
 struct master;
 typedef struct admin admin_t;

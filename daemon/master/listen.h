@@ -5,7 +5,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#include "config.h"
+#include "config/config.h"
 
 typedef struct lsock {
     berth_protocol_t protocol;

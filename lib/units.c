@@ -1,6 +1,6 @@
 /* Durations, sizes and booleans as the config (and plugins, through the host table) write
  * them. Strict on purpose: no signs, no spaces, no fractions, overflow is an error. */
-#include "units.h"
+#include "berth/units.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -56,7 +56,7 @@ out:
     return rc;
 }
 
-int units_parse_duration(const char *text, uint64_t *ms)
+int berth_parse_duration(const char *text, uint64_t *ms)
 {
     static const struct unit units[] = {
         {"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
@@ -64,7 +64,7 @@ int units_parse_duration(const char *text, uint64_t *ms)
     return parse_with_units(text, units, sizeof(units) / sizeof(units[0]), ms);
 }
 
-int units_parse_size(const char *text, uint64_t *bytes)
+int berth_parse_size(const char *text, uint64_t *bytes)
 {
     static const struct unit units[] = {
         {"", 1},
@@ -85,7 +85,7 @@ int units_parse_size(const char *text, uint64_t *bytes)
     return parse_with_units(text, units, sizeof(units) / sizeof(units[0]), bytes);
 }
 
-int units_parse_bool(const char *text, int *value)
+int berth_parse_bool(const char *text, int *value)
 {
     static const struct {
         const char *word;

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#include "config.h"
+#include "config/config.h"
 
 /* When running as root and cfg->user names another user: initgroups, setgid, setuid, and
  * check that root cannot be regained. 0, or -1 with the reason in why. */

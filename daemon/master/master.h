@@ -4,9 +4,9 @@
 
 #include <uv.h>
 
-#include "config.h"
-#include "listen.h"
-#include "stats.h"
+#include "config/config.h"
+#include "master/listen.h"
+#include "core/stats.h"
 
 struct generation;
 struct admin;

@@ -1,4 +1,4 @@
-#include "listen.h"
+#include "master/listen.h"
 
 #include <errno.h>
 #include <netinet/in.h>

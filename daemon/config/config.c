@@ -13,9 +13,9 @@
  * section ends; plugin paths are resolved after everything is read, because plugin_dir may
  * come after the listeners or from an include.
  */
-#include "config.h"
-#include "log.h"
-#include "units.h"
+#include "config/config.h"
+#include "core/log.h"
+#include "berth/units.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -455,7 +455,7 @@ out:
 
 static int set_shutdown_timeout(struct parse *p, const char *value, char *err, size_t errlen)
 {
-    int rc = units_parse_duration(value, &p->cfg->shutdown_timeout);
+    int rc = berth_parse_duration(value, &p->cfg->shutdown_timeout);
 
     if (rc < 0)
         snprintf(err, errlen, DURATION_HINT);
@@ -664,7 +664,7 @@ static int set_concurrency(struct parse *p, config_listener_t *l, struct listene
 static int set_idle_timeout(struct parse *p, config_listener_t *l, struct listener_state *ls,
                             const char *value, char *err, size_t errlen)
 {
-    int rc = units_parse_duration(value, &l->idle_timeout);
+    int rc = berth_parse_duration(value, &l->idle_timeout);
 
     if (rc < 0)
         snprintf(err, errlen, DURATION_HINT ", or 0 for none");
@@ -711,7 +711,7 @@ static int set_write_buffer(struct parse *p, config_listener_t *l, struct listen
                             const char *value, char *err, size_t errlen)
 {
     uint64_t n = 0;
-    int rc = units_parse_size(value, &n);
+    int rc = berth_parse_size(value, &n);
 
     if (rc < 0) {
         snprintf(err, errlen, SIZE_HINT);
@@ -724,10 +724,10 @@ static int set_write_buffer(struct parse *p, config_listener_t *l, struct listen
     return rc;
 }
 
-static int set_cidrs(cidr_list_t *list, const char *value, char *err, size_t errlen)
+static int set_cidrs(berth_cidr_list_t *list, const char *value, char *err, size_t errlen)
 {
     char bad[64];
-    int rc = cidr_list_parse(list, value, 0, bad, sizeof(bad));
+    int rc = berth_cidr_list_parse(list, value, 0, bad, sizeof(bad));
 
     if (rc == -EINVAL)
         snprintf(err, errlen,
@@ -1490,8 +1490,8 @@ void config_free(berth_config_t *cfg)
         free(l->address);
         free(l->handler);
         free(l->plugin_path);
-        cidr_list_free(&l->allow);
-        cidr_list_free(&l->deny);
+        berth_cidr_list_free(&l->allow);
+        berth_cidr_list_free(&l->deny);
         for (size_t j = 0; j < l->noptions; j++) {
             free(l->options[j].key);
             free(l->options[j].value);

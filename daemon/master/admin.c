@@ -1,4 +1,4 @@
-#include "admin.h"
+#include "master/admin.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -8,9 +8,9 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "listen.h"
-#include "log.h"
-#include "master.h"
+#include "master/listen.h"
+#include "core/log.h"
+#include "master/master.h"
 
 #define REQUEST_MAX 256
 

@@ -1,4 +1,4 @@
-#include "privs.h"
+#include "core/privs.h"
 
 #include <errno.h>
 #include <grp.h>

@@ -11,7 +11,7 @@
 #include <sys/un.h>
 
 #include "berth/handler.h"
-#include "cidr.h"
+#include "berth/cidr.h"
 
 #define BERTH_DEFAULT_CONF "/etc/berth/berth.conf"
 #define BERTH_DEFAULT_PLUGIN_DIR "/usr/lib/x86_64-linux-gnu/berth/plugins"
@@ -48,8 +48,8 @@ typedef struct config_listener {
     uint32_t backlog;      /* default 511 */
     uint32_t mode;         /* unix socket file mode, default 0660 */
     uint64_t write_buffer; /* high watermark in bytes, default 256K; low is a quarter */
-    cidr_list_t allow;     /* empty = everyone (unless deny matches) */
-    cidr_list_t deny;
+    berth_cidr_list_t allow;     /* empty = everyone (unless deny matches) */
+    berth_cidr_list_t deny;
 
     config_option_t *options; /* plugin keys, in file order */
     size_t noptions;

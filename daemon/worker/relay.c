@@ -19,8 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "worker.h"
+#include "core/log.h"
+#include "worker/worker.h"
 
 #define RELAY_PIPE_SIZE (256 * 1024) /* asked for; the kernel may give less */
 #define PIPE_POOL 64                 /* empty pipes a worker keeps for the next relays */

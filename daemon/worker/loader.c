@@ -1,4 +1,4 @@
-#include "loader.h"
+#include "worker/loader.h"
 
 #include <dlfcn.h>
 #include <errno.h>

@@ -12,7 +12,7 @@
  * Signals arrive through a signalfd on the loop, never in a handler. The master uses no
  * uv_signal (its handler state would be inherited by every fork).
  */
-#include "master.h"
+#include "master/master.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -29,13 +29,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "admin.h"
-#include "control.h"
-#include "loader.h"
-#include "log.h"
-#include "notify.h"
-#include "privs.h"
-#include "worker.h"
+#include "master/admin.h"
+#include "core/control.h"
+#include "worker/loader.h"
+#include "core/log.h"
+#include "core/notify.h"
+#include "core/privs.h"
+#include "worker/worker.h"
 
 #define START_DEADLINE_MS 30000 /* a worker that is not ready by then has failed */
 #define BACKOFF_MIN_MS 100

@@ -16,9 +16,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "units.h"
-#include "worker.h"
+#include "core/log.h"
+#include "berth/units.h"
+#include "worker/worker.h"
 
 #define LINGER_MS 2000
 
@@ -806,9 +806,9 @@ const berth_host_t berth_host_table = {
     .listener_name = host_listener_name,
     .listener_protocol = host_listener_protocol,
     .option = host_option,
-    .parse_duration = units_parse_duration,
-    .parse_size = units_parse_size,
-    .parse_bool = units_parse_bool,
+    .parse_duration = berth_parse_duration,
+    .parse_size = berth_parse_size,
+    .parse_bool = berth_parse_bool,
     .timer_start = host_timer_start,
     .timer_stop = host_timer_stop,
     .work = host_work,

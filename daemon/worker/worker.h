@@ -8,9 +8,9 @@
 #include <stddef.h>
 #include <uv.h>
 
-#include "config.h"
-#include "loader.h"
-#include "stats.h"
+#include "config/config.h"
+#include "worker/loader.h"
+#include "core/stats.h"
 
 /* What the master hands a worker it forks. */
 typedef struct worker_spec {

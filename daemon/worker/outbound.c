@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "worker.h"
+#include "core/log.h"
+#include "worker/worker.h"
 
 typedef struct outbound {
     berth_conn_t *c;

@@ -17,9 +17,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "control.h"
-#include "log.h"
-#include "worker.h"
+#include "core/control.h"
+#include "core/log.h"
+#include "worker/worker.h"
 
 #define ACCEPT_BATCH 64
 #define DGRAM_BATCH 64
@@ -187,7 +187,7 @@ static void listener_pause(berth_listener_t *l, uint64_t retry_ms)
 static berth_conn_t *admit(berth_listener_t *l, conn_kind_t kind,
                            const struct sockaddr_storage *peer, socklen_t plen)
 {
-    if (!cidr_permit(&l->cfg->allow, &l->cfg->deny, (const struct sockaddr *)peer)) {
+    if (!berth_cidr_permit(&l->cfg->allow, &l->cfg->deny, (const struct sockaddr *)peer)) {
         slot_release(l);
         atomic_fetch_add(&l->st->refused_acl, 1);
         return NULL;

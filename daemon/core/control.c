@@ -1,4 +1,4 @@
-#include "control.h"
+#include "core/control.h"
 
 #include <errno.h>
 #include <stddef.h>

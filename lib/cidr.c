@@ -1,7 +1,7 @@
 /* CIDR rules for allow/deny. Parsing is strict (a typo in an access rule must not widen it)
  * and matching treats a v4-mapped IPv6 peer as the IPv4 peer it is, so a dual-stack socket
  * sees the same policy as an IPv4 one. */
-#include "cidr.h"
+#include "berth/cidr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -61,14 +61,14 @@ static int prefix_equal(const uint8_t *a, const uint8_t *b, unsigned prefix)
     return 1;
 }
 
-int cidr_parse(const char *text, int with_port, cidr_t *out)
+int berth_cidr_parse(const char *text, int with_port, berth_cidr_t *out)
 {
     char buf[CIDR_TEXT_MAX];
     char *addr = buf, *prefix = NULL, *port = NULL;
     int bracketed = 0;
     unsigned width = 0;
     unsigned long v = 0;
-    cidr_t c = {0};
+    berth_cidr_t c = {0};
     size_t len;
     int rc = -EINVAL;
 
@@ -159,7 +159,7 @@ out:
     return rc;
 }
 
-int cidr_list_parse(cidr_list_t *list, const char *text, int with_port, char *bad, size_t badlen)
+int berth_cidr_list_parse(berth_cidr_list_t *list, const char *text, int with_port, char *bad, size_t badlen)
 {
     static const char seps[] = ", \t";
     size_t orig = list ? list->count : 0;
@@ -172,7 +172,7 @@ int cidr_list_parse(cidr_list_t *list, const char *text, int with_port, char *ba
         goto out;
     for (;;) {
         char tok[CIDR_TEXT_MAX];
-        cidr_t c;
+        berth_cidr_t c;
         size_t n;
 
         p += strspn(p, seps);
@@ -183,13 +183,13 @@ int cidr_list_parse(cidr_list_t *list, const char *text, int with_port, char *ba
             memcpy(tok, p, n);
             tok[n] = '\0';
         }
-        if (n >= sizeof(tok) || cidr_parse(tok, with_port, &c) < 0) {
+        if (n >= sizeof(tok) || berth_cidr_parse(tok, with_port, &c) < 0) {
             if (bad && badlen)
                 snprintf(bad, badlen, "%.*s", (int)n, p);
             rc = -EINVAL;
             goto out;
         }
-        cidr_t *items = realloc(list->items, (list->count + 1) * sizeof(*items));
+        berth_cidr_t *items = realloc(list->items, (list->count + 1) * sizeof(*items));
         if (!items) {
             rc = -ENOMEM;
             goto out;
@@ -205,7 +205,7 @@ out:
     return rc;
 }
 
-void cidr_list_free(cidr_list_t *list)
+void berth_cidr_list_free(berth_cidr_list_t *list)
 {
     if (!list)
         return;
@@ -245,7 +245,7 @@ out:
     return family;
 }
 
-int cidr_match(const cidr_t *c, const struct sockaddr *addr)
+int berth_cidr_match(const berth_cidr_t *c, const struct sockaddr *addr)
 {
     uint8_t a[16];
     uint16_t port = 0;
@@ -260,21 +260,21 @@ int cidr_match(const cidr_t *c, const struct sockaddr *addr)
     return c->family == family && prefix_equal(c->addr, a, c->prefix);
 }
 
-int cidr_list_match(const cidr_list_t *list, const struct sockaddr *addr)
+int berth_cidr_list_match(const berth_cidr_list_t *list, const struct sockaddr *addr)
 {
     if (!list)
         return 0;
     for (size_t i = 0; i < list->count; i++)
-        if (cidr_match(&list->items[i], addr))
+        if (berth_cidr_match(&list->items[i], addr))
             return 1;
     return 0;
 }
 
-int cidr_permit(const cidr_list_t *allow, const cidr_list_t *deny, const struct sockaddr *addr)
+int berth_cidr_permit(const berth_cidr_list_t *allow, const berth_cidr_list_t *deny, const struct sockaddr *addr)
 {
     if (addr && addr->sa_family == AF_UNIX)
         return 1;
-    if (cidr_list_match(deny, addr))
+    if (berth_cidr_list_match(deny, addr))
         return 0;
-    return !allow || allow->count == 0 || cidr_list_match(allow, addr);
+    return !allow || allow->count == 0 || berth_cidr_list_match(allow, addr);
 }
