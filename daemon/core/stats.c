@@ -60,6 +60,7 @@ int stats_worker_claim(stats_t *s, unsigned generation, unsigned index)
         memset(w, 0, sizeof *w);
         w->generation = generation;
         w->index = index;
+        atomic_store(&w->cur_listener, -1);
         w->started_ms = stats_now_ms();
         atomic_store(&w->state, WORKER_STARTING);
         return i;
@@ -78,4 +79,27 @@ void stats_worker_settle(stats_t *s, int slot)
             atomic_fetch_sub(&s->listeners[i].active, held);
     }
     atomic_store(&w->state, WORKER_FREE);
+}
+
+const char *stats_hook_name(int hook)
+{
+    static const char *const names[] = {
+        [STATS_HOOK_NONE] = "",
+        [STATS_HOOK_LOAD] = "load()",
+        [STATS_HOOK_CHECK_OPTION] = "check_option()",
+        [STATS_HOOK_LISTENER_OPEN] = "listener_open()",
+        [STATS_HOOK_LISTENER_CLOSE] = "listener_close()",
+        [STATS_HOOK_SETUP] = "setup()",
+        [STATS_HOOK_HANDLE] = "handle()",
+        [STATS_HOOK_FINISH] = "finish()",
+        [STATS_HOOK_TIMER] = "a timer callback",
+        [STATS_HOOK_WORK] = "a work function",
+        [STATS_HOOK_WORK_DONE] = "a work done callback",
+        [STATS_HOOK_CONNECT] = "a connect callback",
+        [STATS_HOOK_RELAY] = "a relay callback",
+        [STATS_HOOK_OTHER] = "a callback",
+    };
+    if (hook < 0 || (size_t)hook >= sizeof(names) / sizeof(names[0]) || !names[hook])
+        return "a callback";
+    return names[hook];
 }

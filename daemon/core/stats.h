@@ -32,6 +32,26 @@ typedef struct stats_listener {
 
 enum { WORKER_FREE = 0, WORKER_STARTING, WORKER_READY, WORKER_DRAINING };
 
+/* Which plugin hook a worker is running: stored (a plain store, no syscall) before each call
+ * into plugin code and cleared after, so the master can name the hook and listener of a
+ * crash ("crashed in socks5.so handle() serving [socks]"). */
+typedef enum stats_hook {
+    STATS_HOOK_NONE = 0, /* host code */
+    STATS_HOOK_LOAD,
+    STATS_HOOK_CHECK_OPTION,
+    STATS_HOOK_LISTENER_OPEN,
+    STATS_HOOK_LISTENER_CLOSE,
+    STATS_HOOK_SETUP,
+    STATS_HOOK_HANDLE,
+    STATS_HOOK_FINISH,
+    STATS_HOOK_TIMER,
+    STATS_HOOK_WORK,      /* a host->work() function, on the pool */
+    STATS_HOOK_WORK_DONE, /* its done callback, on the loop */
+    STATS_HOOK_CONNECT,   /* connect's allow or result callback */
+    STATS_HOOK_RELAY,     /* relay's done callback */
+    STATS_HOOK_OTHER,
+} stats_hook_t;
+
 typedef struct stats_worker {
     _Atomic int state;
     pid_t pid;
@@ -42,6 +62,10 @@ typedef struct stats_worker {
     _Atomic uint64_t active;
     _Atomic uint64_t bytes_in;
     _Atomic uint64_t bytes_out;
+    /* What the worker runs now (see stats_hook_t): the listener's stats slot (-1: none) and
+     * the hook. Written by the worker only, read by the master after the worker died. */
+    _Atomic int cur_listener;
+    _Atomic int cur_hook;
     /* This worker's share of each listener's `active`, so the master can settle a crash. */
     _Atomic uint32_t active_by_listener[STATS_LISTENERS];
 } stats_worker_t;
@@ -67,5 +91,7 @@ int stats_worker_claim(stats_t *s, unsigned generation, unsigned index);
 /* A worker process is gone: hand back what it held of each listener's `active`. */
 void stats_worker_settle(stats_t *s, int slot);
 uint64_t stats_now_ms(void);
+/* "handle()", "setup()", ...; "" for STATS_HOOK_NONE. */
+const char *stats_hook_name(int hook);
 
 #endif
