@@ -1,5 +1,5 @@
 /*
- * Connections and the host table plugins call through.
+ * The connection core: the one owner of `struct berth_conn` (see conn.h).
  *
  * Lifetime: a conn is freed only when its uv handle has closed (close_cb), its pending
  * work and connects have come back (refs == 0), and finish() has run. Writes own their
@@ -8,6 +8,7 @@
  * instead of a reset caused by data it sent that we never read.
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,9 +19,37 @@
 
 #include "core/log.h"
 #include "berth/units.h"
-#include "worker/worker.h"
+#include "worker/conn.h"
 
 #define LINGER_MS 2000
+
+struct berth_conn {
+    worker_t *w;
+    berth_listener_t *l;
+    berth_conn_t *prev, *next; /* the worker's list of live conns */
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    uv_timer_t idle; /* idle timeout and linger bound (stream kinds) */
+    uint64_t last_active;
+    const conn_hooks_t *hooks; /* the one hook slot: a relay, an outbound connect */
+    void *hooks_arg;
+    struct conn_timer *timers;
+    char *name;
+    int refs; /* the handle, pending work, connect, a callback in progress */
+    int plugin_pauses;
+    unsigned nwrites; /* uv_write requests in flight */
+    conn_kind_t kind;
+    unsigned setup_called : 1, closing : 1, closed : 1, eof : 1, shut_wr : 1, host_paused : 1,
+        reading : 1, lingering : 1, handle_init : 1, idle_init : 1, finished : 1, handled : 1,
+        counted : 1, watch_read : 1, ending_hooks : 1;
+    struct sockaddr_storage peer, local;
+    socklen_t peerlen, locallen;
+    _Alignas(max_align_t) unsigned char state[];
+};
 
 typedef struct conn_timer {
     uv_timer_t t;
@@ -48,17 +77,75 @@ typedef struct work_req {
 static void conn_maybe_finish(berth_conn_t *c);
 static void conn_end_handle(berth_conn_t *c);
 static void timers_stop_all(berth_conn_t *c);
+static void conn_update_reading(berth_conn_t *c);
 
-/* Hold a conn across a plugin callback that may close it. */
-static void conn_hold(berth_conn_t *c)
+/* ---- calling plugin code ---- */
+
+conn_plugin_scope_t conn_plugin_enter(worker_t *w, const berth_listener_t *l, stats_hook_t hook)
 {
+    conn_plugin_scope_t saved = {STATS_HOOK_NONE, -1};
+    if (w == NULL || w->st == NULL)
+        return saved;
+    saved.hook = atomic_load_explicit(&w->st->cur_hook, memory_order_relaxed);
+    saved.listener = atomic_load_explicit(&w->st->cur_listener, memory_order_relaxed);
+    atomic_store_explicit(&w->st->cur_listener, l ? l->slot : -1, memory_order_relaxed);
+    atomic_store_explicit(&w->st->cur_hook, (int)hook, memory_order_relaxed);
+    return saved;
+}
+
+void conn_plugin_leave(worker_t *w, conn_plugin_scope_t saved)
+{
+    if (w == NULL || w->st == NULL)
+        return;
+    atomic_store_explicit(&w->st->cur_hook, saved.hook, memory_order_relaxed);
+    atomic_store_explicit(&w->st->cur_listener, saved.listener, memory_order_relaxed);
+}
+
+/* The plugin hooks conn.c itself calls. */
+static int call_setup(berth_conn_t *c)
+{
+    if (c->l->plugin->desc.setup == NULL)
+        return 0;
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, c->l, STATS_HOOK_SETUP);
+    int rc = c->l->plugin->desc.setup(c);
+    conn_plugin_leave(c->w, s);
+    return rc;
+}
+
+static void call_handle(berth_conn_t *c, const void *data, size_t len)
+{
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, c->l, STATS_HOOK_HANDLE);
+    c->l->plugin->desc.handle(c, data, len);
+    conn_plugin_leave(c->w, s);
+}
+
+static void call_eof(berth_conn_t *c)
+{
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, c->l, STATS_HOOK_HANDLE);
+    c->l->plugin->desc.eof(c);
+    conn_plugin_leave(c->w, s);
+}
+
+static void call_finish(berth_conn_t *c)
+{
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, c->l, STATS_HOOK_FINISH);
+    c->l->plugin->desc.finish(c);
+    conn_plugin_leave(c->w, s);
+}
+
+/* ---- refs ---- */
+
+void conn_ref(berth_conn_t *c)
+{
+    assert(!c->finished);
     c->refs++;
 }
 
-/* Let go of a hold; a datagram's conn ends once handle() has returned and no timer or
- * work is pending on it. May free c. */
-static void conn_release(berth_conn_t *c)
+/* A datagram's conn ends once handle() has returned and no timer or work is pending on it
+ * (the datagram itself holds one ref until then). May free c. */
+void conn_unref(berth_conn_t *c)
 {
+    assert(c->refs > 0);
     c->refs--;
     if (c->kind == CONN_DGRAM && !c->closed && c->handled && c->timers == NULL && c->refs <= 1) {
         conn_close(c);
@@ -72,7 +159,8 @@ static uint64_t low_watermark(const berth_conn_t *c)
     return c->l->cfg->write_buffer / 4;
 }
 
-berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind)
+berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind,
+                       const struct sockaddr *peer, socklen_t peerlen)
 {
     size_t extra = kind == CONN_OUTBOUND ? 0 : l->plugin->desc.conn_size;
     berth_conn_t *c = calloc(1, sizeof *c + extra);
@@ -81,6 +169,11 @@ berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind)
     c->w = w;
     c->l = l;
     c->kind = kind;
+    c->counted = kind != CONN_OUTBOUND;
+    if (peer && peerlen <= sizeof c->peer) {
+        memcpy(&c->peer, peer, peerlen);
+        c->peerlen = peerlen;
+    }
     c->last_active = uv_now(&w->loop);
     c->next = w->conns;
     if (w->conns)
@@ -90,8 +183,81 @@ berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind)
     return c;
 }
 
-const char *conn_name(berth_conn_t *c)
+/* ---- facts ---- */
+
+worker_t *conn_worker(const berth_conn_t *c)
 {
+    return c->w;
+}
+
+berth_listener_t *conn_listener(const berth_conn_t *c)
+{
+    return c->l;
+}
+
+conn_kind_t conn_kind(const berth_conn_t *c)
+{
+    return c->kind;
+}
+
+uv_loop_t *conn_loop(const berth_conn_t *c)
+{
+    return &c->w->loop;
+}
+
+int conn_is_open(const berth_conn_t *c)
+{
+    return !c->closing && !c->closed && !c->finished;
+}
+
+int conn_eof(const berth_conn_t *c)
+{
+    return c->eof;
+}
+
+unsigned conn_writes_pending(const berth_conn_t *c)
+{
+    return c->nwrites;
+}
+
+int conn_fd(const berth_conn_t *c)
+{
+    uv_os_fd_t fd = -1;
+    if (c->kind == CONN_DGRAM || !c->handle_init || c->closed || uv_fileno(&c->h.handle, &fd) != 0)
+        return -1;
+    return fd;
+}
+
+void *conn_state(berth_conn_t *c)
+{
+    return c->kind != CONN_OUTBOUND && c->l->plugin->desc.conn_size ? c->state : NULL;
+}
+
+const struct sockaddr *conn_peer_addr(const berth_conn_t *c, socklen_t *len)
+{
+    if (len)
+        *len = c->peerlen;
+    return (const struct sockaddr *)&c->peer;
+}
+
+const struct sockaddr *conn_local_addr(const berth_conn_t *c, socklen_t *len)
+{
+    /* Asked for rarely: a syscall on demand, not one per connection or datagram. */
+    berth_conn_t *m = (berth_conn_t *)c;
+    if (c->locallen == 0) {
+        int fd = c->kind == CONN_DGRAM ? c->l->fd : conn_fd(c);
+        m->locallen = sizeof m->local;
+        if (fd < 0 || getsockname(fd, (struct sockaddr *)&m->local, &m->locallen) < 0)
+            m->locallen = 0;
+    }
+    if (len)
+        *len = c->locallen;
+    return (const struct sockaddr *)&c->local;
+}
+
+const char *conn_name(const berth_conn_t *cc)
+{
+    berth_conn_t *c = (berth_conn_t *)cc; /* the name is made once, on demand */
     if (c->name)
         return c->name;
     char buf[160];
@@ -138,12 +304,62 @@ void conn_count_out(berth_conn_t *c, size_t n)
     atomic_fetch_add_explicit(&c->w->st->bytes_out, n, memory_order_relaxed);
 }
 
+/* ---- hooks ---- */
+
+void conn_set_hooks(berth_conn_t *c, const conn_hooks_t *hooks, void *arg)
+{
+    assert(hooks == NULL || c->hooks == NULL);
+    c->hooks = hooks;
+    c->hooks_arg = hooks ? arg : NULL;
+    if (hooks == NULL)
+        c->watch_read = 0;
+    conn_update_reading(c);
+}
+
+int conn_hooked(const berth_conn_t *c)
+{
+    return c->hooks != NULL;
+}
+
+int conn_taken(const berth_conn_t *c)
+{
+    return c->hooks && c->hooks->takes_input;
+}
+
+void conn_watch_read(berth_conn_t *c, int on)
+{
+    assert(c->hooks && c->hooks->takes_input);
+    c->watch_read = on ? 1 : 0;
+    conn_update_reading(c);
+}
+
+void conn_mark_eof(berth_conn_t *c)
+{
+    c->eof = 1;
+}
+
+/* Tell the hook the conn is ending, once. */
+static void hooks_on_close(berth_conn_t *c)
+{
+    if (c->hooks && c->hooks->on_close && !c->ending_hooks) {
+        c->ending_hooks = 1;
+        c->hooks->on_close(c, c->hooks_arg);
+        c->ending_hooks = 0;
+    }
+}
+
 /* ---- reading ---- */
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     berth_conn_t *c = h->data;
     worker_t *w = c->w;
+    /* A hook that takes the input reads the socket itself: an empty buffer makes libuv
+     * report readiness (UV_ENOBUFS) without reading. */
+    if (c->hooks && c->hooks->takes_input) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
     /* read_cb follows alloc_cb at once, so one buffer per loop serves every conn: an idle
      * connection holds no read buffer. */
     if (!w->readbuf_busy) {
@@ -161,12 +377,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->w->readbuf_busy = 0;
     if (nread == 0)
         return;
+    if (nread == UV_ENOBUFS && c->hooks && c->hooks->takes_input) {
+        if (c->hooks->on_readable)
+            c->hooks->on_readable(c, c->hooks_arg);
+        return;
+    }
     if (nread > 0) {
         conn_touch(c);
         conn_count_in(c, (size_t)nread);
         if (c->lingering || c->closing)
             return; /* discarded: we are only waiting for the peer's EOF */
-        c->l->plugin->desc.handle(c, buf->base, (size_t)nread);
+        call_handle(c, buf->base, (size_t)nread);
         return;
     }
     if (nread == UV_EOF) {
@@ -178,7 +399,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         if (c->l->plugin->desc.eof)
-            c->l->plugin->desc.eof(c);
+            call_eof(c);
         else
             conn_close(c);
         return;
@@ -191,13 +412,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_abort(c);
 }
 
-void conn_update_reading(berth_conn_t *c)
+static void conn_update_reading(berth_conn_t *c)
 {
-    /* Datagrams are read by their listener, outbound conns only by a relay. */
-    if (c->kind != CONN_STREAM || !c->handle_init || c->closed || c->relay)
+    /* Datagrams are read by their listener; outbound conns only through a hook. */
+    if (c->kind == CONN_DGRAM || !c->handle_init || c->closed || uv_is_closing(&c->h.handle))
         return;
     int want;
-    if (c->lingering)
+    if (c->hooks && c->hooks->takes_input)
+        want = c->watch_read && !c->closing;
+    else if (c->kind != CONN_STREAM)
+        want = 0;
+    else if (c->lingering)
         want = !c->eof;
     else
         want = !c->closing && !c->eof && !c->host_paused && c->plugin_pauses == 0;
@@ -259,11 +484,9 @@ static void conn_end_handle(berth_conn_t *c)
     if (!c->handle_init || uv_is_closing(&c->h.handle))
         return;
     c->reading = 0;
-    if (c->relay) {
-        relay_on_close(c); /* ends the relay, which closes both of its conns */
-        if (uv_is_closing(&c->h.handle))
-            return;
-    }
+    hooks_on_close(c); /* a relay ends here, which may close this handle itself */
+    if (uv_is_closing(&c->h.handle))
+        return;
     uv_close(&c->h.handle, on_handle_closed);
 }
 
@@ -274,8 +497,8 @@ static void conn_flushed(berth_conn_t *c)
         conn_end_handle(c);
         return;
     }
-    uv_os_fd_t fd = -1;
-    if (uv_fileno(&c->h.handle, &fd) == 0)
+    int fd = conn_fd(c);
+    if (fd >= 0)
         shutdown(fd, SHUT_WR);
     c->lingering = 1;
     conn_update_reading(c);
@@ -288,8 +511,8 @@ static void on_idle(uv_timer_t *t);
 static int conn_begin_end(berth_conn_t *c)
 {
     c->closing = 1;
-    if (c->outbound)
-        outbound_cancel(c);
+    if (c->hooks && !c->hooks->takes_input)
+        hooks_on_close(c); /* an outbound connect is cancelled */
     if (c->kind != CONN_DGRAM)
         return 0;
     conn_end_handle(c);
@@ -312,13 +535,21 @@ void conn_abort(berth_conn_t *c)
 {
     if (c->closed || conn_begin_end(c))
         return;
-    uv_os_fd_t fd = -1;
-    if (!c->eof && c->handle_init && c->h.handle.type == UV_TCP &&
-        uv_fileno(&c->h.handle, &fd) == 0) {
+    int fd;
+    if (!c->eof && c->handle_init && c->h.handle.type == UV_TCP && (fd = conn_fd(c)) >= 0) {
         struct linger lg = {1, 0}; /* a reset: the peer must not take this for a clean end */
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     }
     conn_end_handle(c);
+}
+
+void conn_abort_all(worker_t *w)
+{
+    /* A datagram's conn is freed inside conn_abort: step on before. */
+    for (berth_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        conn_abort(c);
+    }
 }
 
 static void on_idle(uv_timer_t *t)
@@ -341,13 +572,6 @@ static void on_idle(uv_timer_t *t)
     conn_close(c);
 }
 
-void conn_unref(berth_conn_t *c)
-{
-    if (--c->refs < 0)
-        c->refs = 0;
-    conn_maybe_finish(c);
-}
-
 static void conn_maybe_finish(berth_conn_t *c)
 {
     if (!c->closed || c->refs > 0 || c->finished)
@@ -355,7 +579,8 @@ static void conn_maybe_finish(berth_conn_t *c)
     c->finished = 1;
     timers_stop_all(c);
     if (c->setup_called && c->l->plugin->desc.finish)
-        c->l->plugin->desc.finish(c);
+        call_finish(c);
+    assert(c->timers == NULL);
     worker_t *w = c->w;
     if (c->prev)
         c->prev->next = c->next;
@@ -379,7 +604,7 @@ static void conn_maybe_finish(berth_conn_t *c)
 static int conn_setup(berth_conn_t *c)
 {
     c->setup_called = 1;
-    int rc = c->l->plugin->desc.setup ? c->l->plugin->desc.setup(c) : 0;
+    int rc = call_setup(c);
     if (rc) {
         atomic_fetch_add(&c->l->st->refused_limit, 1);
         log_debug("%s %s: refused by the plugin: %s", c->l->cfg->name, conn_name(c),
@@ -427,21 +652,49 @@ int conn_start_stream(berth_conn_t *c, int fd)
 void conn_datagram(berth_conn_t *c, const void *data, size_t len)
 {
     c->refs = 1; /* the datagram itself, dropped by conn_end_handle */
-    conn_hold(c);
+    conn_ref(c);
     conn_count_in(c, len);
-    if (conn_setup(c) == 0 && c->l->plugin->desc.handle && !c->closing)
-        c->l->plugin->desc.handle(c, data, len);
+    if (conn_setup(c) == 0 && !c->closing)
+        call_handle(c, data, len);
     c->handled = 1;
-    conn_release(c);
+    conn_unref(c);
 }
 
-/* ---- the host table ---- */
+int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb)
+{
+    assert(c->kind == CONN_OUTBOUND && !c->handle_init);
+    c->refs = 1; /* the handle */
+    int rc = uv_tcp_init(&c->w->loop, &c->h.tcp);
+    if (rc) {
+        c->closed = 1;
+        conn_unref(c);
+        return rc;
+    }
+    c->h.handle.data = c;
+    c->handle_init = 1;
+    rc = uv_tcp_connect(req, &c->h.tcp, (const struct sockaddr *)&c->peer, cb);
+    if (rc)
+        conn_abort(c);
+    return rc;
+}
+
+void conn_connected(berth_conn_t *c, struct sockaddr_storage *local)
+{
+    c->locallen = sizeof c->local;
+    if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&c->local, (int *)&c->locallen))
+        c->locallen = 0;
+    memcpy(local, &c->local, sizeof *local);
+    uv_tcp_nodelay(&c->h.tcp, 1);
+}
+
+/* ---- writing ---- */
 
 static void on_write(uv_write_t *req, int status)
 {
     write_req_t *r = req->data;
     berth_conn_t *c = r->c;
     free(r);
+    assert(c->nwrites > 0);
     c->nwrites--;
     if (status < 0 && status != UV_ECANCELED) {
         log_debug("%s %s: write: %s", c->l->cfg->name, conn_name(c), uv_strerror(status));
@@ -459,8 +712,8 @@ static void on_write(uv_write_t *req, int status)
     }
     if (c->closing && c->nwrites == 0)
         conn_flushed(c);
-    else if (c->relay && c->nwrites == 0)
-        relay_writes_done(c);
+    else if (c->nwrites == 0 && c->hooks && c->hooks->on_writes_done)
+        c->hooks->on_writes_done(c, c->hooks_arg);
 }
 
 static int dgram_send(berth_conn_t *c, const void *data, size_t len)
@@ -474,21 +727,21 @@ static int dgram_send(berth_conn_t *c, const void *data, size_t len)
     ssize_t n = sendto(c->l->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL,
                        (const struct sockaddr *)&c->peer, c->peerlen);
     if (n < 0) {
+        int e = errno;
         atomic_fetch_add(&c->l->st->errors, 1);
-        return -errno;
+        return -e;
     }
     conn_count_out(c, (size_t)n);
     return 0;
 }
 
-static int host_write(berth_conn_t *c, const void *data, size_t len)
+/* A write by the plugin, or by a hook that owns the conn (a relay through its backlog). */
+int conn_write(berth_conn_t *c, const void *data, size_t len)
 {
     if (c->kind == CONN_DGRAM)
         return dgram_send(c, data, len);
-    if (c->closing || c->shut_wr || c->closed)
+    if (c->closing || c->shut_wr || c->closed || !c->handle_init)
         return -EPIPE;
-    if (c->relay)
-        return -EBUSY; /* the relay owns the socket now */
     if (len == 0)
         return 0;
     conn_touch(c);
@@ -529,22 +782,12 @@ static int host_write(berth_conn_t *c, const void *data, size_t len)
     return 0;
 }
 
-static void host_close(berth_conn_t *c)
-{
-    conn_close(c);
-}
-
-static void host_abort(berth_conn_t *c)
-{
-    conn_abort(c);
-}
-
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     free(req);
 }
 
-static int host_shutdown(berth_conn_t *c)
+int conn_shutdown(berth_conn_t *c)
 {
     if (c->kind == CONN_DGRAM)
         return -ENOTSUP;
@@ -564,125 +807,28 @@ static int host_shutdown(berth_conn_t *c)
     return 0;
 }
 
-static void host_pause(berth_conn_t *c)
+void conn_pause(berth_conn_t *c)
 {
     c->plugin_pauses++;
     conn_update_reading(c);
 }
 
-static void host_resume(berth_conn_t *c)
+void conn_resume(berth_conn_t *c)
 {
+    assert(c->plugin_pauses > 0); /* each resume needs its pause */
     if (c->plugin_pauses > 0)
         c->plugin_pauses--;
     conn_update_reading(c);
 }
 
-static size_t host_write_queue_size(const berth_conn_t *c)
+size_t conn_write_queue_size(const berth_conn_t *c)
 {
     if (c->kind == CONN_DGRAM || !c->handle_init || c->closed)
         return 0;
     return uv_stream_get_write_queue_size(&c->h.stream);
 }
 
-static void *host_state(berth_conn_t *c)
-{
-    return c->l->plugin->desc.conn_size ? c->state : NULL;
-}
-
-static void *host_listener_state(berth_conn_t *c)
-{
-    return c->l->state;
-}
-
-static berth_listener_t *host_listener(berth_conn_t *c)
-{
-    return c->l;
-}
-
-static const struct sockaddr *host_peer_addr(const berth_conn_t *c, socklen_t *len)
-{
-    if (len)
-        *len = c->peerlen;
-    return (const struct sockaddr *)&c->peer;
-}
-
-static const struct sockaddr *host_local_addr(const berth_conn_t *c, socklen_t *len)
-{
-    /* Asked for rarely: a syscall on demand, not one per connection or datagram. */
-    if (c->locallen == 0) {
-        berth_conn_t *m = (berth_conn_t *)c;
-        uv_os_fd_t fd = -1;
-        m->locallen = sizeof m->local;
-        if (c->kind == CONN_DGRAM)
-            fd = c->l->fd;
-        else if (c->handle_init && !c->closed)
-            uv_fileno(&c->h.handle, &fd);
-        if (fd < 0 || getsockname(fd, (struct sockaddr *)&m->local, &m->locallen) < 0)
-            m->locallen = 0;
-    }
-    if (len)
-        *len = c->locallen;
-    return (const struct sockaddr *)&c->local;
-}
-
-static const char *host_peer_name(const berth_conn_t *c)
-{
-    return conn_name((berth_conn_t *)c);
-}
-
-static const char *host_listener_name(const berth_listener_t *l)
-{
-    return l->cfg->name;
-}
-
-static berth_protocol_t host_listener_protocol(const berth_listener_t *l)
-{
-    return l->cfg->protocol;
-}
-
-static const char *host_option(const berth_listener_t *l, const char *key)
-{
-    /* The last one wins, as everywhere in the config. */
-    const char *v = NULL;
-    for (size_t i = 0; i < l->cfg->noptions; i++)
-        if (strcmp(l->cfg->options[i].key, key) == 0)
-            v = l->cfg->options[i].value;
-    return v;
-}
-
-/* A plugin's line, prefixed with what it concerns: "listener peer: ..." or "listener: ...". */
-static void vlog_prefixed(berth_log_level_t level, const char *listener, const char *peer,
-                          const char *fmt, va_list ap) BERTH_PRINTF(4, 0);
-static void vlog_prefixed(berth_log_level_t level, const char *listener, const char *peer,
-                          const char *fmt, va_list ap)
-{
-    if (!log_enabled(level))
-        return;
-    char msg[1536];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    log_msg(level, "%s%s%s%s%s", listener ? listener : "", peer ? " " : "", peer ? peer : "",
-            listener ? ": " : "", msg);
-}
-
-static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
-    BERTH_PRINTF(3, 4);
-static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlog_prefixed(level, c ? c->l->cfg->name : NULL, c ? conn_name(c) : NULL, fmt, ap);
-    va_end(ap);
-}
-
-static void host_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
-    BERTH_PRINTF(3, 4);
-static void host_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlog_prefixed(level, l ? l->cfg->name : NULL, NULL, fmt, ap);
-    va_end(ap);
-}
+/* ---- timers and pool work ---- */
 
 static void on_conn_timer(uv_timer_t *t)
 {
@@ -697,14 +843,16 @@ static void on_conn_timer(uv_timer_t *t)
     berth_timer_cb cb = ct->cb;
     void *arg = ct->arg;
     uv_close((uv_handle_t *)&ct->t, on_timer_closed);
-    conn_hold(c);
+    conn_ref(c);
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, c->l, STATS_HOOK_TIMER);
     cb(c, arg);
-    conn_release(c);
+    conn_plugin_leave(c->w, s);
+    conn_unref(c);
 }
 
-static berth_timer_t *host_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb cb, void *arg)
+berth_timer_t *conn_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb cb, void *arg)
 {
-    if (c->closed || c->finished)
+    if (c->closed || c->finished || cb == NULL)
         return NULL;
     conn_timer_t *t = calloc(1, sizeof *t);
     if (t == NULL)
@@ -722,7 +870,7 @@ static berth_timer_t *host_timer_start(berth_conn_t *c, uint64_t ms, berth_timer
     return (berth_timer_t *)t;
 }
 
-static void host_timer_stop(berth_timer_t *timer)
+void conn_timer_stop(berth_timer_t *timer)
 {
     conn_timer_t *t = (conn_timer_t *)timer;
     if (t == NULL)
@@ -739,6 +887,7 @@ static void host_timer_stop(berth_timer_t *timer)
 
 static void on_work(uv_work_t *req)
 {
+    /* A pool thread: the loop thread's hook record is not ours to write. */
     work_req_t *r = req->data;
     r->work(r->arg);
 }
@@ -747,12 +896,15 @@ static void on_work_done(uv_work_t *req, int status)
 {
     work_req_t *r = req->data;
     berth_conn_t *c = r->c;
+    berth_listener_t *l = c->l;
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, l, STATS_HOOK_WORK_DONE);
     r->done(c, r->arg, status == UV_ECANCELED ? -ECANCELED : 0);
+    conn_plugin_leave(c->w, s);
     free(r);
-    conn_release(c); /* the work's own ref */
+    conn_unref(c); /* the work's own ref */
 }
 
-static int host_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg)
+int conn_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg)
 {
     if (c->finished || work == NULL || done == NULL)
         return -EINVAL;
@@ -769,49 +921,6 @@ static int host_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, vo
         free(r);
         return rc;
     }
-    c->refs++;
+    conn_ref(c);
     return 0;
 }
-
-static int host_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t timeout_ms,
-                        berth_connect_allow_cb allow, berth_connect_cb cb, void *arg)
-{
-    return outbound_connect(c, host, port, timeout_ms, allow, cb, arg);
-}
-
-static int host_relay(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
-                      void *arg)
-{
-    return relay_start(c, peer, idle_ms, done, arg);
-}
-
-const berth_host_t berth_host_table = {
-    .abi_version = BERTH_ABI_VERSION,
-    .size = sizeof(berth_host_t),
-    .log = host_log,
-    .log_listener = host_log_listener,
-    .write = host_write,
-    .close = host_close,
-    .abort = host_abort,
-    .shutdown = host_shutdown,
-    .pause = host_pause,
-    .resume = host_resume,
-    .write_queue_size = host_write_queue_size,
-    .state = host_state,
-    .listener_state = host_listener_state,
-    .listener = host_listener,
-    .peer_addr = host_peer_addr,
-    .local_addr = host_local_addr,
-    .peer_name = host_peer_name,
-    .listener_name = host_listener_name,
-    .listener_protocol = host_listener_protocol,
-    .option = host_option,
-    .parse_duration = berth_parse_duration,
-    .parse_size = berth_parse_size,
-    .parse_bool = berth_parse_bool,
-    .timer_start = host_timer_start,
-    .timer_stop = host_timer_stop,
-    .work = host_work,
-    .connect = host_connect,
-    .relay = host_relay,
-};

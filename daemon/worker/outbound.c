@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "core/log.h"
-#include "worker/worker.h"
+#include "worker/outbound.h"
 
 typedef struct outbound {
     berth_conn_t *c;
@@ -89,14 +89,17 @@ static void outbound_finish(outbound_t *o, berth_connect_error_t err, int sys)
         return;
     o->done = 1;
     berth_conn_t *c = o->c;
-    c->outbound = NULL;
+    conn_set_hooks(c, NULL, NULL);
     uv_timer_stop(&o->timer);
     uv_close((uv_handle_t *)&o->timer, on_timer_closed);
     o->result.error = err;
     o->result.sys_errno = sys;
     if (err != BERTH_CONNECT_OK)
         o->result.peer = NULL;
+    conn_plugin_scope_t sc =
+        conn_plugin_enter(conn_worker(c), conn_listener(c), STATS_HOOK_CONNECT);
     o->cb(c, &o->result, o->arg);
+    conn_plugin_leave(conn_worker(c), sc);
     outbound_free_maybe(o);
 }
 
@@ -107,10 +110,7 @@ static void on_connect(uv_connect_t *req, int status)
     o->connecting = 0;
     o->pending--;
     if (status == 0 && !o->done && !o->cancelled) {
-        peer->locallen = sizeof peer->local;
-        uv_tcp_getsockname(&peer->h.tcp, (struct sockaddr *)&peer->local, (int *)&peer->locallen);
-        memcpy(&o->result.local, &peer->local, sizeof o->result.local);
-        uv_tcp_nodelay(&peer->h.tcp, 1);
+        conn_connected(peer, &o->result.local);
         o->peer = NULL;
         o->result.peer = peer;
         outbound_finish(o, BERTH_CONNECT_OK, 0);
@@ -127,8 +127,8 @@ static void on_connect(uv_connect_t *req, int status)
     }
     o->result.error = map_error(status);
     o->result.sys_errno = -status;
-    log_debug("%s %s: connect %s port %u: %s", o->c->l->cfg->name, conn_name(o->c), o->host,
-              o->port, uv_strerror(status));
+    log_debug("%s %s: connect %s port %u: %s", conn_listener(o->c)->cfg->name, conn_name(o->c),
+              o->host, o->port, uv_strerror(status));
     try_next(o);
 }
 
@@ -141,24 +141,24 @@ static void try_next(outbound_t *o)
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
             continue;
         memcpy(&o->result.remote, ai->ai_addr, ai->ai_addrlen);
-        if (o->allow && o->allow(c, ai->ai_addr, o->arg) != 0)
-            continue;
+        if (o->allow) {
+            conn_plugin_scope_t sc =
+                conn_plugin_enter(conn_worker(c), conn_listener(c), STATS_HOOK_CONNECT);
+            int refused = o->allow(c, ai->ai_addr, o->arg);
+            conn_plugin_leave(conn_worker(c), sc);
+            if (refused)
+                continue;
+        }
         o->any_allowed = 1;
-        berth_conn_t *peer = conn_new(c->w, c->l, CONN_OUTBOUND);
+        berth_conn_t *peer = conn_new(conn_worker(c), conn_listener(c), CONN_OUTBOUND, ai->ai_addr,
+                                      (socklen_t)ai->ai_addrlen);
         if (peer == NULL) {
             outbound_finish(o, BERTH_CONNECT_FAILED, ENOMEM);
             return;
         }
-        peer->refs = 1;
-        memcpy(&peer->peer, ai->ai_addr, ai->ai_addrlen);
-        peer->peerlen = (socklen_t)ai->ai_addrlen;
-        uv_tcp_init(&c->w->loop, &peer->h.tcp);
-        peer->h.handle.data = peer;
-        peer->handle_init = 1;
         o->creq.data = o;
-        int rc = uv_tcp_connect(&o->creq, &peer->h.tcp, ai->ai_addr, on_connect);
+        int rc = conn_connect(peer, &o->creq, on_connect);
         if (rc) {
-            conn_abort(peer);
             o->result.error = map_error(rc);
             o->result.sys_errno = -rc;
             continue;
@@ -189,7 +189,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     if (status < 0) {
-        log_debug("%s %s: resolve %s: %s", o->c->l->cfg->name, conn_name(o->c), o->host,
+        log_debug("%s %s: resolve %s: %s", conn_listener(o->c)->cfg->name, conn_name(o->c), o->host,
                   uv_strerror(status));
         outbound_finish(o, map_error(status), 0);
         return;
@@ -211,10 +211,11 @@ static void on_deadline(uv_timer_t *t)
         outbound_finish(o, BERTH_CONNECT_TIMEOUT, ETIMEDOUT);
 }
 
-void outbound_cancel(berth_conn_t *c)
+/* The plugin's conn is ending: the attempt stops, the plugin hears ECANCELED. */
+static void outbound_cancel(berth_conn_t *c, void *arg)
 {
-    outbound_t *o = c->outbound;
-    if (o == NULL || o->done)
+    outbound_t *o = arg;
+    if (o->done)
         return;
     o->cancelled = 1;
     if (o->resolving)
@@ -225,11 +226,17 @@ void outbound_cancel(berth_conn_t *c)
         outbound_finish(o, BERTH_CONNECT_FAILED, ECANCELED);
 }
 
+static const conn_hooks_t outbound_hooks = {.on_close = outbound_cancel};
+
 int outbound_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t timeout_ms,
                      berth_connect_allow_cb allow, berth_connect_cb cb, void *arg)
 {
-    if (c->closing || c->closed || c->outbound || cb == NULL || host == NULL || port == 0)
-        return c->outbound ? -EALREADY : (cb && host && port ? -EPIPE : -EINVAL);
+    if (cb == NULL || host == NULL || port == 0)
+        return -EINVAL;
+    if (conn_hooked(c))
+        return -EALREADY;
+    if (!conn_is_open(c))
+        return -EPIPE;
     outbound_t *o = calloc(1, sizeof *o);
     if (o == NULL || (o->host = strdup(host)) == NULL) {
         free(o);
@@ -261,7 +268,7 @@ int outbound_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t 
         hints.ai_protocol = IPPROTO_TCP;
         char service[8];
         snprintf(service, sizeof service, "%u", port);
-        int rc = uv_getaddrinfo(&c->w->loop, &o->gai, on_resolved, host, service, &hints);
+        int rc = uv_getaddrinfo(conn_loop(c), &o->gai, on_resolved, host, service, &hints);
         if (rc) { /* no callback will come */
             free(o->host);
             free(o);
@@ -270,11 +277,11 @@ int outbound_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t 
         o->resolving = 1;
         o->pending++;
     }
-    uv_timer_init(&c->w->loop, &o->timer);
+    uv_timer_init(conn_loop(c), &o->timer);
     o->timer.data = o;
     o->pending++; /* the timer's close */
-    c->refs++;
-    c->outbound = o;
+    conn_ref(c);
+    conn_set_hooks(c, &outbound_hooks, o);
     if (timeout_ms)
         uv_timer_start(&o->timer, on_deadline, timeout_ms, 0);
     if (o->literal.ai_addrlen) {

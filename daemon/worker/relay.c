@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "worker/worker.h"
+#include "worker/relay.h"
 
 #define RELAY_PIPE_SIZE (256 * 1024) /* asked for; the kernel may give less */
 #define PIPE_POOL 64                 /* empty pipes a worker keeps for the next relays */
@@ -90,7 +90,7 @@ static void relay_unref(relay_t *r)
 
 static void touch(relay_t *r)
 {
-    r->last = uv_now(&r->client->w->loop);
+    r->last = uv_now(&*conn_loop(r->client));
     conn_touch(r->client);
     conn_touch(r->peer);
 }
@@ -140,7 +140,7 @@ static int dir_fill(relay_t *r, relay_dir_t *d)
         }
         if (n == 0) {
             d->eof = 1;
-            d->from->eof = 1;
+            conn_mark_eof(d->from);
             break;
         }
         if (errno == EINTR)
@@ -217,7 +217,7 @@ static void on_idle_closed(uv_handle_t *h)
 static void on_idle(uv_timer_t *t)
 {
     relay_t *r = t->data;
-    uint64_t now = uv_now(&r->client->w->loop);
+    uint64_t now = uv_now(&*conn_loop(r->client));
     if (now - r->last >= r->idle_ms) {
         relay_end(r, UV_ETIMEDOUT);
         return;
@@ -239,14 +239,18 @@ static void relay_end(relay_t *r, int error)
         r->side[i].poll = NULL;
     }
     berth_conn_t *c = r->client, *p = r->peer;
-    c->relay = NULL;
-    p->relay = NULL;
+    conn_set_hooks(c, NULL, NULL);
+    conn_set_hooks(p, NULL, NULL);
     if (r->cb) {
         berth_relay_stats_t st = {r->dir[0].bytes, r->dir[1].bytes, error};
+        conn_plugin_scope_t sc =
+            conn_plugin_enter(conn_worker(c), conn_listener(c), STATS_HOOK_RELAY);
         r->cb(c, &st, r->arg);
+        conn_plugin_leave(conn_worker(c), sc);
     }
     /* Both directions finished cleanly: nothing is left to say to either side. */
-    c->eof = p->eof = 1;
+    conn_mark_eof(c);
+    conn_mark_eof(p);
     if (error) {
         conn_abort(c);
         conn_abort(p);
@@ -258,11 +262,9 @@ static void relay_end(relay_t *r, int error)
 }
 
 /* A relayed conn is being closed from outside (drain deadline, abort): end the relay. */
-void relay_on_close(berth_conn_t *c)
+static void relay_on_close(berth_conn_t *c, void *arg)
 {
-    relay_t *r = c->relay;
-    if (r)
-        relay_end(r, UV_ECANCELED);
+    relay_end(arg, UV_ECANCELED);
 }
 
 /* Both streams are idle now (the plugin's last writes are out): start watching. */
@@ -270,14 +272,14 @@ static int relay_go(relay_t *r)
 {
     for (int i = 0; i < 2; i++) {
         relay_side_t *s = &r->side[i];
-        uv_os_fd_t fd = -1;
-        if (uv_fileno(&s->c->h.handle, &fd))
+        int fd = conn_fd(s->c);
+        if (fd < 0)
             return -EBADF;
         s->fd = fd;
         s->poll = malloc(sizeof *s->poll);
         if (s->poll == NULL)
             return -ENOMEM;
-        int rc = uv_poll_init(&r->client->w->loop, s->poll, fd);
+        int rc = uv_poll_init(&*conn_loop(r->client), s->poll, fd);
         if (rc) {
             free(s->poll);
             s->poll = NULL;
@@ -299,16 +301,22 @@ static int relay_go(relay_t *r)
     return 0;
 }
 
-/* conn.c: a relayed conn's last plugin write completed. */
-void relay_writes_done(berth_conn_t *c)
+/* A relayed conn's last plugin write completed. */
+static void relay_writes_done(berth_conn_t *c, void *arg)
 {
-    relay_t *r = c->relay;
-    if (r == NULL || r->started || r->client->nwrites || r->peer->nwrites)
+    relay_t *r = arg;
+    if (r->started || conn_writes_pending(r->client) || conn_writes_pending(r->peer))
         return;
     int rc = relay_go(r);
     if (rc)
         relay_end(r, rc);
 }
+
+static const conn_hooks_t relay_hooks = {
+    .on_close = relay_on_close,
+    .on_writes_done = relay_writes_done,
+    .takes_input = 1,
+};
 
 static int dir_init(relay_dir_t *d, berth_conn_t *from, berth_conn_t *to)
 {
@@ -335,11 +343,13 @@ static int dir_init(relay_dir_t *d, berth_conn_t *from, berth_conn_t *to)
 int relay_start(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
                 void *arg)
 {
-    if (c == NULL || peer == NULL || c == peer || c->kind != CONN_STREAM ||
-        peer->kind != CONN_OUTBOUND)
+    if (c == NULL || peer == NULL || c == peer || conn_kind(c) != CONN_STREAM ||
+        conn_kind(peer) != CONN_OUTBOUND)
         return -EINVAL;
-    if (c->relay || peer->relay || c->closing || c->closed || peer->closing || peer->closed)
+    if (!conn_is_open(c) || !conn_is_open(peer))
         return -EPIPE;
+    if (conn_hooked(c) || conn_hooked(peer))
+        return -EBUSY;
     relay_t *r = calloc(1, sizeof *r);
     if (r == NULL)
         return -ENOMEM;
@@ -352,11 +362,6 @@ int relay_start(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_rel
         relay_unref(r);
         return rc;
     }
-    /* The plugin's reads stop here; the relay moves both sides from now on. */
-    if (c->reading) {
-        uv_read_stop(&c->h.stream);
-        c->reading = 0;
-    }
     r->client = c;
     r->peer = peer;
     r->side[0] = (relay_side_t){.r = r, .c = c, .fd = -1};
@@ -365,16 +370,17 @@ int relay_start(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_rel
     r->arg = arg;
     r->idle_ms = idle_ms;
     r->refs = 2; /* the relay, the idle timer */
-    uv_timer_init(&c->w->loop, &r->idle);
+    uv_timer_init(conn_loop(c), &r->idle);
     r->idle.data = r;
-    c->relay = r;
-    peer->relay = r;
+    /* The plugin's reads stop here; the relay moves both sides from now on. */
+    conn_set_hooks(c, &relay_hooks, r);
+    conn_set_hooks(peer, &relay_hooks, r);
     /* A client that already half-closed (EOF seen by the plugin) starts that way. */
-    if (c->eof)
+    if (conn_eof(c))
         r->dir[0].eof = 1;
     /* Writes the plugin queued just before (a reply, early data) go out first; libuv owns
      * the sockets until then. */
-    if (c->nwrites == 0 && peer->nwrites == 0) {
+    if (conn_writes_pending(c) == 0 && conn_writes_pending(peer) == 0) {
         rc = relay_go(r);
         if (rc)
             relay_end(r, rc); /* done() runs with the error */
