@@ -311,9 +311,11 @@ void conn_set_hooks(berth_conn_t *c, const conn_hooks_t *hooks, void *arg)
     assert(hooks == NULL || c->hooks == NULL);
     c->hooks = hooks;
     c->hooks_arg = hooks ? arg : NULL;
-    if (hooks == NULL)
-        c->watch_read = 0;
-    conn_update_reading(c);
+    c->watch_read = hooks && hooks->takes_input ? c->reading : 0;
+    /* A hook that takes the input keeps the read registration as it is until it says what
+     * it wants (conn_watch_read): stopping and restarting it costs epoll_ctl calls. */
+    if (hooks == NULL || !hooks->takes_input)
+        conn_update_reading(c);
 }
 
 int conn_hooked(const berth_conn_t *c)
@@ -735,7 +737,8 @@ static int dgram_send(berth_conn_t *c, const void *data, size_t len)
     return 0;
 }
 
-/* A write by the plugin, or by a hook that owns the conn (a relay through its backlog). */
+/* A write by the plugin, or by a hook that owns the conn (a relay's backlog). The caller
+ * counts the bytes (a relay counts only what its client gets). */
 int conn_write(berth_conn_t *c, const void *data, size_t len)
 {
     if (c->kind == CONN_DGRAM)
@@ -745,7 +748,6 @@ int conn_write(berth_conn_t *c, const void *data, size_t len)
     if (len == 0)
         return 0;
     conn_touch(c);
-    conn_count_out(c, len);
     size_t off = 0;
     if (c->nwrites == 0) {
         /* The common case, nothing queued: write straight away, no copy. */

@@ -18,7 +18,10 @@ static int host_write(berth_conn_t *c, const void *data, size_t len)
 {
     if (conn_taken(c) && conn_is_open(c))
         return -EBUSY; /* the relay owns the socket now */
-    return conn_write(c, data, len);
+    int rc = conn_write(c, data, len);
+    if (rc == 0 && conn_kind(c) != CONN_DGRAM)
+        conn_count_out(c, len); /* a datagram's send counts what it sent */
+    return rc;
 }
 
 static void host_close(berth_conn_t *c)
