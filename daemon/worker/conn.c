@@ -33,8 +33,10 @@ struct berth_conn {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     } h;
-    uv_timer_t idle; /* idle timeout and linger bound (stream kinds) */
-    uint64_t last_active;
+    /* The idle list of the listener, or the worker's linger list while closing (see
+     * conn_timer): one timer per worker instead of one per conn. */
+    berth_conn_t *qprev, *qnext;
+    uint64_t last_active;      /* while closing: when the close began */
     const conn_hooks_t *hooks; /* the one hook slot: a relay, an outbound connect */
     void *hooks_arg;
     struct conn_timer *timers;
@@ -44,10 +46,17 @@ struct berth_conn {
     unsigned nwrites; /* uv_write requests in flight */
     conn_kind_t kind;
     unsigned setup_called : 1, closing : 1, closed : 1, eof : 1, shut_wr : 1, host_paused : 1,
-        reading : 1, lingering : 1, handle_init : 1, idle_init : 1, finished : 1, handled : 1,
-        counted : 1, watch_read : 1, ending_hooks : 1;
-    struct sockaddr_storage peer, local;
+        reading : 1, lingering : 1, handle_init : 1, finished : 1, handled : 1, counted : 1,
+        watch_read : 1, ending_hooks : 1, queue : 2;
     socklen_t peerlen, locallen;
+    /* Addresses: an IP peer inline; a named unix peer and the local address (asked for
+     * rarely) on the heap, so an idle conn stays small. */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
+    struct sockaddr_storage *peer_long, *local;
     _Alignas(max_align_t) unsigned char state[];
 };
 
@@ -173,6 +182,14 @@ berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind,
     if (peer && peerlen <= sizeof c->peer) {
         memcpy(&c->peer, peer, peerlen);
         c->peerlen = peerlen;
+    } else if (peer && peerlen <= sizeof(struct sockaddr_storage)) {
+        c->peer_long = calloc(1, sizeof *c->peer_long);
+        if (c->peer_long == NULL) {
+            free(c);
+            return NULL;
+        }
+        memcpy(c->peer_long, peer, peerlen);
+        c->peerlen = peerlen;
     }
     c->last_active = uv_now(&w->loop);
     c->next = w->conns;
@@ -184,6 +201,11 @@ berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind,
 }
 
 /* ---- facts ---- */
+
+static const struct sockaddr *peer_sa(const berth_conn_t *c)
+{
+    return c->peer_long ? (const struct sockaddr *)c->peer_long : &c->peer.sa;
+}
 
 worker_t *conn_worker(const berth_conn_t *c)
 {
@@ -237,22 +259,30 @@ const struct sockaddr *conn_peer_addr(const berth_conn_t *c, socklen_t *len)
 {
     if (len)
         *len = c->peerlen;
-    return (const struct sockaddr *)&c->peer;
+    return peer_sa(c);
 }
 
 const struct sockaddr *conn_local_addr(const berth_conn_t *c, socklen_t *len)
 {
     /* Asked for rarely: a syscall on demand, not one per connection or datagram. */
+    static struct sockaddr_storage none; /* AF_UNSPEC, for a conn that cannot say */
     berth_conn_t *m = (berth_conn_t *)c;
+    if (m->local == NULL)
+        m->local = calloc(1, sizeof *m->local);
+    if (m->local == NULL) {
+        if (len)
+            *len = 0;
+        return (const struct sockaddr *)&none;
+    }
     if (c->locallen == 0) {
         int fd = c->kind == CONN_DGRAM ? c->l->fd : conn_fd(c);
-        m->locallen = sizeof m->local;
-        if (fd < 0 || getsockname(fd, (struct sockaddr *)&m->local, &m->locallen) < 0)
+        m->locallen = sizeof *m->local;
+        if (fd < 0 || getsockname(fd, (struct sockaddr *)m->local, &m->locallen) < 0)
             m->locallen = 0;
     }
     if (len)
         *len = c->locallen;
-    return (const struct sockaddr *)&c->local;
+    return (const struct sockaddr *)m->local;
 }
 
 const char *conn_name(const berth_conn_t *cc)
@@ -261,7 +291,7 @@ const char *conn_name(const berth_conn_t *cc)
     if (c->name)
         return c->name;
     char buf[160];
-    const struct sockaddr *sa = (const struct sockaddr *)&c->peer;
+    const struct sockaddr *sa = peer_sa(c);
     char ip[INET6_ADDRSTRLEN];
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const void *)sa;
@@ -287,9 +317,100 @@ const char *conn_name(const berth_conn_t *cc)
     return c->name ? c->name : "(no memory)";
 }
 
+/* ---- the idle and linger lists ----
+ *
+ * Every conn of a listener has the same idle_timeout and every closing conn the same linger
+ * bound, so a list in order of last activity (a touch moves a conn to the tail) has the
+ * next one due at its head, and one worker timer, set for the earliest head, serves them
+ * all. */
+
+enum { Q_NONE, Q_IDLE, Q_LINGER };
+
+static berth_conn_t **q_head(berth_conn_t *c, int q)
+{
+    return q == Q_IDLE ? &c->l->idle_head : &c->w->linger_head;
+}
+
+static berth_conn_t **q_tail(berth_conn_t *c, int q)
+{
+    return q == Q_IDLE ? &c->l->idle_tail : &c->w->linger_tail;
+}
+
+static void q_remove(berth_conn_t *c)
+{
+    if (c->queue == Q_NONE)
+        return;
+    berth_conn_t **head = q_head(c, c->queue), **tail = q_tail(c, c->queue);
+    if (c->qprev)
+        c->qprev->qnext = c->qnext;
+    else
+        *head = c->qnext;
+    if (c->qnext)
+        c->qnext->qprev = c->qprev;
+    else
+        *tail = c->qprev;
+    c->qprev = c->qnext = NULL;
+    c->queue = Q_NONE;
+    assert(c->w->conn_queued > 0);
+    if (--c->w->conn_queued == 0 && c->w->conn_timer_init)
+        uv_timer_stop(&c->w->conn_timer); /* nothing due: let the loop end */
+}
+
+static void conn_timer_arm(worker_t *w);
+
+static void q_append(berth_conn_t *c, int q)
+{
+    q_remove(c);
+    berth_conn_t **head = q_head(c, q), **tail = q_tail(c, q);
+    int was_empty = *head == NULL;
+    c->qprev = *tail;
+    c->qnext = NULL;
+    if (*tail)
+        (*tail)->qnext = c;
+    else
+        *head = c;
+    *tail = c;
+    c->queue = q;
+    c->w->conn_queued++;
+    if (was_empty)
+        conn_timer_arm(c->w);
+}
+
+static uint64_t due(const berth_conn_t *c)
+{
+    return c->last_active + (c->queue == Q_IDLE ? c->l->cfg->idle_timeout : LINGER_MS);
+}
+
+static void on_conn_timer_due(uv_timer_t *t);
+
+static void conn_timer_arm(worker_t *w)
+{
+    if (!w->conn_timer_init) {
+        uv_timer_init(&w->loop, &w->conn_timer);
+        w->conn_timer.data = w;
+        w->conn_timer_init = 1;
+    }
+    uint64_t next = UINT64_MAX;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].idle_head && due(w->listeners[i].idle_head) < next)
+            next = due(w->listeners[i].idle_head);
+    if (w->linger_head && due(w->linger_head) < next)
+        next = due(w->linger_head);
+    if (next == UINT64_MAX) {
+        uv_timer_stop(&w->conn_timer);
+        return;
+    }
+    uint64_t now = uv_now(&w->loop);
+    uv_timer_start(&w->conn_timer, on_conn_timer_due, next > now ? next - now : 0, 0);
+}
+
 void conn_touch(berth_conn_t *c)
 {
+    if (c->closing)
+        return; /* the linger bound counts from the close */
     c->last_active = uv_now(&c->w->loop);
+    if (c->queue == Q_IDLE && c->qnext)
+        q_append(c, Q_IDLE);
 }
 
 void conn_count_in(berth_conn_t *c, size_t n)
@@ -454,27 +575,17 @@ static void timers_stop_all(berth_conn_t *c)
     }
 }
 
-static void on_idle_closed(uv_handle_t *h)
-{
-    berth_conn_t *c = h->data;
-    c->idle_init = 0;
-    conn_unref(c);
-}
-
 static void on_handle_closed(uv_handle_t *h)
 {
     berth_conn_t *c = h->data;
     c->closed = 1;
-    if (c->idle_init) {
-        uv_close((uv_handle_t *)&c->idle, on_idle_closed);
-        return; /* the idle timer's close holds the ref now */
-    }
     conn_unref(c);
 }
 
 /* Close the uv handle now (queued writes are cancelled). */
 static void conn_end_handle(berth_conn_t *c)
 {
+    q_remove(c);
     timers_stop_all(c);
     if (c->kind == CONN_DGRAM) {
         if (!c->closed) {
@@ -506,8 +617,6 @@ static void conn_flushed(berth_conn_t *c)
     conn_update_reading(c);
 }
 
-static void on_idle(uv_timer_t *t);
-
 /* What every way of ending a conn starts with. Returns 1 if that already ended it (a
  * datagram's conn has no handle to flush or close). */
 static int conn_begin_end(berth_conn_t *c)
@@ -527,8 +636,10 @@ void conn_close(berth_conn_t *c)
         return;
     conn_update_reading(c);
     /* Bounds both the flush and the linger that follows it. */
-    if (c->idle_init)
-        uv_timer_start(&c->idle, on_idle, LINGER_MS, 0);
+    if (c->handle_init) {
+        c->last_active = uv_now(&c->w->loop);
+        q_append(c, Q_LINGER);
+    }
     if (c->nwrites == 0)
         conn_flushed(c);
 }
@@ -554,24 +665,26 @@ void conn_abort_all(worker_t *w)
     }
 }
 
-static void on_idle(uv_timer_t *t)
+/* The earliest idle timeout or linger bound is due. */
+static void on_conn_timer_due(uv_timer_t *t)
 {
-    berth_conn_t *c = t->data;
-    uint64_t now = uv_now(&c->w->loop);
-    if (c->closing || c->lingering) {
-        /* The linger bound: the peer neither read our last bytes nor closed. */
+    worker_t *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    berth_conn_t *c;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        berth_listener_t *l = &w->listeners[i];
+        while ((c = l->idle_head) != NULL && due(c) <= now) {
+            atomic_fetch_add(&l->st->idle_closed, 1);
+            log_debug("%s %s: idle for %llu ms, closing", l->cfg->name, conn_name(c),
+                      (unsigned long long)l->cfg->idle_timeout);
+            q_remove(c);
+            conn_close(c);
+        }
+    }
+    /* The linger bound: the peer neither read our last bytes nor closed. */
+    while ((c = w->linger_head) != NULL && due(c) <= now)
         conn_abort(c);
-        return;
-    }
-    uint64_t idle = c->l->cfg->idle_timeout;
-    if (now - c->last_active < idle) {
-        uv_timer_start(&c->idle, on_idle, idle - (now - c->last_active), 0);
-        return;
-    }
-    atomic_fetch_add(&c->l->st->idle_closed, 1);
-    log_debug("%s %s: idle for %llu ms, closing", c->l->cfg->name, conn_name(c),
-              (unsigned long long)idle);
-    conn_close(c);
+    conn_timer_arm(w);
 }
 
 static void conn_maybe_finish(berth_conn_t *c)
@@ -594,6 +707,8 @@ static void conn_maybe_finish(berth_conn_t *c)
     berth_listener_t *l = c->l;
     int counted = c->counted;
     free(c->name);
+    free(c->peer_long);
+    free(c->local);
     free(c);
     if (counted)
         worker_conn_gone(w, l);
@@ -637,12 +752,8 @@ int conn_start_stream(berth_conn_t *c, int fd)
         conn_end_handle(c);
         return rc;
     }
-    /* Always there: it also bounds a close's flush and linger. */
-    uv_timer_init(&c->w->loop, &c->idle);
-    c->idle.data = c;
-    c->idle_init = 1;
     if (c->l->cfg->idle_timeout)
-        uv_timer_start(&c->idle, on_idle, c->l->cfg->idle_timeout, 0);
+        q_append(c, Q_IDLE);
     if (conn_setup(c)) {
         conn_abort(c);
         return 0;
@@ -674,7 +785,7 @@ int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb)
     }
     c->h.handle.data = c;
     c->handle_init = 1;
-    rc = uv_tcp_connect(req, &c->h.tcp, (const struct sockaddr *)&c->peer, cb);
+    rc = uv_tcp_connect(req, &c->h.tcp, peer_sa(c), cb);
     if (rc)
         conn_abort(c);
     return rc;
@@ -682,10 +793,10 @@ int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb)
 
 void conn_connected(berth_conn_t *c, struct sockaddr_storage *local)
 {
-    c->locallen = sizeof c->local;
-    if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&c->local, (int *)&c->locallen))
-        c->locallen = 0;
-    memcpy(local, &c->local, sizeof *local);
+    int len = sizeof *local;
+    memset(local, 0, sizeof *local);
+    if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)local, &len))
+        memset(local, 0, sizeof *local);
     uv_tcp_nodelay(&c->h.tcp, 1);
 }
 
@@ -722,12 +833,12 @@ static int dgram_send(berth_conn_t *c, const void *data, size_t len)
 {
     if (c->closed)
         return -EPIPE;
-    const struct sockaddr_un *un = (const void *)&c->peer;
-    if (c->peer.ss_family == AF_UNIX &&
+    const struct sockaddr *sa = peer_sa(c);
+    const struct sockaddr_un *un = (const void *)sa;
+    if (sa->sa_family == AF_UNIX &&
         (c->peerlen <= offsetof(struct sockaddr_un, sun_path) || un->sun_path[0] == '\0'))
         return -EDESTADDRREQ; /* an unbound unix datagram sender cannot be answered */
-    ssize_t n = sendto(c->l->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL,
-                       (const struct sockaddr *)&c->peer, c->peerlen);
+    ssize_t n = sendto(c->l->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, sa, c->peerlen);
     if (n < 0) {
         int e = errno;
         atomic_fetch_add(&c->l->st->errors, 1);

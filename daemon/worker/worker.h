@@ -38,6 +38,8 @@ struct berth_listener {
     int stream; /* tcp/unix: accept; udp/unixgram: datagrams */
     uv_poll_t poll;
     uv_timer_t retry; /* resume polling after the concurrency cap or EMFILE */
+    /* conn.c's: this listener's open conns by last activity, oldest first (idle_timeout) */
+    struct berth_conn *idle_head, *idle_tail;
     unsigned poll_init : 1, polling : 1, paused : 1, retry_init : 1;
 };
 
@@ -56,6 +58,12 @@ typedef struct worker {
     size_t nplugins;
     struct berth_conn *conns; /* every live conn, for the drain deadline */
     uint64_t nconns;
+    /* conn.c's: closing conns by close time, oldest first (the linger bound), and the one
+     * timer for every conn's idle timeout and linger bound */
+    struct berth_conn *linger_head, *linger_tail;
+    uv_timer_t conn_timer;
+    uint64_t conn_queued; /* conns in any of the lists above */
+    int conn_timer_init;
     int accepting, draining, stop_now;
     uv_timer_t drain_timer;
     char *readbuf;
