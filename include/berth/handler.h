@@ -72,7 +72,8 @@ typedef enum berth_protocol {
 typedef enum berth_connect_error {
     BERTH_CONNECT_OK = 0,
     BERTH_CONNECT_FAILED = 1,      /* anything not listed below */
-    BERTH_CONNECT_DENIED = 2,      /* the plugin's `allow` callback refused every address */
+    BERTH_CONNECT_DENIED = 2,      /* the plugin's `allow` callback refused every address, or
+                                      it was one of the daemon's own listeners (see connect) */
     BERTH_CONNECT_NET_UNREACH = 3, /* ENETUNREACH */
     BERTH_CONNECT_HOST_UNREACH = 4,
     BERTH_CONNECT_REFUSED = 5, /* ECONNREFUSED */
@@ -180,7 +181,10 @@ typedef struct berth_host {
      * `allow` refuses or that fails at once). If `conn` closes first, it runs with
      * BERTH_CONNECT_FAILED and sys_errno ECANCELED. On success the plugin owns result->peer: it
      * MUST hand it to relay() or close() it. `timeout_ms` (0: none) bounds the resolving and every
-     * attempt together. */
+     * attempt together. An address that is one of the daemon's own TCP listeners (a wildcard
+     * listener counts as every address of the host on its port) is never tried, whatever
+     * `allow` says: if no other address is left, the result is BERTH_CONNECT_DENIED; the host
+     * logs a warning once per connection. */
     int (*connect)(berth_conn_t *conn, const char *host, uint16_t port, uint64_t timeout_ms,
                    berth_connect_allow_cb allow, berth_connect_cb cb, void *arg);
     /* Pipe `conn` and `peer` (from connect) both ways until both directions are done:
