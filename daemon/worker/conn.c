@@ -77,6 +77,7 @@ typedef struct write_req {
 
 typedef struct work_req {
     uv_work_t req;
+    struct work_req *next; /* waiting for the listener's share of the pool */
     berth_conn_t *c;
     berth_work_fn work;
     berth_done_cb done;
@@ -998,6 +999,46 @@ void conn_timer_stop(berth_timer_t *timer)
     uv_close((uv_handle_t *)&t->t, on_timer_closed);
 }
 
+/* The pool is shared by every listener of the worker. Each listener hands at most
+ * work_inflight_max items to it at once (the rest wait here, in order, up to
+ * WORK_QUEUE_MAX in all), so a plugin whose work is slow (password hashing) leaves threads
+ * for the others (disk writes): with L listeners and P threads, a listener holds at most
+ * max(P/2, P - L + 1). */
+
+#define POOL_MIN 4
+#define POOL_MAX 16
+
+void conn_pool_init(worker_t *w)
+{
+    unsigned p = 0;
+    const char *env = getenv("UV_THREADPOOL_SIZE");
+    if (env && *env)
+        p = (unsigned)strtoul(env, NULL, 10);
+    if (p == 0) {
+        p = POOL_MIN + (unsigned)w->nlisteners;
+        if (p > POOL_MAX)
+            p = POOL_MAX;
+        char text[16];
+        snprintf(text, sizeof text, "%u", p);
+        setenv("UV_THREADPOOL_SIZE", text, 1); /* read by libuv at the first work */
+    }
+    unsigned l = w->nlisteners ? (unsigned)w->nlisteners : 1;
+    unsigned fair = p > l ? p - l + 1 : 1;
+    w->pool_size = p;
+    w->work_inflight_max = fair > p / 2 ? fair : (p / 2 ? p / 2 : 1);
+}
+
+static void on_work(uv_work_t *req);
+static void on_work_done(uv_work_t *req, int status);
+
+static int work_submit(worker_t *w, work_req_t *r)
+{
+    int rc = uv_queue_work(&w->loop, &r->req, on_work, on_work_done);
+    if (rc == 0)
+        r->c->l->work_inflight++;
+    return rc;
+}
+
 static void on_work(uv_work_t *req)
 {
     /* A pool thread: the loop thread's hook record is not ours to write. */
@@ -1010,6 +1051,19 @@ static void on_work_done(uv_work_t *req, int status)
     work_req_t *r = req->data;
     berth_conn_t *c = r->c;
     berth_listener_t *l = c->l;
+    assert(l->work_inflight > 0 && l->work_count > 0);
+    l->work_inflight--;
+    l->work_count--;
+    /* The listener's next waiting item takes the thread share this one frees. */
+    work_req_t *next = l->work_head;
+    if (next) {
+        l->work_head = next->next;
+        if (l->work_head == NULL)
+            l->work_tail = NULL;
+        int rc = work_submit(c->w, next);
+        assert(rc == 0); /* uv_queue_work fails only on a NULL callback */
+        (void)rc;
+    }
     conn_plugin_scope_t s = conn_plugin_enter(c->w, l, STATS_HOOK_WORK_DONE);
     r->done(c, r->arg, status == UV_ECANCELED ? -ECANCELED : 0);
     conn_plugin_leave(c->w, s);
@@ -1021,6 +1075,9 @@ int conn_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg
 {
     if (c->finished || work == NULL || done == NULL)
         return -EINVAL;
+    berth_listener_t *l = c->l;
+    if (l->work_count >= WORK_QUEUE_MAX)
+        return -EAGAIN; /* the plugin may retry later, or refuse what needed it */
     work_req_t *r = calloc(1, sizeof *r);
     if (r == NULL)
         return -ENOMEM;
@@ -1029,11 +1086,23 @@ int conn_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg
     r->done = done;
     r->arg = arg;
     r->req.data = r;
-    int rc = uv_queue_work(&c->w->loop, &r->req, on_work, on_work_done);
-    if (rc) {
-        free(r);
-        return rc;
+    worker_t *w = c->w;
+    if (w->work_inflight_max == 0)
+        conn_pool_init(w); /* a worker that did not size its pool: a unit test */
+    if (l->work_inflight < w->work_inflight_max) {
+        int rc = work_submit(w, r);
+        if (rc) {
+            free(r);
+            return rc;
+        }
+    } else {
+        if (l->work_tail)
+            l->work_tail->next = r;
+        else
+            l->work_head = r;
+        l->work_tail = r;
     }
+    l->work_count++;
     conn_ref(c);
     return 0;
 }

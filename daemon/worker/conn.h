@@ -84,7 +84,13 @@ void conn_resume(berth_conn_t *c);
 size_t conn_write_queue_size(const berth_conn_t *c);
 berth_timer_t *conn_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb cb, void *arg);
 void conn_timer_stop(berth_timer_t *timer);
+/* Pool work for c; -EAGAIN when its listener has WORK_QUEUE_MAX items queued or running. */
 int conn_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg);
+#define WORK_QUEUE_MAX 64
+/* Size the thread pool before any work is queued (UV_THREADPOOL_SIZE, unless the
+ * environment sets it): 4 + one per listener, at most 16; and how many of its threads one
+ * listener may hold at once, so one plugin's slow work cannot starve another's. */
+void conn_pool_init(worker_t *w);
 
 /* ---- facts ---- */
 

@@ -486,6 +486,7 @@ int worker_run(const worker_spec_t *spec)
         w.listeners[i].slot = spec->listen_slots[i];
         w.listeners[i].st = &spec->stats->listeners[spec->listen_slots[i]];
     }
+    conn_pool_init(&w);
     for (size_t i = 0; i < w.nplugins; i++)
         if (w.plugins[i]->desc.worker_start)
             w.plugins[i]->desc.worker_start();

@@ -40,6 +40,10 @@ struct berth_listener {
     uv_timer_t retry; /* resume polling after the concurrency cap or EMFILE */
     /* conn.c's: this listener's open conns by last activity, oldest first (idle_timeout) */
     struct berth_conn *idle_head, *idle_tail;
+    /* conn.c's: host->work items of this listener: queued or running (capped), handed to
+     * the pool (limited, so other listeners keep threads), and those waiting for that */
+    unsigned work_count, work_inflight;
+    struct work_req *work_head, *work_tail;
     unsigned poll_init : 1, polling : 1, paused : 1, retry_init : 1;
 };
 
@@ -64,6 +68,7 @@ typedef struct worker {
     uv_timer_t conn_timer;
     uint64_t conn_queued; /* conns in any of the lists above */
     int conn_timer_init;
+    unsigned pool_size, work_inflight_max; /* conn_pool_init */
     int accepting, draining, stop_now;
     uv_timer_t drain_timer;
     char *readbuf;

@@ -171,7 +171,11 @@ typedef struct berth_host {
     /* Run `work(arg)` on the thread pool, then `done(conn, arg, status)` on the loop
      * (status 0, or -ECANCELED if the pool dropped it before it ran). `done` always runs,
      * even if the conn was closed meanwhile, so the plugin can free `arg` there; the conn
-     * stays allocated, and finish() waits, until it has. */
+     * stays allocated, and finish() waits, until it has. The pool is shared by every
+     * listener of the worker: one listener has at most 64 items queued or running (beyond
+     * that this returns -EAGAIN: refuse or retry what needed it), and only a share of the
+     * pool's threads at once, the rest of its items waiting in order, so one plugin's slow
+     * work (password hashing) cannot starve another's (disk writes). */
     int (*work)(berth_conn_t *conn, berth_work_fn work, berth_done_cb done, void *arg);
 
     /* Connect out to `host` (a name, or a literal IPv4/IPv6 address) and `port`; names are

@@ -26,8 +26,9 @@
 
 typedef struct fx {
     worker_t w;
-    berth_listener_t l;
-    config_listener_t lc;
+    berth_listener_t ls[2]; /* two listeners of the same plugin, slots 3 and 4 */
+    config_listener_t lc[2];
+    berth_listener_t *l; /* the first */
     plugin_t plugin;
     stats_t *stats;
 } fx_t;
@@ -44,24 +45,30 @@ static inline void fx_init(fx_t *f, const berth_handler_t *desc, uint64_t idle_m
     atomic_store(&f->w.st->cur_listener, -1);
     f->w.readbuf_size = 64 * 1024;
     f->w.readbuf = malloc(f->w.readbuf_size);
-    f->lc.name = (char *)"test";
-    f->lc.protocol = BERTH_PROTO_TCP;
-    f->lc.idle_timeout = idle_ms;
-    f->lc.write_buffer = 256 * 1024;
-    f->lc.concurrency = 1024;
     f->plugin.desc = *desc;
-    f->l.w = &f->w;
-    f->l.cfg = &f->lc;
-    f->l.plugin = &f->plugin;
-    f->l.fd = -1;
-    f->l.slot = 3;
-    f->l.st = &f->stats->listeners[3];
-    f->l.stream = 1;
-    f->w.listeners = &f->l;
-    f->w.nlisteners = 1;
-    atomic_store(&f->l.st->active, FX_BASE);
+    for (int i = 0; i < 2; i++) {
+        config_listener_t *lc = &f->lc[i];
+        berth_listener_t *l = &f->ls[i];
+        lc->name = (char *)(i ? "test2" : "test");
+        lc->protocol = BERTH_PROTO_TCP;
+        lc->idle_timeout = idle_ms;
+        lc->write_buffer = 256 * 1024;
+        lc->concurrency = 1024;
+        l->w = &f->w;
+        l->cfg = lc;
+        l->plugin = &f->plugin;
+        l->fd = -1;
+        l->slot = 3 + i;
+        l->st = &f->stats->listeners[l->slot];
+        l->stream = 1;
+        atomic_store(&l->st->active, FX_BASE);
+        atomic_store(&f->w.st->active_by_listener[l->slot], FX_BASE);
+    }
+    f->l = &f->ls[0];
+    f->w.listeners = f->ls;
+    f->w.nlisteners = 2;
     atomic_store(&f->w.st->active, FX_BASE);
-    atomic_store(&f->w.st->active_by_listener[3], FX_BASE);
+    conn_pool_init(&f->w);
 }
 
 static inline void fx_walk_close(uv_handle_t *h, void *arg)
@@ -77,7 +84,8 @@ static inline void fx_end(fx_t *f)
     assert_int_equal(f->w.nconns, 0);
     assert_null(f->w.conns);
     /* Every conn gave its slot back. */
-    assert_int_equal(atomic_load(&f->l.st->active), FX_BASE);
+    assert_int_equal(atomic_load(&f->ls[0].st->active), FX_BASE);
+    assert_int_equal(atomic_load(&f->ls[1].st->active), FX_BASE);
     uv_walk(&f->w.loop, fx_walk_close, NULL);
     uv_run(&f->w.loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->w.loop), 0);
@@ -109,9 +117,11 @@ static inline int fx_accept(int ls)
     return fd;
 }
 
-/* A connected TCP pair: *client is the test's end, the accepted end becomes a conn. */
-static berth_conn_t *fx_conn(fx_t *f, int *client)
+/* A connected TCP pair: *client is the test's end, the accepted end becomes a conn of
+ * listener `which`. */
+static inline berth_conn_t *fx_conn_on(fx_t *f, int which, int *client)
 {
+    berth_listener_t *l = &f->ls[which];
     struct sockaddr_in a;
     int ls = fx_listen(&a);
     int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -121,14 +131,19 @@ static berth_conn_t *fx_conn(fx_t *f, int *client)
     int fd = accept4(ls, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC | SOCK_NONBLOCK);
     assert_true(fd >= 0);
     close(ls);
-    atomic_fetch_add(&f->l.st->active, 1); /* what worker.c's slot_reserve does */
+    atomic_fetch_add(&l->st->active, 1); /* what worker.c's slot_reserve does */
     atomic_fetch_add(&f->w.st->active, 1);
-    atomic_fetch_add(&f->w.st->active_by_listener[3], 1);
-    berth_conn_t *conn = conn_new(&f->w, &f->l, CONN_STREAM, (struct sockaddr *)&peer, plen);
+    atomic_fetch_add(&f->w.st->active_by_listener[l->slot], 1);
+    berth_conn_t *conn = conn_new(&f->w, l, CONN_STREAM, (struct sockaddr *)&peer, plen);
     assert_non_null(conn);
     assert_int_equal(conn_start_stream(conn, fd), 0);
     *client = c;
     return conn;
+}
+
+static inline berth_conn_t *fx_conn(fx_t *f, int *client)
+{
+    return fx_conn_on(f, 0, client);
 }
 
 /* Run the loop until *flag is set (every wait is on an event, no wall-clock bound). */

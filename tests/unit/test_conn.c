@@ -22,7 +22,47 @@ static struct {
     uint16_t port;
 } T;
 
-enum { M_ECHO_CLOSE, M_WORK_CLOSE, M_CONNECT_CLOSE, M_ABORT, M_PAUSE };
+enum { M_ECHO_CLOSE, M_WORK_CLOSE, M_CONNECT_CLOSE, M_ABORT, M_PAUSE, M_POOL };
+
+/* M_POOL: "h" queues slow work (each item blocks until the test writes a byte to
+ * hog_pipe) until the host says no; "q" queues one quick item. */
+static int hog_pipe[2];
+static int hog_running, hog_max_running, hog_done, hog_queued, hog_refused, quick_done;
+
+static void hog_work(void *arg)
+{
+    (void)arg;
+    int n = __atomic_add_fetch(&hog_running, 1, __ATOMIC_SEQ_CST);
+    int m = __atomic_load_n(&hog_max_running, __ATOMIC_SEQ_CST);
+    while (n > m && !__atomic_compare_exchange_n(&hog_max_running, &m, n, 0, __ATOMIC_SEQ_CST,
+                                                 __ATOMIC_SEQ_CST))
+        ;
+    char b;
+    while (read(hog_pipe[0], &b, 1) < 0 && errno == EINTR)
+        ;
+    __atomic_sub_fetch(&hog_running, 1, __ATOMIC_SEQ_CST);
+}
+
+static void hog_done_cb(berth_conn_t *c, void *arg, int status)
+{
+    (void)c;
+    (void)arg;
+    assert_int_equal(status, 0);
+    hog_done++;
+}
+
+static void quick_work(void *arg)
+{
+    (void)arg;
+}
+
+static void quick_done_cb(berth_conn_t *c, void *arg, int status)
+{
+    (void)c;
+    (void)arg;
+    assert_int_equal(status, 0);
+    quick_done = 1;
+}
 
 static void note(const char *what)
 {
@@ -86,6 +126,16 @@ static void t_handle(berth_conn_t *c, const void *data, size_t len)
     case M_ABORT:
         H->abort(c);
         T.write_after_close = H->write(c, "x", 1);
+        break;
+    case M_POOL:
+        if (((const char *)data)[0] == 'h') {
+            int rc;
+            while ((rc = H->work(c, hog_work, hog_done_cb, NULL)) == 0)
+                hog_queued++;
+            hog_refused = rc;
+        } else {
+            assert_int_equal(H->work(c, quick_work, quick_done_cb, NULL), 0);
+        }
         break;
     case M_PAUSE:
         H->pause(c);
@@ -234,7 +284,7 @@ static void test_idle_timeout(void **state)
     /* Both are closed gracefully for idling, and linger until our EOF. */
     assert_int_equal(fx_wait_end(&f, cli1), 0);
     assert_int_equal(fx_wait_end(&f, cli2), 0);
-    assert_int_equal(atomic_load(&f.l.st->idle_closed), 2);
+    assert_int_equal(atomic_load(&f.l->st->idle_closed), 2);
     close(cli1);
     close(cli2);
     while (T.finished < 2)
@@ -261,6 +311,48 @@ static void test_peer_that_never_closes_is_bounded(void **state)
     fx_end(&f);
 }
 
+/* One listener's slow pool work (password hashing, say) fills its queue: the host caps it,
+ * and another listener's work (disk writes, say) still gets a thread at once. */
+static void test_pool_work_is_capped_and_fair(void **state)
+{
+    (void)state;
+    fx_t f;
+    fx_init(&f, &test_desc, 0);
+    reset(M_POOL);
+    assert_int_equal(pipe(hog_pipe), 0);
+    hog_running = hog_max_running = hog_done = hog_queued = hog_refused = quick_done = 0;
+    int a, b;
+    berth_conn_t *ca = fx_conn_on(&f, 0, &a);
+    berth_conn_t *cb = fx_conn_on(&f, 1, &b);
+    assert_int_equal(send(a, "h", 1, 0), 1);
+    while (hog_refused == 0)
+        uv_run(&f.w.loop, UV_RUN_ONCE);
+    assert_int_equal(hog_queued, WORK_QUEUE_MAX);
+    assert_int_equal(hog_refused, -EAGAIN);
+    /* Every one of them is still blocked; the other listener's work runs all the same. */
+    assert_int_equal(send(b, "q", 1, 0), 1);
+    fx_run_until(&f, &quick_done);
+    assert_int_equal(hog_done, 0);
+    assert_true(f.w.work_inflight_max < f.w.pool_size);
+    assert_true(__atomic_load_n(&hog_max_running, __ATOMIC_SEQ_CST) <= (int)f.w.work_inflight_max);
+    /* Let them go: every done() runs, then finish() of both conns. */
+    char bytes[WORK_QUEUE_MAX];
+    memset(bytes, 'x', sizeof bytes);
+    assert_int_equal(write(hog_pipe[1], bytes, sizeof bytes), (ssize_t)sizeof bytes);
+    H->close(ca);
+    H->close(cb);
+    close(a);
+    close(b);
+    while (T.finished < 2)
+        uv_run(&f.w.loop, UV_RUN_ONCE);
+    assert_int_equal(hog_done, WORK_QUEUE_MAX);
+    assert_int_equal(f.ls[0].work_count, 0);
+    assert_int_equal(f.ls[0].work_inflight, 0);
+    close(hog_pipe[0]);
+    close(hog_pipe[1]);
+    fx_end(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -271,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_pause_resume_balanced),
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_peer_that_never_closes_is_bounded),
+        cmocka_unit_test(test_pool_work_is_capped_and_fair),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
