@@ -488,8 +488,11 @@ int worker_run(const worker_spec_t *spec)
     }
     conn_pool_init(&w);
     for (size_t i = 0; i < w.nplugins; i++)
-        if (w.plugins[i]->desc.worker_start)
+        if (w.plugins[i]->desc.worker_start) {
+            conn_plugin_scope_t sc = conn_plugin_enter(&w, NULL, STATS_HOOK_OTHER);
             w.plugins[i]->desc.worker_start();
+            conn_plugin_leave(&w, sc);
+        }
 
     uv_poll_init(&w.loop, &w.ctl, w.ctl_fd);
     w.ctl.data = &w;
@@ -499,8 +502,11 @@ int worker_run(const worker_spec_t *spec)
     uv_run(&w.loop, UV_RUN_DEFAULT);
 
     for (size_t i = 0; i < w.nplugins; i++)
-        if (w.plugins[i]->desc.worker_stop)
+        if (w.plugins[i]->desc.worker_stop) {
+            conn_plugin_scope_t sc = conn_plugin_enter(&w, NULL, STATS_HOOK_OTHER);
             w.plugins[i]->desc.worker_stop();
+            conn_plugin_leave(&w, sc);
+        }
     status = 0;
 out:
     /* Anything still open (a plugin's stray handle) is closed before the loop is. */
