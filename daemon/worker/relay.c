@@ -25,7 +25,8 @@
 
 #define RELAY_PIPE_SIZE (256 * 1024) /* asked for; the kernel may give less */
 #define PIPE_POOL 64                 /* empty pipes a worker keeps for the next relays */
-#define BACKLOG_MAX (64 * 1024)      /* handed to conn_write when a socket is full */
+#define BACKLOG_MAX                                                                                \
+    4096 /* handed to conn_write when a socket is full: enough to be told when it has room */
 
 /* Empty pipes from ended relays: a new relay takes two instead of four syscalls more per
  * session. A worker is one thread, so a plain array serves. */
