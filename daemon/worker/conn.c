@@ -1,5 +1,5 @@
 /*
- * Connections and the host table plugins call through.
+ * The connection core: the one owner of `struct berth_conn` (see conn.h).
  *
  * Lifetime: a conn is freed only when its uv handle has closed (close_cb), its pending
  * work and connects have come back (refs == 0), and finish() has run. Writes own their
@@ -8,6 +8,7 @@
  * instead of a reset caused by data it sent that we never read.
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,9 +19,46 @@
 
 #include "core/log.h"
 #include "berth/units.h"
-#include "worker/worker.h"
+#include "worker/conn.h"
 
 #define LINGER_MS 2000
+
+struct berth_conn {
+    worker_t *w;
+    berth_listener_t *l;
+    berth_conn_t *prev, *next; /* the worker's list of live conns */
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    /* The idle list of the listener, or the worker's linger list while closing (see
+     * conn_timer): one timer per worker instead of one per conn. */
+    berth_conn_t *qprev, *qnext;
+    uint64_t last_active;      /* while closing: when the close began */
+    const conn_hooks_t *hooks; /* the one hook slot: a relay, an outbound connect */
+    void *hooks_arg;
+    struct conn_timer *timers;
+    char *name;
+    int refs; /* the handle, pending work, connect, a callback in progress */
+    int plugin_pauses;
+    unsigned nwrites; /* uv_write requests in flight */
+    conn_kind_t kind;
+    unsigned setup_called : 1, closing : 1, closed : 1, eof : 1, shut_wr : 1, host_paused : 1,
+        reading : 1, lingering : 1, handle_init : 1, finished : 1, handled : 1, counted : 1,
+        watch_read : 1, ending_hooks : 1, queue : 2;
+    socklen_t peerlen, locallen;
+    /* Addresses: an IP peer inline; a named unix peer and the local address (asked for
+     * rarely) on the heap, so an idle conn stays small. */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
+    struct sockaddr_storage *peer_long, *local;
+    _Alignas(max_align_t) unsigned char state[];
+};
 
 typedef struct conn_timer {
     uv_timer_t t;
@@ -39,6 +77,7 @@ typedef struct write_req {
 
 typedef struct work_req {
     uv_work_t req;
+    struct work_req *next; /* waiting for the listener's share of the pool */
     berth_conn_t *c;
     berth_work_fn work;
     berth_done_cb done;
@@ -48,17 +87,75 @@ typedef struct work_req {
 static void conn_maybe_finish(berth_conn_t *c);
 static void conn_end_handle(berth_conn_t *c);
 static void timers_stop_all(berth_conn_t *c);
+static void conn_update_reading(berth_conn_t *c);
 
-/* Hold a conn across a plugin callback that may close it. */
-static void conn_hold(berth_conn_t *c)
+/* ---- calling plugin code ---- */
+
+conn_plugin_scope_t conn_plugin_enter(worker_t *w, const berth_listener_t *l, stats_hook_t hook)
 {
+    conn_plugin_scope_t saved = {STATS_HOOK_NONE, -1};
+    if (w == NULL || w->st == NULL)
+        return saved;
+    saved.hook = atomic_load_explicit(&w->st->cur_hook, memory_order_relaxed);
+    saved.listener = atomic_load_explicit(&w->st->cur_listener, memory_order_relaxed);
+    atomic_store_explicit(&w->st->cur_listener, l ? l->slot : -1, memory_order_relaxed);
+    atomic_store_explicit(&w->st->cur_hook, (int)hook, memory_order_relaxed);
+    return saved;
+}
+
+void conn_plugin_leave(worker_t *w, conn_plugin_scope_t saved)
+{
+    if (w == NULL || w->st == NULL)
+        return;
+    atomic_store_explicit(&w->st->cur_hook, saved.hook, memory_order_relaxed);
+    atomic_store_explicit(&w->st->cur_listener, saved.listener, memory_order_relaxed);
+}
+
+/* The plugin hooks conn.c itself calls. */
+static int call_setup(berth_conn_t *c)
+{
+    if (c->l->plugin->desc.setup == NULL)
+        return 0;
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, c->l, STATS_HOOK_SETUP);
+    int rc = c->l->plugin->desc.setup(c);
+    conn_plugin_leave(c->w, s);
+    return rc;
+}
+
+static void call_handle(berth_conn_t *c, const void *data, size_t len)
+{
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, c->l, STATS_HOOK_HANDLE);
+    c->l->plugin->desc.handle(c, data, len);
+    conn_plugin_leave(c->w, s);
+}
+
+static void call_eof(berth_conn_t *c)
+{
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, c->l, STATS_HOOK_HANDLE);
+    c->l->plugin->desc.eof(c);
+    conn_plugin_leave(c->w, s);
+}
+
+static void call_finish(berth_conn_t *c)
+{
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, c->l, STATS_HOOK_FINISH);
+    c->l->plugin->desc.finish(c);
+    conn_plugin_leave(c->w, s);
+}
+
+/* ---- refs ---- */
+
+void conn_ref(berth_conn_t *c)
+{
+    assert(!c->finished);
     c->refs++;
 }
 
-/* Let go of a hold; a datagram's conn ends once handle() has returned and no timer or
- * work is pending on it. May free c. */
-static void conn_release(berth_conn_t *c)
+/* A datagram's conn ends once handle() has returned and no timer or work is pending on it
+ * (the datagram itself holds one ref until then). May free c. */
+void conn_unref(berth_conn_t *c)
 {
+    assert(c->refs > 0);
     c->refs--;
     if (c->kind == CONN_DGRAM && !c->closed && c->handled && c->timers == NULL && c->refs <= 1) {
         conn_close(c);
@@ -72,7 +169,8 @@ static uint64_t low_watermark(const berth_conn_t *c)
     return c->l->cfg->write_buffer / 4;
 }
 
-berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind)
+berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind,
+                       const struct sockaddr *peer, socklen_t peerlen)
 {
     size_t extra = kind == CONN_OUTBOUND ? 0 : l->plugin->desc.conn_size;
     berth_conn_t *c = calloc(1, sizeof *c + extra);
@@ -81,6 +179,19 @@ berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind)
     c->w = w;
     c->l = l;
     c->kind = kind;
+    c->counted = kind != CONN_OUTBOUND;
+    if (peer && peerlen <= sizeof c->peer) {
+        memcpy(&c->peer, peer, peerlen);
+        c->peerlen = peerlen;
+    } else if (peer && peerlen <= sizeof(struct sockaddr_storage)) {
+        c->peer_long = calloc(1, sizeof *c->peer_long);
+        if (c->peer_long == NULL) {
+            free(c);
+            return NULL;
+        }
+        memcpy(c->peer_long, peer, peerlen);
+        c->peerlen = peerlen;
+    }
     c->last_active = uv_now(&w->loop);
     c->next = w->conns;
     if (w->conns)
@@ -90,12 +201,98 @@ berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind)
     return c;
 }
 
-const char *conn_name(berth_conn_t *c)
+/* ---- facts ---- */
+
+static const struct sockaddr *peer_sa(const berth_conn_t *c)
 {
+    return c->peer_long ? (const struct sockaddr *)c->peer_long : &c->peer.sa;
+}
+
+worker_t *conn_worker(const berth_conn_t *c)
+{
+    return c->w;
+}
+
+berth_listener_t *conn_listener(const berth_conn_t *c)
+{
+    return c->l;
+}
+
+conn_kind_t conn_kind(const berth_conn_t *c)
+{
+    return c->kind;
+}
+
+uv_loop_t *conn_loop(const berth_conn_t *c)
+{
+    return &c->w->loop;
+}
+
+int conn_is_open(const berth_conn_t *c)
+{
+    return !c->closing && !c->closed && !c->finished;
+}
+
+int conn_eof(const berth_conn_t *c)
+{
+    return c->eof;
+}
+
+unsigned conn_writes_pending(const berth_conn_t *c)
+{
+    return c->nwrites;
+}
+
+int conn_fd(const berth_conn_t *c)
+{
+    uv_os_fd_t fd = -1;
+    if (c->kind == CONN_DGRAM || !c->handle_init || c->closed || uv_fileno(&c->h.handle, &fd) != 0)
+        return -1;
+    return fd;
+}
+
+void *conn_state(berth_conn_t *c)
+{
+    return c->kind != CONN_OUTBOUND && c->l->plugin->desc.conn_size ? c->state : NULL;
+}
+
+const struct sockaddr *conn_peer_addr(const berth_conn_t *c, socklen_t *len)
+{
+    if (len)
+        *len = c->peerlen;
+    return peer_sa(c);
+}
+
+const struct sockaddr *conn_local_addr(const berth_conn_t *c, socklen_t *len)
+{
+    /* Asked for rarely: a syscall on demand, not one per connection or datagram. */
+    static struct sockaddr_storage none; /* AF_UNSPEC, for a conn that cannot say */
+    berth_conn_t *m = (berth_conn_t *)c;
+    if (m->local == NULL)
+        m->local = calloc(1, sizeof *m->local);
+    if (m->local == NULL) {
+        if (len)
+            *len = 0;
+        return (const struct sockaddr *)&none;
+    }
+    if (c->locallen == 0) {
+        int fd = c->kind == CONN_DGRAM ? c->l->fd : conn_fd(c);
+        m->locallen = sizeof *m->local;
+        if (fd < 0 || getsockname(fd, (struct sockaddr *)m->local, &m->locallen) < 0)
+            m->locallen = 0;
+    }
+    if (len)
+        *len = c->locallen;
+    return (const struct sockaddr *)m->local;
+}
+
+const char *conn_name(const berth_conn_t *cc)
+{
+    berth_conn_t *c = (berth_conn_t *)cc; /* the name is made once, on demand */
     if (c->name)
         return c->name;
     char buf[160];
-    const struct sockaddr *sa = (const struct sockaddr *)&c->peer;
+    const struct sockaddr *sa = peer_sa(c);
     char ip[INET6_ADDRSTRLEN];
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const void *)sa;
@@ -121,9 +318,100 @@ const char *conn_name(berth_conn_t *c)
     return c->name ? c->name : "(no memory)";
 }
 
+/* ---- the idle and linger lists ----
+ *
+ * Every conn of a listener has the same idle_timeout and every closing conn the same linger
+ * bound, so a list in order of last activity (a touch moves a conn to the tail) has the
+ * next one due at its head, and one worker timer, set for the earliest head, serves them
+ * all. */
+
+enum { Q_NONE, Q_IDLE, Q_LINGER };
+
+static berth_conn_t **q_head(berth_conn_t *c, int q)
+{
+    return q == Q_IDLE ? &c->l->idle_head : &c->w->linger_head;
+}
+
+static berth_conn_t **q_tail(berth_conn_t *c, int q)
+{
+    return q == Q_IDLE ? &c->l->idle_tail : &c->w->linger_tail;
+}
+
+static void q_remove(berth_conn_t *c)
+{
+    if (c->queue == Q_NONE)
+        return;
+    berth_conn_t **head = q_head(c, c->queue), **tail = q_tail(c, c->queue);
+    if (c->qprev)
+        c->qprev->qnext = c->qnext;
+    else
+        *head = c->qnext;
+    if (c->qnext)
+        c->qnext->qprev = c->qprev;
+    else
+        *tail = c->qprev;
+    c->qprev = c->qnext = NULL;
+    c->queue = Q_NONE;
+    assert(c->w->conn_queued > 0);
+    if (--c->w->conn_queued == 0 && c->w->conn_timer_init)
+        uv_timer_stop(&c->w->conn_timer); /* nothing due: let the loop end */
+}
+
+static void conn_timer_arm(worker_t *w);
+
+static void q_append(berth_conn_t *c, int q)
+{
+    q_remove(c);
+    berth_conn_t **head = q_head(c, q), **tail = q_tail(c, q);
+    int was_empty = *head == NULL;
+    c->qprev = *tail;
+    c->qnext = NULL;
+    if (*tail)
+        (*tail)->qnext = c;
+    else
+        *head = c;
+    *tail = c;
+    c->queue = q;
+    c->w->conn_queued++;
+    if (was_empty)
+        conn_timer_arm(c->w);
+}
+
+static uint64_t due(const berth_conn_t *c)
+{
+    return c->last_active + (c->queue == Q_IDLE ? c->l->cfg->idle_timeout : LINGER_MS);
+}
+
+static void on_conn_timer_due(uv_timer_t *t);
+
+static void conn_timer_arm(worker_t *w)
+{
+    if (!w->conn_timer_init) {
+        uv_timer_init(&w->loop, &w->conn_timer);
+        w->conn_timer.data = w;
+        w->conn_timer_init = 1;
+    }
+    uint64_t next = UINT64_MAX;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].idle_head && due(w->listeners[i].idle_head) < next)
+            next = due(w->listeners[i].idle_head);
+    if (w->linger_head && due(w->linger_head) < next)
+        next = due(w->linger_head);
+    if (next == UINT64_MAX) {
+        uv_timer_stop(&w->conn_timer);
+        return;
+    }
+    uint64_t now = uv_now(&w->loop);
+    uv_timer_start(&w->conn_timer, on_conn_timer_due, next > now ? next - now : 0, 0);
+}
+
 void conn_touch(berth_conn_t *c)
 {
+    if (c->closing)
+        return; /* the linger bound counts from the close */
     c->last_active = uv_now(&c->w->loop);
+    if (c->queue == Q_IDLE && c->qnext)
+        q_append(c, Q_IDLE);
 }
 
 void conn_count_in(berth_conn_t *c, size_t n)
@@ -138,12 +426,64 @@ void conn_count_out(berth_conn_t *c, size_t n)
     atomic_fetch_add_explicit(&c->w->st->bytes_out, n, memory_order_relaxed);
 }
 
+/* ---- hooks ---- */
+
+void conn_set_hooks(berth_conn_t *c, const conn_hooks_t *hooks, void *arg)
+{
+    assert(hooks == NULL || c->hooks == NULL);
+    c->hooks = hooks;
+    c->hooks_arg = hooks ? arg : NULL;
+    c->watch_read = hooks && hooks->takes_input ? c->reading : 0;
+    /* A hook that takes the input keeps the read registration as it is until it says what
+     * it wants (conn_watch_read): stopping and restarting it costs epoll_ctl calls. */
+    if (hooks == NULL || !hooks->takes_input)
+        conn_update_reading(c);
+}
+
+int conn_hooked(const berth_conn_t *c)
+{
+    return c->hooks != NULL;
+}
+
+int conn_taken(const berth_conn_t *c)
+{
+    return c->hooks && c->hooks->takes_input;
+}
+
+void conn_watch_read(berth_conn_t *c, int on)
+{
+    assert(c->hooks && c->hooks->takes_input);
+    c->watch_read = on ? 1 : 0;
+    conn_update_reading(c);
+}
+
+void conn_mark_eof(berth_conn_t *c)
+{
+    c->eof = 1;
+}
+
+/* Tell the hook the conn is ending, once. */
+static void hooks_on_close(berth_conn_t *c)
+{
+    if (c->hooks && c->hooks->on_close && !c->ending_hooks) {
+        c->ending_hooks = 1;
+        c->hooks->on_close(c, c->hooks_arg);
+        c->ending_hooks = 0;
+    }
+}
+
 /* ---- reading ---- */
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     berth_conn_t *c = h->data;
     worker_t *w = c->w;
+    /* A hook that takes the input reads the socket itself: an empty buffer makes libuv
+     * report readiness (UV_ENOBUFS) without reading. */
+    if (c->hooks && c->hooks->takes_input) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
     /* read_cb follows alloc_cb at once, so one buffer per loop serves every conn: an idle
      * connection holds no read buffer. */
     if (!w->readbuf_busy) {
@@ -161,12 +501,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->w->readbuf_busy = 0;
     if (nread == 0)
         return;
+    if (nread == UV_ENOBUFS && c->hooks && c->hooks->takes_input) {
+        if (c->hooks->on_readable)
+            c->hooks->on_readable(c, c->hooks_arg);
+        return;
+    }
     if (nread > 0) {
         conn_touch(c);
         conn_count_in(c, (size_t)nread);
         if (c->lingering || c->closing)
             return; /* discarded: we are only waiting for the peer's EOF */
-        c->l->plugin->desc.handle(c, buf->base, (size_t)nread);
+        call_handle(c, buf->base, (size_t)nread);
         return;
     }
     if (nread == UV_EOF) {
@@ -178,7 +523,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         if (c->l->plugin->desc.eof)
-            c->l->plugin->desc.eof(c);
+            call_eof(c);
         else
             conn_close(c);
         return;
@@ -191,13 +536,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_abort(c);
 }
 
-void conn_update_reading(berth_conn_t *c)
+static void conn_update_reading(berth_conn_t *c)
 {
-    /* Datagrams are read by their listener, outbound conns only by a relay. */
-    if (c->kind != CONN_STREAM || !c->handle_init || c->closed || c->relay)
+    /* Datagrams are read by their listener; outbound conns only through a hook. */
+    if (c->kind == CONN_DGRAM || !c->handle_init || c->closed || uv_is_closing(&c->h.handle))
         return;
     int want;
-    if (c->lingering)
+    if (c->hooks && c->hooks->takes_input)
+        want = c->watch_read && !c->closing;
+    else if (c->kind != CONN_STREAM)
+        want = 0;
+    else if (c->lingering)
         want = !c->eof;
     else
         want = !c->closing && !c->eof && !c->host_paused && c->plugin_pauses == 0;
@@ -227,27 +576,17 @@ static void timers_stop_all(berth_conn_t *c)
     }
 }
 
-static void on_idle_closed(uv_handle_t *h)
-{
-    berth_conn_t *c = h->data;
-    c->idle_init = 0;
-    conn_unref(c);
-}
-
 static void on_handle_closed(uv_handle_t *h)
 {
     berth_conn_t *c = h->data;
     c->closed = 1;
-    if (c->idle_init) {
-        uv_close((uv_handle_t *)&c->idle, on_idle_closed);
-        return; /* the idle timer's close holds the ref now */
-    }
     conn_unref(c);
 }
 
 /* Close the uv handle now (queued writes are cancelled). */
 static void conn_end_handle(berth_conn_t *c)
 {
+    q_remove(c);
     timers_stop_all(c);
     if (c->kind == CONN_DGRAM) {
         if (!c->closed) {
@@ -259,11 +598,9 @@ static void conn_end_handle(berth_conn_t *c)
     if (!c->handle_init || uv_is_closing(&c->h.handle))
         return;
     c->reading = 0;
-    if (c->relay) {
-        relay_on_close(c); /* ends the relay, which closes both of its conns */
-        if (uv_is_closing(&c->h.handle))
-            return;
-    }
+    hooks_on_close(c); /* a relay ends here, which may close this handle itself */
+    if (uv_is_closing(&c->h.handle))
+        return;
     uv_close(&c->h.handle, on_handle_closed);
 }
 
@@ -274,22 +611,20 @@ static void conn_flushed(berth_conn_t *c)
         conn_end_handle(c);
         return;
     }
-    uv_os_fd_t fd = -1;
-    if (uv_fileno(&c->h.handle, &fd) == 0)
+    int fd = conn_fd(c);
+    if (fd >= 0)
         shutdown(fd, SHUT_WR);
     c->lingering = 1;
     conn_update_reading(c);
 }
-
-static void on_idle(uv_timer_t *t);
 
 /* What every way of ending a conn starts with. Returns 1 if that already ended it (a
  * datagram's conn has no handle to flush or close). */
 static int conn_begin_end(berth_conn_t *c)
 {
     c->closing = 1;
-    if (c->outbound)
-        outbound_cancel(c);
+    if (c->hooks && !c->hooks->takes_input)
+        hooks_on_close(c); /* an outbound connect is cancelled */
     if (c->kind != CONN_DGRAM)
         return 0;
     conn_end_handle(c);
@@ -302,8 +637,10 @@ void conn_close(berth_conn_t *c)
         return;
     conn_update_reading(c);
     /* Bounds both the flush and the linger that follows it. */
-    if (c->idle_init)
-        uv_timer_start(&c->idle, on_idle, LINGER_MS, 0);
+    if (c->handle_init) {
+        c->last_active = uv_now(&c->w->loop);
+        q_append(c, Q_LINGER);
+    }
     if (c->nwrites == 0)
         conn_flushed(c);
 }
@@ -312,40 +649,43 @@ void conn_abort(berth_conn_t *c)
 {
     if (c->closed || conn_begin_end(c))
         return;
-    uv_os_fd_t fd = -1;
-    if (!c->eof && c->handle_init && c->h.handle.type == UV_TCP &&
-        uv_fileno(&c->h.handle, &fd) == 0) {
+    int fd;
+    if (!c->eof && c->handle_init && c->h.handle.type == UV_TCP && (fd = conn_fd(c)) >= 0) {
         struct linger lg = {1, 0}; /* a reset: the peer must not take this for a clean end */
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     }
     conn_end_handle(c);
 }
 
-static void on_idle(uv_timer_t *t)
+void conn_abort_all(worker_t *w)
 {
-    berth_conn_t *c = t->data;
-    uint64_t now = uv_now(&c->w->loop);
-    if (c->closing || c->lingering) {
-        /* The linger bound: the peer neither read our last bytes nor closed. */
+    /* A datagram's conn is freed inside conn_abort: step on before. */
+    for (berth_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
         conn_abort(c);
-        return;
     }
-    uint64_t idle = c->l->cfg->idle_timeout;
-    if (now - c->last_active < idle) {
-        uv_timer_start(&c->idle, on_idle, idle - (now - c->last_active), 0);
-        return;
-    }
-    atomic_fetch_add(&c->l->st->idle_closed, 1);
-    log_debug("%s %s: idle for %llu ms, closing", c->l->cfg->name, conn_name(c),
-              (unsigned long long)idle);
-    conn_close(c);
 }
 
-void conn_unref(berth_conn_t *c)
+/* The earliest idle timeout or linger bound is due. */
+static void on_conn_timer_due(uv_timer_t *t)
 {
-    if (--c->refs < 0)
-        c->refs = 0;
-    conn_maybe_finish(c);
+    worker_t *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    berth_conn_t *c;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        berth_listener_t *l = &w->listeners[i];
+        while ((c = l->idle_head) != NULL && due(c) <= now) {
+            atomic_fetch_add(&l->st->idle_closed, 1);
+            log_debug("%s %s: idle for %llu ms, closing", l->cfg->name, conn_name(c),
+                      (unsigned long long)l->cfg->idle_timeout);
+            q_remove(c);
+            conn_close(c);
+        }
+    }
+    /* The linger bound: the peer neither read our last bytes nor closed. */
+    while ((c = w->linger_head) != NULL && due(c) <= now)
+        conn_abort(c);
+    conn_timer_arm(w);
 }
 
 static void conn_maybe_finish(berth_conn_t *c)
@@ -355,7 +695,8 @@ static void conn_maybe_finish(berth_conn_t *c)
     c->finished = 1;
     timers_stop_all(c);
     if (c->setup_called && c->l->plugin->desc.finish)
-        c->l->plugin->desc.finish(c);
+        call_finish(c);
+    assert(c->timers == NULL);
     worker_t *w = c->w;
     if (c->prev)
         c->prev->next = c->next;
@@ -367,6 +708,8 @@ static void conn_maybe_finish(berth_conn_t *c)
     berth_listener_t *l = c->l;
     int counted = c->counted;
     free(c->name);
+    free(c->peer_long);
+    free(c->local);
     free(c);
     if (counted)
         worker_conn_gone(w, l);
@@ -379,7 +722,7 @@ static void conn_maybe_finish(berth_conn_t *c)
 static int conn_setup(berth_conn_t *c)
 {
     c->setup_called = 1;
-    int rc = c->l->plugin->desc.setup ? c->l->plugin->desc.setup(c) : 0;
+    int rc = call_setup(c);
     if (rc) {
         atomic_fetch_add(&c->l->st->refused_limit, 1);
         log_debug("%s %s: refused by the plugin: %s", c->l->cfg->name, conn_name(c),
@@ -410,12 +753,8 @@ int conn_start_stream(berth_conn_t *c, int fd)
         conn_end_handle(c);
         return rc;
     }
-    /* Always there: it also bounds a close's flush and linger. */
-    uv_timer_init(&c->w->loop, &c->idle);
-    c->idle.data = c;
-    c->idle_init = 1;
     if (c->l->cfg->idle_timeout)
-        uv_timer_start(&c->idle, on_idle, c->l->cfg->idle_timeout, 0);
+        q_append(c, Q_IDLE);
     if (conn_setup(c)) {
         conn_abort(c);
         return 0;
@@ -427,21 +766,49 @@ int conn_start_stream(berth_conn_t *c, int fd)
 void conn_datagram(berth_conn_t *c, const void *data, size_t len)
 {
     c->refs = 1; /* the datagram itself, dropped by conn_end_handle */
-    conn_hold(c);
+    conn_ref(c);
     conn_count_in(c, len);
-    if (conn_setup(c) == 0 && c->l->plugin->desc.handle && !c->closing)
-        c->l->plugin->desc.handle(c, data, len);
+    if (conn_setup(c) == 0 && !c->closing)
+        call_handle(c, data, len);
     c->handled = 1;
-    conn_release(c);
+    conn_unref(c);
 }
 
-/* ---- the host table ---- */
+int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb)
+{
+    assert(c->kind == CONN_OUTBOUND && !c->handle_init);
+    c->refs = 1; /* the handle */
+    int rc = uv_tcp_init(&c->w->loop, &c->h.tcp);
+    if (rc) {
+        c->closed = 1;
+        conn_unref(c);
+        return rc;
+    }
+    c->h.handle.data = c;
+    c->handle_init = 1;
+    rc = uv_tcp_connect(req, &c->h.tcp, peer_sa(c), cb);
+    if (rc)
+        conn_abort(c);
+    return rc;
+}
+
+void conn_connected(berth_conn_t *c, struct sockaddr_storage *local)
+{
+    int len = sizeof *local;
+    memset(local, 0, sizeof *local);
+    if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)local, &len))
+        memset(local, 0, sizeof *local);
+    uv_tcp_nodelay(&c->h.tcp, 1);
+}
+
+/* ---- writing ---- */
 
 static void on_write(uv_write_t *req, int status)
 {
     write_req_t *r = req->data;
     berth_conn_t *c = r->c;
     free(r);
+    assert(c->nwrites > 0);
     c->nwrites--;
     if (status < 0 && status != UV_ECANCELED) {
         log_debug("%s %s: write: %s", c->l->cfg->name, conn_name(c), uv_strerror(status));
@@ -459,40 +826,40 @@ static void on_write(uv_write_t *req, int status)
     }
     if (c->closing && c->nwrites == 0)
         conn_flushed(c);
-    else if (c->relay && c->nwrites == 0)
-        relay_writes_done(c);
+    else if (c->nwrites == 0 && c->hooks && c->hooks->on_writes_done)
+        c->hooks->on_writes_done(c, c->hooks_arg);
 }
 
 static int dgram_send(berth_conn_t *c, const void *data, size_t len)
 {
     if (c->closed)
         return -EPIPE;
-    const struct sockaddr_un *un = (const void *)&c->peer;
-    if (c->peer.ss_family == AF_UNIX &&
+    const struct sockaddr *sa = peer_sa(c);
+    const struct sockaddr_un *un = (const void *)sa;
+    if (sa->sa_family == AF_UNIX &&
         (c->peerlen <= offsetof(struct sockaddr_un, sun_path) || un->sun_path[0] == '\0'))
         return -EDESTADDRREQ; /* an unbound unix datagram sender cannot be answered */
-    ssize_t n = sendto(c->l->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL,
-                       (const struct sockaddr *)&c->peer, c->peerlen);
+    ssize_t n = sendto(c->l->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, sa, c->peerlen);
     if (n < 0) {
+        int e = errno;
         atomic_fetch_add(&c->l->st->errors, 1);
-        return -errno;
+        return -e;
     }
     conn_count_out(c, (size_t)n);
     return 0;
 }
 
-static int host_write(berth_conn_t *c, const void *data, size_t len)
+/* A write by the plugin, or by a hook that owns the conn (a relay's backlog). The caller
+ * counts the bytes (a relay counts only what its client gets). */
+int conn_write(berth_conn_t *c, const void *data, size_t len)
 {
     if (c->kind == CONN_DGRAM)
         return dgram_send(c, data, len);
-    if (c->closing || c->shut_wr || c->closed)
+    if (c->closing || c->shut_wr || c->closed || !c->handle_init)
         return -EPIPE;
-    if (c->relay)
-        return -EBUSY; /* the relay owns the socket now */
     if (len == 0)
         return 0;
     conn_touch(c);
-    conn_count_out(c, len);
     size_t off = 0;
     if (c->nwrites == 0) {
         /* The common case, nothing queued: write straight away, no copy. */
@@ -529,22 +896,12 @@ static int host_write(berth_conn_t *c, const void *data, size_t len)
     return 0;
 }
 
-static void host_close(berth_conn_t *c)
-{
-    conn_close(c);
-}
-
-static void host_abort(berth_conn_t *c)
-{
-    conn_abort(c);
-}
-
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     free(req);
 }
 
-static int host_shutdown(berth_conn_t *c)
+int conn_shutdown(berth_conn_t *c)
 {
     if (c->kind == CONN_DGRAM)
         return -ENOTSUP;
@@ -564,125 +921,28 @@ static int host_shutdown(berth_conn_t *c)
     return 0;
 }
 
-static void host_pause(berth_conn_t *c)
+void conn_pause(berth_conn_t *c)
 {
     c->plugin_pauses++;
     conn_update_reading(c);
 }
 
-static void host_resume(berth_conn_t *c)
+void conn_resume(berth_conn_t *c)
 {
+    assert(c->plugin_pauses > 0); /* each resume needs its pause */
     if (c->plugin_pauses > 0)
         c->plugin_pauses--;
     conn_update_reading(c);
 }
 
-static size_t host_write_queue_size(const berth_conn_t *c)
+size_t conn_write_queue_size(const berth_conn_t *c)
 {
     if (c->kind == CONN_DGRAM || !c->handle_init || c->closed)
         return 0;
     return uv_stream_get_write_queue_size(&c->h.stream);
 }
 
-static void *host_state(berth_conn_t *c)
-{
-    return c->l->plugin->desc.conn_size ? c->state : NULL;
-}
-
-static void *host_listener_state(berth_conn_t *c)
-{
-    return c->l->state;
-}
-
-static berth_listener_t *host_listener(berth_conn_t *c)
-{
-    return c->l;
-}
-
-static const struct sockaddr *host_peer_addr(const berth_conn_t *c, socklen_t *len)
-{
-    if (len)
-        *len = c->peerlen;
-    return (const struct sockaddr *)&c->peer;
-}
-
-static const struct sockaddr *host_local_addr(const berth_conn_t *c, socklen_t *len)
-{
-    /* Asked for rarely: a syscall on demand, not one per connection or datagram. */
-    if (c->locallen == 0) {
-        berth_conn_t *m = (berth_conn_t *)c;
-        uv_os_fd_t fd = -1;
-        m->locallen = sizeof m->local;
-        if (c->kind == CONN_DGRAM)
-            fd = c->l->fd;
-        else if (c->handle_init && !c->closed)
-            uv_fileno(&c->h.handle, &fd);
-        if (fd < 0 || getsockname(fd, (struct sockaddr *)&m->local, &m->locallen) < 0)
-            m->locallen = 0;
-    }
-    if (len)
-        *len = c->locallen;
-    return (const struct sockaddr *)&c->local;
-}
-
-static const char *host_peer_name(const berth_conn_t *c)
-{
-    return conn_name((berth_conn_t *)c);
-}
-
-static const char *host_listener_name(const berth_listener_t *l)
-{
-    return l->cfg->name;
-}
-
-static berth_protocol_t host_listener_protocol(const berth_listener_t *l)
-{
-    return l->cfg->protocol;
-}
-
-static const char *host_option(const berth_listener_t *l, const char *key)
-{
-    /* The last one wins, as everywhere in the config. */
-    const char *v = NULL;
-    for (size_t i = 0; i < l->cfg->noptions; i++)
-        if (strcmp(l->cfg->options[i].key, key) == 0)
-            v = l->cfg->options[i].value;
-    return v;
-}
-
-/* A plugin's line, prefixed with what it concerns: "listener peer: ..." or "listener: ...". */
-static void vlog_prefixed(berth_log_level_t level, const char *listener, const char *peer,
-                          const char *fmt, va_list ap) BERTH_PRINTF(4, 0);
-static void vlog_prefixed(berth_log_level_t level, const char *listener, const char *peer,
-                          const char *fmt, va_list ap)
-{
-    if (!log_enabled(level))
-        return;
-    char msg[1536];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    log_msg(level, "%s%s%s%s%s", listener ? listener : "", peer ? " " : "", peer ? peer : "",
-            listener ? ": " : "", msg);
-}
-
-static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
-    BERTH_PRINTF(3, 4);
-static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlog_prefixed(level, c ? c->l->cfg->name : NULL, c ? conn_name(c) : NULL, fmt, ap);
-    va_end(ap);
-}
-
-static void host_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
-    BERTH_PRINTF(3, 4);
-static void host_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlog_prefixed(level, l ? l->cfg->name : NULL, NULL, fmt, ap);
-    va_end(ap);
-}
+/* ---- timers and pool work ---- */
 
 static void on_conn_timer(uv_timer_t *t)
 {
@@ -697,14 +957,16 @@ static void on_conn_timer(uv_timer_t *t)
     berth_timer_cb cb = ct->cb;
     void *arg = ct->arg;
     uv_close((uv_handle_t *)&ct->t, on_timer_closed);
-    conn_hold(c);
+    conn_ref(c);
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, c->l, STATS_HOOK_TIMER);
     cb(c, arg);
-    conn_release(c);
+    conn_plugin_leave(c->w, s);
+    conn_unref(c);
 }
 
-static berth_timer_t *host_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb cb, void *arg)
+berth_timer_t *conn_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb cb, void *arg)
 {
-    if (c->closed || c->finished)
+    if (c->closed || c->finished || cb == NULL)
         return NULL;
     conn_timer_t *t = calloc(1, sizeof *t);
     if (t == NULL)
@@ -722,7 +984,7 @@ static berth_timer_t *host_timer_start(berth_conn_t *c, uint64_t ms, berth_timer
     return (berth_timer_t *)t;
 }
 
-static void host_timer_stop(berth_timer_t *timer)
+void conn_timer_stop(berth_timer_t *timer)
 {
     conn_timer_t *t = (conn_timer_t *)timer;
     if (t == NULL)
@@ -737,8 +999,49 @@ static void host_timer_stop(berth_timer_t *timer)
     uv_close((uv_handle_t *)&t->t, on_timer_closed);
 }
 
+/* The pool is shared by every listener of the worker. Each listener hands at most
+ * work_inflight_max items to it at once (the rest wait here, in order, up to
+ * WORK_QUEUE_MAX in all), so a plugin whose work is slow (password hashing) leaves threads
+ * for the others (disk writes): with L listeners and P threads, a listener holds at most
+ * max(P/2, P - L + 1). */
+
+#define POOL_MIN 4
+#define POOL_MAX 16
+
+void conn_pool_init(worker_t *w)
+{
+    unsigned p = 0;
+    const char *env = getenv("UV_THREADPOOL_SIZE");
+    if (env && *env)
+        p = (unsigned)strtoul(env, NULL, 10);
+    if (p == 0) {
+        p = POOL_MIN + (unsigned)w->nlisteners;
+        if (p > POOL_MAX)
+            p = POOL_MAX;
+        char text[16];
+        snprintf(text, sizeof text, "%u", p);
+        setenv("UV_THREADPOOL_SIZE", text, 1); /* read by libuv at the first work */
+    }
+    unsigned l = w->nlisteners ? (unsigned)w->nlisteners : 1;
+    unsigned fair = p > l ? p - l + 1 : 1;
+    w->pool_size = p;
+    w->work_inflight_max = fair > p / 2 ? fair : (p / 2 ? p / 2 : 1);
+}
+
+static void on_work(uv_work_t *req);
+static void on_work_done(uv_work_t *req, int status);
+
+static int work_submit(worker_t *w, work_req_t *r)
+{
+    int rc = uv_queue_work(&w->loop, &r->req, on_work, on_work_done);
+    if (rc == 0)
+        r->c->l->work_inflight++;
+    return rc;
+}
+
 static void on_work(uv_work_t *req)
 {
+    /* A pool thread: the loop thread's hook record is not ours to write. */
     work_req_t *r = req->data;
     r->work(r->arg);
 }
@@ -747,15 +1050,34 @@ static void on_work_done(uv_work_t *req, int status)
 {
     work_req_t *r = req->data;
     berth_conn_t *c = r->c;
+    berth_listener_t *l = c->l;
+    assert(l->work_inflight > 0 && l->work_count > 0);
+    l->work_inflight--;
+    l->work_count--;
+    /* The listener's next waiting item takes the thread share this one frees. */
+    work_req_t *next = l->work_head;
+    if (next) {
+        l->work_head = next->next;
+        if (l->work_head == NULL)
+            l->work_tail = NULL;
+        int rc = work_submit(c->w, next);
+        assert(rc == 0); /* uv_queue_work fails only on a NULL callback */
+        (void)rc;
+    }
+    conn_plugin_scope_t s = conn_plugin_enter(c->w, l, STATS_HOOK_WORK_DONE);
     r->done(c, r->arg, status == UV_ECANCELED ? -ECANCELED : 0);
+    conn_plugin_leave(c->w, s);
     free(r);
-    conn_release(c); /* the work's own ref */
+    conn_unref(c); /* the work's own ref */
 }
 
-static int host_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg)
+int conn_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg)
 {
     if (c->finished || work == NULL || done == NULL)
         return -EINVAL;
+    berth_listener_t *l = c->l;
+    if (l->work_count >= WORK_QUEUE_MAX)
+        return -EAGAIN; /* the plugin may retry later, or refuse what needed it */
     work_req_t *r = calloc(1, sizeof *r);
     if (r == NULL)
         return -ENOMEM;
@@ -764,54 +1086,23 @@ static int host_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, vo
     r->done = done;
     r->arg = arg;
     r->req.data = r;
-    int rc = uv_queue_work(&c->w->loop, &r->req, on_work, on_work_done);
-    if (rc) {
-        free(r);
-        return rc;
+    worker_t *w = c->w;
+    if (w->work_inflight_max == 0)
+        conn_pool_init(w); /* a worker that did not size its pool: a unit test */
+    if (l->work_inflight < w->work_inflight_max) {
+        int rc = work_submit(w, r);
+        if (rc) {
+            free(r);
+            return rc;
+        }
+    } else {
+        if (l->work_tail)
+            l->work_tail->next = r;
+        else
+            l->work_head = r;
+        l->work_tail = r;
     }
-    c->refs++;
+    l->work_count++;
+    conn_ref(c);
     return 0;
 }
-
-static int host_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t timeout_ms,
-                        berth_connect_allow_cb allow, berth_connect_cb cb, void *arg)
-{
-    return outbound_connect(c, host, port, timeout_ms, allow, cb, arg);
-}
-
-static int host_relay(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
-                      void *arg)
-{
-    return relay_start(c, peer, idle_ms, done, arg);
-}
-
-const berth_host_t berth_host_table = {
-    .abi_version = BERTH_ABI_VERSION,
-    .size = sizeof(berth_host_t),
-    .log = host_log,
-    .log_listener = host_log_listener,
-    .write = host_write,
-    .close = host_close,
-    .abort = host_abort,
-    .shutdown = host_shutdown,
-    .pause = host_pause,
-    .resume = host_resume,
-    .write_queue_size = host_write_queue_size,
-    .state = host_state,
-    .listener_state = host_listener_state,
-    .listener = host_listener,
-    .peer_addr = host_peer_addr,
-    .local_addr = host_local_addr,
-    .peer_name = host_peer_name,
-    .listener_name = host_listener_name,
-    .listener_protocol = host_listener_protocol,
-    .option = host_option,
-    .parse_duration = berth_parse_duration,
-    .parse_size = berth_parse_size,
-    .parse_bool = berth_parse_bool,
-    .timer_start = host_timer_start,
-    .timer_stop = host_timer_stop,
-    .work = host_work,
-    .connect = host_connect,
-    .relay = host_relay,
-};

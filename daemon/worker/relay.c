@@ -1,17 +1,18 @@
 /*
  * host->relay: pipe two connections both ways.
  *
- * Bytes never enter user space: each direction owns a pipe, and splice(2) moves data from
- * one socket into the pipe and from the pipe into the other socket (on Linux, TCP pages
- * are passed by reference, not copied). A direction reads only while its pipe has room,
- * so memory is bounded by the pipe size and a slow reader slows its writer. EOF on one side
- * becomes shutdown(SHUT_WR) on the other once the pipe is empty, while the other direction
- * goes on. The relay ends when both directions are done, on an error, or after idle_ms
- * without a byte either way.
+ * Bytes never enter user space in the common case: each direction owns a pipe, and
+ * splice(2) moves data from one socket into the pipe and from the pipe into the other socket
+ * (on Linux, TCP pages are passed by reference, not copied). A direction reads only while
+ * its pipe has room, so memory is bounded by the pipe size and a slow reader slows its
+ * writer. EOF on one side becomes shutdown(SHUT_WR) on the other once the pipe is empty,
+ * while the other direction goes on. The relay ends when both directions are done, on an
+ * error, or after idle_ms without a byte either way.
  *
- * The sockets belong to the conns' uv stream handles, which are idle meanwhile (no read,
- * no write pending), so a uv_poll per socket watches them; the polls are closed before the
- * streams are.
+ * The relay adds no event registration of its own: it is a hook on both conns that takes
+ * their input, so the conns' own uv streams (already in epoll) report readiness
+ * (conn_watch_read), and when a socket cannot take more, the relay hands a bounded piece of
+ * the pipe to conn_write, whose completion (on_writes_done) says the socket has room again.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,10 +21,12 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "worker/worker.h"
+#include "worker/relay.h"
 
 #define RELAY_PIPE_SIZE (256 * 1024) /* asked for; the kernel may give less */
 #define PIPE_POOL 64                 /* empty pipes a worker keeps for the next relays */
+#define BACKLOG_MAX                                                                                \
+    4096 /* handed to conn_write when a socket is full: enough to be told when it has room */
 
 /* Empty pipes from ended relays: a new relay takes two instead of four syscalls more per
  * session. A worker is one thread, so a plain array serves. */
@@ -38,23 +41,14 @@ typedef struct relay relay_t;
 typedef struct relay_dir {
     berth_conn_t *from, *to;
     int pipe[2];
-    size_t cap;     /* the pipe's size */
-    size_t inpipe;  /* bytes spliced in, not yet out */
-    uint64_t bytes; /* bytes delivered to `to` */
-    unsigned eof : 1, done : 1;
+    size_t cap;                              /* the pipe's size */
+    size_t inpipe;                           /* bytes spliced in, not yet out */
+    uint64_t bytes;                          /* bytes delivered to `to` */
+    unsigned eof : 1, done : 1, blocked : 1; /* blocked: a backlog write to `to` is pending */
 } relay_dir_t;
 
-typedef struct relay_side {
-    relay_t *r;
-    berth_conn_t *c;
-    int fd;
-    uv_poll_t *poll; /* own allocation: freed in its close callback */
-    int events;
-} relay_side_t;
-
 struct relay {
-    relay_dir_t dir[2];   /* [0] up: client -> peer, [1] down: peer -> client */
-    relay_side_t side[2]; /* [0] client, [1] peer */
+    relay_dir_t dir[2]; /* [0] up: client -> peer, [1] down: peer -> client */
     berth_conn_t *client, *peer;
     uv_timer_t idle;
     uint64_t idle_ms;
@@ -90,33 +84,63 @@ static void relay_unref(relay_t *r)
 
 static void touch(relay_t *r)
 {
-    r->last = uv_now(&r->client->w->loop);
+    r->last = uv_now(conn_loop(r->client));
     conn_touch(r->client);
     conn_touch(r->peer);
+}
+
+static void delivered(relay_t *r, relay_dir_t *d, size_t n)
+{
+    d->bytes += (uint64_t)n;
+    if (d->to == r->client)
+        conn_count_out(r->client, n);
+}
+
+/* `to` is full: hand a piece of the pipe to its conn's write queue; its completion tells us
+ * the socket has room again. */
+static int dir_backlog(relay_t *r, relay_dir_t *d)
+{
+    char buf[BACKLOG_MAX];
+    size_t want = d->inpipe < sizeof buf ? d->inpipe : sizeof buf;
+    ssize_t n;
+    do
+        n = read(d->pipe[0], buf, want);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return n < 0 ? -errno : -EIO;
+    d->inpipe -= (size_t)n;
+    int rc = conn_write(d->to, buf, (size_t)n);
+    if (rc)
+        return rc;
+    delivered(r, d, (size_t)n);
+    d->blocked = conn_writes_pending(d->to) > 0;
+    return 0;
 }
 
 /* Move what the pipe holds into `to`. 0, or a negative errno that ends the relay. */
 static int dir_flush(relay_t *r, relay_dir_t *d)
 {
-    while (d->inpipe > 0) {
-        ssize_t n = splice(d->pipe[0], NULL, r->side[d->to == r->peer].fd, NULL, d->inpipe,
+    while (d->inpipe > 0 && !d->blocked) {
+        ssize_t n = splice(d->pipe[0], NULL, conn_fd(d->to), NULL, d->inpipe,
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             d->inpipe -= (size_t)n;
-            d->bytes += (uint64_t)n;
-            if (d->to == r->client)
-                conn_count_out(r->client, (size_t)n);
+            delivered(r, d, (size_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && errno == EAGAIN)
-            return 0; /* wait until `to` is writable */
+        if (n < 0 && errno == EAGAIN) {
+            int rc = dir_backlog(r, d);
+            if (rc)
+                return rc;
+            continue;
+        }
         return n < 0 ? -errno : -EPIPE;
     }
-    if (d->eof && !d->done) {
+    if (d->eof && !d->done && d->inpipe == 0 && !d->blocked) {
         /* Everything is out: pass the EOF on; the other direction keeps flowing. */
-        shutdown(r->side[d->to == r->peer].fd, SHUT_WR);
+        shutdown(conn_fd(d->to), SHUT_WR);
         d->done = 1;
     }
     return 0;
@@ -126,8 +150,8 @@ static int dir_flush(relay_t *r, relay_dir_t *d)
 static int dir_fill(relay_t *r, relay_dir_t *d)
 {
     while (!d->eof && d->inpipe < d->cap) {
-        ssize_t n = splice(r->side[d->from == r->peer].fd, NULL, d->pipe[1], NULL,
-                           d->cap - d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        ssize_t n = splice(conn_fd(d->from), NULL, d->pipe[1], NULL, d->cap - d->inpipe,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             d->inpipe += (size_t)n;
             if (d->from == r->client)
@@ -140,7 +164,7 @@ static int dir_fill(relay_t *r, relay_dir_t *d)
         }
         if (n == 0) {
             d->eof = 1;
-            d->from->eof = 1;
+            conn_mark_eof(d->from);
             break;
         }
         if (errno == EINTR)
@@ -152,26 +176,9 @@ static int dir_fill(relay_t *r, relay_dir_t *d)
     return dir_flush(r, d);
 }
 
-static void on_poll(uv_poll_t *p, int status, int events)
+/* After any progress: end, or say what each socket should be watched for. */
+static void relay_after(relay_t *r, int rc)
 {
-    relay_side_t *s = p->data;
-    relay_t *r = s->r;
-    if (r->ended)
-        return;
-    if (status < 0) {
-        relay_end(r, status);
-        return;
-    }
-    int me = s == &r->side[1];
-    relay_dir_t *out = &r->dir[me]; /* reads from this side */
-    relay_dir_t *in = &r->dir[!me]; /* writes to this side */
-    int rc = 0;
-    if (events & UV_WRITABLE)
-        rc = dir_flush(r, in);
-    if (rc == 0 && (events & (UV_READABLE | UV_DISCONNECT)))
-        rc = dir_fill(r, out);
-    if (rc == 0 && (events & UV_WRITABLE) && in->inpipe < in->cap)
-        rc = dir_fill(r, in); /* room again: the other side may have more */
     if (rc) {
         relay_end(r, rc);
         return;
@@ -183,30 +190,26 @@ static void on_poll(uv_poll_t *p, int status, int events)
     relay_update(r);
 }
 
-/* Watch each socket for what its directions need now. */
+/* A side's socket is readable (or at EOF, or in error). */
+static void relay_on_readable(berth_conn_t *c, void *arg)
+{
+    relay_t *r = arg;
+    if (r->ended || !r->started)
+        return;
+    relay_after(r, dir_fill(r, &r->dir[c == r->peer]));
+}
+
+/* A side's queued writes are out: the plugin's last ones (the relay may start), or a
+ * backlog (that direction may go on). */
+static void relay_writes_done(berth_conn_t *c, void *arg);
+
+/* Watch each socket for input while its direction's pipe has room. */
 static void relay_update(relay_t *r)
 {
     for (int i = 0; i < 2; i++) {
-        relay_side_t *s = &r->side[i];
-        relay_dir_t *out = &r->dir[i], *in = &r->dir[!i];
-        int ev = 0;
-        if (!out->eof && out->inpipe < out->cap)
-            ev |= UV_READABLE;
-        if (in->inpipe > 0)
-            ev |= UV_WRITABLE;
-        if (ev != s->events) {
-            if (ev)
-                uv_poll_start(s->poll, ev, on_poll);
-            else
-                uv_poll_stop(s->poll);
-            s->events = ev;
-        }
+        relay_dir_t *out = &r->dir[i];
+        conn_watch_read(i ? r->peer : r->client, !out->eof && out->inpipe < out->cap);
     }
-}
-
-static void on_poll_closed(uv_handle_t *h)
-{
-    free(h);
 }
 
 static void on_idle_closed(uv_handle_t *h)
@@ -217,7 +220,7 @@ static void on_idle_closed(uv_handle_t *h)
 static void on_idle(uv_timer_t *t)
 {
     relay_t *r = t->data;
-    uint64_t now = uv_now(&r->client->w->loop);
+    uint64_t now = uv_now(conn_loop(r->client));
     if (now - r->last >= r->idle_ms) {
         relay_end(r, UV_ETIMEDOUT);
         return;
@@ -232,21 +235,19 @@ static void relay_end(relay_t *r, int error)
     r->ended = 1;
     uv_timer_stop(&r->idle);
     uv_close((uv_handle_t *)&r->idle, on_idle_closed);
-    /* The polls go before the streams that own the sockets are closed. */
-    for (int i = 0; i < 2; i++) {
-        if (r->side[i].poll)
-            uv_close((uv_handle_t *)r->side[i].poll, on_poll_closed);
-        r->side[i].poll = NULL;
-    }
     berth_conn_t *c = r->client, *p = r->peer;
-    c->relay = NULL;
-    p->relay = NULL;
+    /* Nothing more is to be said to either side, so neither close lingers for an EOF. */
+    conn_mark_eof(c);
+    conn_mark_eof(p);
+    conn_set_hooks(c, NULL, NULL);
+    conn_set_hooks(p, NULL, NULL);
     if (r->cb) {
         berth_relay_stats_t st = {r->dir[0].bytes, r->dir[1].bytes, error};
+        conn_plugin_scope_t sc =
+            conn_plugin_enter(conn_worker(c), conn_listener(c), STATS_HOOK_RELAY);
         r->cb(c, &st, r->arg);
+        conn_plugin_leave(conn_worker(c), sc);
     }
-    /* Both directions finished cleanly: nothing is left to say to either side. */
-    c->eof = p->eof = 1;
     if (error) {
         conn_abort(c);
         conn_abort(p);
@@ -258,33 +259,16 @@ static void relay_end(relay_t *r, int error)
 }
 
 /* A relayed conn is being closed from outside (drain deadline, abort): end the relay. */
-void relay_on_close(berth_conn_t *c)
+static void relay_on_close(berth_conn_t *c, void *arg)
 {
-    relay_t *r = c->relay;
-    if (r)
-        relay_end(r, UV_ECANCELED);
+    relay_end(arg, UV_ECANCELED);
 }
 
-/* Both streams are idle now (the plugin's last writes are out): start watching. */
+/* Both streams are idle now (the plugin's last writes are out): start moving bytes. */
 static int relay_go(relay_t *r)
 {
-    for (int i = 0; i < 2; i++) {
-        relay_side_t *s = &r->side[i];
-        uv_os_fd_t fd = -1;
-        if (uv_fileno(&s->c->h.handle, &fd))
-            return -EBADF;
-        s->fd = fd;
-        s->poll = malloc(sizeof *s->poll);
-        if (s->poll == NULL)
-            return -ENOMEM;
-        int rc = uv_poll_init(&r->client->w->loop, s->poll, fd);
-        if (rc) {
-            free(s->poll);
-            s->poll = NULL;
-            return rc;
-        }
-        s->poll->data = s;
-    }
+    if (conn_fd(r->client) < 0 || conn_fd(r->peer) < 0)
+        return -EBADF;
     r->started = 1;
     touch(r);
     if (r->idle_ms)
@@ -299,16 +283,33 @@ static int relay_go(relay_t *r)
     return 0;
 }
 
-/* conn.c: a relayed conn's last plugin write completed. */
-void relay_writes_done(berth_conn_t *c)
+static void relay_writes_done(berth_conn_t *c, void *arg)
 {
-    relay_t *r = c->relay;
-    if (r == NULL || r->started || r->client->nwrites || r->peer->nwrites)
+    relay_t *r = arg;
+    if (r->ended)
         return;
-    int rc = relay_go(r);
-    if (rc)
-        relay_end(r, rc);
+    if (!r->started) {
+        if (conn_writes_pending(r->client) || conn_writes_pending(r->peer))
+            return;
+        int rc = relay_go(r);
+        if (rc)
+            relay_end(r, rc);
+        return;
+    }
+    relay_dir_t *d = &r->dir[c == r->client]; /* the direction that writes to c */
+    d->blocked = 0;
+    int rc = dir_flush(r, d);
+    if (rc == 0 && !d->blocked)
+        rc = dir_fill(r, d); /* room again: its source may have more */
+    relay_after(r, rc);
 }
+
+static const conn_hooks_t relay_hooks = {
+    .on_close = relay_on_close,
+    .on_writes_done = relay_writes_done,
+    .on_readable = relay_on_readable,
+    .takes_input = 1,
+};
 
 static int dir_init(relay_dir_t *d, berth_conn_t *from, berth_conn_t *to)
 {
@@ -322,8 +323,9 @@ static int dir_init(relay_dir_t *d, berth_conn_t *from, berth_conn_t *to)
         return 0;
     }
     if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+        int e = errno;
         d->pipe[0] = d->pipe[1] = -1;
-        return -errno;
+        return -e;
     }
     int size = fcntl(d->pipe[1], F_SETPIPE_SZ, RELAY_PIPE_SIZE);
     if (size < 0)
@@ -335,11 +337,13 @@ static int dir_init(relay_dir_t *d, berth_conn_t *from, berth_conn_t *to)
 int relay_start(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
                 void *arg)
 {
-    if (c == NULL || peer == NULL || c == peer || c->kind != CONN_STREAM ||
-        peer->kind != CONN_OUTBOUND)
+    if (c == NULL || peer == NULL || c == peer || conn_kind(c) != CONN_STREAM ||
+        conn_kind(peer) != CONN_OUTBOUND)
         return -EINVAL;
-    if (c->relay || peer->relay || c->closing || c->closed || peer->closing || peer->closed)
+    if (!conn_is_open(c) || !conn_is_open(peer))
         return -EPIPE;
+    if (conn_hooked(c) || conn_hooked(peer))
+        return -EBUSY;
     relay_t *r = calloc(1, sizeof *r);
     if (r == NULL)
         return -ENOMEM;
@@ -352,32 +356,29 @@ int relay_start(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_rel
         relay_unref(r);
         return rc;
     }
-    /* The plugin's reads stop here; the relay moves both sides from now on. */
-    if (c->reading) {
-        uv_read_stop(&c->h.stream);
-        c->reading = 0;
-    }
     r->client = c;
     r->peer = peer;
-    r->side[0] = (relay_side_t){.r = r, .c = c, .fd = -1};
-    r->side[1] = (relay_side_t){.r = r, .c = peer, .fd = -1};
     r->cb = done;
     r->arg = arg;
     r->idle_ms = idle_ms;
     r->refs = 2; /* the relay, the idle timer */
-    uv_timer_init(&c->w->loop, &r->idle);
+    uv_timer_init(conn_loop(c), &r->idle);
     r->idle.data = r;
-    c->relay = r;
-    peer->relay = r;
+    /* The plugin's handle() is not called from here on; the relay moves both sides. */
+    conn_set_hooks(c, &relay_hooks, r);
+    conn_set_hooks(peer, &relay_hooks, r);
     /* A client that already half-closed (EOF seen by the plugin) starts that way. */
-    if (c->eof)
+    if (conn_eof(c))
         r->dir[0].eof = 1;
     /* Writes the plugin queued just before (a reply, early data) go out first; libuv owns
      * the sockets until then. */
-    if (c->nwrites == 0 && peer->nwrites == 0) {
+    if (conn_writes_pending(c) == 0 && conn_writes_pending(peer) == 0) {
         rc = relay_go(r);
         if (rc)
             relay_end(r, rc); /* done() runs with the error */
+    } else {
+        conn_watch_read(c, 0);
+        conn_watch_read(peer, 0);
     }
     return 0;
 }

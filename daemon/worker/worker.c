@@ -19,6 +19,8 @@
 
 #include "core/control.h"
 #include "core/log.h"
+#include "worker/conn.h"
+#include "worker/host.h"
 #include "worker/worker.h"
 
 #define ACCEPT_BATCH 64
@@ -91,7 +93,10 @@ int worker_prepare(worker_t *w, config_errors_t *errs)
                 continue;
             }
             snprintf(err, sizeof err, "plugin '%s' refused it", p->desc.name);
-            if (p->desc.check_option(l, o->key, o->value, err, sizeof err)) {
+            conn_plugin_scope_t sc = conn_plugin_enter(w, l, STATS_HOOK_CHECK_OPTION);
+            int bad = p->desc.check_option(l, o->key, o->value, err, sizeof err);
+            conn_plugin_leave(w, sc);
+            if (bad) {
                 config_errors_add(errs, o->file, o->line, "%s: %s", o->key, err);
                 bad_option = 1;
             }
@@ -102,7 +107,9 @@ int worker_prepare(worker_t *w, config_errors_t *errs)
         }
         if (p->desc.listener_open) {
             snprintf(err, sizeof err, "plugin '%s' failed to open the listener", p->desc.name);
+            conn_plugin_scope_t sc = conn_plugin_enter(w, l, STATS_HOOK_LISTENER_OPEN);
             int rc = p->desc.listener_open(l, &l->state, err, sizeof err);
+            conn_plugin_leave(w, sc);
             if (rc) {
                 config_errors_add(errs, lc->file, lc->line, "[%s]: %s", lc->name, err);
                 failed = 1;
@@ -118,8 +125,11 @@ void worker_release(worker_t *w)
 {
     for (size_t i = 0; i < w->nlisteners; i++) {
         berth_listener_t *l = &w->listeners[i];
-        if (l->opened && l->plugin->desc.listener_close)
+        if (l->opened && l->plugin->desc.listener_close) {
+            conn_plugin_scope_t sc = conn_plugin_enter(w, l, STATS_HOOK_LISTENER_CLOSE);
             l->plugin->desc.listener_close(l, l->state);
+            conn_plugin_leave(w, sc);
+        }
         l->opened = 0;
     }
     for (size_t i = 0; i < w->nplugins; i++)
@@ -192,15 +202,12 @@ static berth_conn_t *admit(berth_listener_t *l, conn_kind_t kind,
         atomic_fetch_add(&l->st->refused_acl, 1);
         return NULL;
     }
-    berth_conn_t *c = conn_new(l->w, l, kind);
+    berth_conn_t *c = conn_new(l->w, l, kind, (const struct sockaddr *)peer, plen);
     if (c == NULL) {
         slot_release(l);
         atomic_fetch_add(&l->st->refused_limit, 1);
         return NULL;
     }
-    c->counted = 1;
-    memcpy(&c->peer, peer, plen);
-    c->peerlen = plen;
     atomic_fetch_add(&l->st->accepted, 1);
     atomic_fetch_add(&l->w->st->accepted, 1);
     return c;
@@ -365,11 +372,7 @@ static void on_drain_deadline(uv_timer_t *t)
     if (w->nconns)
         log_warn("shutdown_timeout reached: closing %llu connection(s)",
                  (unsigned long long)w->nconns);
-    /* A datagram's conn is freed inside conn_abort: step on before. */
-    for (berth_conn_t *c = w->conns, *next; c; c = next) {
-        next = c->next;
-        conn_abort(c);
-    }
+    conn_abort_all(w);
 }
 
 static void worker_drain(worker_t *w, int now)
@@ -483,9 +486,13 @@ int worker_run(const worker_spec_t *spec)
         w.listeners[i].slot = spec->listen_slots[i];
         w.listeners[i].st = &spec->stats->listeners[spec->listen_slots[i]];
     }
+    conn_pool_init(&w);
     for (size_t i = 0; i < w.nplugins; i++)
-        if (w.plugins[i]->desc.worker_start)
+        if (w.plugins[i]->desc.worker_start) {
+            conn_plugin_scope_t sc = conn_plugin_enter(&w, NULL, STATS_HOOK_OTHER);
             w.plugins[i]->desc.worker_start();
+            conn_plugin_leave(&w, sc);
+        }
 
     uv_poll_init(&w.loop, &w.ctl, w.ctl_fd);
     w.ctl.data = &w;
@@ -495,8 +502,11 @@ int worker_run(const worker_spec_t *spec)
     uv_run(&w.loop, UV_RUN_DEFAULT);
 
     for (size_t i = 0; i < w.nplugins; i++)
-        if (w.plugins[i]->desc.worker_stop)
+        if (w.plugins[i]->desc.worker_stop) {
+            conn_plugin_scope_t sc = conn_plugin_enter(&w, NULL, STATS_HOOK_OTHER);
             w.plugins[i]->desc.worker_stop();
+            conn_plugin_leave(&w, sc);
+        }
     status = 0;
 out:
     /* Anything still open (a plugin's stray handle) is closed before the loop is. */

@@ -72,7 +72,8 @@ typedef enum berth_protocol {
 typedef enum berth_connect_error {
     BERTH_CONNECT_OK = 0,
     BERTH_CONNECT_FAILED = 1,      /* anything not listed below */
-    BERTH_CONNECT_DENIED = 2,      /* the plugin's `allow` callback refused every address */
+    BERTH_CONNECT_DENIED = 2,      /* the plugin's `allow` callback refused every address, or
+                                      it was one of the daemon's own listeners (see connect) */
     BERTH_CONNECT_NET_UNREACH = 3, /* ENETUNREACH */
     BERTH_CONNECT_HOST_UNREACH = 4,
     BERTH_CONNECT_REFUSED = 5, /* ECONNREFUSED */
@@ -170,7 +171,11 @@ typedef struct berth_host {
     /* Run `work(arg)` on the thread pool, then `done(conn, arg, status)` on the loop
      * (status 0, or -ECANCELED if the pool dropped it before it ran). `done` always runs,
      * even if the conn was closed meanwhile, so the plugin can free `arg` there; the conn
-     * stays allocated, and finish() waits, until it has. */
+     * stays allocated, and finish() waits, until it has. The pool is shared by every
+     * listener of the worker: one listener has at most 64 items queued or running (beyond
+     * that this returns -EAGAIN: refuse or retry what needed it), and only a share of the
+     * pool's threads at once, the rest of its items waiting in order, so one plugin's slow
+     * work (password hashing) cannot starve another's (disk writes). */
     int (*work)(berth_conn_t *conn, berth_work_fn work, berth_done_cb done, void *arg);
 
     /* Connect out to `host` (a name, or a literal IPv4/IPv6 address) and `port`; names are
@@ -180,7 +185,10 @@ typedef struct berth_host {
      * `allow` refuses or that fails at once). If `conn` closes first, it runs with
      * BERTH_CONNECT_FAILED and sys_errno ECANCELED. On success the plugin owns result->peer: it
      * MUST hand it to relay() or close() it. `timeout_ms` (0: none) bounds the resolving and every
-     * attempt together. */
+     * attempt together. An address that is one of the daemon's own TCP listeners (a wildcard
+     * listener counts as every address of the host on its port) is never tried, whatever
+     * `allow` says: if no other address is left, the result is BERTH_CONNECT_DENIED; the host
+     * logs a warning once per connection. */
     int (*connect)(berth_conn_t *conn, const char *host, uint16_t port, uint64_t timeout_ms,
                    berth_connect_allow_cb allow, berth_connect_cb cb, void *arg);
     /* Pipe `conn` and `peer` (from connect) both ways until both directions are done:

@@ -214,8 +214,8 @@ static void test_list_parse(void **state)
     assert_int_equal(list.items[0].family, AF_INET);
     assert_int_equal(list.items[1].family, AF_INET6);
     /* Appends; commas, spaces and tabs all separate, repeated or not. */
-    assert_int_equal(berth_cidr_list_parse(&list, " 10.0.0.0/8,,192.168.0.0/16\t 172.16.0.0/12 ,", 0, bad,
-                                     sizeof(bad)),
+    assert_int_equal(berth_cidr_list_parse(&list, " 10.0.0.0/8,,192.168.0.0/16\t 172.16.0.0/12 ,",
+                                           0, bad, sizeof(bad)),
                      0);
     assert_int_equal(list.count, 5);
     assert_int_equal(list.items[4].prefix, 12);
@@ -234,8 +234,9 @@ static void test_list_parse_error_leaves_list_alone(void **state)
     char bad[16];
 
     assert_int_equal(berth_cidr_list_parse(&list, "10.0.0.0/8", 0, bad, sizeof(bad)), 0);
-    assert_int_equal(berth_cidr_list_parse(&list, "192.168.0.0/16, 10.0.0.1/8, ::1", 0, bad, sizeof(bad)),
-                     -EINVAL);
+    assert_int_equal(
+        berth_cidr_list_parse(&list, "192.168.0.0/16, 10.0.0.1/8, ::1", 0, bad, sizeof(bad)),
+        -EINVAL);
     assert_string_equal(bad, "10.0.0.1/8");
     assert_int_equal(list.count, 1);
     assert_int_equal(berth_cidr_list_parse(&list, "::1 1.2.3.4:80", 0, bad, sizeof(bad)), -EINVAL);
@@ -243,7 +244,8 @@ static void test_list_parse_error_leaves_list_alone(void **state)
     assert_int_equal(list.count, 1);
     /* The offending entry is cut to fit `bad`. */
     assert_int_equal(
-        berth_cidr_list_parse(&list, "this-is-a-very-long-entry-indeed", 0, bad, sizeof(bad)), -EINVAL);
+        berth_cidr_list_parse(&list, "this-is-a-very-long-entry-indeed", 0, bad, sizeof(bad)),
+        -EINVAL);
     assert_string_equal(bad, "this-is-a-very-");
     assert_int_equal(berth_cidr_list_parse(&list, "nope", 0, NULL, 0), -EINVAL);
     assert_int_equal(berth_cidr_list_parse(&list, NULL, 0, bad, sizeof(bad)), -EINVAL);
@@ -337,8 +339,8 @@ static void test_list_match(void **state)
 
     assert_false(berth_cidr_list_match(&list, (struct sockaddr *)&a));
     assert_false(berth_cidr_list_match(NULL, (struct sockaddr *)&a));
-    assert_int_equal(berth_cidr_list_parse(&list, "10.0.0.0/8 192.168.0.0/16 ::1", 0, bad, sizeof(bad)),
-                     0);
+    assert_int_equal(
+        berth_cidr_list_parse(&list, "10.0.0.0/8 192.168.0.0/16 ::1", 0, bad, sizeof(bad)), 0);
     assert_true(berth_cidr_list_match(&list, (struct sockaddr *)&a));
     assert_true(berth_cidr_list_match(&list, (struct sockaddr *)&b));
     assert_false(berth_cidr_list_match(&list, (struct sockaddr *)&c));

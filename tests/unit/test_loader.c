@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "worker/loader.h"
+#include "worker/host.h"
 #include "worker/worker.h"
 
 #ifndef TEST_PLUGIN_DIR

@@ -1,0 +1,127 @@
+/*
+ * The connection core. conn.c alone owns `struct berth_conn` (it is opaque everywhere else):
+ * its uv handle, its lifetime, its I/O, its timers and pool work. What builds on a conn
+ * (relay, outbound) uses the functions below and the one hook slot a conn has; plugin calls
+ * made from here go through conn_plugin_enter/leave, which record the hook being run in
+ * shared memory for the master's crash report.
+ *
+ * Lifetime: a conn is freed once its uv handle has closed, every ref (pending work,
+ * connect, a callback in progress) has been given back, and finish() has run.
+ */
+#ifndef BERTH_CONN_H
+#define BERTH_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "berth/handler.h"
+#include "core/stats.h"
+#include "worker/worker.h"
+
+typedef enum conn_kind { CONN_STREAM, CONN_DGRAM, CONN_OUTBOUND } conn_kind_t;
+
+/* What a module on top of a conn (a relay, an outbound connect) hears of it. A conn has one
+ * hook slot; every member MAY be NULL. */
+typedef struct conn_hooks {
+    /* The conn begins to end (close, abort, drain deadline): let go of it. */
+    void (*on_close)(berth_conn_t *c, void *arg);
+    /* The last queued write completed. */
+    void (*on_writes_done)(berth_conn_t *c, void *arg);
+    /* With conn_watch_read() on: the socket is readable (or at EOF or in error); the hook
+     * reads it itself, from conn_fd(). */
+    void (*on_readable)(berth_conn_t *c, void *arg);
+    /* Set: the hook owns the socket's input; the plugin's handle() is no longer called. */
+    unsigned takes_input : 1;
+} conn_hooks_t;
+
+/* ---- creating and ending ---- */
+
+/* A conn of listener l. A stream or datagram conn holds one of the listener's concurrency
+ * slots (given back through worker_conn_gone); an outbound one does not. */
+berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind,
+                       const struct sockaddr *peer, socklen_t peerlen);
+/* Adopt an accepted, non-blocking socket, call setup() and start reading. 0 or a uv error
+ * (the conn is then ending on its own). */
+int conn_start_stream(berth_conn_t *c, int fd);
+/* One datagram: setup(), handle(), and the conn ends once nothing is pending on it. */
+void conn_datagram(berth_conn_t *c, const void *data, size_t len);
+/* An outbound conn: a TCP handle connecting to the address given to conn_new(); `cb`
+ * gets `req` back. */
+int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb);
+/* A connect succeeded: learn the local address, set TCP_NODELAY. */
+void conn_connected(berth_conn_t *c, struct sockaddr_storage *local);
+/* Graceful: flush, half-close, linger for the peer's EOF. Idempotent. */
+void conn_close(berth_conn_t *c);
+/* Now, dropping queued writes (TCP: a reset). */
+void conn_abort(berth_conn_t *c);
+/* The drain deadline: abort every conn of w. */
+void conn_abort_all(worker_t *w);
+/* Keep c allocated across something pending (work, connect, a callback). */
+void conn_ref(berth_conn_t *c);
+/* Give it back; may free c. */
+void conn_unref(berth_conn_t *c);
+
+/* ---- hooks ---- */
+
+/* Fill c's hook slot (it must be empty), or empty it (hooks NULL). */
+void conn_set_hooks(berth_conn_t *c, const conn_hooks_t *hooks, void *arg);
+/* The hook slot is filled; by a hook that takes the input. */
+int conn_hooked(const berth_conn_t *c);
+int conn_taken(const berth_conn_t *c);
+/* For a hook that takes input: be told when the socket is readable, or not. */
+void conn_watch_read(berth_conn_t *c, int on);
+/* Record that the peer's EOF was seen (or that nothing more is to be said to it), so a
+ * close does not linger for it. */
+void conn_mark_eof(berth_conn_t *c);
+
+/* ---- I/O (the host table's calls) ---- */
+
+int conn_write(berth_conn_t *c, const void *data, size_t len);
+int conn_shutdown(berth_conn_t *c);
+void conn_pause(berth_conn_t *c);
+void conn_resume(berth_conn_t *c);
+size_t conn_write_queue_size(const berth_conn_t *c);
+berth_timer_t *conn_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb cb, void *arg);
+void conn_timer_stop(berth_timer_t *timer);
+/* Pool work for c; -EAGAIN when its listener has WORK_QUEUE_MAX items queued or running. */
+int conn_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg);
+#define WORK_QUEUE_MAX 64
+/* Size the thread pool before any work is queued (UV_THREADPOOL_SIZE, unless the
+ * environment sets it): 4 + one per listener, at most 16; and how many of its threads one
+ * listener may hold at once, so one plugin's slow work cannot starve another's. */
+void conn_pool_init(worker_t *w);
+
+/* ---- facts ---- */
+
+worker_t *conn_worker(const berth_conn_t *c);
+berth_listener_t *conn_listener(const berth_conn_t *c);
+conn_kind_t conn_kind(const berth_conn_t *c);
+uv_loop_t *conn_loop(const berth_conn_t *c);
+/* Not closing nor closed: new work may start on it. */
+int conn_is_open(const berth_conn_t *c);
+int conn_eof(const berth_conn_t *c);
+/* Plugin writes queued and not yet completed. */
+unsigned conn_writes_pending(const berth_conn_t *c);
+/* The socket, or -1 (datagram conns, a closed handle). */
+int conn_fd(const berth_conn_t *c);
+void *conn_state(berth_conn_t *c);
+const struct sockaddr *conn_peer_addr(const berth_conn_t *c, socklen_t *len);
+const struct sockaddr *conn_local_addr(const berth_conn_t *c, socklen_t *len);
+const char *conn_name(const berth_conn_t *c);
+void conn_touch(berth_conn_t *c);
+void conn_count_in(berth_conn_t *c, size_t n);
+void conn_count_out(berth_conn_t *c, size_t n);
+
+/* ---- calling plugin code ---- */
+
+/* Before every call into a plugin: record the hook and listener in the worker's shared
+ * stats (two relaxed stores, no syscall); after it, put back what was there (a plugin call
+ * may nest: close() inside handle() runs finish()). */
+typedef struct conn_plugin_scope {
+    int hook, listener;
+} conn_plugin_scope_t;
+conn_plugin_scope_t conn_plugin_enter(worker_t *w, const berth_listener_t *l, stats_hook_t hook);
+void conn_plugin_leave(worker_t *w, conn_plugin_scope_t saved);
+
+#endif

@@ -1,0 +1,197 @@
+/*
+ * The plugin ABI adapter: every member of berth_host_t. Each one checks what the ABI
+ * promises and calls the conn, relay or outbound API; no other file knows the table.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "berth/units.h"
+#include "core/log.h"
+#include "worker/conn.h"
+#include "worker/host.h"
+#include "worker/outbound.h"
+#include "worker/relay.h"
+
+static int host_write(berth_conn_t *c, const void *data, size_t len)
+{
+    if (conn_taken(c) && conn_is_open(c))
+        return -EBUSY; /* the relay owns the socket now */
+    int rc = conn_write(c, data, len);
+    if (rc == 0 && conn_kind(c) != CONN_DGRAM)
+        conn_count_out(c, len); /* a datagram's send counts what it sent */
+    return rc;
+}
+
+static void host_close(berth_conn_t *c)
+{
+    conn_close(c);
+}
+
+static void host_abort(berth_conn_t *c)
+{
+    conn_abort(c);
+}
+
+static int host_shutdown(berth_conn_t *c)
+{
+    return conn_shutdown(c);
+}
+
+static void host_pause(berth_conn_t *c)
+{
+    conn_pause(c);
+}
+
+static void host_resume(berth_conn_t *c)
+{
+    conn_resume(c);
+}
+
+static size_t host_write_queue_size(const berth_conn_t *c)
+{
+    return conn_write_queue_size(c);
+}
+
+static void *host_state(berth_conn_t *c)
+{
+    return conn_state(c);
+}
+
+static void *host_listener_state(berth_conn_t *c)
+{
+    return conn_listener(c)->state;
+}
+
+static berth_listener_t *host_listener(berth_conn_t *c)
+{
+    return conn_listener(c);
+}
+
+static const struct sockaddr *host_peer_addr(const berth_conn_t *c, socklen_t *len)
+{
+    return conn_peer_addr(c, len);
+}
+
+static const struct sockaddr *host_local_addr(const berth_conn_t *c, socklen_t *len)
+{
+    return conn_local_addr(c, len);
+}
+
+static const char *host_peer_name(const berth_conn_t *c)
+{
+    return conn_name(c);
+}
+
+static const char *host_listener_name(const berth_listener_t *l)
+{
+    return l->cfg->name;
+}
+
+static berth_protocol_t host_listener_protocol(const berth_listener_t *l)
+{
+    return l->cfg->protocol;
+}
+
+static const char *host_option(const berth_listener_t *l, const char *key)
+{
+    /* The last one wins, as everywhere in the config. */
+    const char *v = NULL;
+    for (size_t i = 0; i < l->cfg->noptions; i++)
+        if (strcmp(l->cfg->options[i].key, key) == 0)
+            v = l->cfg->options[i].value;
+    return v;
+}
+
+/* A plugin's line, prefixed with what it concerns: "listener peer: ..." or "listener: ...". */
+static void vlog_prefixed(berth_log_level_t level, const char *listener, const char *peer,
+                          const char *fmt, va_list ap) BERTH_PRINTF(4, 0);
+static void vlog_prefixed(berth_log_level_t level, const char *listener, const char *peer,
+                          const char *fmt, va_list ap)
+{
+    if (!log_enabled(level))
+        return;
+    char msg[1536];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    log_msg(level, "%s%s%s%s%s", listener ? listener : "", peer ? " " : "", peer ? peer : "",
+            listener ? ": " : "", msg);
+}
+
+static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
+    BERTH_PRINTF(3, 4);
+static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog_prefixed(level, c ? conn_listener(c)->cfg->name : NULL, c ? conn_name(c) : NULL, fmt, ap);
+    va_end(ap);
+}
+
+static void host_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
+    BERTH_PRINTF(3, 4);
+static void host_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog_prefixed(level, l ? l->cfg->name : NULL, NULL, fmt, ap);
+    va_end(ap);
+}
+
+static berth_timer_t *host_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb cb, void *arg)
+{
+    return conn_timer_start(c, ms, cb, arg);
+}
+
+static void host_timer_stop(berth_timer_t *timer)
+{
+    conn_timer_stop(timer);
+}
+
+static int host_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg)
+{
+    return conn_work(c, work, done, arg);
+}
+
+static int host_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t timeout_ms,
+                        berth_connect_allow_cb allow, berth_connect_cb cb, void *arg)
+{
+    return outbound_connect(c, host, port, timeout_ms, allow, cb, arg);
+}
+
+static int host_relay(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
+                      void *arg)
+{
+    return relay_start(c, peer, idle_ms, done, arg);
+}
+
+const berth_host_t berth_host_table = {
+    .abi_version = BERTH_ABI_VERSION,
+    .size = sizeof(berth_host_t),
+    .log = host_log,
+    .log_listener = host_log_listener,
+    .write = host_write,
+    .close = host_close,
+    .abort = host_abort,
+    .shutdown = host_shutdown,
+    .pause = host_pause,
+    .resume = host_resume,
+    .write_queue_size = host_write_queue_size,
+    .state = host_state,
+    .listener_state = host_listener_state,
+    .listener = host_listener,
+    .peer_addr = host_peer_addr,
+    .local_addr = host_local_addr,
+    .peer_name = host_peer_name,
+    .listener_name = host_listener_name,
+    .listener_protocol = host_listener_protocol,
+    .option = host_option,
+    .parse_duration = berth_parse_duration,
+    .parse_size = berth_parse_size,
+    .parse_bool = berth_parse_bool,
+    .timer_start = host_timer_start,
+    .timer_stop = host_timer_stop,
+    .work = host_work,
+    .connect = host_connect,
+    .relay = host_relay,
+};

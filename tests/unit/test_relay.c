@@ -1,0 +1,248 @@
+/* daemon/worker/relay.c: host->relay between a conn and an outbound conn, against a test
+ * plugin defined here (its first bytes ask for a connect to the test's destination, then a
+ * relay), on a real uv loop over loopback TCP: half-close each way, a large transfer through
+ * a client that reads late (the backlog path), the idle timeout, and a peer that resets. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <cmocka.h>
+
+#include "conn_fixture.h"
+
+static struct {
+    uint16_t port;
+    uint64_t idle_ms;
+    int relayed, relay_done, finished, relay_error, relay_rc;
+    uint64_t up, down;
+    berth_conn_t *client;
+} T;
+
+static void t_relay_done(berth_conn_t *c, const berth_relay_stats_t *st, void *arg)
+{
+    (void)c;
+    (void)arg;
+    T.relay_done = 1;
+    T.relay_error = st->error;
+    T.up = st->bytes_up;
+    T.down = st->bytes_down;
+}
+
+static void t_connected(berth_conn_t *c, const berth_connect_result_t *r, void *arg)
+{
+    (void)arg;
+    assert_int_equal(r->error, BERTH_CONNECT_OK);
+    assert_int_equal(H->write(c, "ok", 2), 0); /* a reply before the relay, like SOCKS5 */
+    T.relay_rc = H->relay(c, r->peer, T.idle_ms, t_relay_done, NULL);
+    T.relayed = 1;
+}
+
+static void t_handle(berth_conn_t *c, const void *data, size_t len)
+{
+    (void)data;
+    (void)len;
+    H->pause(c);
+    assert_int_equal(H->connect(c, "127.0.0.1", T.port, 0, NULL, t_connected, NULL), 0);
+}
+
+static void t_finish(berth_conn_t *c)
+{
+    (void)c;
+    T.finished++;
+}
+
+static const berth_handler_t test_desc = {
+    BERTH_HANDLER_INIT("test-relay"),
+    .handle = t_handle,
+    .finish = t_finish,
+};
+
+/* A relay between the test's `*cli` and `*dst` ends. */
+static void start(fx_t *f, uint64_t idle_ms, int *cli, int *dst)
+{
+    memset(&T, 0, sizeof T);
+    T.idle_ms = idle_ms;
+    fx_init(f, &test_desc, 0);
+    struct sockaddr_in a;
+    int ls = fx_listen(&a);
+    T.port = ntohs(a.sin_port);
+    T.client = fx_conn(f, cli);
+    assert_int_equal(send(*cli, "go", 2, 0), 2);
+    fx_run_until(f, &T.relayed);
+    assert_int_equal(T.relay_rc, 0);
+    *dst = fx_accept(ls);
+    close(ls);
+    char buf[2];
+    assert_int_equal(fx_read(f, *cli, buf, 2), 2);
+    assert_memory_equal(buf, "ok", 2);
+}
+
+static void finish(fx_t *f, int cli, int dst)
+{
+    fx_run_until(f, &T.relay_done);
+    while (T.finished < 1)
+        uv_run(&f->w.loop, UV_RUN_ONCE);
+    close(cli);
+    close(dst);
+    fx_end(f);
+}
+
+static void both_ways(fx_t *f, int cli, int dst)
+{
+    char buf[16];
+    assert_int_equal(send(cli, "ping", 4, 0), 4);
+    assert_int_equal(fx_read(f, dst, buf, 4), 4);
+    assert_memory_equal(buf, "ping", 4);
+    assert_int_equal(send(dst, "pong!", 5, 0), 5);
+    assert_int_equal(fx_read(f, cli, buf, 5), 5);
+    assert_memory_equal(buf, "pong!", 5);
+}
+
+static void test_client_half_closes_first(void **state)
+{
+    (void)state;
+    fx_t f;
+    int cli, dst;
+    start(&f, 0, &cli, &dst);
+    both_ways(&f, cli, dst);
+    shutdown(cli, SHUT_WR);
+    char buf[16];
+    assert_int_equal(fx_read(&f, dst, buf, sizeof buf), 0); /* the EOF is passed on */
+    /* The other direction still flows. */
+    assert_int_equal(send(dst, "late", 4, 0), 4);
+    assert_int_equal(fx_read(&f, cli, buf, 4), 4);
+    assert_memory_equal(buf, "late", 4);
+    shutdown(dst, SHUT_WR);
+    assert_int_equal(fx_read(&f, cli, buf, sizeof buf), 0);
+    finish(&f, cli, dst);
+    assert_int_equal(T.relay_error, 0);
+    assert_int_equal(T.up, 4);
+    assert_int_equal(T.down, 9);
+}
+
+static void test_destination_half_closes_first(void **state)
+{
+    (void)state;
+    fx_t f;
+    int cli, dst;
+    start(&f, 0, &cli, &dst);
+    shutdown(dst, SHUT_WR);
+    char buf[16];
+    assert_int_equal(fx_read(&f, cli, buf, sizeof buf), 0);
+    assert_int_equal(send(cli, "after", 5, 0), 5);
+    assert_int_equal(fx_read(&f, dst, buf, 5), 5);
+    assert_memory_equal(buf, "after", 5);
+    shutdown(cli, SHUT_WR);
+    assert_int_equal(fx_read(&f, dst, buf, sizeof buf), 0);
+    finish(&f, cli, dst);
+    assert_int_equal(T.relay_error, 0);
+    assert_int_equal(T.up, 5);
+    assert_int_equal(T.down, 0);
+}
+
+static void test_large_transfer_to_a_late_reader(void **state)
+{
+    (void)state;
+    fx_t f;
+    int cli, dst;
+    start(&f, 0, &cli, &dst);
+    /* 16 MiB from the destination while the client reads nothing: the client's socket and
+     * the pipe fill, the relay stops reading the destination; then the client reads all. */
+    enum { TOTAL = 16 << 20 };
+    int small = 16 * 1024;
+    setsockopt(cli, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    setsockopt(dst, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(conn_fd(T.client), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    char *out = malloc(TOTAL), *in = malloc(TOTAL);
+    for (size_t i = 0; i < TOTAL; i++)
+        out[i] = (char)(i * 7 + (i >> 13));
+    fcntl(dst, F_SETFL, O_NONBLOCK);
+    size_t sent = 0;
+    int stalled = 0;
+    while (sent < TOTAL && stalled < 50) {
+        uv_run(&f.w.loop, UV_RUN_NOWAIT);
+        ssize_t n = send(dst, out + sent, TOTAL - sent, MSG_DONTWAIT);
+        if (n > 0) {
+            sent += (size_t)n;
+            stalled = 0;
+        } else {
+            stalled++;
+            struct pollfd p[2] = {{dst, POLLOUT, 0}, {uv_backend_fd(&f.w.loop), POLLIN, 0}};
+            poll(p, 2, 5);
+        }
+    }
+    int big = 1 << 20;
+    setsockopt(dst, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    setsockopt(cli, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    size_t got = 0;
+    while (got < TOTAL) {
+        ssize_t m;
+        while (sent < TOTAL && (m = send(dst, out + sent, TOTAL - sent, MSG_DONTWAIT)) > 0)
+            sent += (size_t)m;
+        if (sent == got) {
+            uv_run(&f.w.loop, UV_RUN_NOWAIT);
+            continue;
+        }
+        ssize_t n = fx_read(&f, cli, in + got, sent - got < 65536 ? sent - got : 65536);
+        assert_true(n > 0);
+        got += (size_t)n;
+    }
+    free(out);
+    free(in);
+    shutdown(dst, SHUT_WR);
+    shutdown(cli, SHUT_WR);
+    finish(&f, cli, dst);
+    assert_int_equal(T.relay_error, 0);
+    assert_int_equal(T.down, TOTAL);
+}
+
+static void test_idle_timeout(void **state)
+{
+    (void)state;
+    fx_t f;
+    int cli, dst;
+    start(&f, 40, &cli, &dst);
+    both_ways(&f, cli, dst);
+    /* Then silence: the relay ends with ETIMEDOUT and both sides are cut. */
+    int e1 = fx_wait_end(&f, cli);
+    assert_true(e1 == 0 || e1 == -ECONNRESET);
+    int e2 = fx_wait_end(&f, dst);
+    assert_true(e2 == 0 || e2 == -ECONNRESET);
+    finish(&f, cli, dst);
+    assert_int_equal(T.relay_error, UV_ETIMEDOUT);
+}
+
+static void test_peer_resets(void **state)
+{
+    (void)state;
+    fx_t f;
+    int cli, dst;
+    start(&f, 0, &cli, &dst);
+    both_ways(&f, cli, dst);
+    struct linger lg = {1, 0};
+    setsockopt(dst, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(dst);
+    /* The client is cut too, and the relay reports the error. */
+    int e = fx_wait_end(&f, cli);
+    assert_true(e == 0 || e == -ECONNRESET);
+    fx_run_until(&f, &T.relay_done);
+    assert_int_equal(T.relay_error, UV_ECONNRESET);
+    while (T.finished < 1)
+        uv_run(&f.w.loop, UV_RUN_ONCE);
+    close(cli);
+    fx_end(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_client_half_closes_first),
+        cmocka_unit_test(test_destination_half_closes_first),
+        cmocka_unit_test(test_large_transfer_to_a_late_reader),
+        cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_peer_resets),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
