@@ -14,7 +14,11 @@
 #include "berth/cidr.h"
 
 #define BERTH_DEFAULT_CONF "/etc/berth/berth.conf"
-#define BERTH_DEFAULT_PLUGIN_DIR "/usr/lib/x86_64-linux-gnu/berth/plugins"
+/* The package's plugin folder, from the install layout CMake computes (BERTH_PLUGIN_INSTALL_DIR,
+ * e.g. /usr/lib/x86_64-linux-gnu/berth/plugins on Debian). */
+#ifndef BERTH_DEFAULT_PLUGIN_DIR
+#error "BERTH_DEFAULT_PLUGIN_DIR must come from the build (the root CMakeLists.txt)"
+#endif
 #define BERTH_DEFAULT_ADMIN "/run/berth/admin.sock"
 #define BERTH_MAX_WORKERS 256
 #define BERTH_MAX_LISTENERS 256

@@ -268,6 +268,23 @@ static void test_minimal_defaults(void **state)
     config_free(NULL);
 }
 
+/* Without plugin_dir, the folder the build installs plugins in (CMake's
+ * BERTH_PLUGIN_INSTALL_DIR), not a path written into the source. */
+static void test_default_plugin_dir(void **state)
+{
+    struct fx *f = *state;
+    berth_config_t *cfg = loads(f, "b.conf",
+                                "[a]\nprotocol = tcp\naddress = 127.0.0.1:1\n"
+                                "handler = plugins/echo.so\n");
+    size_t n = strlen(cfg->plugin_dir), tail = strlen("/berth/plugins");
+
+    assert_string_equal(cfg->plugin_dir, BERTH_DEFAULT_PLUGIN_DIR);
+    assert_true(cfg->plugin_dir[0] == '/');
+    assert_true(n > tail && strcmp(cfg->plugin_dir + n - tail, "/berth/plugins") == 0);
+    assert_path(f, cfg->listeners[0].plugin_path, "@/plugins/echo.so");
+    config_free(cfg);
+}
+
 static void test_every_key(void **state)
 {
     struct fx *f = *state;
@@ -1107,6 +1124,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_minimal_defaults),
+        T(test_default_plugin_dir),
         T(test_every_key),
         T(test_workers_auto),
         T(test_unix_path_limit),
