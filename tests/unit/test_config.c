@@ -1118,6 +1118,156 @@ static void test_errors_add(void **state)
     config_errors_free(NULL);
 }
 
+/* ---- bounds ------------------------------------------------------------------------------ */
+
+/* 100,000 wrong lines: the first 100 by file:line, then one line counting the rest. */
+static void test_many_errors_capped(void **state)
+{
+    struct fx *f = *state;
+    const size_t n = 100000;
+    char p[PATH_MAX], want[64];
+    berth_config_t *cfg = NULL;
+    config_errors_t errs = {0};
+    FILE *fp;
+
+    path_of(f, "bad.conf", p, sizeof(p));
+    fp = fopen(p, "w");
+    assert_non_null(fp);
+    /* A listener missing its handler, checked when its section ends (the very end of the file,
+     * so found last) but reported first: it is on line 1. */
+    fputs("[a]\nprotocol = tcp\naddress = 127.0.0.1:1\n", fp);
+    for (size_t i = 0; i < n; i++)
+        fputs("garbage\n", fp);
+    assert_int_equal(fclose(fp), 0);
+
+    assert_int_equal(config_load(p, &cfg, &errs), -EINVAL);
+    assert_null(cfg);
+    assert_int_equal(errs.count, CONFIG_ERRORS_MAX + 1);
+    assert_int_equal(errs.more, n + 1 - CONFIG_ERRORS_MAX);
+    assert_int_equal(config_errors_total(&errs), n + 1);
+    char *first = expand(f, "@/bad.conf:1: listener 'a': missing 'handler'");
+    assert_string_equal(errs.msgs[0], first);
+    free(first);
+    for (size_t i = 1; i < CONFIG_ERRORS_MAX; i++) {
+        char *w;
+        snprintf(want, sizeof(want), "@/bad.conf:%zu: ", i + 3);
+        w = expand(f, want);
+        assert_memory_equal(errs.msgs[i], w, strlen(w));
+        assert_string_equal(errs.msgs[i] + strlen(w),
+                            "expected 'key = value', a [section] or a comment");
+        free(w);
+    }
+    snprintf(want, sizeof(want), "... and %zu more errors", n + 1 - CONFIG_ERRORS_MAX);
+    assert_string_equal(errs.msgs[CONFIG_ERRORS_MAX], want);
+
+    /* Errors added later (a plugin's, a bind's) are counted in the same line. */
+    config_errors_add(&errs, "x.conf", 1, "one more");
+    assert_int_equal(errs.count, CONFIG_ERRORS_MAX + 1);
+    snprintf(want, sizeof(want), "... and %zu more errors", n + 2 - CONFIG_ERRORS_MAX);
+    assert_string_equal(errs.msgs[CONFIG_ERRORS_MAX], want);
+    config_errors_free(&errs);
+    assert_int_equal(errs.more, 0);
+}
+
+static void test_errors_add_capped(void **state)
+{
+    config_errors_t errs = {0};
+
+    for (int i = 0; i < CONFIG_ERRORS_MAX; i++)
+        config_errors_add(&errs, "x.conf", i + 1, "e");
+    assert_int_equal(errs.count, CONFIG_ERRORS_MAX);
+    assert_int_equal(errs.more, 0);
+    config_errors_add(&errs, "x.conf", 999, "e");
+    assert_int_equal(errs.count, CONFIG_ERRORS_MAX + 1);
+    assert_string_equal(errs.msgs[CONFIG_ERRORS_MAX], "... and 1 more error");
+    assert_int_equal(config_errors_total(&errs), CONFIG_ERRORS_MAX + 1);
+    config_errors_free(&errs);
+}
+
+static void write_size(const struct fx *f, const char *name, size_t size)
+{
+    char p[PATH_MAX];
+    FILE *fp;
+
+    path_of(f, name, p, sizeof(p));
+    fp = fopen(p, "w");
+    assert_non_null(fp);
+    /* Comment lines: were it read, it would load. */
+    for (size_t i = 0; i < size; i++)
+        assert_int_not_equal(fputc(i % 64 == 63 ? '\n' : ';', fp), EOF);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* A file over 16 MiB is one error naming it; one at the limit is read. */
+static void test_file_size_limit(void **state)
+{
+    struct fx *f = *state;
+    char *text;
+    berth_config_t *cfg = NULL;
+    config_errors_t errs = {0};
+    char *name = expand(f, "@/mem.conf");
+
+    write_size(f, "big.conf", CONFIG_MAX_FILE_SIZE + 1);
+    FAILS(f, "b.conf", HEAD "include = big.conf\n",
+          "@/b.conf:3: include 'big.conf': @/big.conf: 16777217 bytes, more than the 16 MiB a "
+          "config file may hold");
+
+    char p[PATH_MAX];
+    path_of(f, "big.conf", p, sizeof(p));
+    assert_int_equal(config_load(p, &cfg, &errs), -EINVAL);
+    EXPECT_ERRORS(f, &errs,
+                  "@/big.conf:0: 16777217 bytes, more than the 16 MiB a config file may hold");
+    config_errors_free(&errs);
+
+    /* In memory too; the text is never looked at. */
+    text = calloc(1, CONFIG_MAX_FILE_SIZE + 1);
+    assert_non_null(text);
+    assert_int_equal(config_load_string(name, text, CONFIG_MAX_FILE_SIZE + 1, 0, &cfg, &errs),
+                     -EINVAL);
+    EXPECT_ERRORS(f, &errs,
+                  "@/mem.conf:0: 16777217 bytes, more than the 16 MiB a config file may hold");
+    config_errors_free(&errs);
+    free(text);
+    free(name);
+
+    write_size(f, "big.conf", CONFIG_MAX_FILE_SIZE);
+    cfg = loads(f, "big.conf", NULL);
+    config_free(cfg);
+}
+
+/* A pattern that matches more files than a config may read is one error, none is read. */
+static void test_include_too_many_files(void **state)
+{
+    struct fx *f = *state;
+    char name[64];
+
+    mk(f, "conf.d");
+    for (int i = 0; i <= CONFIG_MAX_FILES; i++) {
+        snprintf(name, sizeof(name), "conf.d/%04d.conf", i);
+        put(f, name, "[daemon]\nbogus = 1\n");
+    }
+    FAILS(f, "b.conf", HEAD "include = conf.d/*.conf\n",
+          "@/b.conf:3: include 'conf.d/*.conf': matches 1025 files, more than a config may read "
+          "(1024 in all)");
+}
+
+/* Plugin keys are checked against each other: a listener takes a bounded number. */
+static void test_too_many_plugin_keys(void **state)
+{
+    struct fx *f = *state;
+    size_t cap = 64 * 300, off;
+    char *text = malloc(cap);
+
+    assert_non_null(text);
+    off = (size_t)snprintf(text, cap,
+                           HEAD "[a]\nprotocol = tcp\naddress = 127.0.0.1:1\n"
+                                "handler = echo\n");
+    for (int i = 0; i < 258; i++)
+        off += (size_t)snprintf(text + off, cap - off, "k%d = v\n", i);
+    FAILS(f, "b.conf", text, "@/b.conf:263: listener 'a': more than 256 plugin keys");
+    free(text);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1153,6 +1303,11 @@ int main(void)
         T(test_empty_file),
         T(test_load_string),
         cmocka_unit_test(test_errors_add),
+        T(test_many_errors_capped),
+        cmocka_unit_test(test_errors_add_capped),
+        T(test_file_size_limit),
+        T(test_include_too_many_files),
+        T(test_too_many_plugin_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
