@@ -188,15 +188,17 @@ static int set_log(struct parse *p, void *obj, const char *value, char *err, siz
 #define DK(field) offsetof(berth_config_t, field)
 
 static const struct key daemon_keys[DK_COUNT] = {
-    [DK_WORKERS] = {"workers", KEY_CUSTOM, .set = set_workers},
-    [DK_USER] = {"user", KEY_CUSTOM, .set = set_user},
-    [DK_PLUGIN_DIR] = {"plugin_dir", KEY_CUSTOM, .set = set_plugin_dir},
-    [DK_ADMIN] = {"admin", KEY_CUSTOM, .set = set_admin},
-    [DK_LOG_LEVEL] = {"log_level", KEY_CUSTOM, .set = set_log_level},
-    [DK_LOG] = {"log", KEY_CUSTOM, .set = set_log},
-    [DK_SHUTDOWN_TIMEOUT] = {"shutdown_timeout", KEY_DURATION, DK(shutdown_timeout),
+    [DK_WORKERS] = {.name = "workers", .type = KEY_CUSTOM, .set = set_workers},
+    [DK_USER] = {.name = "user", .type = KEY_CUSTOM, .set = set_user},
+    [DK_PLUGIN_DIR] = {.name = "plugin_dir", .type = KEY_CUSTOM, .set = set_plugin_dir},
+    [DK_ADMIN] = {.name = "admin", .type = KEY_CUSTOM, .set = set_admin},
+    [DK_LOG_LEVEL] = {.name = "log_level", .type = KEY_CUSTOM, .set = set_log_level},
+    [DK_LOG] = {.name = "log", .type = KEY_CUSTOM, .set = set_log},
+    [DK_SHUTDOWN_TIMEOUT] = {.name = "shutdown_timeout",
+                             .type = KEY_DURATION,
+                             .offset = DK(shutdown_timeout),
                              .help = DURATION_HINT},
-    [DK_INCLUDE] = {"include", KEY_INCLUDE},
+    [DK_INCLUDE] = {.name = "include", .type = KEY_INCLUDE},
 };
 
 /* ---- listener sections ----------------------------------------------------------------- */
@@ -273,18 +275,29 @@ static int set_mode(struct parse *p, void *obj, const char *value, char *err, si
 #define LK(field) offsetof(config_listener_t, field)
 
 static const struct key listener_keys[LK_COUNT] = {
-    [LK_PROTOCOL] = {"protocol", KEY_CUSTOM, .set = set_protocol},
-    [LK_ADDRESS] = {"address", KEY_CUSTOM, .set = set_address},
-    [LK_HANDLER] = {"handler", KEY_CUSTOM, .set = set_handler},
-    [LK_CONCURRENCY] = {"concurrency", KEY_U32, LK(concurrency), 1, MAX_CONCURRENCY},
-    [LK_IDLE_TIMEOUT] = {"idle_timeout", KEY_DURATION, LK(idle_timeout),
+    [LK_PROTOCOL] = {.name = "protocol", .type = KEY_CUSTOM, .set = set_protocol},
+    [LK_ADDRESS] = {.name = "address", .type = KEY_CUSTOM, .set = set_address},
+    [LK_HANDLER] = {.name = "handler", .type = KEY_CUSTOM, .set = set_handler},
+    [LK_CONCURRENCY] = {.name = "concurrency",
+                        .type = KEY_U32,
+                        .offset = LK(concurrency),
+                        .min = 1,
+                        .max = MAX_CONCURRENCY},
+    [LK_IDLE_TIMEOUT] = {.name = "idle_timeout",
+                         .type = KEY_DURATION,
+                         .offset = LK(idle_timeout),
                          .help = DURATION_HINT ", or 0 for none"},
-    [LK_BACKLOG] = {"backlog", KEY_U32, LK(backlog), 1, 65535},
-    [LK_MODE] = {"mode", KEY_CUSTOM, .set = set_mode},
-    [LK_WRITE_BUFFER] = {"write_buffer", KEY_SIZE, LK(write_buffer), MIN_WRITE_BUFFER,
-                         MAX_WRITE_BUFFER, "must be 1K..1G"},
-    [LK_ALLOW] = {"allow", KEY_CIDRS, LK(allow)},
-    [LK_DENY] = {"deny", KEY_CIDRS, LK(deny)},
+    [LK_BACKLOG] =
+        {.name = "backlog", .type = KEY_U32, .offset = LK(backlog), .min = 1, .max = 65535},
+    [LK_MODE] = {.name = "mode", .type = KEY_CUSTOM, .set = set_mode},
+    [LK_WRITE_BUFFER] = {.name = "write_buffer",
+                         .type = KEY_SIZE,
+                         .offset = LK(write_buffer),
+                         .min = MIN_WRITE_BUFFER,
+                         .max = MAX_WRITE_BUFFER,
+                         .help = "must be 1K..1G"},
+    [LK_ALLOW] = {.name = "allow", .type = KEY_CIDRS, .offset = LK(allow)},
+    [LK_DENY] = {.name = "deny", .type = KEY_CIDRS, .offset = LK(deny)},
 };
 
 /* ---- setting a value ------------------------------------------------------------------- */
