@@ -11,11 +11,13 @@
  *
  * What it reads is bounded: a file over CONFIG_MAX_FILE_SIZE is refused before a byte of it
  * is read (and one that grows past it while read is cut there), and a config reads at most
- * CONFIG_MAX_FILES files, so an include pattern matching a huge folder is one error.
+ * CONFIG_MAX_FILES files and an include pattern looks at most at MAX_GLOB_ENTRIES directory
+ * entries, so a pattern matching or scanning a huge folder is one error.
  */
 #include "config/parse.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <glob.h>
 #include <ini.h>
@@ -26,6 +28,7 @@
 #include <sys/stat.h>
 
 #define MAX_FILE_MIB (CONFIG_MAX_FILE_SIZE >> 20)
+#define MAX_GLOB_ENTRIES (16 * CONFIG_MAX_FILES) /* directory entries one include looks at */
 
 char *parse_strdup(struct parse *p, const char *s)
 {
@@ -69,6 +72,36 @@ static int is_blank(char c)
 /* glob(3) gives its error callback no user pointer. */
 static _Thread_local int glob_errno;
 static _Thread_local char glob_epath[PATH_MAX];
+
+/* glob(3) lists a whole folder before it returns: count the entries one pattern looks at, so
+ * that a pattern aimed at a folder of millions of files is one error, not millions of names
+ * in memory. */
+static _Thread_local size_t glob_entries;
+static _Thread_local int glob_too_many;
+
+static void *glob_opendir(const char *path)
+{
+    return opendir(path);
+}
+
+static struct dirent *glob_readdir(void *dir)
+{
+    struct dirent *d;
+
+    if (glob_too_many)
+        return NULL;
+    d = readdir(dir);
+    if (d && ++glob_entries > MAX_GLOB_ENTRIES) {
+        glob_too_many = 1;
+        return NULL;
+    }
+    return d;
+}
+
+static void glob_closedir(void *dir)
+{
+    closedir(dir);
+}
 
 static int glob_error(const char *epath, int eerrno)
 {
@@ -140,7 +173,19 @@ void reader_include(struct parse *p, const char *value)
     if (!pattern)
         goto out;
     glob_errno = 0;
-    rc = glob(pattern, GLOB_NOSORT, glob_error, &g);
+    glob_entries = 0;
+    glob_too_many = 0;
+    g.gl_opendir = glob_opendir;
+    g.gl_readdir = glob_readdir;
+    g.gl_closedir = glob_closedir;
+    g.gl_stat = stat;
+    g.gl_lstat = lstat;
+    rc = glob(pattern, GLOB_NOSORT | GLOB_ALTDIRFUNC, glob_error, &g);
+    if (glob_too_many) {
+        parse_error(p, "include '%s': looks at more than %d directory entries", value,
+                    MAX_GLOB_ENTRIES);
+        goto out;
+    }
     if (rc == GLOB_NOSPACE) {
         p->nomem = 1;
         goto out;

@@ -5,6 +5,7 @@
  * '@'. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -1251,6 +1252,35 @@ static void test_include_too_many_files(void **state)
           "(1024 in all)");
 }
 
+/* A pattern that scans a huge folder is one error, even when it matches nothing there. */
+static void add_empty_file(const struct fx *f, int i)
+{
+    char name[32], p[PATH_MAX];
+    int fd;
+
+    snprintf(name, sizeof(name), "big.d/f%05d", i);
+    path_of(f, name, p, sizeof(p));
+    fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+static void test_include_huge_folder(void **state)
+{
+    struct fx *f = *state;
+    const int bound = 16 * CONFIG_MAX_FILES;
+
+    mk(f, "big.d");
+    /* With "." and "..", exactly as many entries as a pattern may look at. */
+    for (int i = 0; i < bound - 2; i++)
+        add_empty_file(f, i);
+    config_free(loads(f, "b.conf", HEAD "include = big.d/*.conf\n"));
+
+    add_empty_file(f, bound);
+    FAILS(f, "b.conf", HEAD "include = big.d/*.conf\n",
+          "@/b.conf:3: include 'big.d/*.conf': looks at more than 16384 directory entries");
+}
+
 /* Plugin keys are checked against each other: a listener takes a bounded number. */
 static void test_too_many_plugin_keys(void **state)
 {
@@ -1307,6 +1337,7 @@ int main(void)
         cmocka_unit_test(test_errors_add_capped),
         T(test_file_size_limit),
         T(test_include_too_many_files),
+        T(test_include_huge_folder),
         T(test_too_many_plugin_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
