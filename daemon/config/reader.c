@@ -288,15 +288,15 @@ static char *read_line(char *str, int num, void *stream)
 
     for (;;) {
         c = source_getc(s);
-        if (c == EOF || c == '\n')
-            break;
-        if (++s->bytes > CONFIG_MAX_FILE_SIZE) {
+        if (c != EOF && ++s->bytes > CONFIG_MAX_FILE_SIZE) {
             /* It grew while read: what was read is checked, the rest is refused. */
             parse_error_at(p, s->name, s->line + 1,
                            "the file grew past %u MiB, the most a config file may hold",
                            MAX_FILE_MIB);
             return NULL;
         }
+        if (c == EOF || c == '\n')
+            break;
         if (c == '\0')
             nuls++;
         if (len < cap)
