@@ -118,7 +118,8 @@ static int test_config(const char *path)
         printf("%s: configuration OK (%zu listener%s)\n", path, cfg->nlisteners,
                cfg->nlisteners == 1 ? "" : "s");
     else if (errs.count)
-        fprintf(stderr, "%s: %zu error%s\n", path, errs.count, errs.count == 1 ? "" : "s");
+        fprintf(stderr, "%s: %zu error%s\n", path, config_errors_total(&errs),
+                config_errors_total(&errs) == 1 ? "" : "s");
     config_errors_free(&errs);
     config_free(cfg);
     return rc == 0 ? 0 : EXIT_CONFIG;

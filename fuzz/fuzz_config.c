@@ -1,13 +1,16 @@
 /*
- * libFuzzer target for the config parser (daemon/config/config.c, with lib/units.c and lib/cidr.c).
+ * libFuzzer target for the config parser (the files of daemon/config/, with lib/units.c and
+ * lib/cidr.c).
  *
  * The input is a whole berth.conf, loaded with config_load_string() and includes turned off
  * (an include would let the fuzzer read any file on the machine). Checks the contract: a
- * config and no error, or no config and at least one error, each "FILE:LINE: message"; and
+ * config and no error, or no config and at least one error, each "FILE:LINE: message", sorted
+ * by line, at most CONFIG_ERRORS_MAX of them and then one "... and N more errors"; and
  * that a config that loads holds together. ASan's leak check covers config_free().
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -54,9 +57,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(cfg != NULL && errs.count == 0);
         check_config(cfg);
     } else {
+        size_t kept = errs.count - (errs.more ? 1 : 0);
+        long prev = -1;
+        char more[64];
+
         check(rc == -EINVAL && cfg == NULL && errs.count > 0);
-        for (size_t i = 0; i < errs.count; i++)
-            check(strncmp(errs.msgs[i], NAME ":", strlen(NAME ":")) == 0);
+        /* The first CONFIG_ERRORS_MAX, by line, then one line counting the rest. */
+        check(kept <= CONFIG_ERRORS_MAX && (errs.more == 0 || kept == CONFIG_ERRORS_MAX));
+        for (size_t i = 0; i < kept; i++) {
+            const char *m = errs.msgs[i];
+            char *end;
+            long line;
+            check(strncmp(m, NAME ":", strlen(NAME ":")) == 0);
+            line = strtol(m + strlen(NAME ":"), &end, 10);
+            check(end[0] == ':' && end[1] == ' ' && line >= prev);
+            prev = line;
+        }
+        if (errs.more) {
+            snprintf(more, sizeof(more), "... and %zu more error%s", errs.more,
+                     errs.more == 1 ? "" : "s");
+            check(strcmp(errs.msgs[kept], more) == 0);
+        }
     }
     config_free(cfg);
     config_errors_free(&errs);

@@ -14,10 +14,19 @@
 #include "berth/cidr.h"
 
 #define BERTH_DEFAULT_CONF "/etc/berth/berth.conf"
-#define BERTH_DEFAULT_PLUGIN_DIR "/usr/lib/x86_64-linux-gnu/berth/plugins"
+/* The package's plugin folder, from the install layout CMake computes (BERTH_PLUGIN_INSTALL_DIR,
+ * e.g. /usr/lib/x86_64-linux-gnu/berth/plugins on Debian). */
+#ifndef BERTH_DEFAULT_PLUGIN_DIR
+#error "BERTH_DEFAULT_PLUGIN_DIR must come from the build (the root CMakeLists.txt)"
+#endif
 #define BERTH_DEFAULT_ADMIN "/run/berth/admin.sock"
 #define BERTH_MAX_WORKERS 256
 #define BERTH_MAX_LISTENERS 256
+
+/* Bounds that keep a wrong or hostile config from costing unbounded time or memory. */
+#define CONFIG_ERRORS_MAX 100                    /* errors kept and printed; the rest counted */
+#define CONFIG_MAX_FILE_SIZE (16u * 1024 * 1024) /* bytes in one file (or string) */
+#define CONFIG_MAX_FILES 1024                    /* files one config reads, includes and all */
 
 /* A key of a listener section that the daemon does not know: the plugin's to check. */
 typedef struct config_option {
@@ -43,12 +52,12 @@ typedef struct config_listener {
                           to the directory of the file the listener is in) */
     int handler_line;
 
-    uint32_t concurrency;  /* default 1024 */
-    uint64_t idle_timeout; /* ms, 0 = none; default 5 min */
-    uint32_t backlog;      /* default 511 */
-    uint32_t mode;         /* unix socket file mode, default 0660 */
-    uint64_t write_buffer; /* high watermark in bytes, default 256K; low is a quarter */
-    berth_cidr_list_t allow;     /* empty = everyone (unless deny matches) */
+    uint32_t concurrency;    /* default 1024 */
+    uint64_t idle_timeout;   /* ms, 0 = none; default 5 min */
+    uint32_t backlog;        /* default 511 */
+    uint32_t mode;           /* unix socket file mode, default 0660 */
+    uint64_t write_buffer;   /* high watermark in bytes, default 256K; low is a quarter */
+    berth_cidr_list_t allow; /* empty = everyone (unless deny matches) */
     berth_cidr_list_t deny;
 
     config_option_t *options; /* plugin keys, in file order */
@@ -73,10 +82,16 @@ typedef struct berth_config {
     size_t nlisteners;
 } berth_config_t;
 
-/* Every error found, each as "FILE:LINE: message" (LINE 0 when it concerns a whole file). */
+/*
+ * The errors found, each as "FILE:LINE: message" (LINE 0 when it concerns a whole file): the
+ * first CONFIG_ERRORS_MAX of them, then, when there were more, one last line "... and N more
+ * errors". So printing msgs[0..count) is the whole report, and it stays short and cheap
+ * however many errors there were.
+ */
 typedef struct config_errors {
     char **msgs;
-    size_t count;
+    size_t count; /* lines in msgs, the "... and N more" line included */
+    size_t more;  /* errors counted but not kept */
 } config_errors_t;
 
 /*
@@ -86,7 +101,8 @@ typedef struct config_errors {
  * from `config_errors_t errs = {0};` and free them with config_errors_free; `errs` MAY be
  * NULL). Checks everything the daemon itself can: syntax, unknown [daemon] keys, values
  * and units, addresses, duplicate keys, sections and addresses, that each plugin file
- * exists. It does not load plugins.
+ * exists. It does not load plugins. A file over CONFIG_MAX_FILE_SIZE is one error and is
+ * not read; the time taken is linear in the bytes read and memory stays bounded.
  * Relative paths in a file (include, plugin_dir, a handler path) are relative to the
  * directory of that file.
  */
@@ -106,6 +122,8 @@ void config_free(berth_config_t *cfg);
 void config_errors_add(config_errors_t *errs, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void config_errors_free(config_errors_t *errs);
+/* How many errors were found, kept or not. */
+size_t config_errors_total(const config_errors_t *errs);
 
 const config_listener_t *config_find_listener(const berth_config_t *cfg, const char *name);
 const char *config_protocol_name(berth_protocol_t p);

@@ -5,6 +5,7 @@
  * '@'. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -266,6 +267,23 @@ static void test_minimal_defaults(void **state)
     assert_null(config_find_listener(NULL, "echo"));
     config_free(cfg);
     config_free(NULL);
+}
+
+/* Without plugin_dir, the folder the build installs plugins in (CMake's
+ * BERTH_PLUGIN_INSTALL_DIR), not a path written into the source. */
+static void test_default_plugin_dir(void **state)
+{
+    struct fx *f = *state;
+    berth_config_t *cfg = loads(f, "b.conf",
+                                "[a]\nprotocol = tcp\naddress = 127.0.0.1:1\n"
+                                "handler = plugins/echo.so\n");
+    size_t n = strlen(cfg->plugin_dir), tail = strlen("/berth/plugins");
+
+    assert_string_equal(cfg->plugin_dir, BERTH_DEFAULT_PLUGIN_DIR);
+    assert_true(cfg->plugin_dir[0] == '/');
+    assert_true(n > tail && strcmp(cfg->plugin_dir + n - tail, "/berth/plugins") == 0);
+    assert_path(f, cfg->listeners[0].plugin_path, "@/plugins/echo.so");
+    config_free(cfg);
 }
 
 static void test_every_key(void **state)
@@ -1101,12 +1119,192 @@ static void test_errors_add(void **state)
     config_errors_free(NULL);
 }
 
+/* ---- bounds ------------------------------------------------------------------------------ */
+
+/* 100,000 wrong lines: the first 100 by file:line, then one line counting the rest. */
+static void test_many_errors_capped(void **state)
+{
+    struct fx *f = *state;
+    const size_t n = 100000;
+    char p[PATH_MAX], want[64];
+    berth_config_t *cfg = NULL;
+    config_errors_t errs = {0};
+    FILE *fp;
+
+    path_of(f, "bad.conf", p, sizeof(p));
+    fp = fopen(p, "w");
+    assert_non_null(fp);
+    /* A listener missing its handler, checked when its section ends (the very end of the file,
+     * so found last) but reported first: it is on line 1. */
+    fputs("[a]\nprotocol = tcp\naddress = 127.0.0.1:1\n", fp);
+    for (size_t i = 0; i < n; i++)
+        fputs("garbage\n", fp);
+    assert_int_equal(fclose(fp), 0);
+
+    assert_int_equal(config_load(p, &cfg, &errs), -EINVAL);
+    assert_null(cfg);
+    assert_int_equal(errs.count, CONFIG_ERRORS_MAX + 1);
+    assert_int_equal(errs.more, n + 1 - CONFIG_ERRORS_MAX);
+    assert_int_equal(config_errors_total(&errs), n + 1);
+    char *first = expand(f, "@/bad.conf:1: listener 'a': missing 'handler'");
+    assert_string_equal(errs.msgs[0], first);
+    free(first);
+    for (size_t i = 1; i < CONFIG_ERRORS_MAX; i++) {
+        char *w;
+        snprintf(want, sizeof(want), "@/bad.conf:%zu: ", i + 3);
+        w = expand(f, want);
+        assert_memory_equal(errs.msgs[i], w, strlen(w));
+        assert_string_equal(errs.msgs[i] + strlen(w),
+                            "expected 'key = value', a [section] or a comment");
+        free(w);
+    }
+    snprintf(want, sizeof(want), "... and %zu more errors", n + 1 - CONFIG_ERRORS_MAX);
+    assert_string_equal(errs.msgs[CONFIG_ERRORS_MAX], want);
+
+    /* Errors added later (a plugin's, a bind's) are counted in the same line. */
+    config_errors_add(&errs, "x.conf", 1, "one more");
+    assert_int_equal(errs.count, CONFIG_ERRORS_MAX + 1);
+    snprintf(want, sizeof(want), "... and %zu more errors", n + 2 - CONFIG_ERRORS_MAX);
+    assert_string_equal(errs.msgs[CONFIG_ERRORS_MAX], want);
+    config_errors_free(&errs);
+    assert_int_equal(errs.more, 0);
+}
+
+static void test_errors_add_capped(void **state)
+{
+    config_errors_t errs = {0};
+
+    for (int i = 0; i < CONFIG_ERRORS_MAX; i++)
+        config_errors_add(&errs, "x.conf", i + 1, "e");
+    assert_int_equal(errs.count, CONFIG_ERRORS_MAX);
+    assert_int_equal(errs.more, 0);
+    config_errors_add(&errs, "x.conf", 999, "e");
+    assert_int_equal(errs.count, CONFIG_ERRORS_MAX + 1);
+    assert_string_equal(errs.msgs[CONFIG_ERRORS_MAX], "... and 1 more error");
+    assert_int_equal(config_errors_total(&errs), CONFIG_ERRORS_MAX + 1);
+    config_errors_free(&errs);
+}
+
+static void write_size(const struct fx *f, const char *name, size_t size)
+{
+    char p[PATH_MAX];
+    FILE *fp;
+
+    path_of(f, name, p, sizeof(p));
+    fp = fopen(p, "w");
+    assert_non_null(fp);
+    /* Comment lines: were it read, it would load. */
+    for (size_t i = 0; i < size; i++)
+        assert_int_not_equal(fputc(i % 64 == 63 ? '\n' : ';', fp), EOF);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* A file over 16 MiB is one error naming it; one at the limit is read. */
+static void test_file_size_limit(void **state)
+{
+    struct fx *f = *state;
+    char *text;
+    berth_config_t *cfg = NULL;
+    config_errors_t errs = {0};
+    char *name = expand(f, "@/mem.conf");
+
+    write_size(f, "big.conf", CONFIG_MAX_FILE_SIZE + 1);
+    FAILS(f, "b.conf", HEAD "include = big.conf\n",
+          "@/b.conf:3: include 'big.conf': @/big.conf: 16777217 bytes, more than the 16 MiB a "
+          "config file may hold");
+
+    char p[PATH_MAX];
+    path_of(f, "big.conf", p, sizeof(p));
+    assert_int_equal(config_load(p, &cfg, &errs), -EINVAL);
+    EXPECT_ERRORS(f, &errs,
+                  "@/big.conf:0: 16777217 bytes, more than the 16 MiB a config file may hold");
+    config_errors_free(&errs);
+
+    /* In memory too; the text is never looked at. */
+    text = calloc(1, CONFIG_MAX_FILE_SIZE + 1);
+    assert_non_null(text);
+    assert_int_equal(config_load_string(name, text, CONFIG_MAX_FILE_SIZE + 1, 0, &cfg, &errs),
+                     -EINVAL);
+    EXPECT_ERRORS(f, &errs,
+                  "@/mem.conf:0: 16777217 bytes, more than the 16 MiB a config file may hold");
+    config_errors_free(&errs);
+    free(text);
+    free(name);
+
+    write_size(f, "big.conf", CONFIG_MAX_FILE_SIZE);
+    cfg = loads(f, "big.conf", NULL);
+    config_free(cfg);
+}
+
+/* A pattern that matches more files than a config may read is one error, none is read. */
+static void test_include_too_many_files(void **state)
+{
+    struct fx *f = *state;
+    char name[64];
+
+    mk(f, "conf.d");
+    for (int i = 0; i <= CONFIG_MAX_FILES; i++) {
+        snprintf(name, sizeof(name), "conf.d/%04d.conf", i);
+        put(f, name, "[daemon]\nbogus = 1\n");
+    }
+    FAILS(f, "b.conf", HEAD "include = conf.d/*.conf\n",
+          "@/b.conf:3: include 'conf.d/*.conf': matches 1025 files, more than a config may read "
+          "(1024 in all)");
+}
+
+/* A pattern that scans a huge folder is one error, even when it matches nothing there. */
+static void add_empty_file(const struct fx *f, int i)
+{
+    char name[32], p[PATH_MAX];
+    int fd;
+
+    snprintf(name, sizeof(name), "big.d/f%05d", i);
+    path_of(f, name, p, sizeof(p));
+    fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+static void test_include_huge_folder(void **state)
+{
+    struct fx *f = *state;
+    const int bound = 16 * CONFIG_MAX_FILES;
+
+    mk(f, "big.d");
+    /* With "." and "..", exactly as many entries as a pattern may look at. */
+    for (int i = 0; i < bound - 2; i++)
+        add_empty_file(f, i);
+    config_free(loads(f, "b.conf", HEAD "include = big.d/*.conf\n"));
+
+    add_empty_file(f, bound);
+    FAILS(f, "b.conf", HEAD "include = big.d/*.conf\n",
+          "@/b.conf:3: include 'big.d/*.conf': looks at more than 16384 directory entries");
+}
+
+/* Plugin keys are checked against each other: a listener takes a bounded number. */
+static void test_too_many_plugin_keys(void **state)
+{
+    struct fx *f = *state;
+    size_t cap = 64 * 300, off;
+    char *text = malloc(cap);
+
+    assert_non_null(text);
+    off = (size_t)snprintf(text, cap,
+                           HEAD "[a]\nprotocol = tcp\naddress = 127.0.0.1:1\n"
+                                "handler = echo\n");
+    for (int i = 0; i < 258; i++)
+        off += (size_t)snprintf(text + off, cap - off, "k%d = v\n", i);
+    FAILS(f, "b.conf", text, "@/b.conf:263: listener 'a': more than 256 plugin keys");
+    free(text);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_minimal_defaults),
+        T(test_default_plugin_dir),
         T(test_every_key),
         T(test_workers_auto),
         T(test_unix_path_limit),
@@ -1135,6 +1333,12 @@ int main(void)
         T(test_empty_file),
         T(test_load_string),
         cmocka_unit_test(test_errors_add),
+        T(test_many_errors_capped),
+        cmocka_unit_test(test_errors_add_capped),
+        T(test_file_size_limit),
+        T(test_include_too_many_files),
+        T(test_include_huge_folder),
+        T(test_too_many_plugin_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
