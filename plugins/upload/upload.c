@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +59,8 @@
 #define DEFAULT_MAX_HEADER ((uint64_t)64 << 10)
 #define MAX_HEADER_LIMIT ((uint64_t)16 << 20)
 #define MIN_HEADER_LIMIT ((uint64_t)64)
+#define DEFAULT_MAX_PENDING ((uint64_t)4 << 30)
+#define DEFAULT_MIN_FREE_PCT 5
 
 static const berth_host_t *host;
 
@@ -68,6 +71,12 @@ typedef struct upload_listener {
     uint64_t max_header;
     int overwrite;
     int do_fsync;
+    uint64_t max_pending;
+    uint64_t min_free;     /* bytes kept free on dir's file system, or... */
+    unsigned min_free_pct; /* ...this percentage of it (when min_free is 0) */
+    /* Bytes announced by accepted headers and not yet received, over this worker's conns
+     * (one loop per worker: no lock). */
+    uint64_t pending;
 } upload_listener_t;
 
 /* One file, from its header to its outcome. Shared by the ops that work on it. */
@@ -75,6 +84,8 @@ typedef struct ufile {
     upload_header_t h;
     upload_store_t st; /* touched only by the op running (thread) or by finish() */
     int overwrite, do_fsync;
+    upload_listener_t *ls;
+    uint64_t charged; /* of ls->pending: announced, not yet received */
     uint64_t received;
     int complete; /* every body byte has arrived */
     int done;     /* the outcome is decided, replied and logged */
@@ -100,7 +111,7 @@ typedef struct op {
 
 typedef struct uconn {
     berth_conn_t *conn;
-    const upload_listener_t *ls;
+    upload_listener_t *ls;
     upload_frame_t frame;
     ufile_t *cur;  /* the file whose body is arriving, or NULL */
     int skipping;  /* the body arriving is a refused file's: dropped */
@@ -162,10 +173,20 @@ static ufile_t *file_ref(ufile_t *f)
     return f;
 }
 
+/* `n` announced bytes are no longer pending: they arrived, or never will. */
+static void file_uncharge(ufile_t *f, uint64_t n)
+{
+    if (n > f->charged)
+        n = f->charged;
+    f->charged -= n;
+    f->ls->pending -= n;
+}
+
 static void file_unref(ufile_t *f)
 {
     if (f == NULL || --f->refs > 0)
         return;
+    file_uncharge(f, f->charged);
     /* Normally empty by now; a file dropped with a temporary still open loses it here. */
     upload_store_discard(&f->st);
     upload_header_clear(&f->h);
@@ -523,6 +544,40 @@ static void op_done(berth_conn_t *conn, void *arg, int status)
 
 /* ---- input ---- */
 
+/*
+ * NULL if a file of `size` bytes may be accepted now, else why not (in msg). Headers cost
+ * nothing on disk until bytes arrive, so these two bounds are what keeps silent clients
+ * from claiming the disk: max_pending caps what accepted headers announced and has not
+ * arrived; min_free refuses a file that would not fit with min_free left over.
+ */
+static const char *room_for(const upload_listener_t *ls, uint64_t size, char *msg, size_t len)
+{
+    struct statvfs vfs;
+
+    if (size > ls->max_pending || ls->pending > ls->max_pending - size) {
+        snprintf(msg, len,
+                 "server busy: uploads in progress have %" PRIu64
+                 " bytes still to come, and file_size %" PRIu64 " would pass max_pending %" PRIu64
+                 "; try again later",
+                 ls->pending, size, ls->max_pending);
+        return msg;
+    }
+    if (fstatvfs(ls->dirfd, &vfs) != 0)
+        return NULL; /* no figure to go by: a full disk is still found as bytes arrive */
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    uint64_t keep = ls->min_free;
+    if (keep == 0)
+        keep = (uint64_t)vfs.f_blocks * vfs.f_frsize / 100 * ls->min_free_pct;
+    if (size > avail || avail - size < keep) {
+        snprintf(msg, len,
+                 "no space left on the server's disk for file_size %" PRIu64 ": %" PRIu64
+                 " bytes available, and min_free keeps %" PRIu64 " free",
+                 size, avail, keep);
+        return msg;
+    }
+    return NULL;
+}
+
 static void on_header(uconn_t *c, const unsigned char *data, size_t len)
 {
     const upload_listener_t *ls = c->ls;
@@ -535,6 +590,7 @@ static void on_header(uconn_t *c, const unsigned char *data, size_t len)
         return;
     }
     f->refs = 1;
+    f->ls = c->ls;
     f->t0_ns = now_ns();
     upload_store_init(&f->st, ls->dirfd);
     f->overwrite = ls->overwrite;
@@ -552,6 +608,9 @@ static void on_header(uconn_t *c, const unsigned char *data, size_t len)
         why = msg;
         st = UPLOAD_HEADER_BAD; /* not worth reading: answer and close */
     }
+    /* Refused for now, not for good: the body is skipped and the connection goes on. */
+    if (st == UPLOAD_HEADER_OK && (why = room_for(ls, f->h.size, msg, sizeof(msg))) != NULL)
+        st = UPLOAD_HEADER_REJECT;
     if (st != UPLOAD_HEADER_OK) {
         host->log(c->conn, BERTH_LOG_INFO, "refused \"%s\": %s%s",
                   log_name(f->h.raw_name, f->h.raw_name_len, nb, sizeof(nb)), why,
@@ -574,6 +633,8 @@ static void on_header(uconn_t *c, const unsigned char *data, size_t len)
         c->closing = 1;
         return;
     }
+    f->charged = f->h.size;
+    c->ls->pending += f->charged;
     c->cur = f;
     upload_frame_body(&c->frame, f->h.size);
 }
@@ -584,6 +645,7 @@ static int on_data(uconn_t *c, const unsigned char *data, size_t len)
     if (c->skipping || f == NULL)
         return 0;
     f->received += len;
+    file_uncharge(f, len);
     if (f->done)
         return 0; /* failed already (disk full...): the rest of the body is dropped */
     while (len > 0) {
@@ -768,6 +830,27 @@ static int check_dir(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
+/* min_free: "5%" (of the file system) or a size ("1G"; "0" keeps nothing free). */
+static int parse_min_free(const char *v, uint64_t *bytes, unsigned *pct)
+{
+    size_t n = strlen(v);
+    *bytes = 0;
+    *pct = 0;
+    if (n > 1 && v[n - 1] == '%') {
+        unsigned p = 0;
+        for (size_t i = 0; i + 1 < n; i++) {
+            if (v[i] < '0' || v[i] > '9' || p > 99)
+                return -EINVAL;
+            p = p * 10 + (unsigned)(v[i] - '0');
+        }
+        if (p > 99)
+            return -EINVAL;
+        *pct = p;
+        return 0;
+    }
+    return host->parse_size(v, bytes) == 0 && *bytes <= INT64_MAX ? 0 : -EINVAL;
+}
+
 static int upload_check_option(berth_listener_t *l, const char *key, const char *value, char *err,
                                size_t errlen)
 {
@@ -790,6 +873,22 @@ static int upload_check_option(berth_listener_t *l, const char *key, const char 
         }
         return 0;
     }
+    if (strcmp(key, "max_pending") == 0) {
+        if (host->parse_size(value, &n) != 0 || n == 0 || n > INT64_MAX) {
+            snprintf(err, errlen, "max_pending: want a size over 0, not %s", value);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (strcmp(key, "min_free") == 0) {
+        unsigned pct;
+        if (parse_min_free(value, &n, &pct) != 0) {
+            snprintf(err, errlen,
+                     "min_free: want a size (1G) or a percentage (0%% to 99%%), not %s", value);
+            return -EINVAL;
+        }
+        return 0;
+    }
     if (strcmp(key, "overwrite") == 0 || strcmp(key, "fsync") == 0) {
         if (host->parse_bool(value, &b) != 0) {
             snprintf(err, errlen, "%s: want yes or no, not %s", key, value);
@@ -799,7 +898,7 @@ static int upload_check_option(berth_listener_t *l, const char *key, const char 
     }
     snprintf(err, errlen,
              "unknown key \"%s\" for the upload handler (dir, max_size, max_header, "
-             "overwrite, fsync)",
+             "max_pending, min_free, overwrite, fsync)",
              key);
     return -EINVAL;
 }
@@ -832,6 +931,8 @@ static int upload_listener_open(berth_listener_t *l, void **state, char *err, si
     ls->max_size = DEFAULT_MAX_SIZE;
     ls->max_header = DEFAULT_MAX_HEADER;
     ls->do_fsync = 1;
+    ls->max_pending = DEFAULT_MAX_PENDING;
+    ls->min_free_pct = DEFAULT_MIN_FREE_PCT;
 
     /* check_option() has vetted every value present; read them again for real. */
     if ((v = host->option(l, "dir")) == NULL) {
@@ -847,6 +948,11 @@ static int upload_listener_open(berth_listener_t *l, void **state, char *err, si
     if ((v = host->option(l, "max_size")) != NULL && host->parse_size(v, &ls->max_size) != 0)
         goto bad;
     if ((v = host->option(l, "max_header")) != NULL && host->parse_size(v, &ls->max_header) != 0)
+        goto bad;
+    if ((v = host->option(l, "max_pending")) != NULL && host->parse_size(v, &ls->max_pending) != 0)
+        goto bad;
+    if ((v = host->option(l, "min_free")) != NULL &&
+        parse_min_free(v, &ls->min_free, &ls->min_free_pct) != 0)
         goto bad;
     if ((v = host->option(l, "overwrite")) != NULL && host->parse_bool(v, &ls->overwrite) != 0)
         goto bad;
