@@ -6,6 +6,7 @@ ctest sets BERTHD, BERTH_PLUGIN_DIR and BERTH_BUILD.
 """
 import json
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -213,6 +214,115 @@ class DiskBudgetTest(UploadLimitCase):
         self.assertEqual(replies, ["error", "ok"])
         wait_until(lambda: len(self.entries()) == 1, timeout=IO_TIMEOUT, what="cleanup")
         self.assertIn(self.entries()[0], ("a.bin", "b.bin"))
+
+
+class DeadlineTest(UploadLimitCase):
+    """Issue 9 #3: header_timeout and min_rate."""
+
+    FAST = "header_timeout = 1s\nmin_rate = 10K\nmin_rate_window = 1s"
+
+    def server_spoke(self, s, wait):
+        """True if within `wait` s the server sent something or ended the connection."""
+        r, _, _ = select.select([s], [], [], wait)
+        return bool(r)
+
+    def expect_error_and_close(self, s, part):
+        r = read_reply(s)
+        self.assertEqual(r["status"], "error", r)
+        self.assertIn(part, r["error"])
+        self.assertTrue(closed_by_server(s))
+        return r
+
+    def test_a_stalled_header_is_closed_after_header_timeout(self):
+        self.start(self.FAST)
+        s = self.connect()
+        t0 = time.monotonic()
+        s.sendall(header("x", 10)[:7])  # the length and a little of the JSON, then nothing
+        # Not before the deadline (well before: half of it)...
+        self.assertFalse(self.server_spoke(s, 0.5), "closed well before header_timeout")
+        # ...and at it, with a reply that says why (the socket timeout is the hang guard).
+        self.expect_error_and_close(s, "header_timeout")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9)
+        self.wait_logged("no whole header within header_timeout (1000 ms), inside a header")
+
+    def test_a_trickled_header_cannot_hold_the_connection(self):
+        # One byte every 0.3 s would take 20 s and more to send this header; each byte does
+        # not push the deadline back.
+        self.start(self.FAST)
+        s = self.connect()
+        data = header("trickled-" + "x" * 40, 10)
+        t0 = time.monotonic()
+        sent = 0
+        while sent < len(data):
+            try:
+                s.send(data[sent:sent + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1
+            if self.server_spoke(s, 0.3):
+                break
+        self.assertLess(sent, len(data), "the whole trickled header got through")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9)
+        self.expect_error_and_close(s, "header_timeout")
+
+    def test_an_idle_connection_after_a_file_is_closed(self):
+        self.start(self.FAST)
+        s = self.connect()
+        s.sendall(header("one.txt", 3) + b"abc")
+        self.assertEqual(read_reply(s)["status"], "ok")
+        self.assertFalse(self.server_spoke(s, 0.5))
+        self.expect_error_and_close(s, "header_timeout")
+
+    def test_a_body_under_min_rate_is_ended(self):
+        self.start(self.FAST)
+        s = self.connect()
+        s.sendall(header("slow.bin", MiB))
+        t0 = time.monotonic()
+        # 100 bytes every 0.2 s: 500 bytes/s, under 10K/s. Send until the server answers.
+        while not self.server_spoke(s, 0.2):
+            s.sendall(b"y" * 100)
+            self.assertLess(time.monotonic() - t0, IO_TIMEOUT, "never ended")
+        self.expect_error_and_close(s, "min_rate")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9)
+        self.wait_logged('refused "slow.bin"')
+        wait_until(lambda: self.entries() == [], timeout=IO_TIMEOUT, what="partial file removed")
+
+    def test_well_behaved_clients_are_unaffected(self):
+        self.start(self.FAST)
+        s = self.connect()
+        big = os.urandom(8 * MiB)
+        s.sendall(header("big.bin", len(big)) + big)
+        self.assertEqual(read_reply(s)["status"], "ok")
+        # A pause between files under header_timeout, then another file, and a slow body
+        # that stays over min_rate (about 40 KiB/s against 10K).
+        time.sleep(0.5)
+        s.sendall(header("second.bin", 100_000))
+        for _ in range(25):
+            s.sendall(b"z" * 4000)
+            time.sleep(0.1)
+        self.assertEqual(read_reply(s)["status"], "ok")
+        self.assertEqual(self.entries(), ["big.bin", "second.bin"])
+
+    def test_min_rate_zero_disables_it(self):
+        self.start("min_rate = 0\nmin_rate_window = 1s")
+        s = self.connect()
+        s.sendall(header("slow.bin", 10))
+        for _ in range(10):
+            s.sendall(b"q")
+            time.sleep(0.15)
+        self.assertEqual(read_reply(s)["status"], "ok")
+
+    def test_bad_values_are_config_errors(self):
+        conf = os.path.join(self.tmp, "check.conf")
+        for opt in ("header_timeout = 0", "header_timeout = soon", "min_rate = fast",
+                    "min_rate_window = 0", "min_free = 100%", "min_free = -1", "max_pending = 0"):
+            with open(conf, "w") as f:
+                f.write("[daemon]\nworkers = 1\nplugin_dir = %s\nadmin = %s/a.sock\n\n%s" %
+                        (harness.PLUGIN_DIR, self.tmp, self.listeners(opt)))
+            r = subprocess.run([harness.BERTHD, "-t", "-c", conf], capture_output=True,
+                               text=True, timeout=60)
+            self.assertNotEqual(r.returncode, 0, opt)
+            self.assertIn(opt.split(" ")[0], r.stdout + r.stderr, opt)
 
 
 if __name__ == "__main__":
