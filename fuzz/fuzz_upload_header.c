@@ -7,7 +7,8 @@
  * reads (so every split of every frame is tried); then frames are parsed, each header read,
  * and each body skipped by the size the header declared. Checks that the parser never takes
  * more than it is given, reports NONE only with everything consumed, stops for good after an
- * error, that an accepted header holds a name the name rules accept, and that the reply
+ * error, that an accepted header holds a name the name rules accept (no invisible format
+ * character among them), and that the reply
  * frames built from whatever came in are well formed. ASan's leak check covers the rest.
  */
 #include <stddef.h>
@@ -45,6 +46,7 @@ static void on_header(upload_frame_t *fr, const unsigned char *json, size_t len,
     case UPLOAD_HEADER_OK:
         check(strlen(h.name) == h.raw_name_len);
         check(upload_name_check(h.name, strlen(h.name), &why) == 0);
+        check(upload_name_find_invisible(h.name, strlen(h.name), &(uint32_t){0}) == -1);
         check(strchr(h.name, '/') == NULL && strcmp(h.name, "..") != 0);
         check(h.size <= INT64_MAX);
         check_frame(upload_reply_ok(

@@ -64,8 +64,10 @@ typedef struct session {
     uint8_t relayed;
     uint8_t logged;
     uint8_t paused;
-    uint8_t client_eof; /* the client sent EOF while we were waiting */
-    uint8_t heard;      /* the client sent at least one byte */
+    uint8_t client_eof;         /* the client sent EOF while we were waiting */
+    uint8_t heard;              /* the client sent at least one byte */
+    uint8_t quiet;              /* throttled: its session line is debug, the throttle logs for it */
+    berth_timer_t *delay_timer; /* a throttled source's failure reply, held back */
 } session_t;
 
 /* A password check on the thread pool. Owns copies of the credentials, wiped on free. */
@@ -153,8 +155,9 @@ static void log_session(berth_conn_t *conn, session_t *s)
     } else {
         snprintf(outcome, sizeof(outcome), "%s", s->outcome ? s->outcome : "closed");
     }
-    /* A connection that never said a word (a port probe, a health check) is no session. */
-    host->log(conn, s->heard || s->rep != 0xFF ? BERTH_LOG_INFO : BERTH_LOG_DEBUG,
+    /* A connection that never said a word (a port probe, a health check) is no session; nor
+     * is each attempt of a throttled brute force (one line per source and minute says it). */
+    host->log(conn, (s->heard || s->rep != 0xFF) && !s->quiet ? BERTH_LOG_INFO : BERTH_LOG_DEBUG,
               "session client=%s user=%s dest=%s remote=%s up=%llu down=%llu "
               "duration=%llu.%03llus outcome=%s",
               host->peer_name(conn), s->user ? s->user : "-", s->dest ? s->dest : "-", remote,
@@ -281,6 +284,28 @@ static void verify_work(void *arg)
     v->ok = socks5_users_verify(v->users, v->user, v->ulen, v->pass, v->plen, v->scratch);
 }
 
+static uint64_t now_ms(void)
+{
+    return now_ns() / 1000000u;
+}
+
+static void log_throttle(berth_conn_t *conn, const socks5_throttle_verdict_t *tv)
+{
+    if (tv->log_failures > 0)
+        host->log(conn, BERTH_LOG_WARN, "%u failed password attempts from %s, throttled",
+                  tv->log_failures, tv->source);
+}
+
+static void on_fail_delay(berth_conn_t *conn, void *arg)
+{
+    static const uint8_t bad_reply[2] = {SOCKS5_AUTH_VERSION, 0x01};
+    session_t *s = host->state(conn);
+
+    s->delay_timer = NULL; /* fired: gone */
+    if (s->state == ST_VERIFYING)
+        answer_and_close(conn, s, bad_reply, sizeof(bad_reply), "auth failed");
+}
+
 static void verify_done(berth_conn_t *conn, void *arg, int status)
 {
     static const uint8_t ok_reply[2] = {SOCKS5_AUTH_VERSION, 0x00};
@@ -295,6 +320,19 @@ static void verify_done(berth_conn_t *conn, void *arg, int status)
     if (status != 0 || s->state != ST_VERIFYING)
         return; /* the conn ended (or timed out) meanwhile */
     if (!ok) {
+        socks5_throttle_verdict_t tv;
+
+        socks5_throttle_failed(s->cfg->throttle, host->peer_addr(conn, &(socklen_t){0}), now_ms(),
+                               &tv);
+        log_throttle(conn, &tv);
+        if (tv.delay_ms > 0) {
+            /* Held back on a timer, never the loop; still VERIFYING meanwhile, so the
+             * handshake timeout may end it first. */
+            s->quiet = 1;
+            s->delay_timer = host->timer_start(conn, tv.delay_ms, on_fail_delay, NULL);
+            if (s->delay_timer != NULL)
+                return;
+        }
         answer_and_close(conn, s, bad_reply, sizeof(bad_reply), "auth failed");
         return;
     }
@@ -320,11 +358,24 @@ static void verify_done(berth_conn_t *conn, void *arg, int status)
 
 static void on_auth(berth_conn_t *conn, session_t *s, const socks5_auth_t *a)
 {
+    static const uint8_t bad_reply[2] = {SOCKS5_AUTH_VERSION, 0x01};
     size_t scratch = socks5_users_scratch_size();
-    verify_t *v = malloc(sizeof(*v) + scratch);
+    socks5_throttle_verdict_t tv;
+    verify_t *v;
 
     free(s->user);
     s->user = escape(a->user, a->ulen);
+    /* A blocked source is refused before its password costs a crypt() on the pool. */
+    socks5_throttle_attempt(s->cfg->throttle, host->peer_addr(conn, &(socklen_t){0}), now_ms(),
+                            &tv);
+    log_throttle(conn, &tv);
+    if (tv.blocked) {
+        explicit_bzero(s->parser->buf, sizeof(s->parser->buf));
+        s->quiet = 1;
+        answer_and_close(conn, s, bad_reply, sizeof(bad_reply), "auth refused: source throttled");
+        return;
+    }
+    v = malloc(sizeof(*v) + scratch);
     if (v == NULL || s->user == NULL) {
         free(v);
         drop(conn, s, "out of memory", 1);
@@ -341,8 +392,6 @@ static void on_auth(berth_conn_t *conn, session_t *s, const socks5_auth_t *a)
 
     s->state = ST_VERIFYING;
     if (host->work(conn, verify_work, verify_done, v) < 0) {
-        static const uint8_t bad_reply[2] = {SOCKS5_AUTH_VERSION, 0x01};
-
         verify_free(v);
         answer_and_close(conn, s, bad_reply, sizeof(bad_reply), "auth not checked");
     }

@@ -31,6 +31,21 @@ static int parse_ms(const berth_host_t *host, const char *key, const char *value
     return 0;
 }
 
+static int parse_limit(const char *key, const char *value, unsigned *out, char *err, size_t errlen)
+{
+    char *end;
+    unsigned long n;
+
+    errno = 0;
+    n = value[0] >= '0' && value[0] <= '9' ? strtoul(value, &end, 10) : 0;
+    if (value[0] < '0' || value[0] > '9' || *end != '\0' || errno != 0 || n > 100000) {
+        snprintf(err, errlen, "%s: '%s' is not a count from 0 to 100000", key, value);
+        return -EINVAL;
+    }
+    *out = (unsigned)n;
+    return 0;
+}
+
 static int parse_rules(berth_cidr_list_t *list, const char *key, const char *value, char *err,
                        size_t errlen)
 {
@@ -76,9 +91,17 @@ int socks5_config_check(const berth_host_t *host, const char *key, const char *v
         return parse_ms(host, key, value, 1, &ms, err, errlen);
     if (strcmp(key, "relay_idle_timeout") == 0)
         return parse_ms(host, key, value, 0, &ms, err, errlen);
+    if (strcmp(key, "auth_fail_window") == 0 || strcmp(key, "auth_fail_block") == 0)
+        return parse_ms(host, key, value, 1, &ms, err, errlen);
+    if (strcmp(key, "auth_fail_limit") == 0) {
+        unsigned n;
+
+        return parse_limit(key, value, &n, err, errlen);
+    }
     snprintf(err, errlen,
              "unknown option '%s' for socks5 (known: auth, users, allow_dest, deny_dest, "
-             "handshake_timeout, connect_timeout, relay_idle_timeout)",
+             "handshake_timeout, connect_timeout, relay_idle_timeout, auth_fail_limit, "
+             "auth_fail_window, auth_fail_block)",
              key);
     return -EINVAL;
 }
@@ -88,6 +111,7 @@ void socks5_config_free(socks5_config_t *cfg)
     if (cfg == NULL)
         return;
     socks5_users_free(cfg->users);
+    socks5_throttle_free(cfg->throttle);
     berth_cidr_list_free(&cfg->allow_dest);
     berth_cidr_list_free(&cfg->deny_dest);
     free(cfg);
@@ -110,6 +134,9 @@ int socks5_config_build(const berth_host_t *host, socks5_option_fn get, void *ct
     cfg->handshake_ms = SOCKS5_DEFAULT_HANDSHAKE_MS;
     cfg->connect_ms = SOCKS5_DEFAULT_CONNECT_MS;
     cfg->idle_ms = SOCKS5_DEFAULT_IDLE_MS;
+    cfg->fail_limit = SOCKS5_DEFAULT_FAIL_LIMIT;
+    cfg->fail_window_ms = SOCKS5_DEFAULT_FAIL_WINDOW_MS;
+    cfg->fail_block_ms = SOCKS5_DEFAULT_FAIL_BLOCK_MS;
 
     if ((v = get(ctx, "auth")) != NULL && parse_auth(v, &cfg->method) < 0) {
         snprintf(err, errlen, "auth: '%s' is neither none nor password", v);
@@ -145,6 +172,24 @@ int socks5_config_build(const berth_host_t *host, socks5_option_fn get, void *ct
     if ((v = get(ctx, "relay_idle_timeout")) != NULL &&
         (rc = parse_ms(host, "relay_idle_timeout", v, 0, &cfg->idle_ms, err, errlen)) < 0)
         goto out;
+    if ((v = get(ctx, "auth_fail_limit")) != NULL &&
+        (rc = parse_limit("auth_fail_limit", v, &cfg->fail_limit, err, errlen)) < 0)
+        goto out;
+    if ((v = get(ctx, "auth_fail_window")) != NULL &&
+        (rc = parse_ms(host, "auth_fail_window", v, 1, &cfg->fail_window_ms, err, errlen)) < 0)
+        goto out;
+    if ((v = get(ctx, "auth_fail_block")) != NULL &&
+        (rc = parse_ms(host, "auth_fail_block", v, 1, &cfg->fail_block_ms, err, errlen)) < 0)
+        goto out;
+    if (cfg->method == SOCKS5_METHOD_PASSWORD && cfg->fail_limit > 0) {
+        cfg->throttle =
+            socks5_throttle_new(cfg->fail_limit, cfg->fail_window_ms, cfg->fail_block_ms);
+        if (cfg->throttle == NULL) {
+            snprintf(err, errlen, "out of memory");
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
     *out = cfg;
     cfg = NULL;
 out:

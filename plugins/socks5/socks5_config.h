@@ -9,6 +9,9 @@
  *   handshake_timeout = 10s       from accept until the request is read
  *   connect_timeout = 10s         from the request until the destination answers
  *   relay_idle_timeout = 5m       no traffic either way for this long ends a relay; 0: never
+ *   auth_fail_limit = 5           wrong passwords per source and window before throttling; 0: off
+ *   auth_fail_window = 1m         the window they are counted in
+ *   auth_fail_block = 1m          how long a source is refused after 2 x auth_fail_limit
  */
 #ifndef BERTH_SOCKS5_CONFIG_H
 #define BERTH_SOCKS5_CONFIG_H
@@ -19,20 +22,30 @@
 
 #include "berth/handler.h"
 #include "berth/cidr.h"
+#include "socks5_throttle.h"
 #include "socks5_users.h"
 
 #define SOCKS5_DEFAULT_HANDSHAKE_MS (10u * 1000u)
 #define SOCKS5_DEFAULT_CONNECT_MS (10u * 1000u)
 #define SOCKS5_DEFAULT_IDLE_MS (5u * 60u * 1000u)
+#define SOCKS5_DEFAULT_FAIL_LIMIT 5u
+#define SOCKS5_DEFAULT_FAIL_WINDOW_MS (60u * 1000u)
+#define SOCKS5_DEFAULT_FAIL_BLOCK_MS (60u * 1000u)
 
 typedef struct socks5_config {
-    uint8_t method;         /* SOCKS5_METHOD_NONE or SOCKS5_METHOD_PASSWORD */
-    socks5_users_t *users;  /* non-NULL exactly when method is PASSWORD */
+    uint8_t method;               /* SOCKS5_METHOD_NONE or SOCKS5_METHOD_PASSWORD */
+    socks5_users_t *users;        /* non-NULL exactly when method is PASSWORD */
     berth_cidr_list_t allow_dest; /* empty: nothing allowed */
     berth_cidr_list_t deny_dest;
     uint64_t handshake_ms;
     uint64_t connect_ms;
     uint64_t idle_ms;
+    unsigned fail_limit; /* 0: no throttling */
+    uint64_t fail_window_ms;
+    uint64_t fail_block_ms;
+    /* Failed passwords per source (auth = password with fail_limit > 0, else NULL). The one
+     * mutable part: a listener's connections share it, on the one loop of their worker. */
+    socks5_throttle_t *throttle;
 } socks5_config_t;
 
 /* How options are read: host->option for a listener, or a test's table. */

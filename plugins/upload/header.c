@@ -23,8 +23,88 @@ set_error(upload_header_t *h, const char *fmt, ...)
             *p = '?';
 }
 
+/*
+ * Code points a name may not hold because a person cannot see them, or they reorder what
+ * is seen: Unicode's format characters (general category Cf, as of Unicode 15: the
+ * bidirectional embeddings, overrides and isolates U+202A..U+202E and U+2066..U+2069 that
+ * make "txt.exe" of "exe.txt", zero-width spaces and joiners, the BOM, the soft hyphen,
+ * tags...) and the line and paragraph separators U+2028/U+2029 (Zl, Zp). Sorted ranges.
+ */
+static const struct {
+    uint32_t lo, hi;
+} invisible[] = {
+    {0x00AD, 0x00AD},   {0x0600, 0x0605},   {0x061C, 0x061C},   {0x06DD, 0x06DD},
+    {0x070F, 0x070F},   {0x0890, 0x0891},   {0x08E2, 0x08E2},   {0x180E, 0x180E},
+    {0x200B, 0x200F},   {0x2028, 0x202E},   {0x2060, 0x2064},   {0x2066, 0x206F},
+    {0xFEFF, 0xFEFF},   {0xFFF9, 0xFFFB},   {0x110BD, 0x110BD}, {0x110CD, 0x110CD},
+    {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A}, {0xE0001, 0xE0001},
+    {0xE0020, 0xE007F},
+};
+
+static int is_invisible(uint32_t cp)
+{
+    size_t lo = 0, hi = sizeof(invisible) / sizeof(invisible[0]);
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < invisible[mid].lo)
+            hi = mid;
+        else if (cp > invisible[mid].hi)
+            lo = mid + 1;
+        else
+            return 1;
+    }
+    return 0;
+}
+
+/* Decode one UTF-8 sequence at s[0..len): its length, or 0 if it is not well formed
+ * (overlong, a surrogate, past U+10FFFF, truncated). */
+static size_t utf8_next(const unsigned char *s, size_t len, uint32_t *cp)
+{
+    size_t n;
+    uint32_t c = s[0], min;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, c &= 0x1f, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, c &= 0x0f, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, c &= 0x07, min = 0x10000;
+    else
+        return 0;
+    if (n > len)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        c = c << 6 | (s[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return n;
+}
+
+int upload_name_find_invisible(const char *name, size_t len, uint32_t *cp)
+{
+    const unsigned char *p = (const unsigned char *)name;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_next(p + i, len - i, cp);
+        if (n == 0)
+            return -2;
+        if (n > 1 && is_invisible(*cp))
+            return (int)i;
+        i += n;
+    }
+    return -1;
+}
+
 int upload_name_check(const char *name, size_t len, const char **why)
 {
+    uint32_t cp;
+
     if (len == 0) {
         *why = "empty file name";
         return -1;
@@ -55,6 +135,15 @@ int upload_name_check(const char *name, size_t len, const char **why)
             *why = "file name holds a control character";
             return -1;
         }
+    }
+    int at = upload_name_find_invisible(name, len, &cp);
+    if (at == -2) {
+        *why = "file name is not valid UTF-8";
+        return -1;
+    }
+    if (at >= 0) {
+        *why = UPLOAD_NAME_INVISIBLE;
+        return -1;
     }
     if (len >= sizeof(UPLOAD_TMP_PREFIX) - 1 &&
         memcmp(name, UPLOAD_TMP_PREFIX, sizeof(UPLOAD_TMP_PREFIX) - 1) == 0) {
@@ -156,7 +245,12 @@ upload_header_status_t upload_header_parse(const void *json, size_t len, upload_
         goto out;
     }
     if (upload_name_check(h->raw_name, h->raw_name_len, &why) != 0) {
-        set_error(h, "%s", why);
+        uint32_t cp;
+        int at = upload_name_find_invisible(h->raw_name, h->raw_name_len, &cp);
+        if (at >= 0 && strcmp(why, UPLOAD_NAME_INVISIBLE) == 0)
+            set_error(h, "%s: U+%04X at byte %d", why, (unsigned)cp, at);
+        else
+            set_error(h, "%s", why);
         goto out;
     }
     int r = get_digest(root, "md5", h->md5, sizeof(h->md5));

@@ -45,8 +45,19 @@ upload_header_status_t upload_header_parse(const void *json, size_t len, upload_
 void upload_header_clear(upload_header_t *h);
 
 /* 0 if `name` (len bytes, may hold NULs) is an acceptable file name, else -1 with the
- * reason in `why` (a static string). */
+ * reason in `why` (a static string). Refused besides paths, `.`, `..` and the temporary
+ * prefix: C0 and C1 controls, DEL, bytes that are not UTF-8, and invisible format characters
+ * (bidirectional overrides and isolates, zero-width characters, U+2028/9, the BOM...: see
+ * upload_name_find_invisible), for which `why` is UPLOAD_NAME_INVISIBLE. */
 int upload_name_check(const char *name, size_t len, const char **why);
+
+#define UPLOAD_NAME_INVISIBLE                                                                      \
+    "file name holds an invisible or bidirectional format character, which would make it read "    \
+    "as another name"
+
+/* The byte offset of the first invisible format character (Unicode Cf, Zl, Zp) in `name`,
+ * its code point in *cp; -1 if there is none, -2 if `name` is not valid UTF-8. */
+int upload_name_find_invisible(const char *name, size_t len, uint32_t *cp);
 
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void upload_hex(const unsigned char *bytes, size_t n, char *out);

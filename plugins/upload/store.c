@@ -68,6 +68,31 @@ static int create_temp(upload_store_t *s)
     return -EEXIST;
 }
 
+/*
+ * Reserve disk up to UPLOAD_PREALLOC_STEP bytes past what the next write needs (never past the
+ * announced size), so a full disk is found within a step of where it happens, without a
+ * header alone ever claiming more than a step: disk is used as bytes arrive.
+ */
+static int prealloc(upload_store_t *s, uint64_t need)
+{
+    if (s->reserved >= s->size || s->reserved >= s->written + need + UPLOAD_PREALLOC_STEP / 2)
+        return 0;
+    uint64_t to = s->written + need + UPLOAD_PREALLOC_STEP;
+    if (to > s->size)
+        to = s->size;
+    if (to <= s->reserved || to > INT64_MAX)
+        return 0;
+    if (fallocate(s->fd, FALLOC_FL_KEEP_SIZE, (off_t)s->reserved, (off_t)(to - s->reserved)) != 0) {
+        /* Only a real shortage of space is fatal; a file system without fallocate is fine. */
+        if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG)
+            return -errno;
+        s->reserved = s->size; /* not supported here: do not ask again */
+        return 0;
+    }
+    s->reserved = to;
+    return 0;
+}
+
 int upload_store_open(upload_store_t *s, const upload_header_t *h, int overwrite, uint64_t reserve)
 {
     struct stat st;
@@ -81,14 +106,9 @@ int upload_store_open(upload_store_t *s, const upload_header_t *h, int overwrite
         goto fail;
     if (h->has_md5 && (r = digest_new(&s->md5, EVP_md5())) != 0)
         goto fail;
-    if (reserve > 0 && reserve <= INT64_MAX &&
-        fallocate(s->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)reserve) != 0) {
-        /* Only a real shortage of space is fatal; a file system without fallocate is fine. */
-        if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) {
-            r = -errno;
-            goto fail;
-        }
-    }
+    s->size = reserve;
+    if ((r = prealloc(s, 0)) != 0)
+        goto fail;
     return 0;
 fail:
     upload_store_discard(s);
@@ -102,6 +122,9 @@ int upload_store_append(upload_store_t *s, const void *data, size_t len)
 
     if (s->fd < 0)
         return -EBADF;
+    int r = prealloc(s, len);
+    if (r != 0)
+        return r;
     while (left > 0) {
         ssize_t n = pwrite(s->fd, p, left, (off_t)s->written);
         if (n < 0) {

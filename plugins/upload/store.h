@@ -18,11 +18,16 @@
 
 typedef struct evp_md_ctx_st upload_md_ctx_t; /* OpenSSL's EVP_MD_CTX */
 
+/* Disk is reserved at most this far ahead of the bytes written. */
+#define UPLOAD_PREALLOC_STEP ((uint64_t)8 << 20)
+
 typedef struct upload_store {
     int dirfd; /* borrowed: the upload dir */
     int fd;    /* the temporary file, or -1 */
     char tmp[sizeof(UPLOAD_TMP_PREFIX) + 32];
     uint64_t written;
+    uint64_t size;     /* the size announced: disk is never reserved past it */
+    uint64_t reserved; /* bytes from 0 reserved with fallocate so far */
     upload_md_ctx_t *sha256;
     upload_md_ctx_t *md5; /* only when the client sent an md5 */
 } upload_store_t;
@@ -32,8 +37,9 @@ void upload_store_init(upload_store_t *s, int dirfd);
 
 /*
  * Create the temporary file for `h`. With overwrite off, refuse early (-EEXIST) if the name
- * is already taken; commit checks again, atomically. `reserve` bytes are reserved on disk
- * (fallocate, where the file system has it) so a full disk is found before the body is sent.
+ * is already taken; commit checks again, atomically. `reserve` is the size announced: disk is
+ * reserved (fallocate, where the file system has it) in steps of UPLOAD_PREALLOC_STEP ahead
+ * of the bytes written, never all of it up front, so a header alone cannot fill a disk.
  * 0 or a negative errno; on error nothing is left behind.
  */
 int upload_store_open(upload_store_t *s, const upload_header_t *h, int overwrite, uint64_t reserve);

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +59,11 @@
 #define DEFAULT_MAX_HEADER ((uint64_t)64 << 10)
 #define MAX_HEADER_LIMIT ((uint64_t)16 << 20)
 #define MIN_HEADER_LIMIT ((uint64_t)64)
+#define DEFAULT_MAX_PENDING ((uint64_t)4 << 30)
+#define DEFAULT_HEADER_TIMEOUT_MS 10000
+#define DEFAULT_MIN_RATE 1024
+#define DEFAULT_MIN_RATE_WINDOW_MS 30000
+#define DEFAULT_MIN_FREE_PCT 5
 
 static const berth_host_t *host;
 
@@ -68,6 +74,15 @@ typedef struct upload_listener {
     uint64_t max_header;
     int overwrite;
     int do_fsync;
+    uint64_t max_pending;
+    uint64_t header_ms;       /* accept or the end of a file -> a whole header */
+    uint64_t min_rate;        /* body bytes per second, 0: no floor */
+    uint64_t min_rate_window; /* ms: the floor is judged over each window */
+    uint64_t min_free;        /* bytes kept free on dir's file system, or... */
+    unsigned min_free_pct;    /* ...this percentage of it (when min_free is 0) */
+    /* Bytes announced by accepted headers and not yet received, over this worker's conns
+     * (one loop per worker: no lock). */
+    uint64_t pending;
 } upload_listener_t;
 
 /* One file, from its header to its outcome. Shared by the ops that work on it. */
@@ -75,6 +90,8 @@ typedef struct ufile {
     upload_header_t h;
     upload_store_t st; /* touched only by the op running (thread) or by finish() */
     int overwrite, do_fsync;
+    upload_listener_t *ls;
+    uint64_t charged; /* of ls->pending: announced, not yet received */
     uint64_t received;
     int complete; /* every body byte has arrived */
     int done;     /* the outcome is decided, replied and logged */
@@ -100,7 +117,7 @@ typedef struct op {
 
 typedef struct uconn {
     berth_conn_t *conn;
-    const upload_listener_t *ls;
+    upload_listener_t *ls;
     upload_frame_t frame;
     ufile_t *cur;  /* the file whose body is arriving, or NULL */
     int skipping;  /* the body arriving is a refused file's: dropped */
@@ -115,6 +132,12 @@ typedef struct uconn {
     unsigned char *held; /* reply frames held while the client is sending */
     size_t held_len, held_cap;
     berth_timer_t *hold_timer;
+    berth_timer_t *header_timer; /* header_timeout: from accept or a file's end to a header */
+    berth_timer_t *rate_timer;   /* min_rate: one window of a body */
+    int in_body;                 /* a body (stored or skipped) is arriving */
+    uint64_t body_bytes;         /* body bytes arrived, all files */
+    uint64_t window_bytes;       /* body_bytes when the rate window began */
+    int paused_in_window;        /* we paused the client during the window: no verdict */
 } uconn_t;
 
 static uint64_t now_ns(void)
@@ -162,10 +185,20 @@ static ufile_t *file_ref(ufile_t *f)
     return f;
 }
 
+/* `n` announced bytes are no longer pending: they arrived, or never will. */
+static void file_uncharge(ufile_t *f, uint64_t n)
+{
+    if (n > f->charged)
+        n = f->charged;
+    f->charged -= n;
+    f->ls->pending -= n;
+}
+
 static void file_unref(ufile_t *f)
 {
     if (f == NULL || --f->refs > 0)
         return;
+    file_uncharge(f, f->charged);
     /* Normally empty by now; a file dropped with a temporary still open loses it here. */
     upload_store_discard(&f->st);
     upload_header_clear(&f->h);
@@ -282,6 +315,8 @@ static void set_paused(uconn_t *c, int want)
         return;
     c->paused = want;
     if (want)
+        c->paused_in_window = 1;
+    if (want)
         host->pause(c->conn);
     else
         host->resume(c->conn);
@@ -303,10 +338,11 @@ static void start_closing(uconn_t *c)
     set_paused(c, 1);
 }
 
+static void log_failed(uconn_t *c, ufile_t *f, const char *msg);
+
 /* The outcome of a file that fails: one reply, one log line. */
 static void file_failed(uconn_t *c, ufile_t *f, const char *msg)
 {
-    char nb[UPLOAD_NAME_MAX * 4 + 8];
     size_t len = 0;
 
     if (f->done)
@@ -316,6 +352,12 @@ static void file_failed(uconn_t *c, ufile_t *f, const char *msg)
         c->finishing ? NULL : upload_reply_error(f->h.name, strlen(f->h.name), msg, &len);
     send_frame(c, frame, len);
     free(frame);
+    log_failed(c, f, msg);
+}
+
+static void log_failed(uconn_t *c, ufile_t *f, const char *msg)
+{
+    char nb[UPLOAD_NAME_MAX * 4 + 8];
     host->log(c->conn, BERTH_LOG_INFO,
               "refused \"%s\": %" PRIu64 " of %" PRIu64 " bytes received in %.3fs: %s",
               log_name(f->h.name, strlen(f->h.name), nb, sizeof(nb)), f->received, f->h.size,
@@ -521,7 +563,153 @@ static void op_done(berth_conn_t *conn, void *arg, int status)
     pump(c);
 }
 
+/* ---- deadlines ---- */
+
+static void stop_timer(berth_timer_t **t)
+{
+    if (*t != NULL) {
+        host->timer_stop(*t);
+        *t = NULL;
+    }
+}
+
+static void on_header_timeout(berth_conn_t *conn, void *arg);
+static void on_rate_timer(berth_conn_t *conn, void *arg);
+
+/* From now, a whole header within header_timeout (absolute: bytes do not extend it). */
+static void header_clock_start(uconn_t *c)
+{
+    stop_timer(&c->header_timer);
+    if (c->closing || c->finishing)
+        return;
+    c->header_timer = host->timer_start(c->conn, c->ls->header_ms, on_header_timeout, c);
+    /* On -ENOMEM the connection goes on without the deadline; idle_timeout still holds. */
+}
+
+static void rate_window_start(uconn_t *c)
+{
+    c->window_bytes = c->body_bytes;
+    c->paused_in_window = c->paused;
+    if (c->ls->min_rate > 0 && !c->closing && !c->finishing)
+        c->rate_timer = host->timer_start(c->conn, c->ls->min_rate_window, on_rate_timer, c);
+}
+
+static void body_begin(uconn_t *c)
+{
+    stop_timer(&c->header_timer);
+    c->in_body = 1;
+    stop_timer(&c->rate_timer);
+    rate_window_start(c);
+}
+
+static void body_end(uconn_t *c)
+{
+    c->in_body = 0;
+    stop_timer(&c->rate_timer);
+    header_clock_start(c);
+}
+
+static void on_header_timeout(berth_conn_t *conn, void *arg)
+{
+    uconn_t *c = arg;
+    char msg[120];
+
+    c->header_timer = NULL; /* a fired timer is gone */
+    if (c->closing || c->in_body)
+        return;
+    /* Our disk work for this client is not done yet (it may be waiting for that reply): the
+     * clock starts again once it is. */
+    if (c->inflight != NULL || c->head != NULL) {
+        header_clock_start(c);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "no whole header within header_timeout (%" PRIu64 " ms)",
+             c->ls->header_ms);
+    host->log(conn, BERTH_LOG_INFO, "%s%s (closing)", msg,
+              upload_frame_idle(&c->frame) ? "" : ", inside a header");
+    if (queue_error(c, NULL, 0, msg) != 0) {
+        host->abort(conn);
+        c->closing = 1;
+        return;
+    }
+    start_closing(c);
+    pump(c);
+}
+
+static void on_rate_timer(berth_conn_t *conn, void *arg)
+{
+    uconn_t *c = arg;
+    char msg[200];
+
+    c->rate_timer = NULL;
+    if (c->closing || !c->in_body)
+        return;
+    uint64_t got = c->body_bytes - c->window_bytes;
+    /* A window in which we held the client back ourselves (a slow disk) says nothing of it. */
+    if (c->paused_in_window || got * 1000 >= c->ls->min_rate * c->ls->min_rate_window) {
+        rate_window_start(c);
+        return;
+    }
+    snprintf(msg, sizeof(msg),
+             "the body arrived at %" PRIu64 " bytes/s over %" PRIu64 " ms, under min_rate (%" PRIu64
+             " bytes/s)",
+             got * 1000 / c->ls->min_rate_window, c->ls->min_rate_window, c->ls->min_rate);
+    ufile_t *f = c->cur;
+    int r;
+    if (f != NULL && !f->done) {
+        /* In order behind the writes queued before it: remove what was written, then say. */
+        log_failed(c, f, msg);
+        f->done = 1;
+        r = op_new(c, OP_DISCARD, f) == NULL ? -ENOMEM
+                                             : queue_error(c, f->h.name, strlen(f->h.name), msg);
+    } else {
+        host->log(conn, BERTH_LOG_INFO, "%s (closing)", msg);
+        r = queue_error(c, NULL, 0, msg);
+    }
+    if (r != 0) {
+        host->abort(conn);
+        c->closing = 1;
+        return;
+    }
+    start_closing(c);
+    pump(c);
+}
+
 /* ---- input ---- */
+
+/*
+ * NULL if a file of `size` bytes may be accepted now, else why not (in msg). Headers cost
+ * nothing on disk until bytes arrive, so these two bounds are what keeps silent clients
+ * from claiming the disk: max_pending caps what accepted headers announced and has not
+ * arrived; min_free refuses a file that would not fit with min_free left over.
+ */
+static const char *room_for(const upload_listener_t *ls, uint64_t size, char *msg, size_t len)
+{
+    struct statvfs vfs;
+
+    if (size > ls->max_pending || ls->pending > ls->max_pending - size) {
+        snprintf(msg, len,
+                 "server busy: uploads in progress have %" PRIu64
+                 " bytes still to come, and file_size %" PRIu64 " would pass max_pending %" PRIu64
+                 "; try again later",
+                 ls->pending, size, ls->max_pending);
+        return msg;
+    }
+    if (fstatvfs(ls->dirfd, &vfs) != 0)
+        return NULL; /* no figure to go by: a full disk is still found as bytes arrive */
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    uint64_t keep = ls->min_free;
+    if (keep == 0)
+        keep = (uint64_t)vfs.f_blocks * vfs.f_frsize / 100 * ls->min_free_pct;
+    if (size > avail || avail - size < keep) {
+        snprintf(msg, len,
+                 "no space left on the server's disk for file_size %" PRIu64 ": %" PRIu64
+                 " bytes available, and min_free keeps %" PRIu64 " free",
+                 size, avail, keep);
+        return msg;
+    }
+    return NULL;
+}
 
 static void on_header(uconn_t *c, const unsigned char *data, size_t len)
 {
@@ -535,6 +723,7 @@ static void on_header(uconn_t *c, const unsigned char *data, size_t len)
         return;
     }
     f->refs = 1;
+    f->ls = c->ls;
     f->t0_ns = now_ns();
     upload_store_init(&f->st, ls->dirfd);
     f->overwrite = ls->overwrite;
@@ -552,6 +741,9 @@ static void on_header(uconn_t *c, const unsigned char *data, size_t len)
         why = msg;
         st = UPLOAD_HEADER_BAD; /* not worth reading: answer and close */
     }
+    /* Refused for now, not for good: the body is skipped and the connection goes on. */
+    if (st == UPLOAD_HEADER_OK && (why = room_for(ls, f->h.size, msg, sizeof(msg))) != NULL)
+        st = UPLOAD_HEADER_REJECT;
     if (st != UPLOAD_HEADER_OK) {
         host->log(c->conn, BERTH_LOG_INFO, "refused \"%s\": %s%s",
                   log_name(f->h.raw_name, f->h.raw_name_len, nb, sizeof(nb)), why,
@@ -563,6 +755,7 @@ static void on_header(uconn_t *c, const unsigned char *data, size_t len)
             start_closing(c);
         } else {
             c->skipping = 1;
+            body_begin(c);
             upload_frame_body(&c->frame, f->h.size);
         }
         file_unref(f);
@@ -574,7 +767,10 @@ static void on_header(uconn_t *c, const unsigned char *data, size_t len)
         c->closing = 1;
         return;
     }
+    f->charged = f->h.size;
+    c->ls->pending += f->charged;
     c->cur = f;
+    body_begin(c);
     upload_frame_body(&c->frame, f->h.size);
 }
 
@@ -584,6 +780,7 @@ static int on_data(uconn_t *c, const unsigned char *data, size_t len)
     if (c->skipping || f == NULL)
         return 0;
     f->received += len;
+    file_uncharge(f, len);
     if (f->done)
         return 0; /* failed already (disk full...): the rest of the body is dropped */
     while (len > 0) {
@@ -677,10 +874,12 @@ static void upload_handle(berth_conn_t *conn, const void *data, size_t len)
             on_header(c, ev.data, ev.len);
             break;
         case UPLOAD_FRAME_DATA:
+            c->body_bytes += ev.len;
             r = on_data(c, ev.data, ev.len);
             break;
         case UPLOAD_FRAME_END:
             r = on_end(c);
+            body_end(c);
             break;
         case UPLOAD_FRAME_NONE:
             break;
@@ -726,6 +925,7 @@ static int upload_setup(berth_conn_t *conn)
     if (c->ls == NULL)
         return -EINVAL;
     upload_frame_init(&c->frame, (size_t)c->ls->max_header);
+    header_clock_start(c);
     return 0;
 }
 
@@ -737,7 +937,7 @@ static void upload_finish(berth_conn_t *conn)
     /* The host waited for the op in flight. What is queued for files that arrived whole is
      * done now, on this thread; partial files are removed. The conn's timers are gone. */
     c->finishing = 1;
-    c->hold_timer = NULL;
+    c->hold_timer = c->header_timer = c->rate_timer = NULL;
     c->inflight = NULL;
     pump(c);
     if (c->cur != NULL) {
@@ -768,6 +968,27 @@ static int check_dir(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
+/* min_free: "5%" (of the file system) or a size ("1G"; "0" keeps nothing free). */
+static int parse_min_free(const char *v, uint64_t *bytes, unsigned *pct)
+{
+    size_t n = strlen(v);
+    *bytes = 0;
+    *pct = 0;
+    if (n > 1 && v[n - 1] == '%') {
+        unsigned p = 0;
+        for (size_t i = 0; i + 1 < n; i++) {
+            if (v[i] < '0' || v[i] > '9' || p > 99)
+                return -EINVAL;
+            p = p * 10 + (unsigned)(v[i] - '0');
+        }
+        if (p > 99)
+            return -EINVAL;
+        *pct = p;
+        return 0;
+    }
+    return host->parse_size(v, bytes) == 0 && *bytes <= INT64_MAX ? 0 : -EINVAL;
+}
+
 static int upload_check_option(berth_listener_t *l, const char *key, const char *value, char *err,
                                size_t errlen)
 {
@@ -790,6 +1011,37 @@ static int upload_check_option(berth_listener_t *l, const char *key, const char 
         }
         return 0;
     }
+    if (strcmp(key, "header_timeout") == 0 || strcmp(key, "min_rate_window") == 0) {
+        if (host->parse_duration(value, &n) != 0 || n == 0 || n > UINT32_MAX) {
+            snprintf(err, errlen, "%s: want a duration over 0 (10s), not %s", key, value);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (strcmp(key, "min_rate") == 0) {
+        if (host->parse_size(value, &n) != 0 || n > UINT32_MAX) {
+            snprintf(err, errlen, "min_rate: want bytes per second (1K; 0 for none), not %s",
+                     value);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (strcmp(key, "max_pending") == 0) {
+        if (host->parse_size(value, &n) != 0 || n == 0 || n > INT64_MAX) {
+            snprintf(err, errlen, "max_pending: want a size over 0, not %s", value);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (strcmp(key, "min_free") == 0) {
+        unsigned pct;
+        if (parse_min_free(value, &n, &pct) != 0) {
+            snprintf(err, errlen,
+                     "min_free: want a size (1G) or a percentage (0%% to 99%%), not %s", value);
+            return -EINVAL;
+        }
+        return 0;
+    }
     if (strcmp(key, "overwrite") == 0 || strcmp(key, "fsync") == 0) {
         if (host->parse_bool(value, &b) != 0) {
             snprintf(err, errlen, "%s: want yes or no, not %s", key, value);
@@ -799,7 +1051,7 @@ static int upload_check_option(berth_listener_t *l, const char *key, const char 
     }
     snprintf(err, errlen,
              "unknown key \"%s\" for the upload handler (dir, max_size, max_header, "
-             "overwrite, fsync)",
+             "max_pending, min_free, header_timeout, min_rate, min_rate_window, overwrite, fsync)",
              key);
     return -EINVAL;
 }
@@ -832,6 +1084,11 @@ static int upload_listener_open(berth_listener_t *l, void **state, char *err, si
     ls->max_size = DEFAULT_MAX_SIZE;
     ls->max_header = DEFAULT_MAX_HEADER;
     ls->do_fsync = 1;
+    ls->max_pending = DEFAULT_MAX_PENDING;
+    ls->header_ms = DEFAULT_HEADER_TIMEOUT_MS;
+    ls->min_rate = DEFAULT_MIN_RATE;
+    ls->min_rate_window = DEFAULT_MIN_RATE_WINDOW_MS;
+    ls->min_free_pct = DEFAULT_MIN_FREE_PCT;
 
     /* check_option() has vetted every value present; read them again for real. */
     if ((v = host->option(l, "dir")) == NULL) {
@@ -847,6 +1104,19 @@ static int upload_listener_open(berth_listener_t *l, void **state, char *err, si
     if ((v = host->option(l, "max_size")) != NULL && host->parse_size(v, &ls->max_size) != 0)
         goto bad;
     if ((v = host->option(l, "max_header")) != NULL && host->parse_size(v, &ls->max_header) != 0)
+        goto bad;
+    if ((v = host->option(l, "max_pending")) != NULL && host->parse_size(v, &ls->max_pending) != 0)
+        goto bad;
+    if ((v = host->option(l, "header_timeout")) != NULL &&
+        host->parse_duration(v, &ls->header_ms) != 0)
+        goto bad;
+    if ((v = host->option(l, "min_rate")) != NULL && host->parse_size(v, &ls->min_rate) != 0)
+        goto bad;
+    if ((v = host->option(l, "min_rate_window")) != NULL &&
+        host->parse_duration(v, &ls->min_rate_window) != 0)
+        goto bad;
+    if ((v = host->option(l, "min_free")) != NULL &&
+        parse_min_free(v, &ls->min_free, &ls->min_free_pct) != 0)
         goto bad;
     if ((v = host->option(l, "overwrite")) != NULL && host->parse_bool(v, &ls->overwrite) != 0)
         goto bad;

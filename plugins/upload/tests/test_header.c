@@ -111,6 +111,66 @@ static void test_error_text_is_printable(void **state)
     upload_header_clear(&h);
 }
 
+/* Issue 9 #6: names that would read as another name. */
+static void test_invisible_names(void **state)
+{
+    /* Every code point refused, as JSON escapes (what json.dumps sends) and raw UTF-8. */
+    static const unsigned bad[] = {
+        0x202A, 0x202B, 0x202C,  0x202D,  0x202E, /* embeddings and overrides */
+        0x2066, 0x2067, 0x2068,  0x2069,          /* isolates */
+        0x200B, 0x200C, 0x200D,  0x200E,  0x200F, /* zero width, LRM, RLM */
+        0x2028, 0x2029, 0xFEFF,  0x061C,  0x00AD,  0x2060,  0x2064,  0x206F,  0x180E,
+        0xFFF9, 0x0600, 0x110BD, 0x1D173, 0xE0001, 0xE0041, 0xE007F, 0x1343F,
+    };
+    char json[200], want[40];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        unsigned cp = bad[i];
+        if (cp >= 0x10000) {
+            unsigned v = cp - 0x10000;
+            snprintf(json, sizeof(json),
+                     "{\"cmd\":\"put\",\"file_name\":\"abc\\u%04X\\u%04Xtxt.exe\","
+                     "\"file_size\":1}",
+                     0xD800 + (v >> 10), 0xDC00 + (v & 0x3ff));
+        } else {
+            snprintf(json, sizeof(json),
+                     "{\"cmd\":\"put\",\"file_name\":\"abc\\u%04Xtxt.exe\",\"file_size\":1}", cp);
+        }
+        snprintf(want, sizeof(want), "U+%04X at byte 3", cp);
+        expect(json, UPLOAD_HEADER_REJECT, want);
+        expect(json, UPLOAD_HEADER_REJECT, "invisible or bidirectional");
+    }
+    /* Raw UTF-8 for U+202E (E2 80 AE), and upload_name_check() on its own. */
+    expect("{\"cmd\":\"put\",\"file_name\":\"x\xe2\x80\xaegpj.exe\",\"file_size\":1}",
+           UPLOAD_HEADER_REJECT, "U+202E at byte 1");
+    const char *why = NULL;
+    assert_int_equal(upload_name_check("a\xef\xbb\xbf", 4, &why), -1);
+    assert_string_equal(why, UPLOAD_NAME_INVISIBLE);
+    /* Not UTF-8 (jansson refuses it first; the check stands on its own too). */
+    assert_int_equal(upload_name_check("a\xc0\xaf", 3, &why), -1);
+    assert_non_null(strstr(why, "UTF-8"));
+    assert_int_equal(upload_name_check("\xed\xa0\x80", 3, &why), -1);
+    assert_int_equal(upload_name_check("\xe2\x80", 2, &why), -1);
+
+    /* Visible neighbours stay fine: letters of many scripts, emoji, a hyphen, NBSP. */
+    const char *good[] = {"r\xc3\xa9sum\xc3\xa9.pdf",
+                          "\xe6\x96\x87\xe4\xbb\xb6.txt",
+                          "\xd8\xb9\xd8\xb1\xd8\xa8\xd9\x8a.txt",
+                          "\xf0\x9f\x98\x80.png",
+                          "a\xe2\x80\x90"
+                          "b",
+                          "a\xc2\xa0"
+                          "b",
+                          "\xe2\x80\xaf",
+                          "x\xe2\x81\xb0"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        uint32_t cp;
+        if (upload_name_check(good[i], strlen(good[i]), &why) != 0)
+            fail_msg("%s refused: %s", good[i], why);
+        assert_int_equal(upload_name_find_invisible(good[i], strlen(good[i]), &cp), -1);
+    }
+}
+
 static void test_names(void **state)
 {
     char name[300], json[400];
@@ -227,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_reject_keeps_size_and_raw_name),
         cmocka_unit_test(test_replies),
+        cmocka_unit_test(test_invisible_names),
         cmocka_unit_test(test_hex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

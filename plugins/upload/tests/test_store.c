@@ -319,6 +319,33 @@ static void test_write_error_cleans_up(void **state)
     assert_listing(fx->dir, "");
 }
 
+/* Issue 9 #2: a header announcing a big file reserves a step of disk, not the file. */
+static void test_reserve_in_steps(void **state)
+{
+    fixture_t *fx = *state;
+    upload_header_t h;
+    upload_store_t s;
+    struct stat st;
+    static char chunk[1 << 20];
+
+    header(&h, "huge", "");
+    h.size = (uint64_t)64 << 30; /* 64 GiB: far more than /tmp has */
+    h.has_sha256 = h.has_md5 = 0;
+    upload_store_init(&s, fx->dirfd);
+    assert_int_equal(upload_store_open(&s, &h, 0, h.size), 0);
+    assert_int_equal(fstat(s.fd, &st), 0);
+    assert_true((uint64_t)st.st_blocks * 512 <= UPLOAD_PREALLOC_STEP + 65536);
+    /* Bytes arriving move the reservation along, a step ahead at most. */
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(upload_store_write(&s, chunk, sizeof(chunk)), 0);
+        assert_int_equal(fstat(s.fd, &st), 0);
+        assert_true((uint64_t)st.st_blocks * 512 <= s.written + UPLOAD_PREALLOC_STEP + 65536);
+    }
+    assert_true(s.reserved >= s.written);
+    upload_store_discard(&s);
+    assert_listing(fx->dir, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -329,6 +356,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_symlinks_are_not_followed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_directory_in_the_way, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_error_cleans_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reserve_in_steps, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
