@@ -53,6 +53,8 @@
 #define OPS_HIGH 256
 
 #define HOLD_MS 200
+/* How soon a disk op the pool had no room for is offered again. */
+#define RETRY_MS 5
 #define HOLD_MAX ((size_t)64 << 10)
 
 #define DEFAULT_MAX_SIZE ((uint64_t)1 << 30)
@@ -134,6 +136,7 @@ typedef struct uconn {
     berth_timer_t *hold_timer;
     berth_timer_t *header_timer; /* header_timeout: from accept or a file's end to a header */
     berth_timer_t *rate_timer;   /* min_rate: one window of a body */
+    berth_timer_t *retry_timer;  /* the pool was full: submit the head op again */
     int in_body;                 /* a body (stored or skipped) is arriving */
     uint64_t body_bytes;         /* body bytes arrived, all files */
     uint64_t window_bytes;       /* body_bytes when the rate window began */
@@ -494,6 +497,26 @@ static int submit(uconn_t *c, op_t *op)
     return host->work(c->conn, op_work, op_done, op);
 }
 
+static void on_retry_timer(berth_conn_t *conn, void *arg);
+
+/* The listener's share of the pool is full (host->work said -EAGAIN): the op stays at the
+ * head of the queue, the client is paused so nothing piles up behind it, and the queue is
+ * tried again shortly. Disk work never runs on the loop while the connection lives.
+ * 0 when no timer could be had (the caller then does the work here, as a last resort). */
+static int retry_later(uconn_t *c, op_t *op)
+{
+    if (c->retry_timer == NULL) {
+        c->retry_timer = host->timer_start(c->conn, RETRY_MS, on_retry_timer, c);
+        if (c->retry_timer == NULL)
+            return 0;
+    }
+    c->inflight = NULL;
+    if (op->kind == OP_WRITE)
+        c->queued += op->len;
+    set_paused(c, 1);
+    return 1;
+}
+
 /* Run the queue until an op is handed to the pool or the queue is empty. */
 static void pump(uconn_t *c)
 {
@@ -523,8 +546,13 @@ static void pump(uconn_t *c)
             continue;
         }
         c->inflight = op;
-        if (!c->finishing && submit(c, op) == 0)
-            break;
+        if (!c->finishing) {
+            int rc = submit(c, op);
+            if (rc == 0)
+                break;
+            if (rc == -EAGAIN && retry_later(c, op))
+                return;
+        }
         /* finish() (or a host that will not queue work): the disk work happens here. */
         op_work(op);
         c->inflight = NULL;
@@ -535,6 +563,13 @@ static void pump(uconn_t *c)
         set_paused(c, 0);
     if (c->closing && c->head == NULL && c->inflight == NULL && !c->finishing)
         host->close(c->conn);
+}
+
+static void on_retry_timer(berth_conn_t *conn, void *arg)
+{
+    uconn_t *c = arg;
+    c->retry_timer = NULL; /* a fired timer is gone */
+    pump(c);
 }
 
 static void op_done(berth_conn_t *conn, void *arg, int status)
