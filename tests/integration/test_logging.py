@@ -3,10 +3,10 @@ import os
 import signal
 import unittest
 
-from harness import BerthTestCase, free_port, tcp_ready, wait_until
+from harness import DaemonTestCase, free_port, tcp_ready, wait_until
 
 
-class LogFile(BerthTestCase):
+class LogFile(DaemonTestCase):
     def test_sigusr1_reopens_the_rotated_file_in_every_process(self):
         port = free_port()
         path = os.path.join(self.tmp, "berthd.log")
