@@ -14,7 +14,7 @@ import subprocess
 import time
 import unittest
 
-from harness import (IO_TIMEOUT, DaemonTestCase, built_test_plugin, free_port, free_ports,
+from harness import (IO_TIMEOUT, START_TIMEOUT, DaemonTestCase, built_test_plugin, free_port, free_ports,
                      line_request, peer_closed, recv_exact, recv_until, stream_connect,
                      stream_echo, udp_roundtrip, unixgram_roundtrip)
 
@@ -456,6 +456,8 @@ class AllowDeny(DaemonTestCase):
 
 class IdleTimeout(DaemonTestCase):
 
+    IDLE = 1.0  # idle_timeout, in seconds
+
     def test_silent_client_closed_active_client_kept(self):
         port = free_port()
         d = self.daemon(f"""
@@ -463,21 +465,32 @@ class IdleTimeout(DaemonTestCase):
             protocol = tcp
             address = 127.0.0.1:{port}
             handler = echo
-            idle_timeout = 600ms
+            idle_timeout = {int(self.IDLE * 1000)}ms
             """)
         d.wait_serving()
-        silent = stream_connect(socket.AF_INET, ("127.0.0.1", port))
         active = stream_connect(socket.AF_INET, ("127.0.0.1", port))
+        t0 = time.monotonic()  # before the silent client's connect: the daemon's clock
+        silent = stream_connect(socket.AF_INET, ("127.0.0.1", port))  # starts later
+        silent.setblocking(False)
+        closed_at = None
         try:
-            t0 = time.monotonic()
-            # The active client talks every 150 ms for 1.8 s, three idle periods.
-            while time.monotonic() - t0 < 1.8:
+            # The active client talks back and forth without pause until the silent one is
+            # closed (or the hang guard): no tick interval raced against the timeout.
+            while closed_at is None:
                 active.sendall(b"tick\n")
                 self.assertEqual(recv_exact(active, 5), b"tick\n", "active client was closed")
-                time.sleep(0.15)
-            self.assertTrue(peer_closed(silent, IO_TIMEOUT), "silent client not closed")
-            # Not before its time: idle_timeout is a lower bound, whatever the machine's speed.
-            self.assertGreaterEqual(time.monotonic() - t0, 0.55)
+                try:
+                    if silent.recv(16) == b"":
+                        closed_at = time.monotonic()
+                except BlockingIOError:
+                    pass
+                except ConnectionResetError:
+                    closed_at = time.monotonic()
+                self.assertLess(time.monotonic() - t0, START_TIMEOUT, "silent client not closed")
+            # Not before its time: the daemon armed the timer after our connect, so the close
+            # cannot come sooner than idle_timeout after t0 (1 ms for clock rounding).
+            self.assertGreaterEqual(closed_at - t0, self.IDLE - 0.001)
+            # The active client went on past that, several idle periods' worth of traffic.
             active.sendall(b"still here\n")
             self.assertEqual(recv_exact(active, 11), b"still here\n")
             st = d.listener("idle")
@@ -580,12 +593,31 @@ class Stop(DaemonTestCase):
         with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
             self.assertEqual(line_request(s, "before"), "before\n")
             d.signal(signal.SIGTERM)
-            d.wait_log(r"stopping")
-            # Draining: the open connection is still served.
+            # The master has closed its listening socket and the worker, once it says it
+            # drains, its copy: nobody accepts any more.
+            d.wait_log(r"closing listener e ")
+            d.wait_log(r"worker 1/gen 1: draining 1 connection")
+            # Draining: the open connection is still served...
             for i in range(5):
                 self.assertEqual(line_request(s, "during %d" % i), "during %d\n" % i)
-                time.sleep(0.05)
             self.assertIsNone(d.proc.poll(), "berthd exited with a connection open")
+            # ...and a new client is not: refused, or closed unanswered, never echoed.
+            try:
+                late = stream_connect(socket.AF_INET, ("127.0.0.1", port))
+            except ConnectionRefusedError:
+                pass
+            else:
+                with late:
+                    try:
+                        late.sendall(b"late\n")
+                        late.settimeout(IO_TIMEOUT)
+                        got = late.recv(16)
+                    except (ConnectionResetError, BrokenPipeError):
+                        got = b""
+                    except socket.timeout:
+                        self.fail("a client connecting during the drain was left waiting")
+                    self.assertEqual(got, b"", "a new client was served during the drain")
+            self.assertEqual(line_request(s, "after"), "after\n")
         self.assertEqual(d.proc.wait(IO_TIMEOUT), 0)
 
 

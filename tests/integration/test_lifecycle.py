@@ -309,24 +309,49 @@ class Reload(LifecycleCase):
         self.assertEqual(self.d.stop(), 0)
 
     def test_second_sighup_during_a_reload_is_queued(self):
-        port = free_port()
-        # open_delay holds each new worker in listener_open: the reload is in progress.
+        """A SIGHUP while generation 2 is still starting is queued, not lost and not run
+        at once: it runs after generation 2 is up, with the config as it is by then."""
+        port, port2 = free_ports(2)
+        # open_delay holds each new worker in listener_open: the reload stays in progress
+        # (generation 2 "starting") long enough for the test to see it and signal again.
         self.d.write_config(echo_listeners(self.port, self.usock, f"""
             [slow]
             protocol = tcp
             address = 127.0.0.1:{port}
             handler = {built_test_plugin("good")}
-            open_delay = 800ms
+            open_delay = 3s
             """), workers=2)
         self.d.signal(signal.SIGHUP)
-        self.d.wait_log(r"reloading")
-        time.sleep(0.2)
+        st = self.d.wait_status(
+            lambda s: any(w["generation"] == 2 and w["state"] == "starting"
+                          for w in s["workers"]), "generation 2 to be starting")
+        self.assertEqual(st["reloads_ok"], 0)
+        # The config the queued reload must pick up: [slow] gone, [later] new.
+        self.d.write_config(echo_listeners(self.port, self.usock, f"""
+            [later]
+            protocol = tcp
+            address = 127.0.0.1:{port2}
+            handler = echo
+            """), workers=2)
         self.d.signal(signal.SIGHUP)
         self.d.wait_log(r"reload queued")
+        # Still the first reload in progress when the second was queued: nothing done yet.
+        st = self.d.status()
+        self.assertEqual(st["reloads_ok"] + st["reloads_failed"], 0,
+                         "the first reload had ended before the second SIGHUP")
         st = self.d.wait_status(lambda s: s["reloads_ok"] + s["reloads_failed"] >= 2,
-                                "two reloads", START_TIMEOUT)
+                                "two reloads", START_TIMEOUT * 2)
         self.assertEqual((st["reloads_ok"], st["reloads_failed"], st["generation"]), (2, 0, 3))
-        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"q\n"), b"Q\n")
+        # In order: generation 2 came up, and only then did the queued reload start.
+        log = self.d.log()
+        queued = log.index("reload queued")
+        gen2_up = log.index("reloaded: generation 2", queued)
+        self.assertGreater(log.index("reloading", gen2_up), gen2_up, log)
+        # Generation 3 runs the config written before the second SIGHUP.
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port2), b"q\n"), b"q\n")
+        self.wait_drained(self.d)
+        with self.assertRaises(ConnectionRefusedError):
+            stream_connect(socket.AF_INET, ("127.0.0.1", port)).close()
         self.assertEqual(self.d.stop(), 0)
 
 
