@@ -361,13 +361,18 @@ class Concurrency(DaemonTestCase):
         b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             a.settimeout(IO_TIMEOUT)
-            a.sendto(b"sleep 1500", ("127.0.0.1", port))
+            # Held 5 s by the plugin: far longer than the test needs to see it in flight (the
+            # status wait) and to find the second one unserved meanwhile.
+            a.sendto(b"sleep 5000", ("127.0.0.1", port))
             d.wait_status(lambda s: d.listener("capped", s)["active"] == 1, "datagram in flight",
                           IO_TIMEOUT)
             b.sendto(b"second", ("127.0.0.1", port))
             b.settimeout(0.7)
             with self.assertRaises(socket.timeout, msg="second datagram served over the cap"):
                 b.recvfrom(100)
+            # The first was still held all that time: the second waited for the cap, not for
+            # a slow machine.
+            self.assertEqual(d.listener("capped")["active"], 1)
             self.assertEqual(a.recvfrom(100)[0], b"slept\n")
             b.settimeout(IO_TIMEOUT)
             self.assertEqual(b.recvfrom(100)[0], b"SECOND\n")

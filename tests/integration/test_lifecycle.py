@@ -31,6 +31,15 @@ def process_gone(pid):
         return True
 
 
+def children(pid):
+    """The pids of a process's children (reaped ones are gone from the list)."""
+    out = set()
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+            out.update(int(x) for x in f.read().split())
+    return out
+
+
 def echo_listeners(port, usock, extra=""):
     """tcp and unix echo listeners, then `extra` (each part dedented on its own: an indented
     line would continue the value above it in INI)."""
@@ -686,8 +695,10 @@ class Stopping(LifecycleCase):
         self.assertEqual(line_request(s, "one"), "one\n")
         d.signal(signal.SIGTERM)
         d.wait_log(r"stopping: draining")
+        # Both workers have taken the STOP: the idle one goes, the busy one stays for s.
+        d.wait_log(r"worker \d/gen 1: draining 1 connection")
+        d.wait_log(r"worker \d/gen 1: draining 0 connection")
         self.assertEqual(line_request(s, "two"), "two\n")
-        time.sleep(0.3)
         self.assertIsNone(d.proc.poll(), "exited while a connection was open")
         self.assertEqual(line_request(s, "three"), "three\n")
         s.close()
@@ -847,8 +858,10 @@ class ReloadLeak(LifecycleCase):
                 self.reload_ok(d)
             if i in (20, 100):
                 self.wait_drained(d)
-                # Workers that have exited are reaped by now; let the log settle.
-                time.sleep(0.2)
+                # Every old worker reaped: the master's only children are the serving ones.
+                serving = set(d.worker_pids())
+                wait_until(lambda: children(pid) == serving, IO_TIMEOUT,
+                           what="old workers to be reaped")
                 rss[i] = proc_rss_kib(pid)
                 nfds[i] = fds()
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"ok\n"), b"ok\n")
