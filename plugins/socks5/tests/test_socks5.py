@@ -790,5 +790,27 @@ class Socks5Test(DaemonTestCase):
         self.assertEqual(rc, 0, out)
 
 
+    # ---- log lines hold no raw client bytes
+
+    def test_hostile_user_name_is_escaped_in_the_log(self):
+        """An RFC 1929 name with control bytes, quotes, backslash, space and a high byte
+        is logged as \\xHH: one line, no terminal escape, nothing a log reader misparses."""
+        self.password_proxy()
+        hostile = b'ev\nil\x1b[31m"\\ q\xff'
+        with self.connect() as s:
+            s.sendall(bytes([5, 1, 2]))
+            self.assertEqual(recv_exact(s, 2), bytes([5, 2]))
+            s.sendall(bytes([1, len(hostile)]) + hostile + bytes([2]) + b"pw")
+            reply = recv_exact(s, 2)
+            self.assertEqual(reply[0], 1)
+            self.assertNotEqual(reply[1], 0, "a hostile name logged in")
+        (line,) = self.wait_sessions(1)
+        self.assertIn(r"user=ev\x0ail\x1b[31m\x22\x5c\x20q\xff ", line)
+        log = self.d.log()
+        self.assertNotIn("\x1b", log)
+        self.assertNotIn("il\x1b", log)
+        self.assertFalse(any(l.startswith("il") for l in log.splitlines()), log)
+
+
 if __name__ == "__main__":
     unittest.main()

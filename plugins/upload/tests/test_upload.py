@@ -552,5 +552,22 @@ class ConfigTest(UploadCase):
         self.assertIn("stream listener", out)
 
 
+class LogEscapingTest(UploadCase):
+    def test_hostile_file_name_is_escaped_in_the_log(self):
+        """A refused name with control bytes, DEL, quote and backslash is logged as \\xHH
+        (UTF-8 kept): one line, no terminal escape."""
+        self.start()
+        s = self.connect()
+        name = 'a\nb\x1bc"d\\e\x7ff\u00e9'
+        s.sendall(header(name, b"x") + b"x")
+        r = read_reply(s)
+        self.assertEqual((r["status"], r["file_name"]), ("error", name), r)
+        self.assertIn("control", r["error"])
+        self.wait_logged("refused")
+        line = [l for l in self.berthd.log().splitlines() if "refused" in l][0]
+        self.assertIn('refused "a\\x0ab\\x1bc\\x22d\\x5ce\\x7ff\u00e9"', line)
+        self.assertNotIn("\x1b", self.berthd.log())
+
+
 if __name__ == "__main__":
     unittest.main()
