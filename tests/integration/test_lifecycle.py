@@ -16,7 +16,8 @@ import threading
 import time
 import unittest
 
-from harness import (IO_TIMEOUT, START_TIMEOUT, DaemonTestCase, Berthd, built_test_plugin,
+from harness import (IO_TIMEOUT, PLUGIN_DIR, START_TIMEOUT, TEST_PLUGIN_DIR, DaemonTestCase,
+                     Berthd, built_test_plugin,
                      free_port, free_ports, line_request, peer_closed, proc_rss_kib, recv_exact,
                      stream_connect, stream_echo, udp_roundtrip, unixgram_roundtrip,
                      wait_until)
@@ -875,6 +876,89 @@ class ReloadLeak(LifecycleCase):
         self.assertLess(growth, 2048, "master RSS grew %d KiB over 80 reloads" % growth)
         self.assertEqual(d.stop(), 0)
         self.assertNotIn("LeakSanitizer", d.log())
+
+
+class MasterAndSignals(LifecycleCase):
+
+    def plugin_maps(self, pid):
+        """Lines of /proc/PID/maps that map a plugin (the shipped or the test ones)."""
+        with open("/proc/%d/maps" % pid) as f:
+            return [l for l in f if PLUGIN_DIR in l or TEST_PLUGIN_DIR in l or
+                    re.search(r"/(echo|socks5|upload|good|good2|crashy)\.so$", l.strip())]
+
+    def test_master_never_maps_plugin_code(self):
+        """Plugins are loaded in the workers only: the master (root, long-lived) never has
+        plugin code mapped, after start or after a reload that adds a plugin."""
+        port, port2 = free_ports(2)
+        d = self.daemon(f"""
+            [e]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            """, workers=1)
+        d.wait_serving()
+        worker = d.worker_pids()[0]
+        self.assertTrue(self.plugin_maps(worker), "the worker does not map echo.so: test broken")
+        self.assertEqual(self.plugin_maps(d.proc.pid), [])
+        d.write_config(f"""
+            [e]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+
+            [g]
+            protocol = tcp
+            address = 127.0.0.1:{port2}
+            handler = {built_test_plugin("good")}
+            """, workers=1)
+        self.reload_ok(d)
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port2), b"hi\n"), b"HI\n")
+        self.assertEqual(self.plugin_maps(d.proc.pid), [])
+        self.assertEqual(d.stop(), 0)
+
+    def test_sigusr1_reaches_a_generation_still_starting(self):
+        """The log file rotated while generation 2 is still starting (held in listener_open):
+        its workers, once up, write to the new file too."""
+        port, port2 = free_ports(2)
+        path = os.path.join(self.tmp, "berthd.file.log")
+        listeners = f"""
+            [e]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            """
+        d = self.new_daemon(listeners, daemon=f"log = {path}\n", workers=1)
+        d.start()
+        d.wait_serving()
+        d.write_config(listeners + f"""
+            [slow]
+            protocol = tcp
+            address = 127.0.0.1:{port2}
+            handler = {built_test_plugin("good")}
+            open_delay = 3s
+            """, daemon=f"log = {path}\n", workers=1)
+        d.signal(signal.SIGHUP)
+        d.wait_status(lambda s: any(w["generation"] == 2 and w["state"] == "starting"
+                                    for w in s["workers"]), "generation 2 to be starting")
+        os.rename(path, path + ".1")
+        d.signal(signal.SIGUSR1)
+        wait_until(lambda: os.path.exists(path) and "reopened" in open(path).read(),
+                   what="the master's line in the new file")
+        st = d.status()
+        self.assertTrue(any(w["generation"] == 2 and w["state"] == "starting"
+                            for w in st["workers"]),
+                        "generation 2 was up before SIGUSR1: the test proves nothing")
+        st = d.wait_status(lambda s: s["reloads_ok"] == 1, "the reload to end")
+        self.assertEqual(st["generation"], 2)
+        self.wait_drained(d)
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port2), b"q\n"), b"Q\n")
+        self.assertEqual(d.stop(), 0)
+        # Generation 2's drain lines (debug, written by its worker at stop) are in the new
+        # file, none in the rotated one.
+        with open(path) as f:
+            self.assertRegex(f.read(), r"worker 1/gen 2: draining")
+        with open(path + ".1") as f:
+            self.assertNotRegex(f.read(), r"worker 1/gen 2: draining")
 
 
 if __name__ == "__main__":
