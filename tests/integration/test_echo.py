@@ -5,7 +5,9 @@ concurrency, allow/deny, idle_timeout, unix socket files.
 Every wait is bounded by a generous timeout that guards against a hang; none is a
 performance check.
 """
+import hashlib
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -14,9 +16,10 @@ import subprocess
 import time
 import unittest
 
-from harness import (IO_TIMEOUT, START_TIMEOUT, DaemonTestCase, built_test_plugin, free_port, free_ports,
-                     line_request, peer_closed, recv_exact, recv_until, stream_connect,
-                     stream_echo, udp_roundtrip, unixgram_roundtrip)
+from harness import (IO_TIMEOUT, START_TIMEOUT, Berthd, DaemonTestCase, built_test_plugin,
+                     free_port, free_ports, line_request, peer_closed, proc_rss_kib, recv_exact,
+                     recv_until, stream_connect, stream_echo, tcp_ready, udp_roundtrip,
+                     unixgram_roundtrip)
 
 SOCAT = shutil.which("socat")
 NCAT = shutil.which("ncat")
@@ -624,6 +627,112 @@ class Stop(DaemonTestCase):
                     self.assertEqual(got, b"", "a new client was served during the drain")
             self.assertEqual(line_request(s, "after"), "after\n")
         self.assertEqual(d.proc.wait(IO_TIMEOUT), 0)
+
+
+class Backpressure(DaemonTestCase):
+    """write_buffer: a client that sends but stops reading. Once the echo's output waiting
+    for it passes write_buffer the daemon stops reading that connection, so the client's
+    sends stall, the worker's memory stays bounded, and it all flows again once the client
+    reads."""
+
+    CAP = 256 << 20  # a daemon that never stops reading would take this much and more
+
+    def test_client_that_stops_reading_is_stopped_and_resumed(self):
+        port = free_port()
+        # ASan's quarantine keeps freed buffers resident: off, so RSS shows what is held.
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        env = {"ASAN_OPTIONS": (asan + ":" if asan else "") +
+               "quarantine_size_mb=0:thread_local_quarantine_size_kb=0"}
+        d = self.daemon(f"""
+            [e]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            write_buffer = 64K
+            """, env=env)
+        d.wait_serving()
+        worker = d.worker_pids()[0]
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.settimeout(IO_TIMEOUT)
+        s.sendall(b"warm\n")
+        self.assertEqual(recv_exact(s, 5), b"warm\n")
+        rss0 = proc_rss_kib(worker)
+
+        chunk = os.urandom(1 << 16)
+        sent_hash, sent = hashlib.sha256(b"warm\n"), 0
+        s.setblocking(False)
+        while True:
+            try:
+                n = s.send(chunk)
+                sent_hash.update(chunk[:n])
+                sent += n
+                self.assertLess(sent, self.CAP, "the daemon kept reading a client that reads "
+                                "nothing")
+            except BlockingIOError:
+                # Stalled: nothing more goes for a while (a daemon that still reads would
+                # make room within this time on any machine).
+                _, w, _ = select.select([], [s], [], 2.0)
+                if not w:
+                    break
+        grown = proc_rss_kib(worker) - rss0
+        print("backpressure: %d KiB sent before the stall, worker RSS %+d KiB" %
+              (sent >> 10, grown))
+        self.assertLess(grown, 8 << 10, "worker RSS grew %d KiB with write_buffer 64K" % grown)
+        self.assertEqual(d.listener("e")["active"], 1)
+
+        # The client reads: everything it sent comes back, in order, and the flow resumes.
+        s.setblocking(True)
+        s.settimeout(IO_TIMEOUT)
+        got_hash = hashlib.sha256(b"warm\n")
+        left = sent
+        while left:
+            b = s.recv(min(left, 1 << 20))
+            self.assertTrue(b, "EOF with %d bytes still to come" % left)
+            got_hash.update(b)
+            left -= len(b)
+        self.assertEqual(got_hash.hexdigest(), sent_hash.hexdigest())
+        s.sendall(b"after\n")
+        self.assertEqual(recv_exact(s, 6), b"after\n")
+        s.close()
+        self.assertEqual(d.stop(), 0)
+
+
+class DaemonKeys(DaemonTestCase):
+    """[daemon] settings as a running daemon shows them."""
+
+    def echo(self, port):
+        return f"""
+            [e]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            """
+
+    def test_workers_auto_is_the_cpu_count(self):
+        port = free_port()
+        d = self.daemon(self.echo(port), workers="auto")
+        st = d.wait_serving()
+        n = len(os.sched_getaffinity(0))  # berthd inherits this process's CPU set
+        self.assertEqual(len([w for w in st["workers"] if w["state"] == "serving"]), n)
+        self.assertEqual(len(set(d.worker_pids())), n)
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"x\n"), b"x\n")
+        self.assertEqual(d.stop(), 0)
+
+    def test_empty_admin_means_no_admin_socket(self):
+        port = free_port()
+        d = Berthd(self.tmp, self.echo(port))
+        self._daemons.append(d)
+        d.set_daemon_key("admin", "")
+        d.start(wait=lambda: tcp_ready("127.0.0.1", port))
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"x\n"), b"x\n")
+        self.assertFalse(os.path.exists(d.admin))
+        with open("/proc/net/unix") as f:
+            self.assertNotIn(self.tmp, f.read(), "a unix socket in the test folder")
+        self.assertIsNone(d.try_status())
+        self.assertEqual(d.stop(), 0)
 
 
 if __name__ == "__main__":
