@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -810,6 +811,131 @@ class Socks5Test(DaemonTestCase):
         self.assertNotIn("\x1b", log)
         self.assertNotIn("il\x1b", log)
         self.assertFalse(any(l.startswith("il") for l in log.splitlines()), log)
+
+
+
+class HostsBerthd(Berthd):
+    """berthd in a mount namespace whose /etc/hosts is `hosts` (bind-mounted): names that
+    resolve, from files, to addresses the test chooses; the machine's file is untouched."""
+
+    def __init__(self, tmp, listeners, hosts, **kw):
+        super().__init__(tmp, listeners, **kw)
+        self.hosts = hosts
+
+    def start(self, wait=None):
+        script = 'mount --bind "$2" /etc/hosts && exec "$0" -c "$1"'
+        return self.spawn(["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                           BERTHD, self.conf, self.hosts], wait)
+
+
+class Socks5NamesAndBounds(DaemonTestCase):
+    """A name whose first address is dead still connects (every address is tried), and a
+    client that sends before the reply has at most a bounded amount held for it."""
+
+    def proxy(self, daemon_cls=Berthd, env=None, **kw):
+        self.port = free_port()
+        d = daemon_cls(self.tmp, "[socks]\nprotocol = tcp\naddress = 127.0.0.1:%d\n"
+                       "handler = socks5\nallow_dest = 127.0.0.0/8\n" % self.port,
+                       env=env, **kw)
+        self._daemons.append(d)
+        d.start(wait=lambda: tcp_ready("127.0.0.1", self.port))
+        return d
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)
+        self.addCleanup(s.close)
+        return s
+
+    def sessions(self, d):
+        return [l for l in d.log().splitlines()
+                if " session client=" in l and "outcome=client closed" not in l]
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root for a mount namespace")
+    def test_every_address_of_a_name_is_tried(self):
+        """pair.test is 127.0.0.2 and 127.0.0.3; a server listens on one of them only. Each
+        in turn: in one round or the other the dead address comes first, and both connect."""
+        hosts = os.path.join(self.tmp, "hosts")
+        with open(hosts, "w") as f:
+            f.write("127.0.0.1 localhost\n127.0.0.2 pair.test\n127.0.0.3 pair.test\n")
+        d = self.proxy(HostsBerthd, hosts=hosts)
+        port = free_port()
+        for n, live in enumerate(("127.0.0.2", "127.0.0.3"), 1):
+            with socket.socket() as srv:
+                srv.bind((live, port))
+                srv.listen(4)
+                srv.settimeout(IO_TIMEOUT)
+                s = self.connect()
+                s.sendall(b"\x05\x01\x00")
+                self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+                s.sendall(request(1, "pair.test", port))
+                code, _, _ = read_reply(s)
+                self.assertEqual(code, 0, "pair.test with %s alive:\n%s" % (live, d.log()))
+                peer, _ = srv.accept()
+                with peer:
+                    s.sendall(b"through")
+                    self.assertEqual(harness.recv_exact(peer, 7, strict=True), b"through")
+                s.close()
+            line = wait_until(lambda: len(self.sessions(d)) >= n and self.sessions(d)[n - 1],
+                              IO_TIMEOUT, what="session line %d" % n)
+            self.assertIn("dest=pair.test:%d remote=%s:%d" % (port, live, port), line)
+
+    def test_early_data_is_bounded_while_the_connect_waits(self):
+        """Greeting, request and then megabytes, before any reply, to a destination whose
+        connect does not complete (its accept queue is full: the SYN is dropped). The
+        worker holds at most 256 KiB for it and stops reading; once the destination
+        accepts, all of it arrives, in order."""
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        d = self.proxy(env={"ASAN_OPTIONS": (asan + ":" if asan else "") +
+                            "quarantine_size_mb=0:thread_local_quarantine_size_kb=0"})
+        d.wait_serving()
+        worker = d.worker_pids()[0]
+        srv = socket.socket()
+        self.addCleanup(srv.close)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        dport = srv.getsockname()[1]
+        filler = socket.create_connection(("127.0.0.1", dport), timeout=IO_TIMEOUT)
+        self.addCleanup(filler.close)  # queued, never accepted: the queue is full
+        rss0 = harness.proc_rss_kib(worker)
+
+        s = self.connect()
+        s.sendall(b"\x05\x01\x00" + request(1, "127.0.0.1", dport))
+        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+        block = os.urandom(1 << 16)
+        sent, h = 0, hashlib.sha256()
+        s.setblocking(False)
+        while True:
+            try:
+                n = s.send(block)
+                h.update(block[:n])
+                sent += n
+                self.assertLess(sent, 256 << 20, "the proxy kept reading before its reply")
+            except BlockingIOError:
+                if not select.select([], [s], [], 2.0)[1]:
+                    break
+        grown = harness.proc_rss_kib(worker) - rss0
+        print("early data: %d KiB sent before the stall, worker RSS %+d KiB" %
+              (sent >> 10, grown))
+        self.assertLess(grown, 4 << 10, "worker RSS grew %d KiB for early data" % grown)
+        # No reply yet: the connect is still waiting.
+        self.assertEqual(select.select([s], [], [], 0)[0], [])
+
+        # The destination makes room: the retried SYN gets through, everything flows.
+        srv.settimeout(IO_TIMEOUT * 3)
+        srv.accept()[0].close()  # the filler's
+        peer, _ = srv.accept()   # the proxy's
+        self.addCleanup(peer.close)
+        s.setblocking(True)
+        s.settimeout(IO_TIMEOUT)
+        self.assertEqual(read_reply(s)[0], 0)
+        got, left = hashlib.sha256(), sent
+        peer.settimeout(IO_TIMEOUT)
+        while left:
+            b = peer.recv(min(left, 1 << 20))
+            self.assertTrue(b, "EOF with %d bytes still to come" % left)
+            got.update(b)
+            left -= len(b)
+        self.assertEqual(got.hexdigest(), h.hexdigest())
 
 
 if __name__ == "__main__":
