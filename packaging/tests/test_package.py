@@ -105,10 +105,16 @@ def clean_leftovers():
     if any(installed(p) for p in PACKAGES):
         run(["dpkg", "--purge", *reversed(PACKAGES)])
     for path in ("/etc/berth/conf.d/hello.conf", "/etc/berth/conf.d/zz-bad.conf",
-                 "/etc/berth/conf.d/examples.conf", "/etc/berth/socks5.users"):
+                 "/etc/berth/conf.d/examples.conf", "/etc/berth/socks5.users",
+                 os.path.join(LOCAL_PLUGINS, "hello.so")):
         if os.path.exists(path):
             os.unlink(path)
-    for path in ("/run/berth", "/usr/local/lib/berth", "/etc/berth", "/var/lib/berth"):
+    for path in (LOCAL_PLUGINS, os.path.dirname(LOCAL_PLUGINS)):  # only if now empty
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+    for path in ("/run/berth", "/etc/berth", "/var/lib/berth"):  # the package's own
         shutil.rmtree(path, ignore_errors=True)
     for tool, name in (("deluser", "berth"), ("delgroup", "berth")):
         lookup = pwd.getpwnam if tool == "deluser" else grp.getgrnam

@@ -6,7 +6,6 @@ ctest sets BERTHD, BERTH_PLUGIN_DIR, BERTH_BUILD and BERTH_UPLOAD (the client's 
 import hashlib
 import json
 import os
-import re
 import select
 import shutil
 import socket
