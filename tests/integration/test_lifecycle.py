@@ -859,10 +859,19 @@ class ReloadLeak(LifecycleCase):
                 self.reload_ok(d)
             if i in (20, 100):
                 self.wait_drained(d)
-                # Every old worker reaped: the master's only children are the serving ones.
-                serving = set(d.worker_pids())
-                wait_until(lambda: children(pid) == serving, IO_TIMEOUT,
-                           what="old workers to be reaped")
+                # Every old worker reaped: no zombie among the master's children, and no
+                # child that is not a worker of the status.
+                def settled():
+                    kids = children(pid)
+                    pids = {w["pid"] for w in d.status()["workers"]}
+                    return kids <= pids and not any(process_gone(k) for k in kids)
+                try:
+                    wait_until(settled, IO_TIMEOUT, what="old workers to be reaped")
+                except AssertionError:
+                    kids = children(pid)
+                    raise AssertionError("master children %r (gone or zombie: %r), status %r"
+                                         % (kids, [k for k in kids if process_gone(k)],
+                                            d.status()["workers"]))
                 rss[i] = proc_rss_kib(pid)
                 nfds[i] = fds()
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"ok\n"), b"ok\n")
