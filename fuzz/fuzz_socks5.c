@@ -4,16 +4,27 @@
  * The input is a whole client side of a handshake. Its first byte picks how it is cut into
  * reads (so every split of every message is tried), then it is run through the parser the
  * way the plugin does: greeting, RFC 1929 auth if the client offers method 2, request.
- * Checks that the parser never takes more than it is given, that a message it hands back
- * holds together, and that it stops for good after an error.
+ * Checks (CHECK: abort(), in every build) that the parser never takes more than it is given, that a
+ * message it hands back holds together, and that it stops for good after an error.
  */
-#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
 
 #include "socks5_proto.h"
+
+/* A check that holds in every build (CHECK() would vanish under NDEBUG): a failure is a
+ * crash libFuzzer reports and saves the input of. */
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -35,15 +46,15 @@ static void check_message(int rc, const socks5_msg_t *msg)
         break;
     case SOCKS5_MSG_REQUEST:
         if (msg->request.atyp == SOCKS5_ATYP_NAME) {
-            assert(msg->request.namelen > 0);
-            assert(strlen(msg->request.name) == msg->request.namelen);
+            CHECK(msg->request.namelen > 0);
+            CHECK(strlen(msg->request.name) == msg->request.namelen);
         } else {
-            assert(msg->request.atyp == SOCKS5_ATYP_IPV4 || msg->request.atyp == SOCKS5_ATYP_IPV6);
+            CHECK(msg->request.atyp == SOCKS5_ATYP_IPV4 || msg->request.atyp == SOCKS5_ATYP_IPV6);
         }
         memset(&s6, 0, sizeof(s6));
         s6.sin6_family = AF_INET6;
         memcpy(&s6.sin6_addr, msg->request.addr, 16);
-        assert(socks5_reply(reply, 0, (const struct sockaddr *)&s6) <= SOCKS5_MAX_REPLY);
+        CHECK(socks5_reply(reply, 0, (const struct sockaddr *)&s6) <= SOCKS5_MAX_REPLY);
         break;
     default:
         break;
@@ -69,10 +80,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t used = 0;
 
         rc = socks5_parser_feed(&p, data + off, n, &used, &msg);
-        assert(used <= n);
+        CHECK(used <= n);
         off += used;
         if (rc == SOCKS5_NEED_MORE) {
-            assert(used == n);
+            CHECK(used == n);
             continue;
         }
         if (rc < 0) {
@@ -94,8 +105,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t used = 1;
 
         /* Sticky: nothing more is taken after an error. */
-        assert(socks5_parser_feed(&p, data, size, &used, &msg) == failed);
-        assert(used == 0);
+        CHECK(socks5_parser_feed(&p, data, size, &used, &msg) == failed);
+        CHECK(used == 0);
     }
     return 0;
 }

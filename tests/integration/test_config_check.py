@@ -10,7 +10,7 @@ import textwrap
 import unittest
 
 from harness import (BERTHD, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin,
-                     check_config, free_port)
+                     check_config, free_port, sanitizer_reports)
 
 EXIT_USAGE = 64
 EXIT_CONFIG = 78
@@ -19,6 +19,9 @@ ERROR_LINE = re.compile(r"^(?P<file>/[^:]+):(?P<line>\d+): (?P<msg>.+)$")
 
 def run(*argv):
     r = subprocess.run([BERTHD, *argv], capture_output=True, text=True, timeout=60)
+    reports = sanitizer_reports(r.stdout + r.stderr)
+    if reports:
+        raise AssertionError("sanitizer report from berthd:\n" + "\n\n".join(reports))
     return r.returncode, r.stdout, r.stderr
 
 
@@ -277,10 +280,38 @@ class PluginTrust(ConfigHelpers):
         self.assert_refused(conf, path, "the file is owned by uid %d" % nobody.pw_uid)
 
 
+def reachable_by(path, uid, gid):
+    """True if every folder from / down to path lets uid/gid (not root) search it."""
+    parts = os.path.abspath(path).split(os.sep)
+    for i in range(1, len(parts) + 1):
+        st = os.stat(os.sep + os.path.join(*parts[1:i]) if i > 1 else os.sep)
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
 @unittest.skipUnless(os.geteuid() == 0, "needs root to drop to another user")
 class CheckAsUser(ConfigHelpers):
     """berthd -t as root with `user` set runs the plugins' checks as that user, as a worker
-    would: an upload dir only root may enter fails here, not later in the workers."""
+    would: an upload dir only root may enter fails here, not later in the workers.
+
+    `nobody` must reach the plugins, and the build tree may be where it cannot (a clone
+    under /root, mode 0700): the plugin is copied to this test's own folder."""
+
+    def setUp(self):
+        super().setUp()
+        nobody = pwd.getpwnam("nobody")
+        os.chmod(self.tmp, 0o755)
+        if not reachable_by(self.tmp, nobody.pw_uid, nobody.pw_gid):
+            self.skipTest("nobody cannot reach the temporary folder %s (TMPDIR)" % self.tmp)
+        self.plugins = os.path.join(self.tmp, "plugins")
+        os.mkdir(self.plugins, 0o755)
+        shutil.copy(os.path.join(PLUGIN_DIR, "upload.so"), self.plugins)
+
+    def daemon_section(self):
+        return super().daemon_section().replace("plugin_dir = " + PLUGIN_DIR,
+                                                "plugin_dir = " + self.plugins)
 
     def config(self, user):
         up = os.path.join(self.tmp, "rootonly", "up")

@@ -16,7 +16,8 @@ import threading
 import time
 import unittest
 
-from harness import (IO_TIMEOUT, START_TIMEOUT, DaemonTestCase, Berthd, built_test_plugin,
+from harness import (IO_TIMEOUT, PLUGIN_DIR, START_TIMEOUT, TEST_PLUGIN_DIR, DaemonTestCase,
+                     Berthd, built_test_plugin,
                      free_port, free_ports, line_request, peer_closed, proc_rss_kib, recv_exact,
                      stream_connect, stream_echo, udp_roundtrip, unixgram_roundtrip,
                      wait_until)
@@ -29,6 +30,15 @@ def process_gone(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def children(pid):
+    """The pids of a process's children (reaped ones are gone from the list)."""
+    out = set()
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+            out.update(int(x) for x in f.read().split())
+    return out
 
 
 def echo_listeners(port, usock, extra=""):
@@ -309,24 +319,49 @@ class Reload(LifecycleCase):
         self.assertEqual(self.d.stop(), 0)
 
     def test_second_sighup_during_a_reload_is_queued(self):
-        port = free_port()
-        # open_delay holds each new worker in listener_open: the reload is in progress.
+        """A SIGHUP while generation 2 is still starting is queued, not lost and not run
+        at once: it runs after generation 2 is up, with the config as it is by then."""
+        port, port2 = free_ports(2)
+        # open_delay holds each new worker in listener_open: the reload stays in progress
+        # (generation 2 "starting") long enough for the test to see it and signal again.
         self.d.write_config(echo_listeners(self.port, self.usock, f"""
             [slow]
             protocol = tcp
             address = 127.0.0.1:{port}
             handler = {built_test_plugin("good")}
-            open_delay = 800ms
+            open_delay = 3s
             """), workers=2)
         self.d.signal(signal.SIGHUP)
-        self.d.wait_log(r"reloading")
-        time.sleep(0.2)
+        st = self.d.wait_status(
+            lambda s: any(w["generation"] == 2 and w["state"] == "starting"
+                          for w in s["workers"]), "generation 2 to be starting")
+        self.assertEqual(st["reloads_ok"], 0)
+        # The config the queued reload must pick up: [slow] gone, [later] new.
+        self.d.write_config(echo_listeners(self.port, self.usock, f"""
+            [later]
+            protocol = tcp
+            address = 127.0.0.1:{port2}
+            handler = echo
+            """), workers=2)
         self.d.signal(signal.SIGHUP)
         self.d.wait_log(r"reload queued")
+        # Still the first reload in progress when the second was queued: nothing done yet.
+        st = self.d.status()
+        self.assertEqual(st["reloads_ok"] + st["reloads_failed"], 0,
+                         "the first reload had ended before the second SIGHUP")
         st = self.d.wait_status(lambda s: s["reloads_ok"] + s["reloads_failed"] >= 2,
-                                "two reloads", START_TIMEOUT)
+                                "two reloads", START_TIMEOUT * 2)
         self.assertEqual((st["reloads_ok"], st["reloads_failed"], st["generation"]), (2, 0, 3))
-        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"q\n"), b"Q\n")
+        # In order: generation 2 came up, and only then did the queued reload start.
+        log = self.d.log()
+        queued = log.index("reload queued")
+        gen2_up = log.index("reloaded: generation 2", queued)
+        self.assertGreater(log.index("reloading", gen2_up), gen2_up, log)
+        # Generation 3 runs the config written before the second SIGHUP.
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port2), b"q\n"), b"q\n")
+        self.wait_drained(self.d)
+        with self.assertRaises(ConnectionRefusedError):
+            stream_connect(socket.AF_INET, ("127.0.0.1", port)).close()
         self.assertEqual(self.d.stop(), 0)
 
 
@@ -497,9 +532,10 @@ class ReplacedPlugin(LifecycleCase):
 
 class Crashes(LifecycleCase):
 
-    # The crashes these tests cause on purpose (ASan turns a worker's SIGSEGV into a report
-    # and exit status 1); any other sanitizer report still fails the test.
-    expected_reports = r"ERROR: AddressSanitizer: SEGV on unknown address"
+    # A test that segfaults a worker on purpose declares it (expect_crash_report): ASan
+    # turns that SIGSEGV into a report and exit status 1, which must then be there; any
+    # other sanitizer report still fails the test. (abort() and SIGKILL give no report.)
+    SEGV_REPORT = r"ERROR: AddressSanitizer: SEGV on unknown address"
 
     def conns_on_each_worker(self, d, family, addr):
         """One connection on each of the two workers; returns {pid: socket}. Which worker
@@ -559,6 +595,7 @@ class Crashes(LifecycleCase):
         d.wait_status(lambda s: d.listener("l", s)["active"] == 0, "active back to 0")
 
     def test_worker_killed_with_sigsegv_is_replaced(self):
+        self.expect_crash_report(self.SEGV_REPORT)
         port = free_port()
         d = self.daemon(f"""
             [l]
@@ -574,6 +611,7 @@ class Crashes(LifecycleCase):
         self.assertEqual(d.stop(), 0)
 
     def test_plugin_crash_is_contained(self):
+        self.expect_crash_report(self.SEGV_REPORT)
         port = free_port()
         d = self.daemon(f"""
             [l]
@@ -658,8 +696,10 @@ class Stopping(LifecycleCase):
         self.assertEqual(line_request(s, "one"), "one\n")
         d.signal(signal.SIGTERM)
         d.wait_log(r"stopping: draining")
+        # Both workers have taken the STOP: the idle one goes, the busy one stays for s.
+        d.wait_log(r"worker \d/gen 1: draining 1 connection")
+        d.wait_log(r"worker \d/gen 1: draining 0 connection")
         self.assertEqual(line_request(s, "two"), "two\n")
-        time.sleep(0.3)
         self.assertIsNone(d.proc.poll(), "exited while a connection was open")
         self.assertEqual(line_request(s, "three"), "three\n")
         s.close()
@@ -819,8 +859,19 @@ class ReloadLeak(LifecycleCase):
                 self.reload_ok(d)
             if i in (20, 100):
                 self.wait_drained(d)
-                # Workers that have exited are reaped by now; let the log settle.
-                time.sleep(0.2)
+                # Every old worker reaped: no zombie among the master's children, and no
+                # child that is not a worker of the status.
+                def settled():
+                    kids = children(pid)
+                    pids = {w["pid"] for w in d.status()["workers"]}
+                    return kids <= pids and not any(process_gone(k) for k in kids)
+                try:
+                    wait_until(settled, IO_TIMEOUT, what="old workers to be reaped")
+                except AssertionError:
+                    kids = children(pid)
+                    raise AssertionError("master children %r (gone or zombie: %r), status %r"
+                                         % (kids, [k for k in kids if process_gone(k)],
+                                            d.status()["workers"]))
                 rss[i] = proc_rss_kib(pid)
                 nfds[i] = fds()
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"ok\n"), b"ok\n")
@@ -834,6 +885,89 @@ class ReloadLeak(LifecycleCase):
         self.assertLess(growth, 2048, "master RSS grew %d KiB over 80 reloads" % growth)
         self.assertEqual(d.stop(), 0)
         self.assertNotIn("LeakSanitizer", d.log())
+
+
+class MasterAndSignals(LifecycleCase):
+
+    def plugin_maps(self, pid):
+        """Lines of /proc/PID/maps that map a plugin (the shipped or the test ones)."""
+        with open("/proc/%d/maps" % pid) as f:
+            return [l for l in f if PLUGIN_DIR in l or TEST_PLUGIN_DIR in l or
+                    re.search(r"/(echo|socks5|upload|good|good2|crashy)\.so$", l.strip())]
+
+    def test_master_never_maps_plugin_code(self):
+        """Plugins are loaded in the workers only: the master (root, long-lived) never has
+        plugin code mapped, after start or after a reload that adds a plugin."""
+        port, port2 = free_ports(2)
+        d = self.daemon(f"""
+            [e]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            """, workers=1)
+        d.wait_serving()
+        worker = d.worker_pids()[0]
+        self.assertTrue(self.plugin_maps(worker), "the worker does not map echo.so: test broken")
+        self.assertEqual(self.plugin_maps(d.proc.pid), [])
+        d.write_config(f"""
+            [e]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+
+            [g]
+            protocol = tcp
+            address = 127.0.0.1:{port2}
+            handler = {built_test_plugin("good")}
+            """, workers=1)
+        self.reload_ok(d)
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port2), b"hi\n"), b"HI\n")
+        self.assertEqual(self.plugin_maps(d.proc.pid), [])
+        self.assertEqual(d.stop(), 0)
+
+    def test_sigusr1_reaches_a_generation_still_starting(self):
+        """The log file rotated while generation 2 is still starting (held in listener_open):
+        its workers, once up, write to the new file too."""
+        port, port2 = free_ports(2)
+        path = os.path.join(self.tmp, "berthd.file.log")
+        listeners = f"""
+            [e]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+            """
+        d = self.new_daemon(listeners, daemon=f"log = {path}\n", workers=1)
+        d.start()
+        d.wait_serving()
+        d.write_config(listeners + f"""
+            [slow]
+            protocol = tcp
+            address = 127.0.0.1:{port2}
+            handler = {built_test_plugin("good")}
+            open_delay = 3s
+            """, daemon=f"log = {path}\n", workers=1)
+        d.signal(signal.SIGHUP)
+        d.wait_status(lambda s: any(w["generation"] == 2 and w["state"] == "starting"
+                                    for w in s["workers"]), "generation 2 to be starting")
+        os.rename(path, path + ".1")
+        d.signal(signal.SIGUSR1)
+        wait_until(lambda: os.path.exists(path) and "reopened" in open(path).read(),
+                   what="the master's line in the new file")
+        st = d.status()
+        self.assertTrue(any(w["generation"] == 2 and w["state"] == "starting"
+                            for w in st["workers"]),
+                        "generation 2 was up before SIGUSR1: the test proves nothing")
+        st = d.wait_status(lambda s: s["reloads_ok"] == 1, "the reload to end")
+        self.assertEqual(st["generation"], 2)
+        self.wait_drained(d)
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port2), b"q\n"), b"Q\n")
+        self.assertEqual(d.stop(), 0)
+        # Generation 2's drain lines (debug, written by its worker at stop) are in the new
+        # file, none in the rotated one.
+        with open(path) as f:
+            self.assertRegex(f.read(), r"worker 1/gen 2: draining")
+        with open(path + ".1") as f:
+            self.assertNotRegex(f.read(), r"worker 1/gen 2: draining")
 
 
 if __name__ == "__main__":

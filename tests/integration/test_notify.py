@@ -9,12 +9,12 @@ import socket
 import time
 import unittest
 
-from harness import BerthTestCase, free_port, tcp_ready
+from harness import DaemonTestCase, free_port, tcp_ready
 
 WAIT = 10.0
 
 
-class Notify(BerthTestCase):
+class Notify(DaemonTestCase):
     def setUp(self):
         super().setUp()
         self.path = os.path.join(self.tmp, "notify.sock")

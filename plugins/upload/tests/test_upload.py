@@ -6,18 +6,20 @@ ctest sets BERTHD, BERTH_PLUGIN_DIR, BERTH_BUILD and BERTH_UPLOAD (the client's 
 import hashlib
 import json
 import os
-import re
+import select
 import shutil
 import socket
 import stat
 import struct
 import subprocess
 import sys
+import textwrap
 import time
 import unittest
 
 import harness
-from harness import IO_TIMEOUT, BerthTestCase, check_config, free_port, tcp_ready, wait_until
+from harness import (IO_TIMEOUT, DaemonTestCase, check_config, free_port, tcp_ready,
+                     wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEED_CLIENT = os.path.join(HERE, "seed_client.py")
@@ -58,7 +60,7 @@ def closed_by_server(sock):
         return True
 
 
-class UploadCase(BerthTestCase):
+class UploadCase(DaemonTestCase):
     """A berthd with an upload listener on TCP and one on a Unix socket, same dir."""
 
     options = ""
@@ -74,32 +76,11 @@ class UploadCase(BerthTestCase):
         self._socks = []
 
     def tearDown(self):
-        # Close our sockets, stop each daemon cleanly (so a sanitizer build reports leaks), then
-        # look for sanitizer reports: a worker's (where the plugin runs) fails the test; the
-        # master's is the daemon's own business and only shown.
+        # Our sockets first; then DaemonTestCase's tearDown stops each daemon with its exit
+        # status asserted and fails on any sanitizer report (master, worker or plugin).
         for s in self._socks:
             s.close()
-        reports = []
-        for d in self._daemons:
-            if d.proc and d.proc.poll() is None:
-                try:
-                    d.stop()
-                except AssertionError as e:
-                    reports.append(str(e))
-            log = d.log()
-            master = "==%d==" % d.proc.pid if d.proc else None
-            for line in log.splitlines():
-                if re.match(r"==\d+==ERROR: \w+Sanitizer", line) and not line.startswith(master):
-                    reports.append(log)
-                    break
-                if "runtime error:" in line and "plugins/upload/" in line:
-                    reports.append(log)
-                    break
-            else:
-                if "Sanitizer" in log:
-                    sys.stderr.write("note: berthd's master reported (not the plugin):\n" + log)
         super().tearDown()
-        self.assertEqual(reports, [], "berthd reported trouble")
 
     def listeners(self, options=None):
         opts = self.options if options is None else options
@@ -570,6 +551,122 @@ class ConfigTest(UploadCase):
         rc, out = check_config(conf)
         self.assertNotEqual(rc, 0, out)
         self.assertIn("stream listener", out)
+
+
+class LogEscapingTest(UploadCase):
+    def test_hostile_file_name_is_escaped_in_the_log(self):
+        """A refused name with control bytes, DEL, quote and backslash is logged as \\xHH
+        (UTF-8 kept): one line, no terminal escape."""
+        self.start()
+        s = self.connect()
+        name = 'a\nb\x1bc"d\\e\x7ff\u00e9'
+        s.sendall(header(name, b"x") + b"x")
+        r = read_reply(s)
+        self.assertEqual((r["status"], r["file_name"]), ("error", name), r)
+        self.assertIn("control", r["error"])
+        self.wait_logged("refused")
+        line = [l for l in self.berthd.log().splitlines() if "refused" in l][0]
+        self.assertIn('refused "a\\x0ab\\x1bc\\x22d\\x5ce\\x7ff\u00e9"', line)
+        self.assertNotIn("\x1b", self.berthd.log())
+
+
+class RepliesAndPausing(UploadCase):
+    """Reply holding (quiet time, "reply": "each") and the pause that bounds what a
+    connection holds while the disk lags."""
+
+    def test_replies_are_held_until_the_client_is_quiet(self):
+        """No "reply": "each": the reply waits until the client has been quiet 200 ms."""
+        self.start()
+        s = self.connect()
+        data = os.urandom(5000)
+        s.sendall(header("held.bin", data) + data)
+        last = time.monotonic()  # the daemon's quiet time starts at its read, after this
+        r = read_reply(s)
+        waited = time.monotonic() - last
+        self.assertEqual((r["status"], r["size"]), ("ok", len(data)), r)
+        self.assertGreaterEqual(waited, 0.19, "reply sent %.3fs after the last byte" % waited)
+
+    def test_reply_each_is_sent_while_the_client_still_sends(self):
+        """With "reply": "each" the reply to file 1 comes at once, while the client streams
+        file 2 without a pause (a held reply would come only at quiet, EOF or 64 KiB)."""
+        self.start()
+        s = self.connect()
+        one = os.urandom(3000)
+        s.sendall(header("each.bin", one, reply="each") + one)
+        big = 1 << 30  # declared; never all sent
+        s.sendall(header("stream.bin", b"", file_size=big))
+        chunk = os.urandom(1 << 16)
+        sent = 0
+        while not select.select([s], [], [], 0)[0]:
+            s.sendall(chunk)
+            sent += len(chunk)
+            self.assertLess(sent, 256 << 20, "no reply to a file that said reply: each")
+        r = read_reply(s)
+        self.assertEqual((r["status"], r["file_name"]), ("ok", "each.bin"), r)
+        self.assert_stored("each.bin", one)
+        s.close()
+        self.wait_logged("connection ended")  # stream.bin: the partial file is removed
+        wait_until(lambda: "stream.bin" not in self.stored(), IO_TIMEOUT,
+                   what="the partial file to go")
+        self.assert_no_leftovers()
+
+    def test_a_lagging_disk_pauses_the_connection_and_bounds_its_memory(self):
+        """UV_THREADPOOL_SIZE=1 and a good-plugin connection that queues 5 s of pool work
+        ahead of the upload's disk operations: past 2 MiB waiting for the disk the upload
+        connection is no longer read (the client stalls), the worker holds at most a few MiB
+        for it, and the file completes once the disk catches up."""
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        env = {"UV_THREADPOOL_SIZE": "1",
+               "ASAN_OPTIONS": (asan + ":" if asan else "") +
+               "quarantine_size_mb=0:thread_local_quarantine_size_kb=0"}
+        gport = free_port()
+        self.berthd = self.daemon(self.listeners() + textwrap.dedent(f"""
+            [g]
+            protocol = tcp
+            address = 127.0.0.1:{gport}
+            handler = {harness.built_test_plugin("good")}
+            """), wait=self.serving, env=env)
+        self.berthd.wait_serving()
+        worker = self.berthd.worker_pids()[0]
+        rss0 = harness.proc_rss_kib(worker)
+        g = socket.create_connection(("127.0.0.1", gport), timeout=IO_TIMEOUT)
+        self._socks.append(g)
+        g.sendall(b"work\n" * 500)  # 500 x 10 ms on the only pool thread
+
+        s = self.connect()
+        size = 64 << 20
+        h = hashlib.sha256()
+        s.sendall(header("lag.bin", b"", file_size=size))
+        block = os.urandom(1 << 16)
+        sent = 0
+        s.setblocking(False)
+        while sent < size:
+            try:
+                n = s.send(block[:min(len(block), size - sent)])
+                h.update(block[:n])
+                sent += n
+            except BlockingIOError:
+                if not select.select([], [s], [], 2.0)[1]:
+                    break
+        self.assertLess(sent, size, "all 64 MiB taken while the disk could not keep up")
+        grown = harness.proc_rss_kib(worker) - rss0
+        print("lagging disk: %d KiB sent before the stall, worker RSS %+d KiB" %
+              (sent >> 10, grown))
+        self.assertLess(grown, 8 << 10, "worker RSS grew %d KiB" % grown)
+
+        # The pool frees up: the rest goes through and the file is whole.
+        s.setblocking(True)
+        s.settimeout(IO_TIMEOUT * 3)
+        while sent < size:
+            n = min(len(block), size - sent)
+            s.sendall(block[:n])
+            h.update(block[:n])
+            sent += n
+        s.shutdown(socket.SHUT_WR)
+        r = read_reply(s)
+        self.assertEqual((r["status"], r["size"], r["sha256"]), ("ok", size, h.hexdigest()), r)
+        self.assertEqual(harness.recv_exact(g, 7 * 500, timeout=IO_TIMEOUT * 3, strict=True),
+                         b"worked\n" * 500)
 
 
 if __name__ == "__main__":
