@@ -6,7 +6,7 @@
  *   version        -> "good vN\n" (N is VARIANT: the test of a .so replaced across reload
  *                     builds this file twice, as good.so and good2.so)
  *   sleep MS       -> "slept\n" after MS milliseconds (a host timer)
- *   work           -> "worked\n" once a pool thread has run (host->work)
+ *   work [MS]      -> "worked\n" once a pool thread has slept MS ms (default 10; host->work)
  *   quit           -> the connection is closed by the plugin
  *   anything else  -> the line upper-cased (VARIANT 2 prefixes "v2:")
  * With the option `greeting = TEXT` set, a stream connection is greeted with "TEXT\n".
@@ -157,7 +157,8 @@ static void on_slept(berth_conn_t *conn, void *arg)
 
 static void pool_work(void *arg)
 {
-    struct timespec ts = {0, 10 * 1000 * 1000};
+    uintptr_t ms = (uintptr_t)arg;
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000 * 1000};
     nanosleep(&ts, NULL);
 }
 
@@ -179,8 +180,9 @@ static void command(berth_conn_t *conn, char *line, size_t len)
         uint64_t ms = strtoull(line + 6, NULL, 10);
         if (host->timer_start(conn, ms, on_slept, NULL) == NULL)
             host->abort(conn);
-    } else if (strcmp(line, "work") == 0) {
-        if (host->work(conn, pool_work, pool_done, NULL))
+    } else if (strcmp(line, "work") == 0 || strncmp(line, "work ", 5) == 0) {
+        uintptr_t ms = line[4] ? (uintptr_t)strtoull(line + 5, NULL, 10) : 10;
+        if (host->work(conn, pool_work, pool_done, (void *)ms))
             host->abort(conn);
     } else if (strcmp(line, "quit") == 0) {
         host->close(conn);

@@ -56,18 +56,10 @@ class NamespacedBerthd(Berthd):
         self.size = size
 
     def start(self, wait=None):
-        self.logf = open(self.log_path, "ab")
         # unshare execs sh, which execs berthd: proc.pid is the master itself.
         script = 'mount -t tmpfs -o size=%s tmpfs "$1" && exec "$2" -c "$3"' % self.size
-        self.proc = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
-             self.mount_dir, harness.BERTHD, self.conf],
-            stdout=self.logf, stderr=subprocess.STDOUT, env=self.env)
-        if wait is not None:
-            wait_until(lambda: self.proc.poll() is not None or wait(), what="berthd to serve")
-            if self.proc.poll() is not None:
-                raise AssertionError("berthd exited %d:\n%s" % (self.proc.returncode, self.log()))
-        return self
+        return self.spawn(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+                           self.mount_dir, harness.BERTHD, self.conf], wait)
 
     def view(self):
         return "/proc/%d/root%s" % (self.proc.pid, self.mount_dir)
