@@ -868,8 +868,8 @@ static int parse_inet_address(const char *text, struct sockaddr_storage *ss, soc
     }
     memcpy(host, start, hlen);
     host[hlen] = '\0';
-    if (parse_number(port, 1, 65535, &portnum) < 0) {
-        snprintf(err, errlen, "the port must be 1..65535");
+    if (parse_number(port, 0, 65535, &portnum) < 0) { /* 0: the kernel picks one */
+        snprintf(err, errlen, "the port must be 0..65535");
         goto out;
     }
     if (bracketed) {

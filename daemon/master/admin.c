@@ -119,6 +119,18 @@ static void human_bytes(uint64_t v, char *buf, size_t len)
         snprintf(buf, len, "%.1f %s", d, u[i]);
 }
 
+/* The address as configured, and for a port 0 the one the kernel gave:
+ * "127.0.0.1:0 (127.0.0.1:40123)". */
+static void shown_address(const admin_snapshot_t *snap, int i, char *buf, size_t len)
+{
+    const char *addr = snap->stats->listeners[i].address;
+    size_t n = strlen(addr);
+    if (snap->bound[i] && n >= 2 && strcmp(addr + n - 2, ":0") == 0)
+        snprintf(buf, len, "%s (%s)", addr, snap->bound[i]);
+    else
+        snprintf(buf, len, "%s", addr);
+}
+
 char *admin_status(const admin_snapshot_t *snap, int json)
 {
     const stats_t *st = snap->stats;
@@ -147,6 +159,11 @@ char *admin_status(const admin_snapshot_t *snap, int json)
             sb_printf(&b, ",\"protocol\":\"%s\",\"address\":",
                       config_protocol_name((berth_protocol_t)l->protocol));
             json_str(&b, l->address);
+            sb_printf(&b, ",\"bound\":");
+            if (snap->bound[i])
+                json_str(&b, snap->bound[i]);
+            else
+                sb_printf(&b, "null");
             sb_printf(&b,
                       ",\"active\":%llu,\"accepted\":%llu,\"refused_acl\":%llu,"
                       "\"refused_limit\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
@@ -197,11 +214,13 @@ char *admin_status(const admin_snapshot_t *snap, int json)
               (unsigned long long)atomic_load(&st->worker_crashes));
     /* Columns as wide as the longest name and address, so a table stays a table. */
     int wname = 8, waddr = 7;
+    char addrs[STATS_LISTENERS][160];
     for (int i = 0; i < STATS_LISTENERS; i++) {
         const stats_listener_t *l = &st->listeners[i];
         if (!l->in_use)
             continue;
-        int n = (int)strlen(l->name), a = (int)strlen(l->address);
+        shown_address(snap, i, addrs[i], sizeof addrs[i]);
+        int n = (int)strlen(l->name), a = (int)strlen(addrs[i]);
         wname = n > wname ? n : wname;
         waddr = a > waddr ? a : waddr;
     }
@@ -216,7 +235,7 @@ char *admin_status(const admin_snapshot_t *snap, int json)
         human_bytes(atomic_load(&l->bytes_out), out, sizeof out);
         sb_printf(
             &b, "%-*s %-8s %-*s %7llu %10llu %9llu %10s %10s %7llu\n", wname, l->name,
-            config_protocol_name((berth_protocol_t)l->protocol), waddr, l->address,
+            config_protocol_name((berth_protocol_t)l->protocol), waddr, addrs[i],
             (unsigned long long)atomic_load(&l->active),
             (unsigned long long)atomic_load(&l->accepted),
             (unsigned long long)(atomic_load(&l->refused_acl) + atomic_load(&l->refused_limit)), in,

@@ -28,6 +28,9 @@ typedef void (*admin_done_cb)(void *arg, int ok, const char *text);
 typedef struct admin_snapshot {
     const stats_t *stats;
     const char *conf_path;
+    /* Per listener stats slot, what its socket is bound to ("127.0.0.1:40123" for a
+     * configured port 0); NULL when not known. */
+    const char *bound[STATS_LISTENERS];
 } admin_snapshot_t;
 
 typedef struct admin_ops {

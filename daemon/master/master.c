@@ -506,6 +506,11 @@ static void admin_snapshot(void *ctx, admin_snapshot_t *out)
     master_t *m = ctx;
     out->stats = m->stats;
     out->conf_path = m->conf_path;
+    for (size_t i = 0; i < m->socks.n; i++) {
+        const lsock_t *s = &m->socks.socks[i];
+        if (s->fd >= 0 && s->slot >= 0 && s->slot < STATS_LISTENERS)
+            out->bound[s->slot] = s->bound;
+    }
 }
 
 static void admin_reload(void *ctx, admin_done_cb done, void *arg)

@@ -212,6 +212,33 @@ static void test_protocol_is_part_of_key(void **state)
     config_free(c);
 }
 
+/* Port 0: the kernel picks a port, `bound` says which, and a reload that keeps the listener
+ * (the key is the configured address) keeps the port. */
+static void test_port_zero_kept(void **state)
+{
+    struct fx *f = *state;
+    berth_config_t *c1 = conf(f, "t=127.0.0.1:0 u=udp:127.0.0.1:0");
+    berth_config_t *c2 = conf(f, "u2=udp:127.0.0.1:0 t2=127.0.0.1:0");
+    size_t i1[2], i2[2];
+    assert_int_equal(sockets_acquire(&f->reg, c1, i1, NULL), 0);
+    lsock_t *t = &f->reg.socks[i1[0]];
+    assert_int_equal(listen_port(t), 0);
+    assert_true(strncmp(t->bound, "127.0.0.1:", 10) == 0);
+    assert_true(atoi(t->bound + 10) > 0);
+    char was[64];
+    snprintf(was, sizeof was, "%s", t->bound);
+    assert_int_equal(sockets_acquire(&f->reg, c2, i2, NULL), 0);
+    assert_int_equal(i2[1], i1[0]);
+    assert_int_equal(i2[0], i1[1]);
+    assert_string_equal(f->reg.socks[i2[1]].bound, was);
+    for (size_t k = 0; k < 2; k++) {
+        sockets_release(&f->reg, i1[k]);
+        sockets_release(&f->reg, i2[k]);
+    }
+    config_free(c1);
+    config_free(c2);
+}
+
 /* One socket that cannot be opened fails the whole acquire and leaves nothing held. */
 static void test_failure_acquires_nothing(void **state)
 {
@@ -247,6 +274,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_renamed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_protocol_is_part_of_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_acquires_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_port_zero_kept, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
