@@ -19,7 +19,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(buf, data, size);
     for (size_t len = 0; len <= size; len++) {
-        admin_req_t r = admin_parse_request(buf, len);
+        const char *arg = NULL;
+        size_t arglen = 0;
+        admin_req_t r = admin_parse_request(buf, len, &arg, &arglen);
+        if (r == ADMIN_REQ_RESUME) /* the name lies inside what was received */
+            assert(arg > buf && arglen >= 1 && arglen <= 63 && arg + arglen <= buf + len);
         int has_nl = memchr(buf, '\n', len) != NULL;
         /* A full line is always decided; without one, only the cap decides. */
         assert(has_nl

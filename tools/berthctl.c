@@ -31,6 +31,7 @@ static void usage(FILE *f)
             "  reload           reload the configuration and plugins; waits and reports\n"
             "                   success or every error\n"
             "  stop             stop accepting, drain connections, exit\n"
+            "  resume LISTENER  lift the quarantine of a listener whose plugin kept crashing\n"
             "options:\n"
             "  -s, --socket PATH   admin socket (default: $BERTH_ADMIN, or %s)\n"
             "  -c, --config FILE   take the admin socket from this config's [daemon] admin\n"
@@ -101,6 +102,15 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[optind++];
+    const char *listener = NULL;
+    if (strcmp(cmd, "resume") == 0) {
+        if (optind >= argc || strlen(argv[optind]) == 0 || strlen(argv[optind]) > 63 ||
+            strpbrk(argv[optind], " \t\r\n")) {
+            fprintf(stderr, "berthctl: resume needs one listener name\n");
+            return EXIT_USAGE;
+        }
+        listener = argv[optind++];
+    }
     for (; optind < argc; optind++) {
         if (strcmp(argv[optind], "--json") == 0 || strcmp(argv[optind], "-j") == 0) {
             json = 1;
@@ -109,11 +119,13 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    char request[64];
+    char request[96];
     if (strcmp(cmd, "status") == 0)
         snprintf(request, sizeof request, "status%s\n", json ? " --json" : "");
     else if ((strcmp(cmd, "reload") == 0 || strcmp(cmd, "stop") == 0) && !json)
         snprintf(request, sizeof request, "%s\n", cmd);
+    else if (listener && !json)
+        snprintf(request, sizeof request, "resume %s\n", listener);
     else {
         fprintf(stderr, "berthctl: unknown command '%s'%s\n", cmd,
                 json ? " (--json goes with status)" : "");

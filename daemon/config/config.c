@@ -90,6 +90,8 @@ enum listener_key {
     LK_WRITE_BUFFER,
     LK_ALLOW,
     LK_DENY,
+    LK_CRASH_LIMIT,
+    LK_ISOLATE,
     LK_COUNT,
 };
 
@@ -671,6 +673,39 @@ static int set_idle_timeout(struct parse *p, config_listener_t *l, struct listen
     return rc;
 }
 
+/* "K/WINDOW": K crashes within WINDOW quarantine the listener. */
+static int set_crash_limit(struct parse *p, config_listener_t *l, struct listener_state *ls,
+                           const char *value, char *err, size_t errlen)
+{
+    const char *slash = strchr(value, '/');
+    char count[32];
+    uint64_t k = 0, window = 0;
+    if (slash == NULL || (size_t)(slash - value) >= sizeof count) {
+        snprintf(err, errlen, "expected COUNT/WINDOW, such as 5/1m");
+        return -EINVAL;
+    }
+    memcpy(count, value, (size_t)(slash - value));
+    count[slash - value] = '\0';
+    if (parse_number(count, 1, CONFIG_CRASH_LIMIT_MAX, &k) < 0 ||
+        berth_parse_duration(slash + 1, &window) < 0 || window == 0) {
+        snprintf(err, errlen, "expected COUNT/WINDOW, COUNT 1..%d, such as 5/1m",
+                 CONFIG_CRASH_LIMIT_MAX);
+        return -EINVAL;
+    }
+    l->crash_limit = (uint32_t)k;
+    l->crash_window = window;
+    return 0;
+}
+
+static int set_isolate(struct parse *p, config_listener_t *l, struct listener_state *ls,
+                       const char *value, char *err, size_t errlen)
+{
+    int rc = berth_parse_bool(value, &l->isolate);
+    if (rc < 0)
+        snprintf(err, errlen, "must be yes or no");
+    return rc;
+}
+
 static int set_backlog(struct parse *p, config_listener_t *l, struct listener_state *ls,
                        const char *value, char *err, size_t errlen)
 {
@@ -767,6 +802,8 @@ static const struct {
     [LK_WRITE_BUFFER] = {"write_buffer", set_write_buffer},
     [LK_ALLOW] = {"allow", set_allow},
     [LK_DENY] = {"deny", set_deny},
+    [LK_CRASH_LIMIT] = {"crash_limit", set_crash_limit},
+    [LK_ISOLATE] = {"isolate", set_isolate},
 };
 
 /* A key the daemon does not know: the plugin's, checked when it is loaded. */
@@ -1088,6 +1125,8 @@ static void section_begin(struct source *s, const char *name)
     l->backlog = DEFAULT_BACKLOG;
     l->mode = DEFAULT_MODE;
     l->write_buffer = DEFAULT_WRITE_BUFFER;
+    l->crash_limit = 5;
+    l->crash_window = 60000;
     s->listener = cfg->nlisteners++;
     s->kind = SEC_LISTENER;
 }

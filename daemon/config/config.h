@@ -18,6 +18,7 @@
 #define BERTH_DEFAULT_ADMIN "/run/berth/admin.sock"
 #define BERTH_MAX_WORKERS 256
 #define BERTH_MAX_LISTENERS 256
+#define CONFIG_CRASH_LIMIT_MAX 64
 
 /* A key of a listener section that the daemon does not know: the plugin's to check. */
 typedef struct config_option {
@@ -43,13 +44,16 @@ typedef struct config_listener {
                           to the directory of the file the listener is in) */
     int handler_line;
 
-    uint32_t concurrency;  /* default 1024 */
-    uint64_t idle_timeout; /* ms, 0 = none; default 5 min */
-    uint32_t backlog;      /* default 511 */
-    uint32_t mode;         /* unix socket file mode, default 0660 */
-    uint64_t write_buffer; /* high watermark in bytes, default 256K; low is a quarter */
-    berth_cidr_list_t allow;     /* empty = everyone (unless deny matches) */
+    uint32_t concurrency;    /* default 1024 */
+    uint64_t idle_timeout;   /* ms, 0 = none; default 5 min */
+    uint32_t backlog;        /* default 511 */
+    uint32_t mode;           /* unix socket file mode, default 0660 */
+    uint64_t write_buffer;   /* high watermark in bytes, default 256K; low is a quarter */
+    berth_cidr_list_t allow; /* empty = everyone (unless deny matches) */
     berth_cidr_list_t deny;
+    uint32_t crash_limit;  /* crashes within crash_window that quarantine it; default 5 */
+    uint64_t crash_window; /* ms, default 1 min */
+    int isolate;           /* served by worker processes of its own */
 
     config_option_t *options; /* plugin keys, in file order */
     size_t noptions;

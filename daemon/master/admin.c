@@ -164,6 +164,11 @@ char *admin_status(const admin_snapshot_t *snap, int json)
                 json_str(&b, snap->bound[i]);
             else
                 sb_printf(&b, "null");
+            sb_printf(&b, ",\"quarantined\":");
+            if (snap->quarantined[i])
+                json_str(&b, snap->quarantined[i]);
+            else
+                sb_printf(&b, "null");
             sb_printf(&b,
                       ",\"active\":%llu,\"accepted\":%llu,\"refused_acl\":%llu,"
                       "\"refused_limit\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
@@ -241,6 +246,10 @@ char *admin_status(const admin_snapshot_t *snap, int json)
             (unsigned long long)(atomic_load(&l->refused_acl) + atomic_load(&l->refused_limit)), in,
             out, (unsigned long long)atomic_load(&l->errors));
     }
+    for (int i = 0; i < STATS_LISTENERS; i++)
+        if (st->listeners[i].in_use && snap->quarantined[i])
+            sb_printf(&b, "[%s] is quarantined: %s (berthctl resume %s, or a reload, lifts it)\n",
+                      st->listeners[i].name, snap->quarantined[i], st->listeners[i].name);
     sb_printf(&b, "\n%-7s %-8s %-4s %-9s %7s %10s %10s %10s\n", "WORKER", "PID", "GEN", "STATE",
               "ACTIVE", "ACCEPTED", "IN", "OUT");
     for (int i = 0; i < STATS_WORKERS; i++) {
@@ -333,7 +342,7 @@ static void on_done(void *arg, int ok, const char *text)
     answer(c, ok, ok ? "reloaded\n" : text);
 }
 
-static void run_request(admin_client_t *c, admin_req_t req)
+static void run_request(admin_client_t *c, admin_req_t req, const char *name)
 {
     admin_t *a = c->a;
     uv_read_stop((uv_stream_t *)&c->pipe);
@@ -358,8 +367,15 @@ static void run_request(admin_client_t *c, admin_req_t req)
         answer(c, 1, "stopping\n");
         a->ops->stop(a->ctx);
         break;
+    case ADMIN_REQ_RESUME: {
+        char msg[256] = "";
+        int ok = a->ops->resume(a->ctx, name, msg, sizeof msg);
+        answer(c, ok, msg);
+        break;
+    }
     default:
-        answer(c, 0, "unknown request (try: status, status --json, reload, stop)\n");
+        answer(c, 0,
+               "unknown request (try: status, status --json, reload, stop, resume LISTENER)\n");
         break;
     }
 }
@@ -387,13 +403,18 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     c->len += (size_t)n;
     c->req[c->len] = '\0';
-    admin_req_t req = admin_parse_request(c->req, c->len);
+    const char *arg = NULL;
+    size_t arglen = 0;
+    admin_req_t req = admin_parse_request(c->req, c->len, &arg, &arglen);
     if (req == ADMIN_REQ_TOO_LONG) {
         c->discard = 1;
         c->len = 0;
         answer(c, 0, "request too long\n");
     } else if (req != ADMIN_REQ_NONE) {
-        run_request(c, req);
+        char name[64] = "";
+        if (arg)
+            memcpy(name, arg, arglen < sizeof name ? arglen : sizeof name - 1);
+        run_request(c, req, name);
     }
 }
 

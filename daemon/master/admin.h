@@ -1,6 +1,7 @@
 /*
  * The admin socket berthctl talks to: a unix stream socket, owner-only (0600). One
- * request per connection, a line: "status", "status --json", "reload", "stop". The answer
+ * request per connection, a line: "status", "status --json", "reload", "stop",
+ * "resume LISTENER". The answer
  * is a first line "ok" or "error", then the body, then EOF.
  *
  * Admin knows nothing of the master: it is handed an ops table and an opaque context at
@@ -31,6 +32,8 @@ typedef struct admin_snapshot {
     /* Per listener stats slot, what its socket is bound to ("127.0.0.1:40123" for a
      * configured port 0); NULL when not known. */
     const char *bound[STATS_LISTENERS];
+    /* Per listener stats slot, why it is quarantined; NULL when it is not. */
+    const char *quarantined[STATS_LISTENERS];
 } admin_snapshot_t;
 
 typedef struct admin_ops {
@@ -39,6 +42,8 @@ typedef struct admin_ops {
     void (*reload)(void *ctx, admin_done_cb done, void *arg);
     /* Begin a graceful stop. */
     void (*stop)(void *ctx);
+    /* Lift the quarantine of listener `name`: 1, or 0 with why in msg. */
+    int (*resume)(void *ctx, const char *name, char *msg, size_t msglen);
 } admin_ops_t;
 
 typedef enum admin_req {
@@ -47,14 +52,17 @@ typedef enum admin_req {
     ADMIN_REQ_STATUS_JSON,
     ADMIN_REQ_RELOAD,
     ADMIN_REQ_STOP,
+    ADMIN_REQ_RESUME, /* "resume NAME": *arg is NAME */
     ADMIN_REQ_UNKNOWN,
     ADMIN_REQ_TOO_LONG,
 } admin_req_t;
 
 /* Parse what a client sent so far (buf need not be NUL-terminated): a request once a full
  * line is there, ADMIN_REQ_NONE while it is not, ADMIN_REQ_TOO_LONG when len reaches
- * ADMIN_REQUEST_MAX - 1 with no end of line. */
-admin_req_t admin_parse_request(const char *buf, size_t len);
+ * ADMIN_REQUEST_MAX - 1 with no end of line. For ADMIN_REQ_RESUME, *arg and *arglen (MAY
+ * be NULL) give the listener name inside buf: one word of 1 to 63 bytes, no control
+ * characters. */
+admin_req_t admin_parse_request(const char *buf, size_t len, const char **arg, size_t *arglen);
 
 /* Listen on `path`; NULL with errs filled on failure. ops and ctx MUST outlive it. */
 admin_t *admin_open(uv_loop_t *loop, const char *path, const admin_ops_t *ops, void *ctx,

@@ -3,7 +3,7 @@
 
 #include "master/admin.h"
 
-admin_req_t admin_parse_request(const char *buf, size_t len)
+admin_req_t admin_parse_request(const char *buf, size_t len, const char **arg, size_t *arglen)
 {
     const char *nl = memchr(buf, '\n', len);
     if (nl == NULL)
@@ -21,5 +21,20 @@ admin_req_t admin_parse_request(const char *buf, size_t len)
     if (IS("stop"))
         return ADMIN_REQ_STOP;
 #undef IS
+    static const char resume[] = "resume ";
+    if (n > sizeof resume - 1 && memcmp(buf, resume, sizeof resume - 1) == 0) {
+        const char *name = buf + sizeof resume - 1;
+        size_t nlen = n - (sizeof resume - 1);
+        if (nlen > 63)
+            return ADMIN_REQ_UNKNOWN;
+        for (size_t i = 0; i < nlen; i++)
+            if ((unsigned char)name[i] <= ' ' || name[i] == 0x7f)
+                return ADMIN_REQ_UNKNOWN;
+        if (arg)
+            *arg = name;
+        if (arglen)
+            *arglen = nlen;
+        return ADMIN_REQ_RESUME;
+    }
     return ADMIN_REQ_UNKNOWN;
 }

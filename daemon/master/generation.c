@@ -2,6 +2,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -17,9 +18,19 @@ generation_t *generation_new(unsigned id, berth_config_t *cfg, uv_loop_t *loop, 
     size_t n = cfg->nlisteners ? cfg->nlisteners : 1;
     g->fds = calloc(n, sizeof *g->fds);
     g->slots = calloc(n, sizeof *g->slots);
-    g->nworkers = cfg->workers;
+    /* isolate = yes: a listener served by workers of its own, so its crashes touch no
+     * other listener's connections; the shared workers serve the rest. */
+    unsigned niso = 0;
+    for (size_t k = 0; k < cfg->nlisteners; k++)
+        niso += cfg->listeners[k].isolate != 0;
+    unsigned per_iso = cfg->workers < ISOLATED_WORKERS ? cfg->workers : ISOLATED_WORKERS;
+    unsigned shared = niso == cfg->nlisteners && niso > 0 ? 0 : cfg->workers;
+    g->ngroups = 1 + niso;
+    g->nworkers = shared + niso * per_iso;
+    g->group_fds = calloc(g->ngroups * n, sizeof *g->group_fds);
     g->workers = calloc(g->nworkers ? g->nworkers : 1, sizeof *g->workers);
-    if (g->fds == NULL || g->slots == NULL || g->workers == NULL) {
+    if (g->fds == NULL || g->slots == NULL || g->workers == NULL || g->group_fds == NULL) {
+        free(g->group_fds);
         free(g->fds);
         free(g->slots);
         free(g->workers);
@@ -31,8 +42,10 @@ generation_t *generation_new(unsigned id, berth_config_t *cfg, uv_loop_t *loop, 
     g->loop = loop;
     g->reg = reg;
     g->owner = owner;
-    for (unsigned i = 0; i < g->nworkers; i++)
+    for (unsigned i = 0; i < g->nworkers; i++) {
         process_init(&g->workers[i], g, i);
+        g->workers[i].group = i < shared ? 0 : 1 + (i - shared) / per_iso;
+    }
     g->state = G_STARTING;
     g->deadline = uv_now(loop) + START_DEADLINE_MS;
     return g;
@@ -54,6 +67,14 @@ static int generation_bind(generation_t *g, config_errors_t *errs)
         g->fds[i] = g->reg->socks[idx[i]].fd;
         g->slots[i] = g->reg->socks[idx[i]].slot;
     }
+    unsigned iso = 0;
+    for (size_t i = 0; i < n; i++) {
+        int isolated = g->cfg->listeners[i].isolate != 0;
+        iso += isolated;
+        for (unsigned grp = 0; grp < g->ngroups; grp++)
+            g->group_fds[grp * n + i] = (isolated ? grp == iso : grp == 0) ? g->fds[i] : -1;
+    }
+    assert(iso + 1 == g->ngroups);
     return 0;
 }
 
@@ -62,7 +83,7 @@ int generation_spawn(generation_t *g, wproc_t *wp, uv_poll_cb on_ctl)
     process_spec_t spec = {
         .cfg = g->cfg,
         .generation = g->id,
-        .fds = g->fds,
+        .fds = generation_worker_fds(g, wp),
         .slots = g->slots,
         .stats = g->reg->stats,
     };
@@ -94,6 +115,52 @@ void generation_fail(generation_t *g, const char *why)
     g->fail_text = strdup(why);
 }
 
+static void tell_one(wproc_t *wp, size_t k, uint32_t type)
+{
+    char text[32];
+    snprintf(text, sizeof text, "%zu", k);
+    process_send_text(wp, type, text);
+}
+
+/* A worker that starts serving while some of its listeners are quarantined. */
+static void tell_quarantined(generation_t *g, wproc_t *wp)
+{
+    const int *fds = generation_worker_fds(g, wp);
+    for (size_t k = 0; k < g->cfg->nlisteners; k++)
+        if (g->socks && fds[k] >= 0 && g->reg->socks[g->socks[k]].quarantined)
+            tell_one(wp, k, CTL_QUARANTINE);
+}
+
+int generation_tell_listener(generation_t *g, size_t sock, uint32_t type)
+{
+    int used = 0;
+    if (g->state != G_ACTIVE) /* a starting one is told at GO; a draining one accepts no more */
+        return 0;
+    for (size_t k = 0; g->socks && k < g->cfg->nlisteners; k++) {
+        if (g->socks[k] != sock)
+            continue;
+        used = 1;
+        for (unsigned i = 0; i < g->nworkers; i++)
+            if (g->workers[i].state == W_READY && generation_worker_fds(g, &g->workers[i])[k] >= 0)
+                tell_one(&g->workers[i], k, type);
+    }
+    return used;
+}
+
+const int *generation_worker_fds(const generation_t *g, const wproc_t *wp)
+{
+    assert(wp->group < g->ngroups);
+    return g->group_fds + (size_t)wp->group * g->cfg->nlisteners;
+}
+
+int generation_listener_of_slot(const generation_t *g, int slot)
+{
+    for (size_t k = 0; slot >= 0 && k < g->cfg->nlisteners; k++)
+        if (g->slots[k] == slot)
+            return (int)k;
+    return -1;
+}
+
 int generation_ctl_read(generation_t *g, wproc_t *wp, int *changed)
 {
     for (;;) {
@@ -111,8 +178,10 @@ int generation_ctl_read(generation_t *g, wproc_t *wp, int *changed)
             wp->state = W_READY;
             g->ready++;
             assert(g->ready <= g->nworkers);
-            if (g->state != G_STARTING) /* a replacement for a crashed worker */
+            if (g->state != G_STARTING) { /* a replacement for a crashed worker */
                 process_send(wp, CTL_GO);
+                tell_quarantined(g, wp);
+            }
             *changed = 1;
         } else if (msg.type == CTL_FAILED && wp->state == W_STARTING) {
             generation_fail(g, msg.text);
@@ -164,6 +233,7 @@ void generation_free(generation_t *g)
             sockets_release(g->reg, g->socks[i]);
     config_free(g->cfg);
     free(g->fds);
+    free(g->group_fds);
     free(g->slots);
     free(g->socks);
     free(g->workers);

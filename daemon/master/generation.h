@@ -17,6 +17,7 @@
 
 #define START_DEADLINE_MS 30000 /* a worker that is not ready by then has failed */
 #define KILL_GRACE_MS 5000
+#define ISOLATED_WORKERS 2 /* at most, per isolated listener (never more than `workers`) */
 
 enum gstate { G_STARTING, G_ACTIVE, G_DRAINING };
 
@@ -29,7 +30,11 @@ typedef struct generation {
     struct master *owner;
     uv_loop_t *loop;
     sockets_t *reg;
-    int *fds;      /* per listener, the registry's (shared) listening fds */
+    int *fds;       /* per listener, the registry's (shared) listening fds */
+    int *group_fds; /* ngroups rows of nlisteners: the fds each group's workers get (-1: not
+                       theirs). Row 0 is the shared workers', row 1 + k the k-th isolated
+                       listener's own workers' */
+    unsigned ngroups;
     int *slots;    /* per listener, stats slots */
     size_t *socks; /* per listener, index into reg->socks; NULL until acquired */
     wproc_t *workers;
@@ -52,6 +57,13 @@ int generation_spawn(generation_t *g, wproc_t *wp, uv_poll_cb on_ctl);
 /* Read every message waiting from wp; *changed is set when the generation may have become
  * ready or failed. 0 when the channel is closed. */
 int generation_ctl_read(generation_t *g, wproc_t *wp, int *changed);
+/* Tell its ready workers that listener socket `sock` (an index in the registry) is
+ * quarantined (CTL_QUARANTINE) or no longer (CTL_RESUME). Returns whether it uses it. */
+int generation_tell_listener(generation_t *g, size_t sock, uint32_t type);
+/* The listening fds worker wp is given (-1: a listener it does not serve). */
+const int *generation_worker_fds(const generation_t *g, const wproc_t *wp);
+/* Its listener index (in g->cfg) whose stats slot is `slot`, or -1. */
+int generation_listener_of_slot(const generation_t *g, int slot);
 /* Mark it failed; the first reason is kept. */
 void generation_fail(generation_t *g, const char *why);
 /* STARTING -> ACTIVE, every worker ready: they start accepting. */

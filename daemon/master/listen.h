@@ -19,6 +19,11 @@ typedef struct lsock {
     dev_t dev; /* the unix socket file we made (never unlink anyone else's) */
     ino_t ino;
     char bound[64]; /* what it is bound to: "127.0.0.1:40123" for a configured port 0 */
+    /* Crashes of plugin code serving it (see sockets_crash), and its quarantine. */
+    uint64_t crash_at[CONFIG_CRASH_LIMIT_MAX]; /* loop times, within the window */
+    unsigned ncrashes;
+    int quarantined;
+    char why[160];
 } lsock_t;
 
 /* Open (socket, bind, listen) what `l` asks for. A stale unix socket file (nobody answers

@@ -107,6 +107,13 @@ static void generation_check(master_t *m, generation_t *g)
         return;
     /* Every new worker is ready: hand over. New ones accept before old ones stop, and
      * kept sockets never close, so no client is refused in between. */
+    /* A reload lifts every quarantine: the new workers start on every listener. */
+    for (size_t i = 0; i < m->socks.n; i++) {
+        if (m->socks.socks[i].fd >= 0 && m->socks.socks[i].quarantined) {
+            log_info("listener [%s]: quarantine lifted by the reload", m->socks.socks[i].name);
+            sockets_lift(&m->socks, i);
+        }
+    }
     generation_activate(g);
     generation_t *prev = m->active;
     m->active = g;
@@ -310,13 +317,78 @@ static wproc_t *find_worker(master_t *m, pid_t pid)
     return NULL;
 }
 
-static void describe_listeners(const generation_t *g, char *buf, size_t len)
+/* Where a dead worker was: the listener (index in g->cfg) and plugin hook it recorded in
+ * shared memory before calling plugin code. When it recorded no listener, the only listener
+ * it held connections of, if there was just one. */
+static void crash_site(master_t *m, const generation_t *g, int wslot, int *lk, int *hook)
+{
+    stats_worker_t *w = &m->stats->workers[wslot];
+    *hook = atomic_load(&w->cur_hook);
+    *lk = generation_listener_of_slot(g, atomic_load(&w->cur_listener));
+    if (*lk >= 0)
+        return;
+    int only = -1;
+    for (size_t k = 0; k < g->cfg->nlisteners; k++) {
+        int s = g->slots[k];
+        if (s < 0 || atomic_load(&w->active_by_listener[s]) == 0)
+            continue;
+        if (only >= 0)
+            return; /* more than one: no telling */
+        only = (int)k;
+    }
+    *lk = only;
+}
+
+/* "in socks5.so handle() serving [socks]", "in host code serving [socks]", "in host code" */
+static void describe_site(const generation_t *g, int lk, int hook, char *buf, size_t len)
+{
+    const char *hname = hook != STATS_HOOK_NONE ? stats_hook_name(hook) : NULL;
+    if (hname && hname[0] == '\0')
+        hname = NULL;
+    if (lk < 0) {
+        snprintf(buf, len, "in %s", hname ? hname : "host code");
+        return;
+    }
+    const config_listener_t *l = &g->cfg->listeners[lk];
+    const char *file = l->plugin_path ? strrchr(l->plugin_path, '/') : NULL;
+    file = file ? file + 1 : (l->plugin_path ? l->plugin_path : l->handler);
+    if (hname)
+        snprintf(buf, len, "in %s %s serving [%s]", file, hname, l->name);
+    else
+        snprintf(buf, len, "in host code serving [%s]", l->name);
+}
+
+/* Tell the serving generation's workers that socket `sock` is quarantined or resumed. */
+static void quarantine_tell(master_t *m, size_t sock, uint32_t type)
+{
+    if (m->active)
+        generation_tell_listener(m->active, sock, type);
+}
+
+static void respawn(master_t *m, generation_t *g, wproc_t *wp, uint64_t now)
+{
+    if (generation_spawn(g, wp, on_ctl) == 0) {
+        atomic_fetch_add(&m->stats->worker_restarts, 1);
+        log_info("worker %u of generation %u replaced (pid %d)", wp->index + 1, g->id,
+                 (int)wp->pid);
+        return;
+    }
+    /* EMFILE, EAGAIN from fork: the same backoff as a crash, not a retry every tick. */
+    unsigned delay = process_backoff(&wp->backoff_ms, 0);
+    log_error("worker %u of generation %u: cannot start it; next try in %u ms", wp->index + 1,
+              g->id, delay);
+    wp->respawn_at = now + delay;
+}
+
+static void describe_listeners(const generation_t *g, const wproc_t *wp, char *buf, size_t len)
 {
     size_t off = 0;
+    const int *fds = generation_worker_fds(g, wp);
     buf[0] = '\0';
     for (size_t i = 0; i < g->cfg->nlisteners && off < len; i++)
-        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? ", " : "",
-                                g->cfg->listeners[i].name);
+        if (fds[i] >= 0)
+            off += (size_t)snprintf(buf + off, len - off, "%s%s", off ? ", " : "",
+                                    g->cfg->listeners[i].name);
 }
 
 static void on_worker_exit(master_t *m, wproc_t *wp, int status)
@@ -329,6 +401,9 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     if (changed)
         generation_check(m, g);
     int prev = wp->state;
+    int lk = -1, hook = STATS_HOOK_NONE;
+    if (wp->slot >= 0 && prev != W_STOPPING)
+        crash_site(m, g, wp->slot, &lk, &hook); /* before settle clears what it held */
     wp->state = W_DEAD;
     wp->pid = 0;
     process_ctl_close(wp);
@@ -353,7 +428,7 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
                  strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
     else
         snprintf(what, sizeof what, "exited with status %d", WEXITSTATUS(status));
-    describe_listeners(g, served, sizeof served);
+    describe_listeners(g, wp, served, sizeof served);
     if (prev == W_STARTING && g->state == G_STARTING) {
         if (!g->failed) {
             char text[800];
@@ -367,11 +442,34 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     }
     atomic_fetch_add(&m->stats->worker_crashes, 1);
     uint64_t now = uv_now(&m->loop);
-    /* A crash loop backs off instead of spinning. */
+    char site[400];
+    describe_site(g, lk, hook, site, sizeof site);
+    if (WIFSIGNALED(status))
+        log_error("worker %u of generation %u crashed (signal %d) %s", wp->index + 1, g->id,
+                  WTERMSIG(status), site);
+    else
+        log_error("worker %u of generation %u crashed (exit status %d) %s", wp->index + 1, g->id,
+                  WEXITSTATUS(status), site);
+    /* A rare crash (the worker had lived STABLE_MS) is replaced at once; a crash loop backs
+     * off instead of spinning, until the listener causing it is quarantined. */
     unsigned delay = process_backoff(&wp->backoff_ms, now - wp->started);
+    if (lk >= 0 && prev == W_READY && g->state == G_ACTIVE) {
+        const config_listener_t *l = &g->cfg->listeners[lk];
+        if (sockets_crash(&m->socks, g->socks[lk], now, l->crash_limit, l->crash_window)) {
+            quarantine_tell(m, g->socks[lk], CTL_QUARANTINE);
+            log_error("listener [%s] quarantined: %s (crash_limit %u/%llu s); no worker accepts "
+                      "on it until a reload or 'berthctl resume %s'",
+                      l->name, m->socks.socks[g->socks[lk]].why, l->crash_limit,
+                      (unsigned long long)(l->crash_window / 1000), l->name);
+            delay = 0; /* its cause is gone: the others need the worker back */
+            wp->backoff_ms = BACKOFF_MIN_MS;
+        }
+    }
     log_error("worker %u of generation %u %s; it served: %s; replacing it in %u ms", wp->index + 1,
               g->id, what, served, delay);
     wp->respawn_at = now + delay;
+    if (delay == 0 && g == m->active && !m->stopping)
+        respawn(m, g, wp, now);
 }
 
 static void reap_children(master_t *m)
@@ -393,20 +491,8 @@ static void on_tick(uv_timer_t *t)
         generation_t *g = m->active;
         for (unsigned i = 0; i < g->nworkers; i++) {
             wproc_t *wp = &g->workers[i];
-            if (wp->state == W_DEAD && wp->respawn_at && now >= wp->respawn_at) {
-                if (generation_spawn(g, wp, on_ctl) == 0) {
-                    atomic_fetch_add(&m->stats->worker_restarts, 1);
-                    log_info("worker %u of generation %u replaced (pid %d)", wp->index + 1, g->id,
-                             (int)wp->pid);
-                } else {
-                    /* EMFILE, EAGAIN from fork: the same backoff as a crash, not a retry
-                     * every tick. */
-                    unsigned delay = process_backoff(&wp->backoff_ms, 0);
-                    log_error("worker %u of generation %u: cannot start it; next try in %u ms",
-                              wp->index + 1, g->id, delay);
-                    wp->respawn_at = now + delay;
-                }
-            }
+            if (wp->state == W_DEAD && wp->respawn_at && now >= wp->respawn_at)
+                respawn(m, g, wp, now);
         }
     }
     generation_t *g = m->starting;
@@ -508,8 +594,10 @@ static void admin_snapshot(void *ctx, admin_snapshot_t *out)
     out->conf_path = m->conf_path;
     for (size_t i = 0; i < m->socks.n; i++) {
         const lsock_t *s = &m->socks.socks[i];
-        if (s->fd >= 0 && s->slot >= 0 && s->slot < STATS_LISTENERS)
+        if (s->fd >= 0 && s->slot >= 0 && s->slot < STATS_LISTENERS) {
             out->bound[s->slot] = s->bound;
+            out->quarantined[s->slot] = s->quarantined ? s->why : NULL;
+        }
     }
 }
 
@@ -523,10 +611,33 @@ static void admin_stop_daemon(void *ctx)
     master_stop(ctx, 0);
 }
 
+static int admin_resume(void *ctx, const char *name, char *msg, size_t len)
+{
+    master_t *m = ctx;
+    generation_t *g = m->active;
+    for (size_t k = 0; g && k < g->cfg->nlisteners; k++) {
+        if (strcmp(g->cfg->listeners[k].name, name) != 0)
+            continue;
+        lsock_t *s = &m->socks.socks[g->socks[k]];
+        if (!s->quarantined) {
+            snprintf(msg, len, "listener [%s] is not quarantined\n", name);
+            return 0;
+        }
+        sockets_lift(&m->socks, g->socks[k]);
+        quarantine_tell(m, g->socks[k], CTL_RESUME);
+        log_info("listener [%s]: quarantine lifted by berthctl resume", name);
+        snprintf(msg, len, "listener [%s] resumed\n", name);
+        return 1;
+    }
+    snprintf(msg, len, "no listener [%s]\n", name);
+    return 0;
+}
+
 static const admin_ops_t admin_ops = {
     .snapshot = admin_snapshot,
     .reload = admin_reload,
     .stop = admin_stop_daemon,
+    .resume = admin_resume,
 };
 
 static void raise_nofile(void)

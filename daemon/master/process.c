@@ -27,7 +27,11 @@ void process_init(wproc_t *wp, struct generation *gen, unsigned index)
 
 unsigned process_backoff(unsigned *backoff_ms, uint64_t lived_ms)
 {
-    if (lived_ms >= STABLE_MS || *backoff_ms < BACKOFF_MIN_MS)
+    if (lived_ms >= STABLE_MS) {
+        *backoff_ms = BACKOFF_MIN_MS;
+        return 0; /* a rare crash: at once */
+    }
+    if (*backoff_ms < BACKOFF_MIN_MS)
         *backoff_ms = BACKOFF_MIN_MS;
     unsigned now = *backoff_ms;
     *backoff_ms = now * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : now * 2;
@@ -138,12 +142,16 @@ int process_spawn(wproc_t *wp, uv_loop_t *loop, const process_spec_t *spec, uv_p
     return 0;
 }
 
+void process_send_text(wproc_t *wp, uint32_t type, const char *text)
+{
+    int rc = wp->ctl_fd >= 0 ? ctl_send(wp->ctl_fd, type, text) : 0;
+    if (rc < 0)
+        log_debug("worker pid %d: control: %s", (int)wp->pid, strerror(-rc));
+}
+
 void process_send(wproc_t *wp, uint32_t type)
 {
-    if (wp->ctl_fd >= 0 && ctl_send(wp->ctl_fd, type, NULL) < 0) {
-        int e = errno;
-        log_debug("worker pid %d: control: %s", (int)wp->pid, strerror(e));
-    }
+    process_send_text(wp, type, NULL);
 }
 
 static void on_ctl_closed(uv_handle_t *h)

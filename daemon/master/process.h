@@ -24,6 +24,7 @@ struct generation;
 typedef struct wproc {
     struct generation *gen; /* owner; never dereferenced here */
     unsigned index;
+    unsigned group; /* 0: the shared workers; 1 + k: those of the k-th isolated listener */
     pid_t pid;
     int ctl_fd;
     uv_poll_t *ctl; /* its own allocation: it may outlive the generation until close_cb */
@@ -48,9 +49,11 @@ void process_init(wproc_t *wp, struct generation *gen, unsigned index);
  * handle's data is wp). 0 or -errno, logged. */
 int process_spawn(wproc_t *wp, uv_loop_t *loop, const process_spec_t *spec, uv_poll_cb on_ctl);
 void process_send(wproc_t *wp, uint32_t type);
+void process_send_text(wproc_t *wp, uint32_t type, const char *text);
 void process_ctl_close(wproc_t *wp);
 /* The delay before the next try, and the one after it doubled (capped). A worker that lived
- * STABLE_MS or more (lived_ms; pass 0 for a spawn that failed) starts again from the floor. */
+ * STABLE_MS or more (lived_ms; pass 0 for a spawn that failed) is replaced at once (0) and
+ * the next delay starts again from the floor. */
 unsigned process_backoff(unsigned *backoff_ms, uint64_t lived_ms);
 
 #endif

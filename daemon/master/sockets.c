@@ -143,3 +143,37 @@ int sockets_acquire(sockets_t *r, const berth_config_t *cfg, size_t *idx, config
             sockets_release(r, idx[done]);
     return rc;
 }
+
+int sockets_crash(sockets_t *r, size_t i, uint64_t now, unsigned limit, uint64_t window)
+{
+    assert(i < r->n && limit >= 1 && limit <= CONFIG_CRASH_LIMIT_MAX);
+    lsock_t *s = &r->socks[i];
+    if (s->quarantined)
+        return 0;
+    unsigned kept = 0;
+    for (unsigned k = 0; k < s->ncrashes; k++)
+        if (now - s->crash_at[k] < window)
+            s->crash_at[kept++] = s->crash_at[k];
+    if (kept == CONFIG_CRASH_LIMIT_MAX) { /* a limit lowered by a reload: drop the oldest */
+        memmove(s->crash_at, s->crash_at + 1, (kept - 1) * sizeof s->crash_at[0]);
+        kept--;
+    }
+    s->crash_at[kept++] = now;
+    s->ncrashes = kept;
+    if (kept < limit)
+        return 0;
+    s->quarantined = 1;
+    s->ncrashes = 0;
+    snprintf(s->why, sizeof s->why, "%u crashes within %llu s", kept,
+             (unsigned long long)((window + 999) / 1000));
+    return 1;
+}
+
+void sockets_lift(sockets_t *r, size_t i)
+{
+    assert(i < r->n);
+    lsock_t *s = &r->socks[i];
+    s->quarantined = 0;
+    s->ncrashes = 0;
+    s->why[0] = '\0';
+}

@@ -28,6 +28,12 @@ int sockets_acquire(sockets_t *r, const berth_config_t *cfg, size_t *idx, config
 void sockets_release(sockets_t *r, size_t i);
 /* The daemon stops: close every open socket now, whoever still uses it. */
 void sockets_close_all(sockets_t *r);
+/* Plugin code serving socket i crashed a worker at loop time `now`. Returns 1 when that
+ * makes `limit` crashes within `window` ms: the socket is then quarantined (why says why)
+ * until sockets_lift. */
+int sockets_crash(sockets_t *r, size_t i, uint64_t now, unsigned limit, uint64_t window);
+/* Lift its quarantine and forget its crashes. */
+void sockets_lift(sockets_t *r, size_t i);
 /* The socket serving listener `name`, or NULL. */
 lsock_t *sockets_find(sockets_t *r, const char *name);
 

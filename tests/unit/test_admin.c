@@ -56,7 +56,14 @@ static void fake_stop(void *ctx)
     ((struct fake *)ctx)->stops++;
 }
 
-static const admin_ops_t fake_ops = {fake_snapshot, fake_reload, fake_stop};
+static int fake_resume(void *ctx, const char *name, char *msg, size_t len)
+{
+    int ok = strcmp(name, "socks") == 0;
+    snprintf(msg, len, ok ? "listener [%s] resumed\n" : "no listener [%s]\n", name);
+    return ok;
+}
+
+static const admin_ops_t fake_ops = {fake_snapshot, fake_reload, fake_stop, fake_resume};
 
 struct fx {
     char dir[64];
@@ -162,16 +169,31 @@ static void test_parse(void **state)
         {"STOP\n", ADMIN_REQ_UNKNOWN},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        assert_int_equal(admin_parse_request(cases[i].in, strlen(cases[i].in)), cases[i].want);
+        assert_int_equal(admin_parse_request(cases[i].in, strlen(cases[i].in), NULL, NULL),
+                         cases[i].want);
     }
+    const char *arg = NULL;
+    size_t arglen = 0;
+    assert_int_equal(admin_parse_request("resume socks\r\n", 14, &arg, &arglen), ADMIN_REQ_RESUME);
+    assert_int_equal(arglen, 5);
+    assert_memory_equal(arg, "socks", 5);
+    assert_int_equal(admin_parse_request("resume \n", 8, NULL, NULL), ADMIN_REQ_UNKNOWN);
+    assert_int_equal(admin_parse_request("resume a b\n", 11, NULL, NULL), ADMIN_REQ_UNKNOWN);
+    assert_int_equal(admin_parse_request("resumesocks\n", 12, NULL, NULL), ADMIN_REQ_UNKNOWN);
+    char longname[80] = "resume ";
+    memset(longname + 7, 'n', 64);
+    longname[71] = '\n';
+    assert_int_equal(admin_parse_request(longname, 72, NULL, NULL), ADMIN_REQ_UNKNOWN);
     const char nul[] = "stop\0\n";
-    assert_int_equal(admin_parse_request(nul, sizeof nul - 1), ADMIN_REQ_UNKNOWN);
+    assert_int_equal(admin_parse_request(nul, sizeof nul - 1, NULL, NULL), ADMIN_REQ_UNKNOWN);
     char big[ADMIN_REQUEST_MAX];
     memset(big, 'x', sizeof big);
-    assert_int_equal(admin_parse_request(big, ADMIN_REQUEST_MAX - 2), ADMIN_REQ_NONE);
-    assert_int_equal(admin_parse_request(big, ADMIN_REQUEST_MAX - 1), ADMIN_REQ_TOO_LONG);
+    assert_int_equal(admin_parse_request(big, ADMIN_REQUEST_MAX - 2, NULL, NULL), ADMIN_REQ_NONE);
+    assert_int_equal(admin_parse_request(big, ADMIN_REQUEST_MAX - 1, NULL, NULL),
+                     ADMIN_REQ_TOO_LONG);
     big[ADMIN_REQUEST_MAX - 2] = '\n';
-    assert_int_equal(admin_parse_request(big, ADMIN_REQUEST_MAX - 1), ADMIN_REQ_UNKNOWN);
+    assert_int_equal(admin_parse_request(big, ADMIN_REQUEST_MAX - 1, NULL, NULL),
+                     ADMIN_REQ_UNKNOWN);
 }
 
 static void test_status(void **state)
@@ -222,6 +244,12 @@ static void test_reload_and_stop(void **state)
     assert_string_equal(s, "ok\nstopping\n");
     free(s);
     assert_int_equal(f->k.stops, 1);
+    s = ask(f, "resume socks\n");
+    assert_string_equal(s, "ok\nlistener [socks] resumed\n");
+    free(s);
+    s = ask(f, "resume web\n");
+    assert_string_equal(s, "error\nno listener [web]\n");
+    free(s);
     s = ask(f, "restart\n");
     assert_true(strncmp(s, "error\nunknown request", 21) == 0);
     free(s);
