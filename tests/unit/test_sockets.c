@@ -239,6 +239,31 @@ static void test_port_zero_kept(void **state)
     config_free(c2);
 }
 
+/* K crashes within the window quarantine a socket; older ones fall out of the window; a
+ * lift forgets them. */
+static void test_crash_limit(void **state)
+{
+    struct fx *f = *state;
+    berth_config_t *c = conf(f, "q=/q.sock");
+    size_t i;
+    assert_int_equal(sockets_acquire(&f->reg, c, &i, NULL), 0);
+    assert_int_equal(sockets_crash(&f->reg, i, 1000, 3, 60000), 0);
+    assert_int_equal(sockets_crash(&f->reg, i, 2000, 3, 60000), 0);
+    /* 61.5 s on: the first two are out of the window. */
+    assert_int_equal(sockets_crash(&f->reg, i, 62500, 3, 60000), 0);
+    assert_int_equal(sockets_crash(&f->reg, i, 63000, 3, 60000), 0);
+    assert_false(f->reg.socks[i].quarantined);
+    assert_int_equal(sockets_crash(&f->reg, i, 63500, 3, 60000), 1);
+    assert_true(f->reg.socks[i].quarantined);
+    assert_string_equal(f->reg.socks[i].why, "3 crashes within 60 s");
+    assert_int_equal(sockets_crash(&f->reg, i, 64000, 3, 60000), 0); /* already */
+    sockets_lift(&f->reg, i);
+    assert_false(f->reg.socks[i].quarantined);
+    assert_int_equal(sockets_crash(&f->reg, i, 64500, 1, 60000), 1);
+    sockets_release(&f->reg, i);
+    config_free(c);
+}
+
 /* One socket that cannot be opened fails the whole acquire and leaves nothing held. */
 static void test_failure_acquires_nothing(void **state)
 {
@@ -275,6 +300,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_protocol_is_part_of_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_acquires_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_port_zero_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_limit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
