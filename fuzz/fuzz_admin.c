@@ -8,6 +8,8 @@
 
 #include "master/admin.h"
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* The admin reads at most ADMIN_REQUEST_MAX - 1 bytes before it decides. */

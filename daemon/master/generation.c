@@ -210,11 +210,20 @@ void generation_stop(generation_t *g, int now)
         wp->respawn_at = 0;
         if (wp->state == W_DEAD)
             continue;
+        generation_worker_leaves(g, wp);
         wp->state = W_STOPPING;
         process_send(wp, now ? CTL_STOP_NOW : CTL_STOP);
         if (wp->slot >= 0)
             atomic_store(&g->reg->stats->workers[wp->slot].state, WORKER_DRAINING);
     }
+}
+
+void generation_worker_leaves(generation_t *g, const wproc_t *wp)
+{
+    if (wp->state != W_READY)
+        return;
+    assert(g->ready > 0);
+    g->ready--;
 }
 
 unsigned generation_alive(const generation_t *g)

@@ -39,7 +39,7 @@ typedef struct generation {
     size_t *socks; /* per listener, index into reg->socks; NULL until acquired */
     wproc_t *workers;
     unsigned nworkers;
-    unsigned ready;
+    unsigned ready; /* workers in W_READY */
     int failed;
     char *fail_text; /* the first reason it failed */
     uint64_t deadline;
@@ -70,6 +70,8 @@ void generation_fail(generation_t *g, const char *why);
 void generation_activate(generation_t *g);
 /* -> DRAINING: workers stop accepting and drain (now: close everything). */
 void generation_stop(generation_t *g, int now);
+/* wp stops being ready (it stops or died): `ready` counts the workers in W_READY. */
+void generation_worker_leaves(generation_t *g, const wproc_t *wp);
 unsigned generation_alive(const generation_t *g);
 /* Release its sockets and free it; every worker MUST be dead. */
 void generation_free(generation_t *g);

@@ -401,6 +401,7 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     if (changed)
         generation_check(m, g);
     int prev = wp->state;
+    generation_worker_leaves(g, wp);
     int lk = -1, hook = STATS_HOOK_NONE;
     if (wp->slot >= 0 && prev != W_STOPPING)
         crash_site(m, g, wp->slot, &lk, &hook); /* before settle clears what it held */
