@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -15,10 +16,6 @@
 #include "master/master.h"
 #include "core/privs.h"
 #include "worker/worker.h"
-
-#define EXIT_USAGE 64
-#define EXIT_SYSTEM 71
-#define EXIT_CONFIG 78
 
 static void usage(FILE *f)
 {
@@ -54,15 +51,17 @@ static int prepare_plugins_as_user(const berth_config_t *cfg, config_errors_t *e
         return prepare_plugins(cfg, errs);
     int fds[2];
     if (pipe(fds) < 0) {
-        config_errors_add(errs, cfg->path, 0, "pipe: %s", strerror(errno));
-        return -errno;
+        int e = errno;
+        config_errors_add(errs, cfg->path, 0, "pipe: %s", strerror(e));
+        return -e;
     }
     pid_t pid = fork();
     if (pid < 0) {
-        config_errors_add(errs, cfg->path, 0, "fork: %s", strerror(errno));
+        int e = errno;
+        config_errors_add(errs, cfg->path, 0, "fork: %s", strerror(e));
         close(fds[0]);
         close(fds[1]);
-        return -errno;
+        return -e;
     }
     if (pid == 0) {
         close(fds[0]);
@@ -122,7 +121,7 @@ static int test_config(const char *path)
                 config_errors_total(&errs) == 1 ? "" : "s");
     config_errors_free(&errs);
     config_free(cfg);
-    return rc == 0 ? 0 : EXIT_CONFIG;
+    return rc == 0 ? EX_OK : EX_CONFIG;
 }
 
 int main(int argc, char **argv)
@@ -147,19 +146,19 @@ int main(int argc, char **argv)
             break;
         case 'V':
             printf("berthd %s (plugin ABI %u)\n", BERTH_VERSION, BERTH_ABI_VERSION);
-            return 0;
+            return EX_OK;
         case 'h':
             usage(stdout);
-            return 0;
+            return EX_OK;
         default:
             usage(stderr);
-            return EXIT_USAGE;
+            return EX_USAGE;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "berthd: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
-        return EXIT_USAGE;
+        return EX_USAGE;
     }
     if (test)
         return test_config(path);

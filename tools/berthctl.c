@@ -11,14 +11,15 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include "config/config.h"
 
 #define EXIT_ERROR 1
-#define EXIT_USAGE 64
-#define EXIT_UNAVAILABLE 69
-#define EXIT_CONFIG 78
+#define EXIT_USAGE EX_USAGE
+#define EXIT_UNAVAILABLE EX_UNAVAILABLE
+#define EXIT_CONFIG EX_CONFIG
 #define ANSWER_MAX (4 * 1024 * 1024)
 
 static void usage(FILE *f)
@@ -30,6 +31,7 @@ static void usage(FILE *f)
             "  reload           reload the configuration and plugins; waits and reports\n"
             "                   success or every error\n"
             "  stop             stop accepting, drain connections, exit\n"
+            "  resume LISTENER  lift the quarantine of a listener whose plugin kept crashing\n"
             "options:\n"
             "  -s, --socket PATH   admin socket (default: $BERTH_ADMIN, or %s)\n"
             "  -c, --config FILE   take the admin socket from this config's [daemon] admin\n"
@@ -100,6 +102,15 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[optind++];
+    const char *listener = NULL;
+    if (strcmp(cmd, "resume") == 0) {
+        if (optind >= argc || strlen(argv[optind]) == 0 || strlen(argv[optind]) > 63 ||
+            strpbrk(argv[optind], " \t\r\n")) {
+            fprintf(stderr, "berthctl: resume needs one listener name\n");
+            return EXIT_USAGE;
+        }
+        listener = argv[optind++];
+    }
     for (; optind < argc; optind++) {
         if (strcmp(argv[optind], "--json") == 0 || strcmp(argv[optind], "-j") == 0) {
             json = 1;
@@ -108,11 +119,13 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    char request[64];
+    char request[96];
     if (strcmp(cmd, "status") == 0)
         snprintf(request, sizeof request, "status%s\n", json ? " --json" : "");
     else if ((strcmp(cmd, "reload") == 0 || strcmp(cmd, "stop") == 0) && !json)
         snprintf(request, sizeof request, "%s\n", cmd);
+    else if (listener && !json)
+        snprintf(request, sizeof request, "resume %s\n", listener);
     else {
         fprintf(stderr, "berthctl: unknown command '%s'%s\n", cmd,
                 json ? " (--json goes with status)" : "");
@@ -130,14 +143,16 @@ int main(int argc, char **argv)
     strcpy(sun.sun_path, sock);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
-        fprintf(stderr, "berthctl: cannot reach berthd at %s: %s\n", sock, strerror(errno));
+        int e = errno;
+        fprintf(stderr, "berthctl: cannot reach berthd at %s: %s\n", sock, strerror(e));
         free(from_cfg);
         return EXIT_UNAVAILABLE;
     }
     struct timeval tv = {.tv_sec = timeout};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     if (send(fd, request, strlen(request), MSG_NOSIGNAL) < 0) {
-        fprintf(stderr, "berthctl: %s: %s\n", sock, strerror(errno));
+        int e = errno;
+        fprintf(stderr, "berthctl: %s: %s\n", sock, strerror(e));
         close(fd);
         free(from_cfg);
         return EXIT_UNAVAILABLE;
@@ -145,13 +160,16 @@ int main(int argc, char **argv)
     char *answer = malloc(ANSWER_MAX + 1);
     size_t len = 0;
     ssize_t n = 0;
+    int e = 0;
     while (answer && len < ANSWER_MAX && (n = recv(fd, answer + len, ANSWER_MAX - len, 0)) > 0)
         len += (size_t)n;
+    if (n < 0)
+        e = errno;
     close(fd);
     int rc;
     if (answer == NULL || n < 0) {
         fprintf(stderr, "berthctl: no answer from %s: %s\n", sock,
-                n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? "timed out" : strerror(errno));
+                n < 0 && (e == EAGAIN || e == EWOULDBLOCK) ? "timed out" : strerror(e));
         rc = EXIT_UNAVAILABLE;
     } else {
         answer[len] = '\0';

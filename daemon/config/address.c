@@ -53,8 +53,8 @@ int address_parse_inet(const char *text, struct sockaddr_storage *ss, socklen_t 
     }
     memcpy(host, start, hlen);
     host[hlen] = '\0';
-    if (keys_parse_number(port, 1, 65535, &portnum) < 0) {
-        snprintf(err, errlen, "the port must be 1..65535");
+    if (keys_parse_number(port, 0, 65535, &portnum) < 0) { /* 0: the kernel picks one */
+        snprintf(err, errlen, "the port must be 0..65535");
         goto out;
     }
     if (bracketed) {

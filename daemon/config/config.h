@@ -22,6 +22,7 @@
 #define BERTH_DEFAULT_ADMIN "/run/berth/admin.sock"
 #define BERTH_MAX_WORKERS 256
 #define BERTH_MAX_LISTENERS 256
+#define CONFIG_CRASH_LIMIT_MAX 64
 
 /* Bounds that keep a wrong or hostile config from costing unbounded time or memory. */
 #define CONFIG_ERRORS_MAX 100                    /* errors kept and printed; the rest counted */
@@ -59,6 +60,9 @@ typedef struct config_listener {
     uint64_t write_buffer;   /* high watermark in bytes, default 256K; low is a quarter */
     berth_cidr_list_t allow; /* empty = everyone (unless deny matches) */
     berth_cidr_list_t deny;
+    uint32_t crash_limit;  /* crashes within crash_window that quarantine it; default 5 */
+    uint64_t crash_window; /* ms, default 1 min */
+    int isolate;           /* served by worker processes of its own */
 
     config_option_t *options; /* plugin keys, in file order */
     size_t noptions;

@@ -25,6 +25,8 @@
 #define DEFAULT_BACKLOG 511u
 #define DEFAULT_MODE 0660u
 #define DEFAULT_WRITE_BUFFER (256u * 1024u)
+#define DEFAULT_CRASH_LIMIT 5u
+#define DEFAULT_CRASH_WINDOW (60u * 1000u)
 #define MIN_WRITE_BUFFER 1024u
 #define MAX_WRITE_BUFFER (1024u * 1024u * 1024u)
 
@@ -272,6 +274,42 @@ static int set_mode(struct parse *p, void *obj, const char *value, char *err, si
     return 0;
 }
 
+/* "K/WINDOW": K crashes within WINDOW quarantine the listener. */
+static int set_crash_limit(struct parse *p, void *obj, const char *value, char *err,
+                           size_t errlen)
+{
+    config_listener_t *l = obj;
+    const char *slash = strchr(value, '/');
+    char count[32];
+    uint64_t k = 0, window = 0;
+
+    if (slash == NULL || (size_t)(slash - value) >= sizeof count) {
+        snprintf(err, errlen, "expected COUNT/WINDOW, such as 5/1m");
+        return -EINVAL;
+    }
+    memcpy(count, value, (size_t)(slash - value));
+    count[slash - value] = '\0';
+    if (keys_parse_number(count, 1, CONFIG_CRASH_LIMIT_MAX, &k) < 0 ||
+        berth_parse_duration(slash + 1, &window) < 0 || window == 0) {
+        snprintf(err, errlen, "expected COUNT/WINDOW, COUNT 1..%d, such as 5/1m",
+                 CONFIG_CRASH_LIMIT_MAX);
+        return -EINVAL;
+    }
+    l->crash_limit = (uint32_t)k;
+    l->crash_window = window;
+    return 0;
+}
+
+static int set_isolate(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    config_listener_t *l = obj;
+    int rc = berth_parse_bool(value, &l->isolate);
+
+    if (rc < 0)
+        snprintf(err, errlen, "must be yes or no");
+    return rc;
+}
+
 #define LK(field) offsetof(config_listener_t, field)
 
 static const struct key listener_keys[LK_COUNT] = {
@@ -298,6 +336,8 @@ static const struct key listener_keys[LK_COUNT] = {
                          .help = "must be 1K..1G"},
     [LK_ALLOW] = {.name = "allow", .type = KEY_CIDRS, .offset = LK(allow)},
     [LK_DENY] = {.name = "deny", .type = KEY_CIDRS, .offset = LK(deny)},
+    [LK_CRASH_LIMIT] = {.name = "crash_limit", .type = KEY_CUSTOM, .set = set_crash_limit},
+    [LK_ISOLATE] = {.name = "isolate", .type = KEY_CUSTOM, .set = set_isolate},
 };
 
 /* ---- setting a value ------------------------------------------------------------------- */
@@ -577,6 +617,8 @@ void keys_section_begin(struct source *s, const char *name)
     l->backlog = DEFAULT_BACKLOG;
     l->mode = DEFAULT_MODE;
     l->write_buffer = DEFAULT_WRITE_BUFFER;
+    l->crash_limit = DEFAULT_CRASH_LIMIT;
+    l->crash_window = DEFAULT_CRASH_WINDOW;
     s->listener = cfg->nlisteners++;
     s->kind = SEC_LISTENER;
 }

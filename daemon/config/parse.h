@@ -59,6 +59,8 @@ enum listener_key {
     LK_WRITE_BUFFER,
     LK_ALLOW,
     LK_DENY,
+    LK_CRASH_LIMIT,
+    LK_ISOLATE,
     LK_COUNT,
 };
 

@@ -12,7 +12,13 @@ enum ctl_type {
     CTL_GO = 3,       /* master -> worker: start accepting */
     CTL_STOP = 4,     /* master -> worker: stop accepting, drain up to shutdown_timeout */
     CTL_STOP_NOW = 5, /* master -> worker: close every connection now */
-    CTL_REOPEN = 6    /* master -> worker: reopen the log file (rotated) */
+    CTL_REOPEN = 6,   /* master -> worker: reopen the log file (rotated) */
+
+    /* master -> worker: stop accepting on listener N (text "N": its index in the worker's
+     * config); its plugin keeps crashing workers. */
+    CTL_QUARANTINE = 7,
+    /* master -> worker: accept on listener N again. */
+    CTL_RESUME = 8,
 };
 
 typedef struct ctl_msg {

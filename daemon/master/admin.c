@@ -6,30 +6,40 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <uv.h>
 
-#include "master/listen.h"
 #include "core/log.h"
-#include "master/master.h"
-
-#define REQUEST_MAX 256
+#include "master/listen.h"
 
 struct admin {
-    struct master *m;
+    const admin_ops_t *ops;
+    void *ctx;
+    uv_loop_t *loop;
     lsock_t sock;
     uv_pipe_t server;
     int server_init;
+    unsigned nclients;
+    unsigned idle_ms;
+    unsigned max_clients;
+    uint64_t refused;        /* clients closed at once over ADMIN_CLIENTS_MAX */
+    uint64_t refused_logged; /* ... of which the log has told */
+    uint64_t refused_log_at; /* loop time of the last such line */
+    struct admin_client *clients;
 };
 
 typedef struct admin_client {
     uv_pipe_t pipe;
+    uv_timer_t idle; /* closes a client that sends no full request in ADMIN_IDLE_MS */
     admin_t *a;
-    char req[REQUEST_MAX];
+    char req[ADMIN_REQUEST_MAX];
     size_t len;
     int answered;
     int discard;    /* answered a request too long: read the rest to EOF, then close */
     size_t dropped; /* ... at most DISCARD_MAX bytes of it */
+    int closing;
+    int running; /* a request is being carried out (a reload): its answer will come */
+    int handles; /* open uv handles; freed when the last one closes */
     uv_shutdown_t shut;
+    struct admin_client *prev, *next;
 } admin_client_t;
 
 #define DISCARD_MAX (1024 * 1024)
@@ -109,9 +119,21 @@ static void human_bytes(uint64_t v, char *buf, size_t len)
         snprintf(buf, len, "%.1f %s", d, u[i]);
 }
 
-char *admin_status(struct master *m, int json)
+/* The address as configured, and for a port 0 the one the kernel gave:
+ * "127.0.0.1:0 (127.0.0.1:40123)". */
+static void shown_address(const admin_snapshot_t *snap, int i, char *buf, size_t len)
 {
-    stats_t *st = m->stats;
+    const char *addr = snap->stats->listeners[i].address;
+    size_t n = strlen(addr);
+    if (snap->bound[i] && n >= 2 && strcmp(addr + n - 2, ":0") == 0)
+        snprintf(buf, len, "%s (%s)", addr, snap->bound[i]);
+    else
+        snprintf(buf, len, "%s", addr);
+}
+
+char *admin_status(const admin_snapshot_t *snap, int json)
+{
+    const stats_t *st = snap->stats;
     sbuf_t b = {0};
     uint64_t now = stats_now_ms();
     uint64_t uptime = (now - st->started_ms) / 1000;
@@ -125,11 +147,11 @@ char *admin_status(struct master *m, int json)
                   (unsigned long long)atomic_load(&st->reloads_failed),
                   (unsigned long long)atomic_load(&st->worker_restarts),
                   (unsigned long long)atomic_load(&st->worker_crashes));
-        json_str(&b, m->conf_path);
+        json_str(&b, snap->conf_path);
         sb_printf(&b, ",\"listeners\":[");
         int first = 1;
         for (int i = 0; i < STATS_LISTENERS; i++) {
-            stats_listener_t *l = &st->listeners[i];
+            const stats_listener_t *l = &st->listeners[i];
             if (!l->in_use)
                 continue;
             sb_printf(&b, "%s{\"name\":", first ? "" : ",");
@@ -137,6 +159,16 @@ char *admin_status(struct master *m, int json)
             sb_printf(&b, ",\"protocol\":\"%s\",\"address\":",
                       config_protocol_name((berth_protocol_t)l->protocol));
             json_str(&b, l->address);
+            sb_printf(&b, ",\"bound\":");
+            if (snap->bound[i])
+                json_str(&b, snap->bound[i]);
+            else
+                sb_printf(&b, "null");
+            sb_printf(&b, ",\"quarantined\":");
+            if (snap->quarantined[i])
+                json_str(&b, snap->quarantined[i]);
+            else
+                sb_printf(&b, "null");
             sb_printf(&b,
                       ",\"active\":%llu,\"accepted\":%llu,\"refused_acl\":%llu,"
                       "\"refused_limit\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
@@ -154,7 +186,7 @@ char *admin_status(struct master *m, int json)
         sb_printf(&b, "],\"workers\":[");
         first = 1;
         for (int i = 0; i < STATS_WORKERS; i++) {
-            stats_worker_t *w = &st->workers[i];
+            const stats_worker_t *w = &st->workers[i];
             int s = atomic_load(&w->state);
             if (s == WORKER_FREE)
                 continue;
@@ -176,7 +208,7 @@ char *admin_status(struct master *m, int json)
     sb_printf(&b, "berthd %s, pid %d, up %llud %02lluh%02llum%02llus, config %s\n", BERTH_VERSION,
               (int)getpid(), (unsigned long long)(uptime / 86400),
               (unsigned long long)(uptime / 3600 % 24), (unsigned long long)(uptime / 60 % 60),
-              (unsigned long long)(uptime % 60), m->conf_path);
+              (unsigned long long)(uptime % 60), snap->conf_path);
     sb_printf(&b,
               "generation %llu; reloads %llu ok, %llu failed; workers restarted %llu "
               "(%llu crashes)\n\n",
@@ -187,18 +219,20 @@ char *admin_status(struct master *m, int json)
               (unsigned long long)atomic_load(&st->worker_crashes));
     /* Columns as wide as the longest name and address, so a table stays a table. */
     int wname = 8, waddr = 7;
+    char addrs[STATS_LISTENERS][160];
     for (int i = 0; i < STATS_LISTENERS; i++) {
-        stats_listener_t *l = &st->listeners[i];
+        const stats_listener_t *l = &st->listeners[i];
         if (!l->in_use)
             continue;
-        int n = (int)strlen(l->name), a = (int)strlen(l->address);
+        shown_address(snap, i, addrs[i], sizeof addrs[i]);
+        int n = (int)strlen(l->name), a = (int)strlen(addrs[i]);
         wname = n > wname ? n : wname;
         waddr = a > waddr ? a : waddr;
     }
     sb_printf(&b, "%-*s %-8s %-*s %7s %10s %9s %10s %10s %7s\n", wname, "LISTENER", "PROTO", waddr,
               "ADDRESS", "ACTIVE", "ACCEPTED", "REFUSED", "IN", "OUT", "ERRORS");
     for (int i = 0; i < STATS_LISTENERS; i++) {
-        stats_listener_t *l = &st->listeners[i];
+        const stats_listener_t *l = &st->listeners[i];
         if (!l->in_use)
             continue;
         char in[32], out[32];
@@ -206,16 +240,20 @@ char *admin_status(struct master *m, int json)
         human_bytes(atomic_load(&l->bytes_out), out, sizeof out);
         sb_printf(
             &b, "%-*s %-8s %-*s %7llu %10llu %9llu %10s %10s %7llu\n", wname, l->name,
-            config_protocol_name((berth_protocol_t)l->protocol), waddr, l->address,
+            config_protocol_name((berth_protocol_t)l->protocol), waddr, addrs[i],
             (unsigned long long)atomic_load(&l->active),
             (unsigned long long)atomic_load(&l->accepted),
             (unsigned long long)(atomic_load(&l->refused_acl) + atomic_load(&l->refused_limit)), in,
             out, (unsigned long long)atomic_load(&l->errors));
     }
+    for (int i = 0; i < STATS_LISTENERS; i++)
+        if (st->listeners[i].in_use && snap->quarantined[i])
+            sb_printf(&b, "[%s] is quarantined: %s (berthctl resume %s, or a reload, lifts it)\n",
+                      st->listeners[i].name, snap->quarantined[i], st->listeners[i].name);
     sb_printf(&b, "\n%-7s %-8s %-4s %-9s %7s %10s %10s %10s\n", "WORKER", "PID", "GEN", "STATE",
               "ACTIVE", "ACCEPTED", "IN", "OUT");
     for (int i = 0; i < STATS_WORKERS; i++) {
-        stats_worker_t *w = &st->workers[i];
+        const stats_worker_t *w = &st->workers[i];
         int s = atomic_load(&w->state);
         if (s == WORKER_FREE)
             continue;
@@ -231,9 +269,29 @@ char *admin_status(struct master *m, int json)
 
 /* ---- connections ---- */
 
-static void on_client_closed(uv_handle_t *h)
+static void on_client_handle_closed(uv_handle_t *h)
 {
-    free(h->data);
+    admin_client_t *c = h->data;
+    if (--c->handles > 0)
+        return;
+    admin_t *a = c->a;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    a->nclients--;
+    free(c);
+}
+
+static void client_close(admin_client_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    uv_close((uv_handle_t *)&c->idle, on_client_handle_closed);
+    uv_close((uv_handle_t *)&c->pipe, on_client_handle_closed);
 }
 
 static void on_shut(uv_shutdown_t *req, int status) {}
@@ -243,22 +301,27 @@ static void on_written(uv_write_t *req, int status)
     admin_client_t *c = req->data;
     free(req);
     /* Closing with the client's bytes unread would reset the connection under the
-     * answer: send our EOF and wait for theirs (on_read closes). */
-    if (c->discard && status == 0 && uv_shutdown(&c->shut, (uv_stream_t *)&c->pipe, on_shut) == 0)
+     * answer: send our EOF and wait for theirs (on_read closes; the idle timer bounds
+     * the wait). */
+    if (c->discard && status == 0 && !c->closing &&
+        uv_shutdown(&c->shut, (uv_stream_t *)&c->pipe, on_shut) == 0) {
+        uv_timer_again(&c->idle);
         return;
-    uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+    }
+    client_close(c);
 }
 
 static void answer(admin_client_t *c, int ok, const char *body)
 {
-    if (c->answered)
+    if (c->answered || c->closing)
         return;
     c->answered = 1;
+    c->running = 0;
     size_t blen = body ? strlen(body) : 0;
     /* One allocation holds the request and the bytes until write_cb. */
     uv_write_t *req = malloc(sizeof *req + blen + 8);
     if (req == NULL) {
-        uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+        client_close(c);
         return;
     }
     char *text = (char *)(req + 1);
@@ -269,33 +332,51 @@ static void answer(admin_client_t *c, int ok, const char *body)
     uv_buf_t b = uv_buf_init(text, (unsigned)n);
     if (uv_write(req, (uv_stream_t *)&c->pipe, &b, 1, on_written)) {
         free(req);
-        uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+        client_close(c);
     }
 }
 
-static void on_reloaded(void *arg, int ok, const char *text)
+static void on_done(void *arg, int ok, const char *text)
 {
     admin_client_t *c = arg;
     answer(c, ok, ok ? "reloaded\n" : text);
 }
 
-static void run_request(admin_client_t *c)
+static void run_request(admin_client_t *c, admin_req_t req, const char *name)
 {
-    char *req = c->req;
-    req[strcspn(req, "\r\n")] = '\0';
+    admin_t *a = c->a;
     uv_read_stop((uv_stream_t *)&c->pipe);
-    log_debug("admin: %s", req);
-    if (strcmp(req, "status") == 0 || strcmp(req, "status --json") == 0) {
-        char *s = admin_status(c->a->m, strcmp(req, "status") != 0);
+    uv_timer_stop(&c->idle);
+    c->req[strcspn(c->req, "\r\n")] = '\0';
+    log_debug("admin: %s", c->req);
+    switch (req) {
+    case ADMIN_REQ_STATUS:
+    case ADMIN_REQ_STATUS_JSON: {
+        admin_snapshot_t snap = {0};
+        a->ops->snapshot(a->ctx, &snap);
+        char *s = admin_status(&snap, req == ADMIN_REQ_STATUS_JSON);
         answer(c, s != NULL, s ? s : "out of memory\n");
         free(s);
-    } else if (strcmp(req, "reload") == 0) {
-        master_reload(c->a->m, on_reloaded, c);
-    } else if (strcmp(req, "stop") == 0) {
+        break;
+    }
+    case ADMIN_REQ_RELOAD:
+        c->running = 1;
+        a->ops->reload(a->ctx, on_done, c);
+        break;
+    case ADMIN_REQ_STOP:
         answer(c, 1, "stopping\n");
-        master_stop(c->a->m, 0);
-    } else {
-        answer(c, 0, "unknown request (try: status, status --json, reload, stop)\n");
+        a->ops->stop(a->ctx);
+        break;
+    case ADMIN_REQ_RESUME: {
+        char msg[256] = "";
+        int ok = a->ops->resume(a->ctx, name, msg, sizeof msg);
+        answer(c, ok, msg);
+        break;
+    }
+    default:
+        answer(c, 0,
+               "unknown request (try: status, status --json, reload, stop, resume LISTENER)\n");
+        break;
     }
 }
 
@@ -309,31 +390,69 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     admin_client_t *c = s->data;
     if (n < 0) {
-        if (!c->answered || c->discard) {
-            c->answered = 1;
-            c->discard = 0;
-            uv_close((uv_handle_t *)&c->pipe, on_client_closed);
-        }
+        if (!c->answered || c->discard)
+            client_close(c);
         return;
     }
     if (c->discard) {
         c->dropped += (size_t)n;
         c->len = 0;
-        if (c->dropped > DISCARD_MAX) {
-            c->discard = 0;
-            uv_close((uv_handle_t *)&c->pipe, on_client_closed);
-        }
+        if (c->dropped > DISCARD_MAX)
+            client_close(c);
         return;
     }
     c->len += (size_t)n;
     c->req[c->len] = '\0';
-    if (memchr(c->req, '\n', c->len)) {
-        run_request(c);
-    } else if (c->len >= sizeof c->req - 1) {
+    const char *arg = NULL;
+    size_t arglen = 0;
+    admin_req_t req = admin_parse_request(c->req, c->len, &arg, &arglen);
+    if (req == ADMIN_REQ_TOO_LONG) {
         c->discard = 1;
         c->len = 0;
         answer(c, 0, "request too long\n");
+    } else if (req != ADMIN_REQ_NONE) {
+        char name[64] = "";
+        if (arg)
+            memcpy(name, arg, arglen < sizeof name ? arglen : sizeof name - 1);
+        run_request(c, req, name);
     }
+}
+
+static void on_idle(uv_timer_t *t)
+{
+    admin_client_t *c = t->data;
+    log_debug("admin: closing a client idle for %u ms", c->a->idle_ms);
+    client_close(c);
+}
+
+/* At the cap, the oldest client that has not sent its request yet (an idle one: berthctl
+ * sends its request as soon as it connects) makes room, so idle clients never lock berthctl
+ * out; when every client is busy with a request the new one is closed at once instead.
+ * The log says so at most once a minute. */
+static admin_client_t *oldest_idle(admin_t *a)
+{
+    admin_client_t *found = NULL;
+    for (admin_client_t *c = a->clients; c; c = c->next) /* newest first */
+        if (!c->answered && !c->running && !c->closing)
+            found = c;
+    return found;
+}
+
+static void refuse_logged(admin_t *a)
+{
+    a->refused++;
+    uint64_t now = uv_now(a->loop);
+    if (a->refused_log_at && now - a->refused_log_at < 60000)
+        return;
+    log_warn("admin: at the cap of %u clients; closed %llu (idle ones first)", a->max_clients,
+             (unsigned long long)(a->refused - a->refused_logged));
+    a->refused_logged = a->refused;
+    a->refused_log_at = now ? now : 1;
+}
+
+static void on_refused_closed(uv_handle_t *h)
+{
+    free(h);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -341,49 +460,61 @@ static void on_connection(uv_stream_t *server, int status)
     admin_t *a = server->data;
     if (status < 0)
         return;
+    admin_client_t *victim = NULL;
+    if (a->nclients >= a->max_clients && (victim = oldest_idle(a)) != NULL) {
+        client_close(victim);
+        refuse_logged(a);
+    } else if (a->nclients >= a->max_clients) {
+        uv_pipe_t *p = malloc(sizeof *p);
+        if (p == NULL)
+            return;
+        uv_pipe_init(a->loop, p, 0);
+        uv_accept(server, (uv_stream_t *)p);
+        uv_close((uv_handle_t *)p, on_refused_closed);
+        refuse_logged(a);
+        return;
+    }
     admin_client_t *c = calloc(1, sizeof *c);
     if (c == NULL)
         return;
     c->a = a;
-    uv_pipe_init(server->loop, &c->pipe, 0);
+    c->next = a->clients;
+    if (a->clients)
+        a->clients->prev = c;
+    a->clients = c;
+    a->nclients++;
+    uv_pipe_init(a->loop, &c->pipe, 0);
+    uv_timer_init(a->loop, &c->idle);
     c->pipe.data = c;
+    c->idle.data = c;
+    c->handles = 2;
+    uv_timer_start(&c->idle, on_idle, a->idle_ms, a->idle_ms);
     if (uv_accept(server, (uv_stream_t *)&c->pipe)) {
-        uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+        client_close(c);
         return;
     }
     uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
 }
 
-admin_t *admin_open(struct master *m, const char *path, config_errors_t *errs)
+admin_t *admin_open(uv_loop_t *loop, const char *path, const admin_ops_t *ops, void *ctx,
+                    config_errors_t *errs)
 {
     admin_t *a = calloc(1, sizeof *a);
     if (a == NULL)
         return NULL;
-    a->m = m;
-    a->sock.fd = -1;
-    config_listener_t l;
-    memset(&l, 0, sizeof l);
-    l.name = (char *)"admin";
-    l.address = (char *)path;
-    l.protocol = BERTH_PROTO_UNIX;
-    l.backlog = 16;
-    l.mode = 0600; /* owner only: it can stop the daemon */
-    struct sockaddr_un *sun = (struct sockaddr_un *)&l.addr;
-    sun->sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof sun->sun_path) {
-        config_errors_add(errs, NULL, 0, "admin socket path too long: %s", path);
-        free(a);
-        return NULL;
-    }
-    strcpy(sun->sun_path, path);
-    l.addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+    a->ops = ops;
+    a->ctx = ctx;
+    a->loop = loop;
+    a->idle_ms = ADMIN_IDLE_MS;
+    a->max_clients = ADMIN_CLIENTS_MAX;
     char err[512];
-    if (listen_open(&l, &a->sock, err, sizeof err)) {
+    /* Owner only: it can stop the daemon. */
+    if (listen_open_unix(path, 0600, 16, "admin", &a->sock, err, sizeof err)) {
         config_errors_add(errs, NULL, 0, "admin socket: %s", err);
         free(a);
         return NULL;
     }
-    uv_pipe_init(&m->loop, &a->server, 0);
+    uv_pipe_init(loop, &a->server, 0);
     a->server.data = a;
     a->server_init = 1;
     int rc = uv_pipe_open(&a->server, a->sock.fd);
@@ -397,6 +528,12 @@ admin_t *admin_open(struct master *m, const char *path, config_errors_t *errs)
     return a;
 }
 
+void admin_set_limits(admin_t *a, unsigned idle_ms, unsigned max_clients)
+{
+    a->idle_ms = idle_ms;
+    a->max_clients = max_clients;
+}
+
 static void on_server_closed(uv_handle_t *h) {}
 
 void admin_stop(admin_t *a)
@@ -408,6 +545,11 @@ void admin_stop(admin_t *a)
     uv_close((uv_handle_t *)&a->server, on_server_closed);
     a->sock.fd = -1;
     listen_close(&a->sock);
+    /* Clients still sending a request will get no answer now: close them, so the loop
+     * can end. Answers being written or awaited (a reload told it is stopping) finish. */
+    for (admin_client_t *c = a->clients; c; c = c->next)
+        if (!c->answered && !c->running)
+            client_close(c);
 }
 
 void admin_free(admin_t *a)

@@ -1,6 +1,8 @@
 #include "master/listen.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -31,21 +33,22 @@ static int unix_in_use(const struct sockaddr_un *sun, socklen_t len, int type)
     return -e;
 }
 
-static int prepare_unix_path(const config_listener_t *l, char *err, size_t errlen)
+static int prepare_unix_path(const struct sockaddr_un *sun, socklen_t addrlen, int type, char *err,
+                             size_t errlen)
 {
-    const struct sockaddr_un *sun = (const struct sockaddr_un *)&l->addr;
     struct stat st;
     if (lstat(sun->sun_path, &st) < 0) {
         if (errno == ENOENT)
             return 0;
-        snprintf(err, errlen, "%s: %s", sun->sun_path, strerror(errno));
-        return -errno;
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", sun->sun_path, strerror(e));
+        return -e;
     }
     if (!S_ISSOCK(st.st_mode)) {
         snprintf(err, errlen, "%s exists and is not a socket; not removing it", sun->sun_path);
         return -EEXIST;
     }
-    int used = unix_in_use(sun, l->addrlen, sock_type(l->protocol));
+    int used = unix_in_use(sun, addrlen, type);
     if (used == 1) {
         snprintf(err, errlen, "%s is in use by another process", sun->sun_path);
         return -EADDRINUSE;
@@ -56,29 +59,57 @@ static int prepare_unix_path(const config_listener_t *l, char *err, size_t errle
         return used;
     }
     if (unlink(sun->sun_path) < 0 && errno != ENOENT) {
-        snprintf(err, errlen, "%s: stale socket: %s", sun->sun_path, strerror(errno));
-        return -errno;
+        int e = errno;
+        snprintf(err, errlen, "%s: stale socket: %s", sun->sun_path, strerror(e));
+        return -e;
     }
     return 0;
 }
 
-int listen_open(const config_listener_t *l, lsock_t *out, char *err, size_t errlen)
+/* What the socket is bound to, as "127.0.0.1:40123" or "[::1]:40123" (the port the kernel
+ * chose for a configured port 0); the configured address for a unix socket. */
+static void describe_bound(int fd, lsock_t *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char host[INET6_ADDRSTRLEN];
+    out->bound[0] = '\0';
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        snprintf(out->bound, sizeof out->bound, "%s:%u", host, (unsigned)ntohs(a->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        snprintf(out->bound, sizeof out->bound, "[%s]:%u", host, (unsigned)ntohs(a->sin6_port));
+    } else {
+        snprintf(out->bound, sizeof out->bound, "%s", out->address ? out->address : "");
+    }
+}
+
+/* socket, bind, listen: the one way every listening socket (and the admin one) is made. */
+static int open_socket(berth_protocol_t protocol, const struct sockaddr_storage *addr,
+                       socklen_t addrlen, const char *address, const char *name, unsigned backlog,
+                       unsigned mode, lsock_t *out, char *err, size_t errlen)
 {
     int rc = 0;
     int fd = -1;
     int one = 1;
-    int family = l->addr.ss_family;
-    int type = sock_type(l->protocol);
+    int family = addr->ss_family;
+    int type = sock_type(protocol);
     memset(out, 0, sizeof *out);
     out->fd = -1;
     out->slot = -1;
 
-    if (family == AF_UNIX && (rc = prepare_unix_path(l, err, errlen)))
+    if (family == AF_UNIX &&
+        (rc = prepare_unix_path((const struct sockaddr_un *)addr, addrlen, type, err, errlen)))
         goto out;
     fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         rc = -errno;
-        snprintf(err, errlen, "socket: %s", strerror(errno));
+        snprintf(err, errlen, "socket: %s", strerror(-rc));
         goto out;
     }
     if (family != AF_UNIX && type == SOCK_STREAM) {
@@ -90,50 +121,48 @@ int listen_open(const config_listener_t *l, lsock_t *out, char *err, size_t errl
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (family == AF_UNIX) {
         /* Created with the configured mode from the first instant, not chmod()ed later. */
-        mode_t old = umask((mode_t)(0777 & ~l->mode));
-        rc = bind(fd, (const struct sockaddr *)&l->addr, l->addrlen);
-        int e = errno;
+        mode_t old = umask((mode_t)(0777 & ~mode));
+        rc = bind(fd, (const struct sockaddr *)addr, addrlen) < 0 ? -errno : 0;
         umask(old);
-        errno = e;
     } else {
-        rc = bind(fd, (const struct sockaddr *)&l->addr, l->addrlen);
+        rc = bind(fd, (const struct sockaddr *)addr, addrlen) < 0 ? -errno : 0;
     }
     if (rc < 0) {
-        rc = -errno;
-        snprintf(err, errlen, "cannot bind %s: %s", l->address, strerror(errno));
+        snprintf(err, errlen, "cannot bind %s: %s", address, strerror(-rc));
         goto out;
     }
-    if (type == SOCK_STREAM && listen(fd, (int)l->backlog) < 0) {
+    if (type == SOCK_STREAM && listen(fd, (int)backlog) < 0) {
         rc = -errno;
-        snprintf(err, errlen, "cannot listen on %s: %s", l->address, strerror(errno));
+        snprintf(err, errlen, "cannot listen on %s: %s", address, strerror(-rc));
         goto out;
     }
     if (family == AF_UNIX) {
-        const struct sockaddr_un *sun = (const struct sockaddr_un *)&l->addr;
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)addr;
         struct stat st;
         if (stat(sun->sun_path, &st) == 0) {
             out->dev = st.st_dev;
             out->ino = st.st_ino;
         }
-        chmod(sun->sun_path, (mode_t)l->mode);
+        chmod(sun->sun_path, (mode_t)mode);
     }
-    out->protocol = l->protocol;
-    memcpy(&out->addr, &l->addr, l->addrlen);
-    out->addrlen = l->addrlen;
-    out->address = strdup(l->address);
-    out->name = strdup(l->name);
+    out->protocol = protocol;
+    memcpy(&out->addr, addr, addrlen);
+    out->addrlen = addrlen;
+    out->address = strdup(address);
+    out->name = strdup(name);
     if (out->address == NULL || out->name == NULL) {
         rc = -ENOMEM;
         snprintf(err, errlen, "out of memory");
         goto out;
     }
+    describe_bound(fd, out);
     out->fd = fd;
     fd = -1;
 out:
     if (fd >= 0) {
         close(fd);
         if (family == AF_UNIX && rc && rc != -EADDRINUSE && rc != -EEXIST)
-            unlink(((const struct sockaddr_un *)&l->addr)->sun_path);
+            unlink(((const struct sockaddr_un *)addr)->sun_path);
     }
     if (rc) {
         free(out->address);
@@ -141,6 +170,31 @@ out:
         out->address = out->name = NULL;
     }
     return rc;
+}
+
+int listen_open(const config_listener_t *l, lsock_t *out, char *err, size_t errlen)
+{
+    return open_socket(l->protocol, &l->addr, l->addrlen, l->address, l->name, l->backlog, l->mode,
+                       out, err, errlen);
+}
+
+int listen_open_unix(const char *path, unsigned mode, unsigned backlog, const char *name,
+                     lsock_t *out, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+    sun->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sun->sun_path) {
+        memset(out, 0, sizeof *out);
+        out->fd = -1;
+        out->slot = -1;
+        snprintf(err, errlen, "socket path too long: %s", path);
+        return -ENAMETOOLONG;
+    }
+    memcpy(sun->sun_path, path, strlen(path) + 1);
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+    return open_socket(BERTH_PROTO_UNIX, &ss, len, path, name, backlog, mode, out, err, errlen);
 }
 
 void listen_update(lsock_t *s, const config_listener_t *l)
@@ -189,4 +243,13 @@ int listen_same(const lsock_t *s, const config_listener_t *l)
     default:
         return 0;
     }
+}
+
+int listen_port(const lsock_t *s)
+{
+    if (s->addr.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&s->addr)->sin_port);
+    if (s->addr.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&s->addr)->sin6_port);
+    return -1;
 }

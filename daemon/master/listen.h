@@ -18,16 +18,28 @@ typedef struct lsock {
     int users; /* generations that use it */
     dev_t dev; /* the unix socket file we made (never unlink anyone else's) */
     ino_t ino;
+    char bound[64]; /* what it is bound to: "127.0.0.1:40123" for a configured port 0 */
+    /* Crashes of plugin code serving it (see sockets_crash), and its quarantine. */
+    uint64_t crash_at[CONFIG_CRASH_LIMIT_MAX]; /* loop times, within the window */
+    unsigned ncrashes;
+    int quarantined;
+    char why[160];
 } lsock_t;
 
 /* Open (socket, bind, listen) what `l` asks for. A stale unix socket file (nobody answers
  * on it) is replaced; a live one or a non-socket is an error, never unlinked.
  * Returns 0 or -errno with a message in err. */
 int listen_open(const config_listener_t *l, lsock_t *out, char *err, size_t errlen);
+/* Open a unix stream socket at `path` with file mode `mode` (the admin socket), with the
+ * same stale-file rules as listen_open. 0 or -errno with a message in err. */
+int listen_open_unix(const char *path, unsigned mode, unsigned backlog, const char *name,
+                     lsock_t *out, char *err, size_t errlen);
 /* Apply settings that may change on an open socket: backlog, unix file mode. */
 void listen_update(lsock_t *s, const config_listener_t *l);
 /* Close it, and remove its unix socket file if it is still the one we made. */
 void listen_close(lsock_t *s);
+/* The configured port (0: the kernel chose one, see bound); -1 for a unix socket. */
+int listen_port(const lsock_t *s);
 /* Does `l` name this very socket (same protocol family and address)? */
 int listen_same(const lsock_t *s, const config_listener_t *l);
 

@@ -5,8 +5,8 @@
 #include <uv.h>
 
 #include "config/config.h"
-#include "master/listen.h"
 #include "core/stats.h"
+#include "master/sockets.h"
 
 struct generation;
 struct admin;
@@ -23,8 +23,7 @@ typedef struct master {
     uv_loop_t loop;
     const char *conf_path;
     stats_t *stats;
-    lsock_t socks[BERTH_MAX_LISTENERS];
-    size_t nsocks;
+    sockets_t socks;             /* the listening sockets every generation draws from */
     struct generation *active;   /* serving */
     struct generation *starting; /* a reload's new generation, not yet ready */
     struct generation *old;      /* draining generations */

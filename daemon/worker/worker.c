@@ -425,6 +425,27 @@ static void on_ctl(uv_poll_t *p, int status, int events)
     case CTL_STOP_NOW:
         worker_drain(w, 1);
         break;
+    case CTL_QUARANTINE:
+    case CTL_RESUME: {
+        /* The master quarantined one listener (its plugin keeps crashing workers), or
+         * lifted that. Connections open on it go on; only accepting stops. */
+        m.text[sizeof m.text - 1] = '\0';
+        char *end = NULL;
+        unsigned long i = strtoul(m.text, &end, 10);
+        if (end == m.text || i >= w->nlisteners)
+            break;
+        berth_listener_t *l = &w->listeners[i];
+        if (m.type == CTL_RESUME) {
+            if (w->accepting)
+                listener_poll_start(l);
+            break;
+        }
+        listener_poll_stop(l);
+        l->paused = 0; /* a freed slot or the retry timer must not start it again */
+        if (l->retry_init)
+            uv_timer_stop(&l->retry);
+        break;
+    }
     case CTL_REOPEN:
         if (w->cfg->log[0] == '/') {
             int rc = log_open_file(w->cfg->log, -1, -1);

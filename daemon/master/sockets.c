@@ -1,0 +1,179 @@
+#include "master/sockets.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+void sockets_init(sockets_t *r, stats_t *stats)
+{
+    memset(r, 0, sizeof *r);
+    r->stats = stats;
+    for (size_t i = 0; i < BERTH_MAX_LISTENERS; i++) {
+        r->socks[i].fd = -1;
+        r->socks[i].slot = -1;
+    }
+}
+
+void sockets_release(sockets_t *r, size_t i)
+{
+    assert(i < r->n);
+    lsock_t *s = &r->socks[i];
+    assert(s->users > 0);
+    if (--s->users > 0)
+        return;
+    if (s->fd >= 0) /* not already closed by a stop */
+        log_info("closing listener %s (%s)", s->name, s->address);
+    if (s->slot >= 0 && r->stats)
+        stats_listener_release(r->stats, s->slot);
+    s->slot = -1;
+    listen_close(s);
+}
+
+void sockets_close_all(sockets_t *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        lsock_t *s = &r->socks[i];
+        if (s->fd >= 0) {
+            log_info("closing listener %s (%s)", s->name, s->address);
+            listen_close(s);
+        }
+    }
+}
+
+lsock_t *sockets_find(sockets_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->socks[i].fd >= 0 && r->socks[i].name && strcmp(r->socks[i].name, name) == 0)
+            return &r->socks[i];
+    return NULL;
+}
+
+/* A unix path that one of our sockets of the other type holds (a reload turned a unix
+ * listener into a unixgram one or back): the new socket takes the name; the old one keeps
+ * serving the old generation, nameless, until it drains. */
+static void unix_path_take_over(sockets_t *r, const config_listener_t *l)
+{
+    if (l->addr.ss_family != AF_UNIX)
+        return;
+    const char *path = ((const struct sockaddr_un *)&l->addr)->sun_path;
+    for (size_t k = 0; k < r->n; k++) {
+        lsock_t *s = &r->socks[k];
+        if (s->fd < 0 || s->addr.ss_family != AF_UNIX || s->ino == 0 ||
+            strcmp(((const struct sockaddr_un *)&s->addr)->sun_path, path) != 0)
+            continue;
+        log_info("[%s] takes %s over from [%s] (%s to %s)", l->name, path, s->name,
+                 config_protocol_name(s->protocol), config_protocol_name(l->protocol));
+        unlink(path);
+        s->ino = 0; /* the name is not its to remove any more */
+    }
+}
+
+/* The section of a kept socket may have been renamed. */
+static void sock_rename(sockets_t *r, lsock_t *s, const char *name)
+{
+    if (strcmp(s->name, name) == 0)
+        return;
+    char *copy = strdup(name);
+    if (copy == NULL)
+        return; /* messages keep the old name */
+    free(s->name);
+    s->name = copy;
+    if (s->slot >= 0 && r->stats)
+        snprintf(r->stats->listeners[s->slot].name, sizeof r->stats->listeners[s->slot].name, "%s",
+                 name);
+}
+
+static int sock_open(sockets_t *r, const config_listener_t *l, size_t *out, config_errors_t *errs)
+{
+    size_t i;
+    for (i = 0; i < r->n; i++)
+        if (r->socks[i].fd < 0 && r->socks[i].users == 0)
+            break;
+    if (i == BERTH_MAX_LISTENERS) {
+        config_errors_add(errs, l->file, l->line, "too many listening sockets (%d)",
+                          BERTH_MAX_LISTENERS);
+        return -ENOSPC;
+    }
+    char err[512];
+    unix_path_take_over(r, l);
+    int rc = listen_open(l, &r->socks[i], err, sizeof err);
+    if (rc) {
+        config_errors_add(errs, l->file, l->line, "[%s]: %s", l->name, err);
+        return rc;
+    }
+    lsock_t *s = &r->socks[i];
+    s->slot = r->stats ? stats_listener_claim(r->stats, (int)l->protocol, l->name, l->address) : -1;
+    if (i == r->n)
+        r->n++;
+    if (listen_port(s) == 0)
+        log_info("listener %s bound to %s", l->name, s->bound);
+    log_info("listening on %s %s for [%s]", config_protocol_name(l->protocol), l->address, l->name);
+    *out = i;
+    return 0;
+}
+
+int sockets_acquire(sockets_t *r, const berth_config_t *cfg, size_t *idx, config_errors_t *errs)
+{
+    int rc = 0;
+    size_t done = 0;
+    for (; done < cfg->nlisteners; done++) {
+        const config_listener_t *l = &cfg->listeners[done];
+        size_t i;
+        for (i = 0; i < r->n; i++)
+            if (r->socks[i].fd >= 0 && listen_same(&r->socks[i], l))
+                break;
+        if (i < r->n) {
+            listen_update(&r->socks[i], l);
+            sock_rename(r, &r->socks[i], l->name);
+        } else if ((rc = sock_open(r, l, &i, errs)) != 0) {
+            break;
+        }
+        r->socks[i].users++;
+        idx[done] = i;
+    }
+    if (rc)
+        while (done-- > 0)
+            sockets_release(r, idx[done]);
+    return rc;
+}
+
+int sockets_crash(sockets_t *r, size_t i, uint64_t now, unsigned limit, uint64_t window)
+{
+    assert(i < r->n && limit >= 1 && limit <= CONFIG_CRASH_LIMIT_MAX);
+    lsock_t *s = &r->socks[i];
+    if (s->quarantined)
+        return 0;
+    unsigned kept = 0;
+    for (unsigned k = 0; k < s->ncrashes; k++)
+        if (now - s->crash_at[k] < window)
+            s->crash_at[kept++] = s->crash_at[k];
+    if (kept == CONFIG_CRASH_LIMIT_MAX) { /* a limit lowered by a reload: drop the oldest */
+        memmove(s->crash_at, s->crash_at + 1, (kept - 1) * sizeof s->crash_at[0]);
+        kept--;
+    }
+    s->crash_at[kept++] = now;
+    s->ncrashes = kept;
+    if (kept < limit)
+        return 0;
+    s->quarantined = 1;
+    s->ncrashes = 0;
+    snprintf(s->why, sizeof s->why, "%u crashes within %llu s", kept,
+             (unsigned long long)((window + 999) / 1000));
+    return 1;
+}
+
+void sockets_lift(sockets_t *r, size_t i)
+{
+    assert(i < r->n);
+    lsock_t *s = &r->socks[i];
+    s->quarantined = 0;
+    s->ncrashes = 0;
+    s->why[0] = '\0';
+}
