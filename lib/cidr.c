@@ -159,7 +159,8 @@ out:
     return rc;
 }
 
-int berth_cidr_list_parse(berth_cidr_list_t *list, const char *text, int with_port, char *bad, size_t badlen)
+int berth_cidr_list_parse(berth_cidr_list_t *list, const char *text, int with_port, char *bad,
+                          size_t badlen)
 {
     static const char seps[] = ", \t";
     size_t orig = list ? list->count : 0;
@@ -270,7 +271,8 @@ int berth_cidr_list_match(const berth_cidr_list_t *list, const struct sockaddr *
     return 0;
 }
 
-int berth_cidr_permit(const berth_cidr_list_t *allow, const berth_cidr_list_t *deny, const struct sockaddr *addr)
+int berth_cidr_permit(const berth_cidr_list_t *allow, const berth_cidr_list_t *deny,
+                      const struct sockaddr *addr)
 {
     if (addr && addr->sa_family == AF_UNIX)
         return 1;

@@ -275,8 +275,7 @@ static int set_mode(struct parse *p, void *obj, const char *value, char *err, si
 }
 
 /* "K/WINDOW": K crashes within WINDOW quarantine the listener. */
-static int set_crash_limit(struct parse *p, void *obj, const char *value, char *err,
-                           size_t errlen)
+static int set_crash_limit(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
 {
     config_listener_t *l = obj;
     const char *slash = strchr(value, '/');

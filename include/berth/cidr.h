@@ -28,7 +28,8 @@ int berth_cidr_parse(const char *text, int with_port, berth_cidr_t *out);
 /* Parse a comma- or space-separated list, appending to *list. On error returns -EINVAL and
  * copies the offending entry into bad (NUL-terminated), or -ENOMEM; either way *list is left
  * as it was. An empty text appends nothing and returns 0. */
-int berth_cidr_list_parse(berth_cidr_list_t *list, const char *text, int with_port, char *bad, size_t badlen);
+int berth_cidr_list_parse(berth_cidr_list_t *list, const char *text, int with_port, char *bad,
+                          size_t badlen);
 void berth_cidr_list_free(berth_cidr_list_t *list);
 /* Does `addr` (AF_INET, AF_INET6; v4-mapped v6 matches v4 rules) match an entry? A port in
  * an entry must equal the address's port. AF_UNIX never matches. A v4-mapped peer is an IPv4
@@ -38,6 +39,7 @@ int berth_cidr_list_match(const berth_cidr_list_t *list, const struct sockaddr *
 
 /* allow/deny policy: denied if deny matches; else allowed if allow is empty or matches.
  * AF_UNIX peers are always allowed (filesystem permissions guard them). */
-int berth_cidr_permit(const berth_cidr_list_t *allow, const berth_cidr_list_t *deny, const struct sockaddr *addr);
+int berth_cidr_permit(const berth_cidr_list_t *allow, const berth_cidr_list_t *deny,
+                      const struct sockaddr *addr);
 
 #endif
