@@ -1,11 +1,13 @@
 /* Putting one uploaded file on disk: see store.h. */
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -45,10 +47,21 @@ static int digest_new(upload_md_ctx_t **ctx, const EVP_MD *md)
     return 0;
 }
 
+/* Does `name` in dirfd still name the file open as fd? */
+static int still_linked(int dirfd, const char *name, int fd)
+{
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+           a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 static int create_temp(upload_store_t *s)
 {
     /* A random name, created exclusively: an attacker who can guess it still cannot make us
-     * open their file, and O_NOFOLLOW refuses a symlink planted under it. */
+     * open their file, and O_NOFOLLOW refuses a symlink planted under it. The file is held
+     * with an exclusive flock for as long as it is ours, so a sweep (upload_store_sweep) can
+     * tell the leftovers of a killed worker from files in use; a sweep that took the name
+     * between our open and our lock has unlinked it, so that name is given up. */
     for (int tries = 0; tries < 16; tries++) {
         unsigned char rnd[12];
         char hex[2 * sizeof(rnd) + 1];
@@ -58,14 +71,50 @@ static int create_temp(upload_store_t *s)
         snprintf(s->tmp, sizeof(s->tmp), "%s%s", UPLOAD_TMP_PREFIX, hex);
         s->fd =
             openat(s->dirfd, s->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (s->fd >= 0)
+        if (s->fd < 0) {
+            int e = errno;
+            s->tmp[0] = '\0';
+            if (e != EEXIST)
+                return -e;
+            continue;
+        }
+        if (flock(s->fd, LOCK_EX) == 0 && still_linked(s->dirfd, s->tmp, s->fd))
             return 0;
-        int e = errno;
+        close(s->fd);
+        s->fd = -1;
         s->tmp[0] = '\0';
-        if (e != EEXIST)
-            return -e;
     }
     return -EEXIST;
+}
+
+int upload_store_sweep(int dirfd)
+{
+    int removed = 0;
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, UPLOAD_TMP_PREFIX, sizeof(UPLOAD_TMP_PREFIX) - 1) != 0)
+            continue;
+        int f = openat(dirfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (f < 0)
+            continue;
+        struct stat st;
+        /* Unlocked: nobody writes it, its worker died. Locked: a live upload's, left alone. */
+        if (fstat(f, &st) == 0 && S_ISREG(st.st_mode) && flock(f, LOCK_EX | LOCK_NB) == 0 &&
+            still_linked(dirfd, de->d_name, f) && unlinkat(dirfd, de->d_name, 0) == 0)
+            removed++;
+        close(f);
+    }
+    closedir(d);
+    return removed;
 }
 
 /*

@@ -65,4 +65,10 @@ int upload_store_commit(upload_store_t *s, const upload_header_t *h, int overwri
 /* Close and remove the temporary file, if any. Idempotent. */
 void upload_store_discard(upload_store_t *s);
 
+/* Remove the temporary files that no store holds any more: those of a worker that was killed
+ * (SIGKILL, a crash) before it could remove them. A store holds its file with an exclusive
+ * flock(2) from creation to commit or discard, so a file nobody has locked is a leftover.
+ * The number removed, or a negative errno if dirfd cannot be read. */
+int upload_store_sweep(int dirfd);
+
 #endif

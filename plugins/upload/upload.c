@@ -85,7 +85,11 @@ typedef struct upload_listener {
     /* Bytes announced by accepted headers and not yet received, over this worker's conns
      * (one loop per worker: no lock). */
     uint64_t pending;
+    berth_listener_t *l;
+    struct upload_listener *next; /* every open listener of this process, for the sweep */
 } upload_listener_t;
+
+static upload_listener_t *listeners; /* one loop per worker: no lock */
 
 /* One file, from its header to its outcome. Shared by the ops that work on it. */
 typedef struct ufile {
@@ -1096,6 +1100,12 @@ static void upload_listener_close(berth_listener_t *l, void *state)
     upload_listener_t *ls = state;
     if (ls == NULL)
         return;
+    for (upload_listener_t **p = &listeners; *p != NULL; p = &(*p)->next) {
+        if (*p == ls) {
+            *p = ls->next;
+            break;
+        }
+    }
     if (ls->dirfd >= 0)
         close(ls->dirfd);
     free(ls->dir);
@@ -1163,6 +1173,9 @@ static int upload_listener_open(berth_listener_t *l, void **state, char *err, si
         snprintf(err, errlen, "dir %s: %s", ls->dir, strerror(errno));
         goto fail;
     }
+    ls->l = l;
+    ls->next = listeners;
+    listeners = ls;
     *state = ls;
     return 0;
 bad:
@@ -1171,6 +1184,22 @@ bad:
 fail:
     upload_listener_close(l, ls);
     return r;
+}
+
+/* A worker killed mid-upload (SIGKILL, a crash in another plugin) could not remove its
+ * temporary files: the next worker to serve the dir does, before it takes a connection. Not
+ * in listener_open, which `berthd -t` runs too: a check changes nothing on disk. */
+static void upload_worker_start(void)
+{
+    for (upload_listener_t *ls = listeners; ls != NULL; ls = ls->next) {
+        int n = upload_store_sweep(ls->dirfd);
+        if (n > 0)
+            host->log_listener(ls->l, BERTH_LOG_WARN,
+                               "removed %d temporary file%s left in %s by a worker that died", n,
+                               n == 1 ? "" : "s", ls->dir);
+        else if (n < 0)
+            host->log_listener(ls->l, BERTH_LOG_WARN, "cannot sweep %s: %s", ls->dir, strerror(-n));
+    }
 }
 
 static int upload_load(const berth_host_t *h)
@@ -1190,6 +1219,7 @@ BERTH_HANDLER = {
     .check_option = upload_check_option,
     .listener_open = upload_listener_open,
     .listener_close = upload_listener_close,
+    .worker_start = upload_worker_start,
     .setup = upload_setup,
     .handle = upload_handle,
     .eof = upload_eof,
