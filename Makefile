@@ -18,7 +18,7 @@ FUZZ_SECONDS ?= 60
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps bench-deps build run test test-asan unit integration bench package fuzz \
+.PHONY: all deps bench-deps build run test test-asan unit integration bench soak package fuzz \
         format-check clean
 
 all: build
@@ -75,6 +75,13 @@ format-check:
 
 bench: build bench-deps
 	$(BUILD)/bench/run-bench
+
+# A bounded mixed run (SOAK_SECONDS, default 600) of every plugin on every listener kind:
+# steady and hostile clients, reloads, worker kills. Fails on a lost well-behaved operation,
+# a leaked fd, memory growth or a sanitizer report. Not part of make test.
+SOAK_SECONDS ?= 600
+soak: build
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BUILD)/bench/soak
 
 package: deps
 	packaging/build-deb
