@@ -232,6 +232,19 @@ static void outbound_finish(outbound_t *o, berth_connect_error_t err, int sys)
     outbound_free_maybe(o);
 }
 
+/* A request came back to an attempt that has timed out, been cancelled or finished: tell the
+ * plugin if nobody has yet, and free what is no longer pending. 1 when it was over. */
+static int outbound_over(outbound_t *o)
+{
+    if (!o->done && !o->cancelled)
+        return 0;
+    if (!o->done)
+        outbound_finish(o, o->timed_out ? BERTH_CONNECT_TIMEOUT : BERTH_CONNECT_FAILED,
+                        o->timed_out ? ETIMEDOUT : ECANCELED);
+    outbound_free_maybe(o);
+    return 1;
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     outbound_t *o = req->data;
@@ -247,13 +260,8 @@ static void on_connect(uv_connect_t *req, int status)
     }
     o->peer = NULL;
     conn_abort(peer);
-    if (o->done || o->cancelled) {
-        if (!o->done)
-            outbound_finish(o, o->timed_out ? BERTH_CONNECT_TIMEOUT : BERTH_CONNECT_FAILED,
-                            o->timed_out ? ETIMEDOUT : ECANCELED);
-        outbound_free_maybe(o);
+    if (outbound_over(o))
         return;
-    }
     o->result.error = map_error(status);
     o->result.sys_errno = -status;
     log_debug("%s %s: connect %s port %u: %s", conn_listener(o->c)->cfg->name, conn_name(o->c),
@@ -326,13 +334,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     o->resolving = 0;
     o->pending--;
     o->res = res;
-    if (o->done || o->cancelled) {
-        if (!o->done)
-            outbound_finish(o, o->timed_out ? BERTH_CONNECT_TIMEOUT : BERTH_CONNECT_FAILED,
-                            o->timed_out ? ETIMEDOUT : ECANCELED);
-        outbound_free_maybe(o);
+    if (outbound_over(o))
         return;
-    }
     if (status < 0) {
         log_debug("%s %s: resolve %s: %s", conn_listener(o->c)->cfg->name, conn_name(o->c), o->host,
                   uv_strerror(status));
