@@ -451,9 +451,15 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     else
         log_error("worker %u of generation %u crashed (exit status %d) %s", wp->index + 1, g->id,
                   WEXITSTATUS(status), site);
-    /* A rare crash (the worker had lived STABLE_MS) is replaced at once; a crash loop backs
-     * off instead of spinning, until the listener causing it is quarantined. */
+    /* A crash in plugin code of a ready worker is replaced at once: its listener's
+     * crash_limit, not a growing delay that would starve every other listener on the worker,
+     * is what bounds a crash loop there. A crash before ready (loading, listener_open) or in
+     * host code backs off instead of spinning, unless the worker had lived STABLE_MS. */
     unsigned delay = process_backoff(&wp->backoff_ms, now - wp->started);
+    if (lk >= 0 && hook != STATS_HOOK_NONE && prev == W_READY) {
+        delay = 0;
+        wp->backoff_ms = BACKOFF_MIN_MS;
+    }
     if (lk >= 0 && prev == W_READY && g->state == G_ACTIVE) {
         const config_listener_t *l = &g->cfg->listeners[lk];
         if (sockets_crash(&m->socks, g->socks[lk], now, l->crash_limit, l->crash_window)) {

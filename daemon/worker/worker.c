@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include "core/control.h"
@@ -61,7 +62,7 @@ int worker_prepare(worker_t *w, config_errors_t *errs)
         l->w = w;
         l->cfg = lc;
         l->fd = -1;
-        l->slot = -1;
+        l->slot = w->listen_slots ? w->listen_slots[i] : -1;
         l->stream = lc->protocol == BERTH_PROTO_TCP || lc->protocol == BERTH_PROTO_UNIX;
         plugin_t *p = find_plugin(w, lc->plugin_path);
         if (p == NULL) {
@@ -476,6 +477,7 @@ int worker_run(const worker_spec_t *spec)
     w.st = &spec->stats->workers[spec->stats_slot];
     w.st->pid = getpid();
     w.ctl_fd = spec->ctl_fd;
+    w.listen_slots = spec->listen_slots;
 
     char role[48];
     snprintf(role, sizeof role, "worker %u/gen %u", spec->index + 1, spec->generation);
@@ -485,7 +487,7 @@ int worker_run(const worker_spec_t *spec)
     config_errors_t errs = {0};
     if (uv_loop_init(&w.loop)) {
         ctl_send(w.ctl_fd, CTL_FAILED, "worker: cannot create its event loop");
-        return 71;
+        return EX_OSERR;
     }
     w.readbuf_size = READBUF_SIZE;
     w.readbuf = malloc(READBUF_SIZE);

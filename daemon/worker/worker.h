@@ -54,6 +54,9 @@ typedef struct worker {
     stats_t *stats;
     stats_worker_t *st;
     int slot;
+    /* Per cfg->listeners[i], its stats slot (NULL under -t): set before worker_prepare so
+     * a crash in check_option or listener_open names its listener. */
+    const int *listen_slots;
     int ctl_fd;
     uv_poll_t ctl;
     berth_listener_t *listeners;

@@ -651,13 +651,16 @@ class Crashes(LifecycleCase):
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"b\n"), b"b\n")
         self.assertEqual(d.stop(), 0)
 
-    def test_crash_loop_backs_off(self):
+    def test_plugin_crashes_of_a_ready_worker_are_replaced_at_once(self):
+        """A crash in plugin code of a serving worker costs no waiting: its listener's
+        crash_limit bounds a loop there, not a delay that would starve the other listeners."""
         port = free_port()
         d = self.daemon(f"""
             [l]
             protocol = tcp
             address = 127.0.0.1:{port}
             handler = {built_test_plugin("crashy")}
+            crash_limit = 10/1m
             """, workers=1)
         d.wait_serving()
         for n in range(1, 4):
@@ -667,8 +670,39 @@ class Crashes(LifecycleCase):
             d.wait_status(lambda st, n=n: st["worker_restarts"] >= n, "restart %d" % n)
             d.wait_serving()
         delays = [int(x) for x in re.findall(r"replacing it in (\d+) ms", d.log())]
-        self.assertEqual(len(delays), 3, d.log())
-        self.assertTrue(delays[0] < delays[1] < delays[2], delays)
+        self.assertEqual(delays, [0, 0, 0], d.log())
+        self.assertEqual(len(re.findall(r"crashed \(signal 6\) in crashy\.so handle\(\) "
+                                        r"serving \[l\]", d.log())), 3, d.log())
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"ok\n"), b"ok\n")
+        self.assertEqual(d.stop(), 0)
+
+    def test_a_worker_that_crashes_before_ready_backs_off(self):
+        """A replacement that crashes while starting (here in listener_open) is retried
+        after a growing delay, not in a tight loop; once the cause is gone it serves."""
+        self.expect_crash_report(self.SEGV_REPORT)
+        port = free_port()
+        flag = os.path.join(self.tmp, "crash-on-open")
+        d = self.daemon(f"""
+            [l]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = {built_test_plugin("crashy")}
+            crash_open_if = {flag}
+            """, workers=1)
+        d.wait_serving()
+        open(flag, "w").close()
+        with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
+            s.sendall(b"abort\n")
+            self.assertTrue(peer_closed(s))
+        d.wait_status(lambda st: st["worker_restarts"] >= 4, "4 replacements")
+        os.unlink(flag)
+        d.wait_serving(timeout=60)
+        delays = [int(x) for x in re.findall(r"replacing it in (\d+) ms", d.log())]
+        self.assertGreaterEqual(len(delays), 4, d.log())
+        self.assertEqual(delays[0], 0, "the first crash was in handle() of a ready worker")
+        starting = delays[1:4]
+        self.assertTrue(0 < starting[0] < starting[1] < starting[2], delays)
+        self.assertRegex(d.log(), r"in crashy\.so listener_open\(\) serving \[l\]")
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"ok\n"), b"ok\n")
         self.assertEqual(d.stop(), 0)
 

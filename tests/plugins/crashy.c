@@ -1,18 +1,49 @@
 /*
  * crashy: echoes, except that a line "crash" makes the worker segfault and "abort" makes it
  * abort(): the plugin crash a worker must contain. Everything else is echoed back as is.
+ * Option `crash_open_if = PATH`: listener_open segfaults while PATH exists (a worker that
+ * crashes before it is ready, for the respawn backoff).
  */
 #include <berth/handler.h>
 
+#include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const berth_host_t *host;
 
 static int crashy_load(const berth_host_t *h)
 {
     host = h;
+    return 0;
+}
+
+static void segfault(void)
+{
+    /* A real fault, not raise(): the way a buggy plugin takes a worker down. */
+    volatile int *volatile p = NULL;
+    *p = 42;
+    raise(SIGSEGV); /* if the store was somehow survived */
+}
+
+static int crashy_check_option(berth_listener_t *l, const char *key, const char *value, char *err,
+                               size_t errlen)
+{
+    if (strcmp(key, "crash_open_if") == 0 && value[0] == '/')
+        return 0;
+    snprintf(err, errlen, "unknown key (crashy knows crash_open_if = /PATH)");
+    return -EINVAL;
+}
+
+static int crashy_listener_open(berth_listener_t *l, void **state, char *err, size_t errlen)
+{
+    const char *path = host->option(l, "crash_open_if");
+    if (path != NULL && access(path, F_OK) == 0)
+        segfault();
+    *state = NULL;
     return 0;
 }
 
@@ -24,12 +55,8 @@ static int starts_with(const void *data, size_t len, const char *word)
 
 static void crashy_handle(berth_conn_t *conn, const void *data, size_t len)
 {
-    if (starts_with(data, len, "crash")) {
-        /* A real fault, not raise(): the way a buggy plugin takes a worker down. */
-        volatile int *volatile p = NULL;
-        *p = 42;
-        raise(SIGSEGV); /* if the store was somehow survived */
-    }
+    if (starts_with(data, len, "crash"))
+        segfault();
     if (starts_with(data, len, "abort"))
         abort();
     if (host->write(conn, data, len) < 0)
@@ -39,5 +66,7 @@ static void crashy_handle(berth_conn_t *conn, const void *data, size_t len)
 BERTH_HANDLER = {
     BERTH_HANDLER_INIT("crashy"),
     .load = crashy_load,
+    .check_option = crashy_check_option,
+    .listener_open = crashy_listener_open,
     .handle = crashy_handle,
 };
