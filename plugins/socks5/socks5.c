@@ -9,6 +9,12 @@
  * host does the outbound connect (DNS off the loop, every address tried, each offered to
  * allow_dest_cb first, so a name cannot reach what its address may not) and the relay.
  */
+/* strerrorname_np is a GNU extension: an out-of-tree build (cc with pkg-config's flags alone)
+ * does not get _GNU_SOURCE from berth's CMake, and without it the call would be implicitly
+ * declared as returning int, truncating the pointer. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
