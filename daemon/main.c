@@ -14,7 +14,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "master/master.h"
-#include "core/privs.h"
+#include "master/privs.h"
 #include "worker/worker.h"
 
 static void usage(FILE *f)

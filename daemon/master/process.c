@@ -11,7 +11,7 @@
 
 #include "core/control.h"
 #include "core/log.h"
-#include "core/privs.h"
+#include "master/privs.h"
 #include "worker/worker.h"
 
 void process_init(wproc_t *wp, struct generation *gen, unsigned index)

@@ -1,4 +1,4 @@
-#include "core/privs.h"
+#include "master/privs.h"
 
 #include <errno.h>
 #include <grp.h>
