@@ -18,6 +18,7 @@ generation_t *generation_new(unsigned id, berth_config_t *cfg, uv_loop_t *loop, 
     size_t n = cfg->nlisteners ? cfg->nlisteners : 1;
     g->fds = calloc(n, sizeof *g->fds);
     g->slots = calloc(n, sizeof *g->slots);
+    g->bound = calloc(n, sizeof *g->bound);
     /* isolate = yes: a listener served by workers of its own, so its crashes touch no
      * other listener's connections; the shared workers serve the rest. */
     unsigned niso = 0;
@@ -29,10 +30,13 @@ generation_t *generation_new(unsigned id, berth_config_t *cfg, uv_loop_t *loop, 
     g->nworkers = shared + niso * per_iso;
     g->group_fds = calloc(g->ngroups * n, sizeof *g->group_fds);
     g->workers = calloc(g->nworkers ? g->nworkers : 1, sizeof *g->workers);
-    if (g->fds == NULL || g->slots == NULL || g->workers == NULL || g->group_fds == NULL) {
+    if (g->fds == NULL || g->slots == NULL || g->bound == NULL || g->workers == NULL ||
+        g->group_fds == NULL) {
         free(g->group_fds);
         free(g->fds);
         free(g->slots);
+        free(g->bound);
+        free(g->bound);
         free(g->workers);
         free(g);
         return NULL;
@@ -66,6 +70,10 @@ static int generation_bind(generation_t *g, config_errors_t *errs)
     for (size_t i = 0; i < n; i++) {
         g->fds[i] = g->reg->socks[idx[i]].fd;
         g->slots[i] = g->reg->socks[idx[i]].slot;
+        /* The address a port-0 listener really has, for the workers' own-address check. */
+        socklen_t blen = sizeof g->bound[i];
+        if (getsockname(g->fds[i], (struct sockaddr *)&g->bound[i], &blen) != 0)
+            memcpy(&g->bound[i], &g->cfg->listeners[i].addr, sizeof g->bound[i]);
     }
     unsigned iso = 0;
     for (size_t i = 0; i < n; i++) {
@@ -85,6 +93,7 @@ int generation_spawn(generation_t *g, wproc_t *wp, uv_poll_cb on_ctl)
         .generation = g->id,
         .fds = generation_worker_fds(g, wp),
         .slots = g->slots,
+        .bound = g->bound,
         .stats = g->reg->stats,
     };
     return process_spawn(wp, g->loop, &spec, on_ctl);

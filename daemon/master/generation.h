@@ -35,8 +35,9 @@ typedef struct generation {
                        theirs). Row 0 is the shared workers', row 1 + k the k-th isolated
                        listener's own workers' */
     unsigned ngroups;
-    int *slots;    /* per listener, stats slots */
-    size_t *socks; /* per listener, index into reg->socks; NULL until acquired */
+    int *slots;                     /* per listener, stats slots */
+    struct sockaddr_storage *bound; /* per listener, what its socket is bound to */
+    size_t *socks;                  /* per listener, index into reg->socks; NULL until acquired */
     wproc_t *workers;
     unsigned nworkers;
     unsigned ready; /* workers in W_READY */

@@ -120,6 +120,7 @@ int process_spawn(wproc_t *wp, uv_loop_t *loop, const process_spec_t *spec, uv_p
             .ctl_fd = sv[1],
             .listen_fds = spec->fds,
             .listen_slots = spec->slots,
+            .listen_bound = spec->bound,
         };
         exit(worker_run(&ws));
     }

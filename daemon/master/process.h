@@ -39,8 +39,9 @@ typedef struct wproc {
 typedef struct process_spec {
     const berth_config_t *cfg;
     unsigned generation;
-    const int *fds;   /* per listener; -1: not this worker's */
-    const int *slots; /* per listener stats slots */
+    const int *fds;                       /* per listener; -1: not this worker's */
+    const int *slots;                     /* per listener stats slots */
+    const struct sockaddr_storage *bound; /* per listener, the address it is bound to */
     stats_t *stats;
 } process_spec_t;
 

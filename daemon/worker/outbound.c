@@ -153,10 +153,12 @@ static const char *own_listener(worker_t *w, const struct sockaddr *sa)
         const config_listener_t *lc = &w->cfg->listeners[i];
         if (lc->protocol != BERTH_PROTO_TCP)
             continue;
+        /* Where the master bound it: a port-0 listener's port is the kernel's choice. */
+        const struct sockaddr *la =
+            (const struct sockaddr *)(w->listen_bound ? &w->listen_bound[i] : &lc->addr);
         norm_addr_t l;
-        if (normalize((const struct sockaddr *)&lc->addr, &l) || l.port != d.port)
+        if (normalize(la, &l) || l.port != d.port)
             continue;
-        const struct sockaddr *la = (const struct sockaddr *)&lc->addr;
         int wildcard = 0;
         if (la->sa_family == AF_INET)
             wildcard = ((const struct sockaddr_in *)la)->sin_addr.s_addr == htonl(INADDR_ANY);

@@ -478,6 +478,7 @@ int worker_run(const worker_spec_t *spec)
     w.st->pid = getpid();
     w.ctl_fd = spec->ctl_fd;
     w.listen_slots = spec->listen_slots;
+    w.listen_bound = spec->listen_bound;
 
     char role[48];
     snprintf(role, sizeof role, "worker %u/gen %u", spec->index + 1, spec->generation);

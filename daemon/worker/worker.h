@@ -22,6 +22,9 @@ typedef struct worker_spec {
     int ctl_fd;            /* SOCK_SEQPACKET to the master */
     const int *listen_fds; /* one per cfg->listeners[i] */
     const int *listen_slots;
+    /* One per cfg->listeners[i]: the address its socket is bound to (a port-0 listener's
+     * real port), for the own-address check of outbound connects. MAY be NULL. */
+    const struct sockaddr_storage *listen_bound;
 } worker_spec_t;
 
 struct worker;
@@ -57,6 +60,7 @@ typedef struct worker {
     /* Per cfg->listeners[i], its stats slot (NULL under -t): set before worker_prepare so
      * a crash in check_option or listener_open names its listener. */
     const int *listen_slots;
+    const struct sockaddr_storage *listen_bound; /* as in worker_spec_t; MAY be NULL */
     int ctl_fd;
     uv_poll_t ctl;
     berth_listener_t *listeners;
