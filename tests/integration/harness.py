@@ -94,7 +94,11 @@ _LOOPBACK_OF = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 def listener_conf(name, handler="echo", protocol="tcp", host="127.0.0.1", port=0, **keys):
     """One [name] listener section; port 0 (the default) lets the daemon pick the port, read
-    back with Berthd.port(name). Extra keys are written as `key = value` lines."""
+    back with Berthd.port(name). Extra keys are written as `key = value` lines.
+
+    The config refuses one address (protocol, host, port) on two listeners, port 0 included:
+    give a second tcp listener 127.0.0.2:0, a third 127.0.0.3:0 (all of 127/8 is loopback, and
+    a client connecting there still comes from 127.0.0.1)."""
     if ":" in host and not host.startswith("["):
         host = "[%s]" % host
     lines = ["[%s]" % name, "protocol = %s" % protocol, "address = %s:%d" % (host, port),
