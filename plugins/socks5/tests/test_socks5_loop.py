@@ -55,6 +55,8 @@ class Socks5LoopTest(BerthTestCase):
         cls._www.cleanup()
 
     def start_proxy(self, bind="127.0.0.1", allow="127.0.0.0/8"):
+        # A port known before start: the loop check (own_listener() in daemon/worker/outbound.c)
+        # compares the configured port, so a listener on port 0 would not see itself.
         self.port = free_port()
         self.d = self.daemon(
             "[socks]\nprotocol = tcp\naddress = %s:%d\nhandler = socks5\nallow_dest = %s\n"
