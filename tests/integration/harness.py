@@ -1,11 +1,18 @@
 """Start the real berthd on loopback for integration tests.
 
 ctest sets BERTHD (the daemon), BERTH_PLUGIN_DIR (the build's plugin folder) and
-BERTH_BUILD (the build tree). Every test gets its own temporary folder, listeners on port 0
-(`address = 127.0.0.1:0`: the daemon binds a port the kernel picks, and Berthd.bound(name) /
-Berthd.port(name) read it from `status --json`), and a daemon that is stopped when the test ends: SIGTERM, and its exit status must be
-0 (or what the test declared); a daemon that exited on its own with a status no test looked
-at fails the test, and so does any sanitizer report in its log (see DaemonTestCase).
+BERTH_BUILD (the build tree). Every test gets its own temporary folder, and a daemon that is
+stopped when the test ends: SIGTERM, and its exit status must be 0 (or what the test
+declared); a daemon that exited on its own with a status no test looked at fails the test,
+and so does any sanitizer report in its log (see DaemonTestCase).
+
+Ports: a tcp or udp listener is written with port 0 (`address = 127.0.0.1:0`); the daemon
+binds a port the kernel picks, and Berthd.bound(name) / Berthd.port(name) read it from
+`status --json`, so no port is picked free and released for another test to take under
+`ctest -j`. The config refuses one address (protocol, host, port) on two listeners, port 0
+included: a second tcp listener takes 127.0.0.2:0, a third 127.0.0.3:0 (all of 127/8 is
+loopback, and a client connecting there still comes from 127.0.0.1). start(wait=True) waits
+for the daemon to serve (status), not for a port to accept.
 
 Skips: the files run under berth_unittest.py, which prints "BERTH-SKIP: <test>: <reason>" for
 every skip and exits 77, which CMake (SKIP_RETURN_CODE) shows as ctest's "Not Run (Skipped)";
@@ -90,21 +97,6 @@ def split_bound(bound):
 
 # Where a client reaches a listener bound to a wildcard address.
 _LOOPBACK_OF = {"0.0.0.0": "127.0.0.1", "::": "::1"}
-
-
-def listener_conf(name, handler="echo", protocol="tcp", host="127.0.0.1", port=0, **keys):
-    """One [name] listener section; port 0 (the default) lets the daemon pick the port, read
-    back with Berthd.port(name). Extra keys are written as `key = value` lines.
-
-    The config refuses one address (protocol, host, port) on two listeners, port 0 included:
-    give a second tcp listener 127.0.0.2:0, a third 127.0.0.3:0 (all of 127/8 is loopback, and
-    a client connecting there still comes from 127.0.0.1)."""
-    if ":" in host and not host.startswith("["):
-        host = "[%s]" % host
-    lines = ["[%s]" % name, "protocol = %s" % protocol, "address = %s:%d" % (host, port),
-             "handler = %s" % handler]
-    lines += ["%s = %s" % (k, v) for k, v in keys.items()]
-    return "\n" + "\n".join(lines) + "\n"
 
 
 def tcp_ready(host, port):
@@ -269,7 +261,7 @@ class Berthd:
         return st["reloads_ok"] > before["reloads_ok"]
 
     def bound(self, name, timeout=START_TIMEOUT):
-        """(host, port) a client reaches listener `name` on: the address the daemon bound
+        """(host, port) a client reaches tcp or udp listener `name` on: the address the daemon bound
         (status --json `bound`; for `*:0` or `[::]:0` the loopback address of that family).
         Waits until the listener is bound. Kept until the config is rewritten or reloaded
         (SIGHUP, reload()) or the daemon restarted: a kept listener keeps its port across a
