@@ -281,8 +281,8 @@ class DeadlineTest(UploadLimitCase):
 
     def test_well_behaved_clients_are_unaffected(self):
         self.start(self.FAST)
+        big = os.urandom(8 * MiB)  # before the connect: header_timeout runs from there
         s = self.connect()
-        big = os.urandom(8 * MiB)
         s.sendall(header("big.bin", len(big)) + big)
         self.assertEqual(read_reply(s)["status"], "ok")
         # A pause between files under header_timeout, then another file, and a slow body
