@@ -1,10 +1,18 @@
 """Start the real berthd on loopback for integration tests.
 
 ctest sets BERTHD (the daemon), BERTH_PLUGIN_DIR (the build's plugin folder) and
-BERTH_BUILD (the build tree). Every test gets its own temporary folder, ports picked
-free, and a daemon that is stopped when the test ends: SIGTERM, and its exit status must be
-0 (or what the test declared); a daemon that exited on its own with a status no test looked
-at fails the test, and so does any sanitizer report in its log (see DaemonTestCase).
+BERTH_BUILD (the build tree). Every test gets its own temporary folder, and a daemon that is
+stopped when the test ends: SIGTERM, and its exit status must be 0 (or what the test
+declared); a daemon that exited on its own with a status no test looked at fails the test,
+and so does any sanitizer report in its log (see DaemonTestCase).
+
+Ports: a tcp or udp listener is written with port 0 (`address = 127.0.0.1:0`); the daemon
+binds a port the kernel picks, and Berthd.bound(name) / Berthd.port(name) read it from
+`status --json`, so no port is picked free and released for another test to take under
+`ctest -j`. The config refuses one address (protocol, host, port) on two listeners, port 0
+included: a second tcp listener takes 127.0.0.2:0, a third 127.0.0.3:0 (all of 127/8 is
+loopback, and a client connecting there still comes from 127.0.0.1). start(wait=True) waits
+for the daemon to serve (status), not for a port to accept.
 
 Skips: the files run under berth_unittest.py, which prints "BERTH-SKIP: <test>: <reason>" for
 every skip and exits 77, which CMake (SKIP_RETURN_CODE) shows as ctest's "Not Run (Skipped)";
@@ -58,7 +66,11 @@ class _Proc(subprocess.Popen):
 
 
 def free_port(kind=socket.SOCK_STREAM, family=socket.AF_INET):
-    """A port the kernel just handed out on loopback (free for both tcp and udp checks)."""
+    """A port the kernel just handed out on loopback, then released: another process (a test
+    running in parallel) can take it before the daemon binds it. Use it only where the port
+    must be known before the daemon starts (a restart on the same port, one port number on
+    two listeners, servers the test runs itself); a daemon's listener takes port 0 and the
+    test asks Berthd.port() which port it got."""
     host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
     with socket.socket(family, kind) as s:
         s.bind((host, 0))
@@ -74,6 +86,17 @@ def wait_until(pred, timeout=START_TIMEOUT, interval=0.02, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for " + what)
         time.sleep(interval)
+
+
+def split_bound(bound):
+    """"127.0.0.1:40123" or "[::1]:40123" (a listener's `bound` in status --json) as
+    (host, port)."""
+    host, _, port = bound.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+# Where a client reaches a listener bound to a wildcard address.
+_LOOPBACK_OF = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def tcp_ready(host, port):
@@ -93,6 +116,7 @@ class Berthd:
         self.log_path = os.path.join(tmp, "berthd.log")
         self.admin = os.path.join(tmp, "admin.sock")
         self.proc = None
+        self._bound = {}
         self.env = dict(os.environ, **(env or {}))
         self.write_config(listeners, daemon, workers, log_level)
 
@@ -107,15 +131,20 @@ class Berthd:
             """) + textwrap.dedent(daemon) + "\n" + textwrap.dedent(listeners)
         with open(self.conf, "w") as f:
             f.write(text)
+        self._bound.clear()
 
     def start(self, wait=None):
-        """Start; `wait` is a callable that returns True once the daemon serves."""
+        """Start; `wait` is a callable that returns True once the daemon serves, or True for
+        "every worker of the first generation serving" (status --json, see serving())."""
         return self.spawn([BERTHD, "-c", self.conf], wait)
 
     def spawn(self, argv, wait=None):
         """Run argv (which must end up exec'ing berthd in the same process) with the log as
         stdout and stderr; `wait` as for start()."""
         self.logf = open(self.log_path, "ab")
+        self._bound.clear()
+        if wait is True:
+            wait = self.serving
         self.proc = _Proc(argv, stdout=self.logf, stderr=subprocess.STDOUT, env=self.env)
         if wait is not None:
             wait_until(lambda: self.proc.poll() is not None or wait(), what="berthd to serve")
@@ -136,6 +165,8 @@ class Berthd:
             return ""
 
     def signal(self, sig):
+        if sig == signal.SIGHUP:
+            self._bound.clear()
         self.proc.send_signal(sig)
 
     def stop(self, timeout=IO_TIMEOUT):
@@ -172,6 +203,7 @@ class Berthd:
             raise AssertionError("no %r line in %s" % (key, self.conf))
         with open(self.conf, "w") as f:
             f.write(text)
+        self._bound.clear()
 
     def request(self, line, timeout=IO_TIMEOUT):
         """An admin request to this daemon: (ok, body)."""
@@ -225,7 +257,34 @@ class Berthd:
         st = self.wait_status(
             lambda s: s["reloads_ok"] + s["reloads_failed"] >
             before["reloads_ok"] + before["reloads_failed"], "the reload to end", timeout)
+        self._bound.clear()
         return st["reloads_ok"] > before["reloads_ok"]
+
+    def bound(self, name, timeout=START_TIMEOUT):
+        """(host, port) a client reaches tcp or udp listener `name` on: the address the daemon bound
+        (status --json `bound`; for `*:0` or `[::]:0` the loopback address of that family).
+        Waits until the listener is bound. Kept until the config is rewritten or reloaded
+        (SIGHUP, reload()) or the daemon restarted: a kept listener keeps its port across a
+        reload, but a replaced one does not, so the next call asks the daemon again."""
+        if name not in self._bound:
+            def probe():
+                if self.proc is not None and self.proc.poll() is not None:
+                    self.proc.status_seen = True
+                    raise AssertionError("berthd exited %d:\n%s" %
+                                         (self.proc.returncode, self.log()))
+                st = self.try_status()
+                for l in (st or {}).get("listeners", []):
+                    if l["name"] == name and l.get("bound"):
+                        return l["bound"]
+                return None
+            host, port = split_bound(wait_until(probe, timeout, interval=0.05,
+                                                what="listener %s to be bound" % name))
+            self._bound[name] = (_LOOPBACK_OF.get(host, host), port)
+        return self._bound[name]
+
+    def port(self, name, timeout=START_TIMEOUT):
+        """The port listener `name` is bound to (see bound())."""
+        return self.bound(name, timeout)[1]
 
     def worker_pids(self, state="serving"):
         st = self.status()

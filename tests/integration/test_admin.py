@@ -11,8 +11,7 @@ import textwrap
 import threading
 import unittest
 
-from harness import (BUILD, IO_TIMEOUT, DaemonTestCase, admin_request, built_test_plugin, free_port,
-                     free_ports,
+from harness import (BUILD, IO_TIMEOUT, DaemonTestCase, admin_request, built_test_plugin,
                      line_request, stream_connect, stream_echo, udp_roundtrip)
 
 
@@ -20,18 +19,16 @@ class Status(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.port, self.acl_port = free_ports(2)
-        self.uport = free_port(socket.SOCK_DGRAM)
         self.usock = os.path.join(self.tmp, "s.sock")
         self.listeners = f"""
             [tcp]
             protocol = tcp
-            address = 127.0.0.1:{self.port}
+            address = 127.0.0.1:0
             handler = echo
 
             [udp]
             protocol = udp
-            address = 127.0.0.1:{self.uport}
+            address = 127.0.0.1:0
             handler = echo
 
             [unix]
@@ -41,12 +38,14 @@ class Status(DaemonTestCase):
 
             [acl]
             protocol = tcp
-            address = 127.0.0.1:{self.acl_port}
+            address = 127.0.0.2:0
             handler = echo
             deny = 127.0.0.0/8
             """
         self.d = self.daemon(self.listeners, workers=2)
         self.d.wait_serving()
+        self.port, self.uport = self.d.port("tcp"), self.d.port("udp")
+        self.acl_addr = self.d.bound("acl")
 
     def traffic(self):
         """Known traffic; returns {listener: (accepted, bytes)} it should account for."""
@@ -62,7 +61,7 @@ class Status(DaemonTestCase):
             msg = os.urandom(1000)
             self.assertEqual(stream_echo(socket.AF_UNIX, self.usock, msg), msg)
         for i in range(2):
-            with stream_connect(socket.AF_INET, ("127.0.0.1", self.acl_port)) as s:
+            with stream_connect(socket.AF_INET, self.acl_addr) as s:
                 s.settimeout(IO_TIMEOUT)
                 try:
                     self.assertEqual(s.recv(10), b"")
@@ -96,7 +95,8 @@ class Status(DaemonTestCase):
         by_name = {l["name"]: l for l in st["listeners"]}
         self.assertEqual(sorted(by_name), ["acl", "tcp", "udp", "unix"])
         self.assertEqual(by_name["tcp"]["protocol"], "tcp")
-        self.assertEqual(by_name["tcp"]["address"], "127.0.0.1:%d" % self.port)
+        self.assertEqual(by_name["tcp"]["address"], "127.0.0.1:0")
+        self.assertEqual(by_name["tcp"]["bound"], "127.0.0.1:%d" % self.port)
         self.assertEqual(by_name["udp"]["protocol"], "udp")
         self.assertEqual(by_name["unix"]["protocol"], "unix")
         self.assertEqual(by_name["unix"]["address"], self.usock)
@@ -155,15 +155,15 @@ class Requests(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.port = free_port()
         self.listeners = f"""
             [tcp]
             protocol = tcp
-            address = 127.0.0.1:{self.port}
+            address = 127.0.0.1:0
             handler = echo
             """
         self.d = self.daemon(self.listeners, workers=1)
         self.d.wait_serving()
+        self.port = self.d.port("tcp")
 
     def test_socket_is_owner_only(self):
         self.assertEqual(os.stat(self.d.admin).st_mode & 0o777, 0o600)
@@ -202,7 +202,7 @@ class Requests(DaemonTestCase):
             self.d.write_config(textwrap.dedent(self.listeners) + textwrap.dedent(f"""
                 [plugin]
                 protocol = tcp
-                address = 127.0.0.1:{free_port()}
+                address = 127.0.0.2:0
                 handler = {handler}
                 {option}
                 """), workers=1)
@@ -218,7 +218,7 @@ class Requests(DaemonTestCase):
         self.d.write_config(self.listeners + f"""
             [slow]
             protocol = tcp
-            address = 127.0.0.1:{free_port()}
+            address = 127.0.0.2:0
             handler = {built_test_plugin("good")}
             open_delay = 600ms
             """, workers=1)
@@ -277,15 +277,15 @@ class Berthctl(DaemonTestCase):
     def setUp(self):
         super().setUp()
         self.assertTrue(os.access(BERTHCTL, os.X_OK), BERTHCTL + " is not built")
-        self.port = free_port()
         self.listeners = f"""
             [tcp]
             protocol = tcp
-            address = 127.0.0.1:{self.port}
+            address = 127.0.0.1:0
             handler = echo
             """
         self.d = self.daemon(self.listeners, workers=2)
         self.d.wait_serving()
+        self.port = self.d.port("tcp")
 
     def test_status_json_matches_the_traffic(self):
         sent = 0
@@ -315,10 +315,10 @@ class Berthctl(DaemonTestCase):
         self.d.write_config(self.listeners + """
             [bad]
             protocol = tcp
-            address = 127.0.0.1:{}
+            address = 127.0.0.2:0
             handler = echo
             allow = 300.1.2.3
-            """.format(free_port()), workers=2)
+            """, workers=2)
         rc, out, err = self.ctl("-s", self.d.admin, "reload")
         self.assertEqual(rc, 1, out + err)
         self.assertRegex(err, r"%s:\d+: allow" % re.escape(self.d.conf))

@@ -10,7 +10,7 @@ import subprocess
 import time
 import unittest
 
-from harness import (BUILD, IO_TIMEOUT, DaemonTestCase, free_port, stream_echo, wait_until)
+from harness import (BUILD, IO_TIMEOUT, DaemonTestCase, stream_echo, wait_until)
 
 BERTHCTL = os.path.join(BUILD, "berthctl")
 ADMIN_CLIENTS_MAX = 64
@@ -46,14 +46,14 @@ class IdleAdminClients(DaemonTestCase):
         if hard < 1200:
             self.skipTest("this test opens 1,000 sockets; RLIMIT_NOFILE hard limit is %d" % hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
-        self.port = free_port()
         self.d = self.daemon(f"""
             [tcp]
             protocol = tcp
-            address = 127.0.0.1:{self.port}
+            address = 127.0.0.1:0
             handler = echo
             """, workers=2)
         self.d.wait_serving()
+        self.port = self.d.port("tcp")
 
     def test_thousand_idle_clients(self):
         # Without the cap, 1,000 clients would take 1,000 of these 200 descriptors and leave

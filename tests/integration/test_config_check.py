@@ -10,7 +10,7 @@ import textwrap
 import unittest
 
 from harness import (BERTHD, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin,
-                     check_config, free_port, sanitizer_reports)
+                     check_config, sanitizer_reports)
 
 EXIT_USAGE = 64
 EXIT_CONFIG = 78
@@ -71,7 +71,7 @@ class ConfigCheck(ConfigHelpers):
         path = self.write("good.conf", self.daemon_section() + f"""
             [echo]
             protocol = tcp
-            address = 127.0.0.1:{free_port()}
+            address = 127.0.0.1:0
             handler = echo
 
             [good]
@@ -223,7 +223,7 @@ class ConfigCheck(ConfigHelpers):
         path = self.write("bad.conf", self.daemon_section() + f"""
             [a]
             protocol = tcp
-            address = 127.0.0.1:{free_port()}
+            address = 127.0.0.1:0
             handler = {built_test_plugin("badabi")}
             """)
         r = subprocess.run([BERTHD, "-c", path], capture_output=True, text=True,
@@ -247,7 +247,7 @@ class PluginTrust(ConfigHelpers):
         conf = self.write("trust.conf", self.daemon_section() + f"""
             [e]
             protocol = tcp
-            address = 127.0.0.1:{free_port()}
+            address = 127.0.0.1:0
             handler = {path}
             """)
         return path, conf
@@ -322,7 +322,7 @@ class CheckAsUser(ConfigHelpers):
             user = {user}
             [up]
             protocol = tcp
-            address = 127.0.0.1:{free_port()}
+            address = 127.0.0.1:0
             handler = upload
             dir = {up}
             """), up

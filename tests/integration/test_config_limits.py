@@ -13,7 +13,7 @@ import subprocess
 import time
 import unittest
 
-from harness import BERTHD, BUILD, IO_TIMEOUT, DaemonTestCase, free_port, stream_echo
+from harness import BERTHD, BUILD, IO_TIMEOUT, DaemonTestCase, stream_echo
 
 BERTHCTL = os.path.join(BUILD, "berthctl")
 BAD_LINES = 100000
@@ -25,14 +25,14 @@ class ConfigLimits(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.port = free_port()
         self.d = self.daemon(f"""
             [tcp]
             protocol = tcp
-            address = 127.0.0.1:{self.port}
+            address = 127.0.0.1:0
             handler = echo
             """)
         self.d.wait_serving()
+        self.port = self.d.port("tcp")
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", self.port), b"a\n"), b"a\n")
 
     def break_config(self):

@@ -19,7 +19,7 @@ import unittest
 from harness import (IO_TIMEOUT, START_TIMEOUT, Berthd, DaemonTestCase, built_test_plugin,
                      free_port, free_ports, line_request, peer_closed, proc_rss_kib, recv_exact,
                      recv_until, stream_connect, stream_echo, tcp_ready, udp_roundtrip,
-                     unixgram_roundtrip)
+                     unixgram_roundtrip, wait_until)
 
 SOCAT = shutil.which("socat")
 NCAT = shutil.which("ncat")
@@ -52,19 +52,19 @@ class EchoAllKinds(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.port4, self.anyport = free_ports(2)
-        self.uport = free_port(socket.SOCK_DGRAM)
+        # [any] (*:p) and [any6] ([::]:p) must share one port number: picked before start.
+        self.anyport = free_port()
         self.usock = os.path.join(self.tmp, "echo.sock")
         self.gsock = os.path.join(self.tmp, "echo.dgram")
         listeners = f"""
             [tcp4]
             protocol = tcp
-            address = 127.0.0.1:{self.port4}
+            address = 127.0.0.1:0
             handler = echo
 
             [udp4]
             protocol = udp
-            address = 127.0.0.1:{self.uport}
+            address = 127.0.0.1:0
             handler = echo
 
             [any]
@@ -83,17 +83,15 @@ class EchoAllKinds(DaemonTestCase):
             handler = echo
             """
         if HAVE_IPV6:
-            self.port6 = free_port(family=socket.AF_INET6)
-            self.uport6 = free_port(socket.SOCK_DGRAM, socket.AF_INET6)
             listeners += f"""
             [tcp6]
             protocol = tcp
-            address = [::1]:{self.port6}
+            address = [::1]:0
             handler = echo
 
             [udp6]
             protocol = udp
-            address = [::1]:{self.uport6}
+            address = [::1]:0
             handler = echo
 
             [any6]
@@ -103,6 +101,9 @@ class EchoAllKinds(DaemonTestCase):
             """
         self.d = self.daemon(listeners, workers=2)
         self.d.wait_serving()
+        self.port4, self.uport = self.d.port("tcp4"), self.d.port("udp4")
+        if HAVE_IPV6:
+            self.port6, self.uport6 = self.d.port("tcp6"), self.d.port("udp6")
 
     def tearDown(self):
         try:
@@ -263,21 +264,20 @@ class HostServices(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.port = free_port()
-        self.uport = free_port(socket.SOCK_DGRAM)
         self.d = self.daemon(f"""
             [good]
             protocol = tcp
-            address = 127.0.0.1:{self.port}
+            address = 127.0.0.1:0
             handler = {built_test_plugin("good")}
             greeting = welcome aboard
 
             [goodudp]
             protocol = udp
-            address = 127.0.0.1:{self.uport}
+            address = 127.0.0.1:0
             handler = {built_test_plugin("good")}
             """)
         self.d.wait_serving()
+        self.port, self.uport = self.d.port("good"), self.d.port("goodudp")
 
     def tearDown(self):
         try:
@@ -312,16 +312,16 @@ class Concurrency(DaemonTestCase):
     not reset) and is served once a slot frees. A datagram listener stops reading."""
 
     def test_stream_third_client_waits_then_is_served(self):
-        port = free_port()
         # Two workers: the cap is the listener's, shared across workers.
         d = self.daemon(f"""
             [capped]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             concurrency = 2
             """, workers=2)
         d.wait_serving()
+        port = d.port("capped")
         addr = ("127.0.0.1", port)
         c1 = stream_connect(socket.AF_INET, addr)
         c2 = stream_connect(socket.AF_INET, addr)
@@ -351,15 +351,15 @@ class Concurrency(DaemonTestCase):
     def test_datagram_cap_stops_reading(self):
         """concurrency = 1 on udp: while one datagram is in flight (the good plugin's
         `sleep` holds it), the next one waits in the socket buffer; it is served after."""
-        port = free_port(socket.SOCK_DGRAM)
         d = self.daemon(f"""
             [capped]
             protocol = udp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = {built_test_plugin("good")}
             concurrency = 1
             """, workers=2)
         d.wait_serving()
+        port = d.port("capped")
         a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -388,37 +388,37 @@ class Concurrency(DaemonTestCase):
 class AllowDeny(DaemonTestCase):
 
     def test_denied_peer_closed_at_once_and_counted(self):
-        ok_port, allow_port, deny_port = free_ports(3)
-        udp_port = free_port(socket.SOCK_DGRAM)
+        # One port-0 address per protocol (the config refuses a repeated one): the tcp
+        # listeners take 127.0.0.1..3. A client reaching any of them comes from 127.0.0.1.
         d = self.daemon(f"""
             [open]
             protocol = tcp
-            address = 127.0.0.1:{ok_port}
+            address = 127.0.0.1:0
             handler = echo
             allow = 127.0.0.0/8, ::1
 
             [notlisted]
             protocol = tcp
-            address = 127.0.0.1:{allow_port}
+            address = 127.0.0.2:0
             handler = echo
             allow = 10.0.0.0/8
 
             [denied]
             protocol = tcp
-            address = 127.0.0.1:{deny_port}
+            address = 127.0.0.3:0
             handler = echo
             deny = 127.0.0.1
 
             [udpdenied]
             protocol = udp
-            address = 127.0.0.1:{udp_port}
+            address = 127.0.0.1:0
             handler = echo
             deny = 127.0.0.0/8
             """)
         d.wait_serving()
-        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", ok_port), b"ok\n"), b"ok\n")
-        for name, port in (("notlisted", allow_port), ("denied", deny_port)):
-            with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
+        self.assertEqual(stream_echo(socket.AF_INET, d.bound("open"), b"ok\n"), b"ok\n")
+        for name in ("notlisted", "denied"):
+            with stream_connect(socket.AF_INET, d.bound(name)) as s:
                 # Closed at once, before any byte is read: the hang guard is the only wait.
                 self.assertTrue(peer_closed(s, IO_TIMEOUT), name + ": not closed")
             st = d.wait_status(lambda s, n=name: d.listener(n, s)["refused_acl"] == 1,
@@ -426,7 +426,7 @@ class AllowDeny(DaemonTestCase):
             self.assertEqual(d.listener(name, st)["accepted"], 0)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.settimeout(0.5)
-            u.sendto(b"let me in", ("127.0.0.1", udp_port))
+            u.sendto(b"let me in", d.bound("udpdenied"))
             with self.assertRaises(socket.timeout):
                 u.recvfrom(100)
         d.wait_status(lambda s: d.listener("udpdenied", s)["refused_acl"] == 1,
@@ -439,6 +439,8 @@ class AllowDeny(DaemonTestCase):
 
     @unittest.skipUnless(HAVE_IPV6, "no IPv6 on loopback")
     def test_ipv6_peers(self):
+        # Two tcp listeners on ::1, the only IPv6 loopback address: a port-0 address cannot
+        # repeat, so their ports are picked before start.
         allowed, refused = free_ports(2, family=socket.AF_INET6)
         d = self.daemon(f"""
             [six_ok]
@@ -467,15 +469,15 @@ class IdleTimeout(DaemonTestCase):
     IDLE = 1.0  # idle_timeout, in seconds
 
     def test_silent_client_closed_active_client_kept(self):
-        port = free_port()
         d = self.daemon(f"""
             [idle]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             idle_timeout = {int(self.IDLE * 1000)}ms
             """)
         d.wait_serving()
+        port = d.port("idle")
         active = stream_connect(socket.AF_INET, ("127.0.0.1", port))
         t0 = time.monotonic()  # before the silent client's connect: the daemon's clock
         silent = stream_connect(socket.AF_INET, ("127.0.0.1", port))  # starts later
@@ -590,14 +592,14 @@ class UnixSocketFiles(DaemonTestCase):
 class Stop(DaemonTestCase):
 
     def test_sigterm_serves_open_connection_during_drain_then_exits_0(self):
-        port = free_port()
         d = self.daemon(f"""
             [e]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             """)
         d.wait_serving()
+        port = d.port("e")
         with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
             self.assertEqual(line_request(s, "before"), "before\n")
             d.signal(signal.SIGTERM)
@@ -638,7 +640,6 @@ class Backpressure(DaemonTestCase):
     CAP = 256 << 20  # a daemon that never stops reading would take this much and more
 
     def test_client_that_stops_reading_is_stopped_and_resumed(self):
-        port = free_port()
         # ASan's quarantine keeps freed buffers resident: off, so RSS shows what is held.
         asan = os.environ.get("ASAN_OPTIONS", "")
         env = {"ASAN_OPTIONS": (asan + ":" if asan else "") +
@@ -646,11 +647,12 @@ class Backpressure(DaemonTestCase):
         d = self.daemon(f"""
             [e]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             write_buffer = 64K
             """, env=env)
         d.wait_serving()
+        port = d.port("e")
         worker = d.worker_pids()[0]
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(s.close)
@@ -703,18 +705,17 @@ class Backpressure(DaemonTestCase):
 class DaemonKeys(DaemonTestCase):
     """[daemon] settings as a running daemon shows them."""
 
-    def echo(self, port):
-        return f"""
+    ECHO = """
             [e]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             """
 
     def test_workers_auto_is_the_cpu_count(self):
-        port = free_port()
-        d = self.daemon(self.echo(port), workers="auto")
+        d = self.daemon(self.ECHO, workers="auto")
         st = d.wait_serving()
+        port = d.port("e")
         n = len(os.sched_getaffinity(0))  # berthd inherits this process's CPU set
         self.assertEqual(len([w for w in st["workers"] if w["state"] == "serving"]), n)
         self.assertEqual(len(set(d.worker_pids())), n)
@@ -722,11 +723,13 @@ class DaemonKeys(DaemonTestCase):
         self.assertEqual(d.stop(), 0)
 
     def test_empty_admin_means_no_admin_socket(self):
-        port = free_port()
-        d = Berthd(self.tmp, self.echo(port))
+        d = Berthd(self.tmp, self.ECHO)
         self._daemons.append(d)
         d.set_daemon_key("admin", "")
-        d.start(wait=lambda: tcp_ready("127.0.0.1", port))
+        # No admin socket, so no status: the port comes from the log line.
+        d.start()
+        port = int(d.wait_log(r"listener e bound to 127\.0\.0\.1:(\d+)$").group(1))
+        wait_until(lambda: tcp_ready("127.0.0.1", port), what="listener e to accept")
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"x\n"), b"x\n")
         self.assertFalse(os.path.exists(d.admin))
         with open("/proc/net/unix") as f:

@@ -18,7 +18,7 @@ import unittest
 
 from harness import (IO_TIMEOUT, PLUGIN_DIR, START_TIMEOUT, TEST_PLUGIN_DIR, DaemonTestCase,
                      Berthd, built_test_plugin,
-                     free_port, free_ports, line_request, peer_closed, proc_rss_kib, recv_exact,
+                     line_request, peer_closed, proc_rss_kib, recv_exact,
                      stream_connect, stream_echo, udp_roundtrip, unixgram_roundtrip,
                      wait_until)
 
@@ -41,13 +41,14 @@ def children(pid):
     return out
 
 
-def echo_listeners(port, usock, extra=""):
-    """tcp and unix echo listeners, then `extra` (each part dedented on its own: an indented
-    line would continue the value above it in INI)."""
+def echo_listeners(usock, extra=""):
+    """tcp (127.0.0.1:0, so a tcp listener in `extra` takes 127.0.0.2 or up) and unix echo
+    listeners, then `extra` (each part dedented on its own: an indented line would continue
+    the value above it in INI)."""
     return textwrap.dedent(f"""
         [tcp]
         protocol = tcp
-        address = 127.0.0.1:{port}
+        address = 127.0.0.1:0
         handler = echo
 
         [unix]
@@ -150,10 +151,10 @@ class Reload(LifecycleCase):
 
     def setUp(self):
         super().setUp()
-        self.port = free_port()
         self.usock = os.path.join(self.tmp, "echo.sock")
-        self.d = self.daemon(echo_listeners(self.port, self.usock), workers=2)
+        self.d = self.daemon(echo_listeners(self.usock), workers=2)
         self.d.wait_serving()
+        self.port = self.d.port("tcp")
         self.tcp = (socket.AF_INET, ("127.0.0.1", self.port))
         self.unix = (socket.AF_UNIX, self.usock)
 
@@ -193,12 +194,11 @@ class Reload(LifecycleCase):
     def test_datagrams_across_reloads_all_answered(self):
         """udp and unixgram sockets are kept too: a datagram sent while the generations
         change hands waits in the socket's buffer and is answered by one of them."""
-        uport = free_port(socket.SOCK_DGRAM)
         gpath = os.path.join(self.tmp, "g.dgram")
-        self.d.write_config(echo_listeners(self.port, self.usock, f"""
+        self.d.write_config(echo_listeners(self.usock, f"""
             [udp]
             protocol = udp
-            address = 127.0.0.1:{uport}
+            address = 127.0.0.1:0
             handler = echo
 
             [gram]
@@ -207,7 +207,8 @@ class Reload(LifecycleCase):
             handler = echo
             """), workers=2)
         self.reload_ok(self.d)
-        loops = [DatagramLoop(("127.0.0.1", uport)),
+        self.assertEqual(self.d.port("tcp"), self.port, "the kept tcp listener changed port")
+        loops = [DatagramLoop(self.d.bound("udp")),
                  DatagramLoop(gpath, os.path.join(self.tmp, "client.dgram"))]
         for t in loops:
             t.start()
@@ -256,7 +257,7 @@ class Reload(LifecycleCase):
 
     def test_bad_config_on_reload_keeps_old_generation(self):
         pids = sorted(self.d.worker_pids())
-        self.d.write_config(echo_listeners(self.port, self.usock, """
+        self.d.write_config(echo_listeners(self.usock, """
             [broken]
             protocol = tcp
             address = 127.0.0.1:1
@@ -285,19 +286,24 @@ class Reload(LifecycleCase):
         ports = []
         try:
             for n, (handler, option, why) in enumerate(bad, 1):
-                # A fresh port each time: the failed reload's socket is closed again, and a
-                # port let go of could be taken by any client on the machine.
-                port2 = free_port()
-                ports.append(port2)
-                self.d.write_config(echo_listeners(self.port, self.usock, f"""
+                # Port 0 on a new address each time (127.0.0.2, .3, .4): a failed reload's
+                # socket may not be closed yet when the next reload comes, and the same
+                # address would take it over. Its port is in the log: a failed generation
+                # never reaches status.
+                host = "127.0.0.%d" % (n + 1)
+                self.d.write_config(echo_listeners(self.usock, f"""
                     [plugin]
                     protocol = tcp
-                    address = 127.0.0.1:{port2}
+                    address = {host}:0
                     handler = {handler}
                     {option}
                     """), workers=2)
                 self.assertFalse(self.d.reload(), handler)
                 self.d.wait_log(why, IO_TIMEOUT)
+                m = re.search(r"(?m)listener plugin bound to %s:(\d+)$" % re.escape(host),
+                              self.d.log())
+                self.assertTrue(m, "no port logged for [plugin] on " + host)
+                ports.append((host, int(m.group(1))))
                 st = self.d.status()
                 self.assertEqual((st["generation"], st["reloads_failed"]), (1, n))
                 self.assertEqual(sorted(self.d.worker_pids()), pids)
@@ -308,12 +314,12 @@ class Reload(LifecycleCase):
         # The failed generations' workers are gone, and a port opened for one of them was
         # closed again.
         self.wait_drained(self.d)
-        for p in ports:
+        for addr in ports:
             with self.assertRaises(ConnectionRefusedError):
-                stream_connect(socket.AF_INET, ("127.0.0.1", p)).close()
+                stream_connect(socket.AF_INET, addr).close()
         self.assertIn("reload failed, generation 1 goes on serving", self.d.log())
         # A good config after all that reloads fine.
-        self.d.write_config(echo_listeners(self.port, self.usock), workers=2)
+        self.d.write_config(echo_listeners(self.usock), workers=2)
         self.reload_ok(self.d)
         self.assertEqual(stream_echo(*self.tcp, b"ok\n"), b"ok\n")
         self.assertEqual(self.d.stop(), 0)
@@ -321,13 +327,12 @@ class Reload(LifecycleCase):
     def test_second_sighup_during_a_reload_is_queued(self):
         """A SIGHUP while generation 2 is still starting is queued, not lost and not run
         at once: it runs after generation 2 is up, with the config as it is by then."""
-        port, port2 = free_ports(2)
         # open_delay holds each new worker in listener_open: the reload stays in progress
         # (generation 2 "starting") long enough for the test to see it and signal again.
-        self.d.write_config(echo_listeners(self.port, self.usock, f"""
+        self.d.write_config(echo_listeners(self.usock, f"""
             [slow]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.2:0
             handler = {built_test_plugin("good")}
             open_delay = 3s
             """), workers=2)
@@ -336,11 +341,12 @@ class Reload(LifecycleCase):
             lambda s: any(w["generation"] == 2 and w["state"] == "starting"
                           for w in s["workers"]), "generation 2 to be starting")
         self.assertEqual(st["reloads_ok"], 0)
+        port = int(self.d.wait_log(r"listener slow bound to 127\.0\.0\.2:(\d+)$").group(1))
         # The config the queued reload must pick up: [slow] gone, [later] new.
-        self.d.write_config(echo_listeners(self.port, self.usock, f"""
+        self.d.write_config(echo_listeners(self.usock, f"""
             [later]
             protocol = tcp
-            address = 127.0.0.1:{port2}
+            address = 127.0.0.3:0
             handler = echo
             """), workers=2)
         self.d.signal(signal.SIGHUP)
@@ -358,17 +364,16 @@ class Reload(LifecycleCase):
         gen2_up = log.index("reloaded: generation 2", queued)
         self.assertGreater(log.index("reloading", gen2_up), gen2_up, log)
         # Generation 3 runs the config written before the second SIGHUP.
-        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port2), b"q\n"), b"q\n")
+        self.assertEqual(stream_echo(socket.AF_INET, self.d.bound("later"), b"q\n"), b"q\n")
         self.wait_drained(self.d)
         with self.assertRaises(ConnectionRefusedError):
-            stream_connect(socket.AF_INET, ("127.0.0.1", port)).close()
+            stream_connect(socket.AF_INET, ("127.0.0.2", port)).close()
         self.assertEqual(self.d.stop(), 0)
 
 
 class ListenerDiff(LifecycleCase):
 
     def test_listener_added_and_removed_kept_one_untouched(self):
-        keep, gone, new = free_ports(3)
         gone_sock = os.path.join(self.tmp, "gone.sock")
         new_sock = os.path.join(self.tmp, "new.sock")
 
@@ -382,22 +387,26 @@ class ListenerDiff(LifecycleCase):
                     handler = echo
                     """
             return text
-        d = self.daemon(conf(("keep", "tcp", "127.0.0.1:%d" % keep),
-                             ("gone", "tcp", "127.0.0.1:%d" % gone),
+        # Three tcp addresses: port 0 on 127.0.0.1..3 (new must not be gone's address, or it
+        # would take over gone's socket).
+        d = self.daemon(conf(("keep", "tcp", "127.0.0.1:0"),
+                             ("gone", "tcp", "127.0.0.2:0"),
                              ("gone_unix", "unix", gone_sock)))
         d.wait_serving()
-        on_keep = stream_connect(socket.AF_INET, ("127.0.0.1", keep))
-        on_gone = stream_connect(socket.AF_INET, ("127.0.0.1", gone))
+        keep, gone = d.bound("keep"), d.bound("gone")
+        on_keep = stream_connect(socket.AF_INET, keep)
+        on_gone = stream_connect(socket.AF_INET, gone)
         try:
             self.assertEqual(line_request(on_keep, "a"), "a\n")
             self.assertEqual(line_request(on_gone, "a"), "a\n")
-            d.write_config(conf(("keep", "tcp", "127.0.0.1:%d" % keep),
-                                ("new", "tcp", "127.0.0.1:%d" % new),
+            d.write_config(conf(("keep", "tcp", "127.0.0.1:0"),
+                                ("new", "tcp", "127.0.0.3:0"),
                                 ("new_unix", "unix", new_sock)))
             self.reload_ok(d)
-            self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", new), b"n\n"), b"n\n")
+            self.assertEqual(d.bound("keep"), keep, "the kept listener changed port")
+            self.assertEqual(stream_echo(socket.AF_INET, d.bound("new"), b"n\n"), b"n\n")
             self.assertEqual(stream_echo(socket.AF_UNIX, new_sock, b"n\n"), b"n\n")
-            self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", keep), b"k\n"), b"k\n")
+            self.assertEqual(stream_echo(socket.AF_INET, keep, b"k\n"), b"k\n")
             # The old generation still serves what it had, on the removed listener too.
             self.assertEqual(line_request(on_keep, "b"), "b\n")
             self.assertEqual(line_request(on_gone, "b"), "b\n")
@@ -408,7 +417,7 @@ class ListenerDiff(LifecycleCase):
         d.wait_log(r"closing listener gone \(")
         d.wait_log(r"closing listener gone_unix \(")
         with self.assertRaises(ConnectionRefusedError):
-            stream_connect(socket.AF_INET, ("127.0.0.1", gone)).close()
+            stream_connect(socket.AF_INET, gone).close()
         wait_until(lambda: not os.path.exists(gone_sock), IO_TIMEOUT,
                    what="the removed unix socket file to go")
         self.assertNotIn("closing listener keep", d.log())
@@ -420,14 +429,13 @@ class ListenerDiff(LifecycleCase):
     def test_kept_listener_takes_its_new_settings(self):
         """Same address, new allow, concurrency and mode: the socket is kept (same inode,
         never closed) and the new generation applies the new settings."""
-        port = free_port()
         path = os.path.join(self.tmp, "kept.sock")
 
         def conf(allow, mode):
             return f"""
                 [t]
                 protocol = tcp
-                address = 127.0.0.1:{port}
+                address = 127.0.0.1:0
                 handler = echo
                 allow = {allow}
 
@@ -439,6 +447,7 @@ class ListenerDiff(LifecycleCase):
                 """
         d = self.daemon(conf("127.0.0.0/8", "0660"))
         d.wait_serving()
+        port = d.port("t")
         ino = os.stat(path).st_ino
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o660)
         d.write_config(conf("10.0.0.0/8", "0600"))
@@ -446,6 +455,7 @@ class ListenerDiff(LifecycleCase):
         d.wait_serving()
         self.assertEqual(os.stat(path).st_ino, ino)
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        self.assertEqual(d.port("t"), port, "the kept listener changed port")
         with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
             self.assertTrue(peer_closed(s), "the new allow rule is not applied")
         d.wait_status(lambda st: d.listener("t", st)["refused_acl"] == 1, "refused_acl",
@@ -453,23 +463,24 @@ class ListenerDiff(LifecycleCase):
         self.assertEqual(d.stop(), 0)
 
     def test_renamed_listener_keeps_its_socket_under_the_new_name(self):
-        port = free_port()
         d = self.daemon(f"""
             [before]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             """)
         d.wait_serving()
+        port = d.port("before")
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"a\n"), b"a\n")
         d.write_config(f"""
             [after]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             """)
         self.reload_ok(d)
         self.wait_drained(d)
+        self.assertEqual(d.port("after"), port, "the renamed listener changed port")
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"b\n"), b"b\n")
         st = d.status()
         self.assertEqual([l["name"] for l in st["listeners"]], ["after"],
@@ -504,14 +515,14 @@ class ReplacedPlugin(LifecycleCase):
     def test_new_connections_run_the_new_so_old_ones_the_old(self):
         so = os.path.join(self.tmp, "plugin.so")
         shutil.copy(built_test_plugin("good"), so)
-        port = free_port()
         d = self.daemon(f"""
             [p]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = {so}
             """, workers=2)
         d.wait_serving()
+        port = d.port("p")
         old = stream_connect(socket.AF_INET, ("127.0.0.1", port))
         try:
             self.assertEqual(line_request(old, "version"), "good v1\n")
@@ -596,14 +607,14 @@ class Crashes(LifecycleCase):
 
     def test_worker_killed_with_sigsegv_is_replaced(self):
         self.expect_crash_report(self.SEGV_REPORT)
-        port = free_port()
         d = self.daemon(f"""
             [l]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             """, workers=2)
         d.wait_serving()
+        port = d.port("l")
         conns = self.conns_on_each_worker(d, socket.AF_INET, ("127.0.0.1", port))
         victim = list(conns)[0]
         self.check_crash_contained(d, port, conns, victim,
@@ -612,28 +623,28 @@ class Crashes(LifecycleCase):
 
     def test_plugin_crash_is_contained(self):
         self.expect_crash_report(self.SEGV_REPORT)
-        port = free_port()
         d = self.daemon(f"""
             [l]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = {built_test_plugin("crashy")}
             """, workers=2)
         d.wait_serving()
+        port = d.port("l")
         conns = self.conns_on_each_worker(d, socket.AF_INET, ("127.0.0.1", port))
         victim = list(conns)[1]
         self.check_crash_contained(d, port, conns, victim, lambda s: s.sendall(b"crash\n"))
         self.assertEqual(d.stop(), 0)
 
     def test_draining_worker_that_dies_is_not_replaced(self):
-        port = free_port()
         d = self.daemon(f"""
             [l]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             """, workers=1)
         d.wait_serving()
+        port = d.port("l")
         old_pid = d.worker_pids()[0]
         with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
             self.assertEqual(line_request(s, "a"), "a\n")
@@ -654,15 +665,15 @@ class Crashes(LifecycleCase):
     def test_plugin_crashes_of_a_ready_worker_are_replaced_at_once(self):
         """A crash in plugin code of a serving worker costs no waiting: its listener's
         crash_limit bounds a loop there, not a delay that would starve the other listeners."""
-        port = free_port()
         d = self.daemon(f"""
             [l]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = {built_test_plugin("crashy")}
             crash_limit = 10/1m
             """, workers=1)
         d.wait_serving()
+        port = d.port("l")
         for n in range(1, 4):
             with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
                 s.sendall(b"abort\n")
@@ -680,16 +691,16 @@ class Crashes(LifecycleCase):
         """A replacement that crashes while starting (here in listener_open) is retried
         after a growing delay, not in a tight loop; once the cause is gone it serves."""
         self.expect_crash_report(self.SEGV_REPORT)
-        port = free_port()
         flag = os.path.join(self.tmp, "crash-on-open")
         d = self.daemon(f"""
             [l]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = {built_test_plugin("crashy")}
             crash_open_if = {flag}
             """, workers=1)
         d.wait_serving()
+        port = d.port("l")
         open(flag, "w").close()
         with stream_connect(socket.AF_INET, ("127.0.0.1", port)) as s:
             s.sendall(b"abort\n")
@@ -710,16 +721,16 @@ class Crashes(LifecycleCase):
 class Stopping(LifecycleCase):
 
     def start(self, shutdown_timeout):
-        self.port = free_port()
         d = self.new_daemon(f"""
             [e]
             protocol = tcp
-            address = 127.0.0.1:{self.port}
+            address = 127.0.0.1:0
             handler = echo
             """, workers=2)
         d.set_daemon_key("shutdown_timeout", shutdown_timeout)
         d.start()
         d.wait_serving()
+        self.port = d.port("e")
         return d
 
     def test_sigterm_lets_open_connection_finish_then_exits_0(self):
@@ -804,7 +815,7 @@ class Stopping(LifecycleCase):
         d.write_config(f"""
             [e]
             protocol = tcp
-            address = 127.0.0.1:{self.port}
+            address = 127.0.0.1:0
             handler = {built_test_plugin("good")}
             open_delay = 1s
             """, workers=2)
@@ -854,17 +865,16 @@ class ReloadLeak(LifecycleCase):
         tens of KiB and crosses 2 MiB over 80 reloads, and descriptors are compared exactly.
         Under ASan the quarantine is turned off so freed memory is reused (else RSS grows
         by design), and LeakSanitizer checks what is left at exit (exit status 0)."""
-        port, uport = free_port(), free_port(socket.SOCK_DGRAM)
         usock = os.path.join(self.tmp, "leak.sock")
         # The listener added and removed in turn is a unix one: a tcp port let go of and
         # bound again 50 times could be taken meanwhile by any client on the machine.
         asan = os.environ.get("ASAN_OPTIONS", "")
         env = {"ASAN_OPTIONS": (asan + ":" if asan else "") +
                "quarantine_size_mb=0:thread_local_quarantine_size_kb=0"}
-        base = echo_listeners(port, usock, f"""
+        base = echo_listeners(usock, f"""
             [udp]
             protocol = udp
-            address = 127.0.0.1:{uport}
+            address = 127.0.0.1:0
             handler = echo
             """)
         extra = textwrap.dedent(f"""
@@ -878,6 +888,7 @@ class ReloadLeak(LifecycleCase):
         d = self.daemon(base, workers=1, log_level="info", env=env)
         d.wait_serving()
         pid = d.proc.pid
+        tcp, udp = d.bound("tcp"), d.bound("udp")
 
         def fds():
             return len(os.listdir("/proc/%d/fd" % pid))
@@ -908,8 +919,10 @@ class ReloadLeak(LifecycleCase):
                                             d.status()["workers"]))
                 rss[i] = proc_rss_kib(pid)
                 nfds[i] = fds()
-        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"ok\n"), b"ok\n")
-        self.assertEqual(udp_roundtrip(("127.0.0.1", uport), b"ok"), b"ok")
+        self.assertEqual(d.bound("tcp"), tcp, "the kept tcp listener changed port")
+        self.assertEqual(d.bound("udp"), udp, "the kept udp listener changed port")
+        self.assertEqual(stream_echo(socket.AF_INET, tcp, b"ok\n"), b"ok\n")
+        self.assertEqual(udp_roundtrip(udp, b"ok"), b"ok")
         st = d.status()
         self.assertEqual((st["reloads_ok"], st["reloads_failed"]), (90, 10))
         self.assertEqual(nfds[100], nfds[20], "master descriptors grew over 80 reloads")
@@ -932,11 +945,10 @@ class MasterAndSignals(LifecycleCase):
     def test_master_never_maps_plugin_code(self):
         """Plugins are loaded in the workers only: the master (root, long-lived) never has
         plugin code mapped, after start or after a reload that adds a plugin."""
-        port, port2 = free_ports(2)
         d = self.daemon(f"""
             [e]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             """, workers=1)
         d.wait_serving()
@@ -946,28 +958,27 @@ class MasterAndSignals(LifecycleCase):
         d.write_config(f"""
             [e]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
 
             [g]
             protocol = tcp
-            address = 127.0.0.1:{port2}
+            address = 127.0.0.2:0
             handler = {built_test_plugin("good")}
             """, workers=1)
         self.reload_ok(d)
-        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port2), b"hi\n"), b"HI\n")
+        self.assertEqual(stream_echo(socket.AF_INET, d.bound("g"), b"hi\n"), b"HI\n")
         self.assertEqual(self.plugin_maps(d.proc.pid), [])
         self.assertEqual(d.stop(), 0)
 
     def test_sigusr1_reaches_a_generation_still_starting(self):
         """The log file rotated while generation 2 is still starting (held in listener_open):
         its workers, once up, write to the new file too."""
-        port, port2 = free_ports(2)
         path = os.path.join(self.tmp, "berthd.file.log")
         listeners = f"""
             [e]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             """
         d = self.new_daemon(listeners, daemon=f"log = {path}\n", workers=1)
@@ -976,7 +987,7 @@ class MasterAndSignals(LifecycleCase):
         d.write_config(listeners + f"""
             [slow]
             protocol = tcp
-            address = 127.0.0.1:{port2}
+            address = 127.0.0.2:0
             handler = {built_test_plugin("good")}
             open_delay = 3s
             """, daemon=f"log = {path}\n", workers=1)
@@ -994,7 +1005,7 @@ class MasterAndSignals(LifecycleCase):
         st = d.wait_status(lambda s: s["reloads_ok"] == 1, "the reload to end")
         self.assertEqual(st["generation"], 2)
         self.wait_drained(d)
-        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port2), b"q\n"), b"Q\n")
+        self.assertEqual(stream_echo(socket.AF_INET, d.bound("slow"), b"q\n"), b"Q\n")
         self.assertEqual(d.stop(), 0)
         # Generation 2's drain lines (debug, written by its worker at stop) are in the new
         # file, none in the rotated one.

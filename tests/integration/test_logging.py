@@ -7,21 +7,19 @@ import signal
 import socket
 import unittest
 
-from harness import (BERTHD, IO_TIMEOUT, PLUGIN_DIR, Berthd, DaemonTestCase, free_port,
-                     stream_echo, tcp_ready, wait_until)
+from harness import (BERTHD, IO_TIMEOUT, PLUGIN_DIR, Berthd, DaemonTestCase,
+                     stream_echo, wait_until)
 
 
 class LogFile(DaemonTestCase):
     def test_sigusr1_reopens_the_rotated_file_in_every_process(self):
-        port = free_port()
         path = os.path.join(self.tmp, "berthd.log")
         d = self.daemon(f"""
             [echo]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
-            """, daemon=f"log = {path}\n", workers=2,
-            wait=lambda: tcp_ready("127.0.0.1", port))
+            """, daemon=f"log = {path}\n", workers=2, wait=True)
         wait_until(lambda: os.path.exists(path) and "ready: generation 1" in open(path).read(),
                    what="the ready line in the log file")
         os.rename(path, path + ".1")
@@ -36,12 +34,11 @@ class LogFile(DaemonTestCase):
         self.assertNotIn("draining", open(path + ".1").read())
 
     def test_log_file_that_cannot_be_opened_is_a_clear_error(self):
-        port = free_port()
         bad = os.path.join(self.tmp, "no-such-dir", "berthd.log")
         d = self.daemon(f"""
             [echo]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             """, daemon=f"log = {bad}\n")
         self.assertEqual(d.proc.wait(10), 71)
@@ -84,18 +81,18 @@ class AsUser(DaemonTestCase):
         plugins = os.path.join(self.tmp, "plugins")
         os.mkdir(plugins, 0o755)
         shutil.copy(os.path.join(PLUGIN_DIR, "echo.so"), plugins)
-        port = free_port()
         path = os.path.join(self.tmp, "berthd.file.log")
         d = Berthd(self.tmp, f"""
             [echo]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             """, daemon=f"user = nobody\nlog = {path}\n", workers=2)
         self._daemons.append(d)
         d.set_daemon_key("plugin_dir", plugins)
         d.start()
         st = d.wait_serving()
+        port = d.port("echo")
         self.assertEqual(uids(d.proc.pid), [0, 0, 0, 0])
         for w in st["workers"]:
             self.assertEqual(uids(w["pid"]), [nobody.pw_uid] * 4, "worker %d" % w["pid"])
@@ -152,16 +149,16 @@ class Syslog(DaemonTestCase):
         self.addCleanup(rx.close)
         rx.bind(sock_path)
         rx.settimeout(IO_TIMEOUT)
-        port = free_port()
         d = SyslogBerthd(self.tmp, f"""
             [echo]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
             """, sock_path, daemon="log = syslog\n")
         self._daemons.append(d)
         d.start()
         d.wait_serving()
+        port = d.port("echo")
         got = []
 
         def until(pred, what):

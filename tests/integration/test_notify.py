@@ -9,7 +9,7 @@ import socket
 import time
 import unittest
 
-from harness import DaemonTestCase, free_port, tcp_ready
+from harness import DaemonTestCase
 
 WAIT = 10.0
 
@@ -39,14 +39,12 @@ class Notify(DaemonTestCase):
         raise AssertionError("no %s in %r" % (key, seen))
 
     def test_ready_reloading_stopping(self):
-        port = free_port()
         d = self.daemon(f"""
             [echo]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = echo
-            """, env={"NOTIFY_SOCKET": self.path},
-            wait=lambda: tcp_ready("127.0.0.1", port))
+            """, env={"NOTIFY_SOCKET": self.path}, wait=True)
         ready = self.messages_until("READY")
         self.assertEqual(ready[-1]["READY"], "1")
         status = self.messages_until("STATUS")[-1]["STATUS"]

@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from harness import (BUILD, IO_TIMEOUT, DaemonTestCase, built_test_plugin, free_ports,
+from harness import (BUILD, IO_TIMEOUT, DaemonTestCase, built_test_plugin,
                      stream_echo, wait_until)
 
 BERTHCTL = os.path.join(BUILD, "berthctl")
@@ -54,25 +54,25 @@ class Quarantine(DaemonTestCase):
         return r.returncode, r.stdout, r.stderr
 
     def start(self, isolate=False):
-        self.crash_port, self.echo_port = free_ports(2)
         self.d = self.daemon(f"""
             [crash]
             protocol = tcp
-            address = 127.0.0.1:{self.crash_port}
+            address = 127.0.0.1:0
             handler = {built_test_plugin("crashy")}
             crash_limit = 3/1m
             {"isolate = yes" if isolate else ""}
 
             [echo]
             protocol = tcp
-            address = 127.0.0.1:{self.echo_port}
+            address = 127.0.0.2:0
             handler = echo
             """, workers=2, log_level="info")
         self.d.wait_serving()
+        self.crash_port, self.echo_addr = self.d.port("crash"), self.d.bound("echo")
 
     def probe(self, i):
         msg = b"probe %d\n" % i
-        return stream_echo(socket.AF_INET, ("127.0.0.1", self.echo_port), msg) == msg
+        return stream_echo(socket.AF_INET, self.echo_addr, msg) == msg
 
     def drive_until_quarantined(self):
         line = re.compile(r"listener \[crash\] quarantined: 3 crashes within 60 s")

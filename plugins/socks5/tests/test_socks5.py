@@ -23,7 +23,7 @@ import threading
 import unittest
 
 import harness
-from harness import (BERTHD, IO_TIMEOUT, Berthd, DaemonTestCase, free_port, tcp_ready,
+from harness import (BERTHD, IO_TIMEOUT, Berthd, DaemonTestCase, free_port,
                      wait_until)
 
 BIG_SIZE = 6 * 1024 * 1024 + 123  # "several MB", not a multiple of any buffer size
@@ -223,6 +223,7 @@ class Socks5Test(DaemonTestCase):
         with open(os.path.join(cls._www.name, "hello.txt"), "wb") as f:
             f.write(b"hello through socks5\n")
         handler = lambda *a, **kw: _QuietHandler(*a, directory=cls._www.name, **kw)  # noqa: E731
+        # A test HTTP server on one port number for both families ("localhost"): picked free.
         cls.http_port = free_port_both()
         cls.http4 = _HTTP4(("127.0.0.1", cls.http_port), handler)
         cls.http6 = _HTTP6(("::1", cls.http_port), handler)
@@ -243,12 +244,12 @@ class Socks5Test(DaemonTestCase):
     # ---- helpers
 
     def start_proxy(self, options="allow_dest = 127.0.0.0/8, ::1", host="127.0.0.1"):
-        self.port = free_port(family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.proxy_host = host
-        addr = "[%s]:%d" % (host, self.port) if ":" in host else "%s:%d" % (host, self.port)
+        addr = "[%s]:0" % host if ":" in host else "%s:0" % host
         self.d = self.daemon(
             "[socks]\nprotocol = tcp\naddress = %s\nhandler = socks5\n%s\n" % (addr, options),
-            wait=lambda: tcp_ready(host, self.port))
+            wait=True)
+        self.port = self.d.port("socks")
         return self.d
 
     def connect(self):
@@ -496,7 +497,7 @@ class Socks5Test(DaemonTestCase):
 
     def test_reply_5_refused(self):
         self.start_proxy()
-        port = free_port()
+        port = free_port()  # a destination port nobody listens on (not the daemon's)
         self.assertEqual(self.reply_for("127.0.0.1", port), 5)
         (line,) = self.wait_sessions(1)
         self.assertIn("outcome=reply 5 (connection refused, ECONNREFUSED)", line)
@@ -749,7 +750,7 @@ class Socks5Test(DaemonTestCase):
 
     def check(self, options, protocol="tcp", address=None):
         conf = os.path.join(self.tmp, "check.conf")
-        address = address or "127.0.0.1:%d" % free_port()
+        address = address or "127.0.0.1:0"
         d = Berthd(self.tmp, "[socks]\nprotocol = %s\naddress = %s\nhandler = socks5\n%s\n"
                    % (protocol, address, options))
         os.replace(d.conf, conf)
@@ -833,12 +834,11 @@ class Socks5NamesAndBounds(DaemonTestCase):
     client that sends before the reply has at most a bounded amount held for it."""
 
     def proxy(self, daemon_cls=Berthd, env=None, **kw):
-        self.port = free_port()
-        d = daemon_cls(self.tmp, "[socks]\nprotocol = tcp\naddress = 127.0.0.1:%d\n"
-                       "handler = socks5\nallow_dest = 127.0.0.0/8\n" % self.port,
-                       env=env, **kw)
+        d = daemon_cls(self.tmp, "[socks]\nprotocol = tcp\naddress = 127.0.0.1:0\n"
+                       "handler = socks5\nallow_dest = 127.0.0.0/8\n", env=env, **kw)
         self._daemons.append(d)
-        d.start(wait=lambda: tcp_ready("127.0.0.1", self.port))
+        d.start(wait=True)
+        self.port = d.port("socks")
         return d
 
     def connect(self):
@@ -858,7 +858,7 @@ class Socks5NamesAndBounds(DaemonTestCase):
         with open(hosts, "w") as f:
             f.write("127.0.0.1 localhost\n127.0.0.2 pair.test\n127.0.0.3 pair.test\n")
         d = self.proxy(HostsBerthd, hosts=hosts)
-        port = free_port()
+        port = free_port()  # test servers on 127.0.0.2 and .3 in turn, one port number for both
         for n, live in enumerate(("127.0.0.2", "127.0.0.3"), 1):
             with socket.socket() as srv:
                 srv.bind((live, port))

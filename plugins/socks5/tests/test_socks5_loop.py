@@ -11,7 +11,7 @@ import tempfile
 import threading
 import unittest
 
-from harness import IO_TIMEOUT, BerthTestCase, free_port, tcp_ready
+from harness import IO_TIMEOUT, BerthTestCase
 from test_socks5 import CLEAN_ENV, _HTTP4, _QuietHandler, read_reply, recv_exact, request
 
 NESTED = 5000  # CONNECTs in the attacker's one write
@@ -55,11 +55,11 @@ class Socks5LoopTest(BerthTestCase):
         cls._www.cleanup()
 
     def start_proxy(self, bind="127.0.0.1", allow="127.0.0.0/8"):
-        self.port = free_port()
+        # Port 0: the loop check must know the port the kernel chose, not the configured 0.
         self.d = self.daemon(
-            "[socks]\nprotocol = tcp\naddress = %s:%d\nhandler = socks5\nallow_dest = %s\n"
-            % (bind, self.port, allow),
-            wait=lambda: tcp_ready("127.0.0.1", self.port))
+            "[socks]\nprotocol = tcp\naddress = %s:0\nhandler = socks5\nallow_dest = %s\n"
+            % (bind, allow), wait=True)
+        self.port = self.d.port("socks")
         return self.d
 
     def connect(self):

@@ -12,7 +12,7 @@ import time
 import unittest
 
 import harness
-from harness import IO_TIMEOUT, DaemonTestCase, free_port, tcp_ready, wait_until
+from harness import IO_TIMEOUT, DaemonTestCase, wait_until
 
 THROTTLED = re.compile(r"(\d+) failed password attempts from (\S+), throttled")
 
@@ -37,7 +37,6 @@ def auth_msg(user, password):
 class ThrottleTest(DaemonTestCase):
     def setUp(self):
         super().setUp()
-        self.port = free_port()
         users = os.path.join(self.tmp, "users")
         with open(users, "w") as f:
             f.write("alice:%s\n" % crypt_hash("right"))
@@ -51,10 +50,10 @@ class ThrottleTest(DaemonTestCase):
 
     def start(self, options=""):
         self.d = self.daemon(
-            "[socks]\nprotocol = tcp\naddress = 127.0.0.1:%d\nhandler = socks5\n"
+            "[socks]\nprotocol = tcp\naddress = 127.0.0.1:0\nhandler = socks5\n"
             "auth = password\nusers = %s\nallow_dest = 127.0.0.0/8\n%s\n"
-            % (self.port, self.users, options),
-            wait=lambda: tcp_ready("127.0.0.1", self.port))
+            % (self.users, options), wait=True)
+        self.port = self.d.port("socks")
 
     def attempt(self, password, source="127.0.0.1"):
         """One RFC 1929 attempt from `source`: (the auth status byte, seconds it took)."""

@@ -18,7 +18,7 @@ import time
 import unittest
 
 import harness
-from harness import (IO_TIMEOUT, DaemonTestCase, check_config, free_port, tcp_ready,
+from harness import (IO_TIMEOUT, DaemonTestCase, check_config, free_port,
                      wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,7 +71,7 @@ class UploadCase(DaemonTestCase):
         os.mkdir(self.dir)
         self.files = os.path.join(self.tmp, "files")
         os.mkdir(self.files)
-        self.port = free_port()
+        self.port = None  # the [up] listener's, once a daemon serves (port 0 in the config)
         self.sock_path = os.path.join(self.tmp, "upload.sock")
         self._socks = []
 
@@ -84,17 +84,15 @@ class UploadCase(DaemonTestCase):
 
     def listeners(self, options=None):
         opts = self.options if options is None else options
-        return (f"[up]\nprotocol = tcp\naddress = 127.0.0.1:{self.port}\nhandler = upload\n"
+        return (f"[up]\nprotocol = tcp\naddress = 127.0.0.1:0\nhandler = upload\n"
                 f"dir = {self.dir}\n{opts}\n"
                 f"[up-unix]\nprotocol = unix\naddress = {self.sock_path}\nhandler = upload\n"
                 f"dir = {self.dir}\n{opts}\n")
 
     def start(self, options=None):
-        self.berthd = self.daemon(self.listeners(options), wait=self.serving)
+        self.berthd = self.daemon(self.listeners(options), wait=True)
+        self.port = self.berthd.port("up")
         return self.berthd
-
-    def serving(self):
-        return tcp_ready("127.0.0.1", self.port) and os.path.exists(self.sock_path)
 
     def connect(self, unix=False):
         if unix:
@@ -237,7 +235,7 @@ class BerthUploadTest(UploadCase):
         r = self.run_client("-V")
         self.assertEqual(r.returncode, 0)
         p = self.make("f", b"data")
-        r = self.run_client("-a", "127.0.0.1:%d" % free_port(), p)
+        r = self.run_client("-a", "127.0.0.1:%d" % free_port(), p)  # a port nobody listens on
         self.assertEqual(r.returncode, 3, r.stderr)
         self.assertIn("cannot connect", r.stderr)
         r = self.run_client("-u", os.path.join(self.tmp, "no.sock"), p)
@@ -518,7 +516,7 @@ class ConfigTest(UploadCase):
         with open(conf, "w") as f:
             f.write("[daemon]\nworkers = 1\nplugin_dir = %s\nadmin = %s/a.sock\n\n%s" %
                     (harness.PLUGIN_DIR, self.tmp,
-                     f"[up]\nprotocol = tcp\naddress = 127.0.0.1:{self.port}\n"
+                     f"[up]\nprotocol = tcp\naddress = 127.0.0.1:0\n"
                      f"handler = upload\n{options}\n"))
         rc, out = check_config(conf)
         if part is None:
@@ -546,8 +544,8 @@ class ConfigTest(UploadCase):
         conf = os.path.join(self.tmp, "udp.conf")
         with open(conf, "w") as f:
             f.write("[daemon]\nworkers = 1\nplugin_dir = %s\nadmin = %s/a.sock\n\n"
-                    "[up]\nprotocol = udp\naddress = 127.0.0.1:%d\nhandler = upload\n"
-                    "dir = %s\n" % (harness.PLUGIN_DIR, self.tmp, self.port, self.dir))
+                    "[up]\nprotocol = udp\naddress = 127.0.0.1:0\nhandler = upload\n"
+                    "dir = %s\n" % (harness.PLUGIN_DIR, self.tmp, self.dir))
         rc, out = check_config(conf)
         self.assertNotEqual(rc, 0, out)
         self.assertIn("stream listener", out)
@@ -619,17 +617,16 @@ class RepliesAndPausing(UploadCase):
         env = {"UV_THREADPOOL_SIZE": "1",
                "ASAN_OPTIONS": (asan + ":" if asan else "") +
                "quarantine_size_mb=0:thread_local_quarantine_size_kb=0"}
-        gport = free_port()
         self.berthd = self.daemon(self.listeners() + textwrap.dedent(f"""
             [g]
             protocol = tcp
-            address = 127.0.0.1:{gport}
+            address = 127.0.0.2:0
             handler = {harness.built_test_plugin("good")}
-            """), wait=self.serving, env=env)
-        self.berthd.wait_serving()
+            """), wait=True, env=env)
+        self.port = self.berthd.port("up")
         worker = self.berthd.worker_pids()[0]
         rss0 = harness.proc_rss_kib(worker)
-        g = socket.create_connection(("127.0.0.1", gport), timeout=IO_TIMEOUT)
+        g = socket.create_connection(self.berthd.bound("g"), timeout=IO_TIMEOUT)
         self._socks.append(g)
         g.sendall(b"work 5000\n")  # the only pool thread, for 5 s
 

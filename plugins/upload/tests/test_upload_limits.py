@@ -14,7 +14,7 @@ import time
 import unittest
 
 import harness
-from harness import IO_TIMEOUT, Berthd, DaemonTestCase, free_port, tcp_ready, wait_until
+from harness import IO_TIMEOUT, Berthd, DaemonTestCase, wait_until
 
 TMP_PREFIX = ".berth-upload."
 MiB = 1 << 20
@@ -72,7 +72,7 @@ class UploadLimitCase(DaemonTestCase):
         super().setUp()
         self.dir = os.path.join(self.tmp, "uploads")
         os.mkdir(self.dir)
-        self.port = free_port()
+        self.port = None  # the [up] listener's, once a daemon serves (port 0 in the config)
         self._socks = []
 
     def tearDown(self):
@@ -84,17 +84,17 @@ class UploadLimitCase(DaemonTestCase):
         super().tearDown()
 
     def listeners(self, options):
-        return (f"[up]\nprotocol = tcp\naddress = 127.0.0.1:{self.port}\nhandler = upload\n"
+        return (f"[up]\nprotocol = tcp\naddress = 127.0.0.1:0\nhandler = upload\n"
                 f"dir = {self.dir}\n{options}\n")
 
     def start(self, options="", tmpfs=None):
-        ready = lambda: tcp_ready("127.0.0.1", self.port)
         if tmpfs is None:
-            self.berthd = self.daemon(self.listeners(options), wait=ready)
+            self.berthd = self.daemon(self.listeners(options), wait=True)
         else:
             d = NamespacedBerthd(self.tmp, self.listeners(options), self.dir, tmpfs)
             self._daemons.append(d)
-            self.berthd = d.start(ready)
+            self.berthd = d.start(True)
+        self.port = self.berthd.port("up")
         return self.berthd
 
     def connect(self, timeout=IO_TIMEOUT):
@@ -281,8 +281,8 @@ class DeadlineTest(UploadLimitCase):
 
     def test_well_behaved_clients_are_unaffected(self):
         self.start(self.FAST)
+        big = os.urandom(8 * MiB)  # before the connect: header_timeout runs from there
         s = self.connect()
-        big = os.urandom(8 * MiB)
         s.sendall(header("big.bin", len(big)) + big)
         self.assertEqual(read_reply(s)["status"], "ok")
         # A pause between files under header_timeout, then another file, and a slow body
