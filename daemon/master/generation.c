@@ -36,7 +36,6 @@ generation_t *generation_new(unsigned id, berth_config_t *cfg, uv_loop_t *loop, 
         free(g->fds);
         free(g->slots);
         free(g->bound);
-        free(g->bound);
         free(g->workers);
         free(g);
         return NULL;
@@ -253,6 +252,7 @@ void generation_free(generation_t *g)
     free(g->fds);
     free(g->group_fds);
     free(g->slots);
+    free(g->bound);
     free(g->socks);
     free(g->workers);
     free(g->fail_text);
