@@ -172,7 +172,8 @@ char *admin_status(const admin_snapshot_t *snap, int json)
             sb_printf(&b,
                       ",\"active\":%llu,\"accepted\":%llu,\"refused_acl\":%llu,"
                       "\"refused_limit\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-                      "\"errors\":%llu,\"idle_closed\":%llu}",
+                      "\"errors\":%llu,\"idle_closed\":%llu,\"tls_handshakes\":%llu,"
+                      "\"tls_handshakes_failed\":%llu}",
                       (unsigned long long)atomic_load(&l->active),
                       (unsigned long long)atomic_load(&l->accepted),
                       (unsigned long long)atomic_load(&l->refused_acl),
@@ -180,7 +181,9 @@ char *admin_status(const admin_snapshot_t *snap, int json)
                       (unsigned long long)atomic_load(&l->bytes_in),
                       (unsigned long long)atomic_load(&l->bytes_out),
                       (unsigned long long)atomic_load(&l->errors),
-                      (unsigned long long)atomic_load(&l->idle_closed));
+                      (unsigned long long)atomic_load(&l->idle_closed),
+                      (unsigned long long)atomic_load(&l->tls_handshakes),
+                      (unsigned long long)atomic_load(&l->tls_handshakes_failed));
             first = 0;
         }
         sb_printf(&b, "],\"workers\":[");
