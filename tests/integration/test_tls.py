@@ -106,6 +106,7 @@ class TlsCase(DaemonTestCase):
             tls_certificate = {crt}
             tls_key = {key}
             """ + extra, wait=lambda: tcp_ready("127.0.0.1", self.port), **kw)
+        self.d.wait_serving()
         return self.d
 
     def context(self, minv=ssl.TLSVersion.TLSv1_2, maxv=ssl.TLSVersion.TLSv1_3, cert=None,
