@@ -10,6 +10,8 @@ import re
 import shutil
 import socket
 import ssl
+import threading
+import http.server
 import subprocess
 import tempfile
 import time
@@ -242,6 +244,111 @@ class Echo(TlsCase):
         s = self.context().wrap_socket(raw, server_hostname="localhost")
         self.addCleanup(s.close)
         self.echo(s)
+
+
+def serve_http(test, body):
+    """An HTTP server on loopback in a thread; returns its port."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    test.addCleanup(srv.server_close)
+    test.addCleanup(srv.shutdown)
+    return srv.server_address[1]
+
+
+def serve_tcp_echo(test):
+    """A TCP echo server on loopback (one thread per connection); returns its port."""
+    ls = socket.create_server(("127.0.0.1", 0))
+    test.addCleanup(ls.close)
+
+    def one(c):
+        with c:
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    c.shutdown(socket.SHUT_WR)
+                    return
+                c.sendall(b)
+
+    def loop():
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=one, args=(c,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return ls.getsockname()[1]
+
+
+class Socks5OverTls(TlsCase):
+    """socks5's relay over a TLS client copies (no splice): the plugin needs no TLS code."""
+
+    def socks_daemon(self):
+        self.port = free_port()
+        self.d = self.daemon(f"""
+            [socks]
+            protocol = tcp
+            address = 127.0.0.1:{self.port}
+            handler = socks5
+            allow_dest = 127.0.0.0/8
+            tls_certificate = {self.server[1]}
+            tls_key = {self.server[0]}
+            """, wait=lambda: tcp_ready("127.0.0.1", self.port))
+        self.d.wait_serving()
+
+    @unittest.skipUnless(SOCAT and shutil.which("curl"), "needs socat and curl")
+    def test_curl_through_socat_tunnel(self):
+        self.socks_daemon()
+        body = os.urandom(3 << 20)
+        http_port = serve_http(self, body)
+        tunnel = free_port()
+        p = subprocess.Popen([SOCAT, "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % tunnel,
+                              "OPENSSL:127.0.0.1:%d,cafile=%s,commonname=localhost"
+                              % (self.port, self.ca[1])], stderr=subprocess.DEVNULL)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.terminate)
+        wait_until(lambda: tcp_ready("127.0.0.1", tunnel), what="the socat tunnel")
+        r = subprocess.run(["curl", "-sS", "--max-time", "30", "--socks5",
+                            "127.0.0.1:%d" % tunnel, "http://127.0.0.1:%d/" % http_port],
+                           capture_output=True, timeout=TOOL_TIMEOUT)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        self.assertEqual(r.stdout, body)
+        self.d.wait_log(r"relay over TLS: copying")
+
+    def test_bulk_both_ways_and_eof(self):
+        self.socks_daemon()
+        echo_port = serve_tcp_echo(self)
+        s = self.connect(self.context())
+        s.sendall(b"\x05\x01\x00")
+        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+        s.sendall(b"\x05\x01\x00\x01\x7f\x00\x00\x01" + echo_port.to_bytes(2, "big"))
+        self.assertEqual(recv_exact(s, 10)[:2], b"\x05\x00")
+        data = os.urandom(4 << 20)
+        got = bytearray()
+        t = threading.Thread(target=lambda: s.sendall(data))
+        t.start()
+        while len(got) < len(data):
+            b = s.recv(1 << 16)
+            self.assertTrue(b, "the relay ended early")
+            got += b
+        t.join()
+        self.assertEqual(bytes(got), data)
+        # The client's close_notify is its EOF: the far side sees it and closes, and so
+        # does the relay.
+        s.unwrap()
+        s.settimeout(IO_TIMEOUT)
+        self.assertEqual(s.recv(10), b"")
 
 
 class MutualTls(TlsCase):
