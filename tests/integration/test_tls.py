@@ -17,7 +17,7 @@ import tempfile
 import time
 import unittest
 
-from harness import (BERTHD, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, free_port, recv_exact,
+from harness import (BERTHD, BUILD, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, free_port, recv_exact,
                      tcp_ready, wait_until)
 
 OPENSSL = shutil.which("openssl")
@@ -349,6 +349,69 @@ class Socks5OverTls(TlsCase):
         s.unwrap()
         s.settimeout(IO_TIMEOUT)
         self.assertEqual(s.recv(10), b"")
+
+
+BERTH_UPLOAD = os.environ.get("BERTH_UPLOAD") or os.path.join(BUILD, "berth-upload")
+
+
+class UploadOverTls(TlsCase):
+    """The upload plugin behind TLS, with berth-upload --tls: the plugin has no TLS code."""
+
+    def upload_daemon(self, extra=""):
+        self.port = free_port()
+        self.store = os.path.join(self.tmp, "store")
+        os.mkdir(self.store)
+        self.d = self.daemon(f"""
+            [up]
+            protocol = tcp
+            address = 127.0.0.1:{self.port}
+            handler = upload
+            dir = {self.store}
+            tls_certificate = {self.server[1]}
+            tls_key = {self.server[0]}
+            """ + extra, wait=lambda: tcp_ready("127.0.0.1", self.port))
+        self.d.wait_serving()
+
+    def upload(self, *args, files):
+        return subprocess.run([BERTH_UPLOAD, "-q", "-a", "127.0.0.1:%d" % self.port, "--tls",
+                               *args, *files], capture_output=True, timeout=TOOL_TIMEOUT)
+
+    def test_berth_upload_tls(self):
+        self.upload_daemon()
+        paths = []
+        for i, size in enumerate((0, 1000, 5 << 20)):
+            p = os.path.join(self.tmp, "f%d.bin" % i)
+            with open(p, "wb") as f:
+                f.write(os.urandom(size))
+            paths.append(p)
+        r = self.upload("--ca", self.ca[1], files=paths)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        for p in paths:
+            with open(p, "rb") as a, open(os.path.join(self.store, os.path.basename(p)), "rb") as b:
+                self.assertEqual(a.read(), b.read())
+
+    def test_berth_upload_verifies_the_server(self):
+        self.upload_daemon()
+        p = os.path.join(self.tmp, "x.bin")
+        with open(p, "wb") as f:
+            f.write(b"x" * 100)
+        r = self.upload("--ca", self.other_ca[1], files=[p])  # not the server's CA
+        self.assertEqual(r.returncode, 3, r.stderr.decode())
+        self.assertIn(b"certificate", r.stderr)
+        r = self.upload("--ca", self.ca[1], "--servername", "alt.example", files=[p])
+        self.assertEqual(r.returncode, 3, r.stderr.decode())
+        self.assertFalse(os.path.exists(os.path.join(self.store, "x.bin")))
+
+    def test_berth_upload_client_certificate(self):
+        self.upload_daemon(f"tls_client_ca = {self.ca[1]}\n")
+        p = os.path.join(self.tmp, "y.bin")
+        with open(p, "wb") as f:
+            f.write(b"y" * 100)
+        r = self.upload("--ca", self.ca[1], files=[p])
+        self.assertEqual(r.returncode, 3, r.stderr.decode())
+        r = self.upload("--ca", self.ca[1], "--cert", self.client[1], "--key", self.client[0],
+                        files=[p])
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
 
 
 class MutualTls(TlsCase):
