@@ -301,13 +301,3 @@ fail:
     SSL_CTX_free(ctx);
     return NULL;
 }
-
-int config_load_with_tls(const char *path, berth_config_t **out, config_errors_t *errs)
-{
-    int rc = config_load(path, out, errs);
-    if (rc == 0 && (rc = config_tls_load(*out, errs)) != 0) {
-        config_free(*out);
-        *out = NULL;
-    }
-    return rc;
-}

@@ -17,7 +17,8 @@ import tempfile
 import time
 import unittest
 
-from harness import (BERTHD, BUILD, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, free_port, recv_exact,
+from harness import (BERTHD, BUILD, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin,
+                     free_port, recv_exact, recv_until,
                      tcp_ready, wait_until)
 
 OPENSSL = shutil.which("openssl")
@@ -412,6 +413,45 @@ class UploadOverTls(TlsCase):
         r = self.upload("--ca", self.ca[1], "--cert", self.client[1], "--key", self.client[0],
                         files=[p])
         self.assertEqual(r.returncode, 0, r.stderr.decode())
+
+
+class HandshakeInfo(TlsCase):
+    """host->tls_info: what the handshake settled, as a plugin sees it in setup()."""
+
+    def test_tls_info(self):
+        plugin = built_test_plugin("tlsinfo")
+        self.port = free_port()
+        plain = free_port()
+        self.d = self.daemon(f"""
+            [info]
+            protocol = tcp
+            address = 127.0.0.1:{self.port}
+            handler = {plugin}
+            tls_certificate = {self.server[1]}
+            tls_key = {self.server[0]}
+            tls_alpn = x-berth
+            tls_client_ca = {self.ca[1]}
+            tls_verify_client = optional
+            [plain]
+            protocol = tcp
+            address = 127.0.0.1:{plain}
+            handler = {plugin}
+            """, wait=lambda: tcp_ready("127.0.0.1", plain))
+        s = self.connect(self.context(ssl.TLSVersion.TLSv1_3, cert=self.client,
+                                      alpn=["x-berth"]))
+        line = recv_until(s).decode().split()
+        self.assertEqual(line[:2], ["tls", "TLSv1.3"])
+        self.assertEqual(line[2], s.cipher()[0])
+        self.assertEqual(line[3:6], ["localhost", "x-berth", "CN=alice"])
+        self.assertEqual(line[6], "DNS:alice.example,email:a@x.org")
+        s = self.connect(self.context(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2))
+        line = recv_until(s).decode().split()
+        self.assertEqual(line[:2], ["tls", "TLSv1.2"])
+        self.assertEqual(line[4:], ["-", "-", "-"])
+        self.echo(s)
+        raw = socket.create_connection(("127.0.0.1", plain), timeout=IO_TIMEOUT)
+        self.addCleanup(raw.close)
+        self.assertEqual(recv_until(raw), b"notls\n")
 
 
 class MutualTls(TlsCase):
