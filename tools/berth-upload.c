@@ -472,12 +472,31 @@ out:
     return r;
 }
 
+/* The same on TLS: a readable socket may hold only a session ticket (TLS 1.3 sends them
+ * after the handshake), which is no answer. Peek without blocking. */
+static int tls_reply_waiting(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (SSL_pending(tls) > 0)
+        return 1;
+    if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR)))
+        return 0;
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    char b;
+    int n = SSL_peek(tls, &b, 1);
+    int err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(tls, n);
+    fcntl(fd, F_SETFL, fl);
+    ERR_clear_error();
+    return n > 0 || (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE);
+}
+
 /* A reply readable right now? (the server answers early when it refuses a file) */
 static int reply_waiting(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (tls && SSL_pending(tls) > 0)
-        return 1;
+    if (tls)
+        return tls_reply_waiting(fd);
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));
 }
 

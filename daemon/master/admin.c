@@ -253,6 +253,13 @@ char *admin_status(const admin_snapshot_t *snap, int json)
         if (st->listeners[i].in_use && snap->quarantined[i])
             sb_printf(&b, "[%s] is quarantined: %s (berthctl resume %s, or a reload, lifts it)\n",
                       st->listeners[i].name, snap->quarantined[i], st->listeners[i].name);
+    for (int i = 0; i < STATS_LISTENERS; i++) {
+        const stats_listener_t *l = &st->listeners[i];
+        unsigned long long ok = atomic_load(&l->tls_handshakes),
+                           bad = atomic_load(&l->tls_handshakes_failed);
+        if (l->in_use && (ok || bad))
+            sb_printf(&b, "[%s] TLS handshakes: %llu done, %llu failed\n", l->name, ok, bad);
+    }
     sb_printf(&b, "\n%-7s %-8s %-4s %-9s %7s %10s %10s %10s\n", "WORKER", "PID", "GEN", "STATE",
               "ACTIVE", "ACCEPTED", "IN", "OUT");
     for (int i = 0; i < STATS_WORKERS; i++) {

@@ -13,6 +13,7 @@ import ssl
 import threading
 import http.server
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -147,6 +148,9 @@ class Echo(TlsCase):
             s.close()
         st = self.d.listener("echo")
         self.assertGreaterEqual(st["tls_handshakes"], 2)
+        text = subprocess.run([os.path.join(BUILD, "berthctl"), "-s", self.d.admin, "status"],
+                              capture_output=True, timeout=TOOL_TIMEOUT).stdout.decode()
+        self.assertRegex(text, r"\[echo\] TLS handshakes: \d+ done, \d+ failed")
 
     def test_tls10_and_tls11_refused(self):
         self.tls_daemon()
@@ -350,6 +354,8 @@ class Socks5OverTls(TlsCase):
 
 
 BERTH_UPLOAD = os.environ.get("BERTH_UPLOAD") or os.path.join(BUILD, "berth-upload")
+SEED_CLIENT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "plugins", "upload", "tests", "seed_client.py")
 
 
 class UploadOverTls(TlsCase):
@@ -387,6 +393,38 @@ class UploadOverTls(TlsCase):
         for p in paths:
             with open(p, "rb") as a, open(os.path.join(self.store, os.path.basename(p)), "rb") as b:
                 self.assertEqual(a.read(), b.read())
+
+    @unittest.skipUnless(SOCAT, "needs socat")
+    def test_seed_client_through_socat_tunnel(self):
+        self.upload_daemon()
+        tunnel = free_port()
+        p = subprocess.Popen([SOCAT, "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % tunnel,
+                              "OPENSSL:127.0.0.1:%d,cafile=%s,commonname=localhost"
+                              % (self.port, self.ca[1])], stderr=subprocess.DEVNULL)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.terminate)
+        wait_until(lambda: tcp_ready("127.0.0.1", tunnel), what="the socat tunnel")
+        files = {}
+        for name, size in (("a.bin", 1000), ("b.bin", 2 << 20)):
+            path = os.path.join(self.tmp, name)
+            files[name] = os.urandom(size)
+            with open(path, "wb") as f:
+                f.write(files[name])
+        stdin = "".join("put %s\n" % os.path.join(self.tmp, n) for n in files)
+        r = subprocess.run([sys.executable, SEED_CLIENT, "127.0.0.1", str(tunnel)], input=stdin,
+                           text=True, capture_output=True, timeout=TOOL_TIMEOUT)
+        self.assertIn("EOFError", r.stderr)  # the seed's only way to stop
+
+        def stored():
+            for n, data in files.items():
+                try:
+                    with open(os.path.join(self.store, n), "rb") as f:
+                        if f.read() != data:
+                            return False
+                except OSError:
+                    return False
+            return True
+        wait_until(stored, what="both files stored")
 
     def test_berth_upload_verifies_the_server(self):
         self.upload_daemon()
@@ -601,8 +639,15 @@ class ConfigCheck(TlsCase):
 
     def test_key_without_certificate_and_udp(self):
         self.assert_error_at(f"tls_key = {self.server[0]}\n", 9, ".*needs each tls_certificate")
-        rc, err, conf = self.check(self.pair(self.server).replace("protocol = tcp", ""))
-        self.assertEqual(rc, 0, err)
+        conf = os.path.join(self.tmp, "udp.conf")
+        with open(conf, "w") as f:
+            f.write(f"[daemon]\nworkers = 1\nplugin_dir = {PLUGIN_DIR}\nadmin = \n"
+                    f"[u]\nprotocol = udp\naddress = 127.0.0.1:{free_port()}\nhandler = echo\n"
+                    + self.pair(self.server))
+        r = subprocess.run([BERTHD, "-t", "-c", conf], capture_output=True, timeout=TOOL_TIMEOUT)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("%s:9: listener 'u': TLS is for tcp and unix listeners only" % conf,
+                      r.stderr.decode())
 
     def test_verify_without_ca(self):
         self.assert_error_at(self.pair(self.server) + "tls_verify_client = require\n", 11,
