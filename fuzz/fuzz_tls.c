@@ -6,7 +6,8 @@
  * the rest of the input hits the record layer of an established session (decrypt errors,
  * truncated records, alerts, close_notify); clear, the input is the client's first flight
  * (ClientHello parsing). The rest is cut into chunks whose sizes the next bytes pick, as
- * reads from a socket would be.
+ * reads from a socket would be. Bit 4 makes the peer vanish under the server's last handshake
+ * flight (a wire write fails, which ends the conn), bit 5 after the handshake.
  *
  * The conn below stands in for conn.c: it records what the layer asks of it (writes,
  * close, abort, setup) so that the layer's own code is what runs and is checked.
@@ -29,7 +30,8 @@
 struct berth_conn {
     berth_listener_t *l;
     int open, setup, eofs;
-    BIO *to_client; /* what the layer wrote, for the in-process client */
+    int fail_writes; /* a peer that went away: a wire write ends the conn, as conn.c does */
+    BIO *to_client;  /* what the layer wrote, for the in-process client */
 };
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -68,12 +70,20 @@ berth_timer_t *conn_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb cb,
     (void)c, (void)ms, (void)cb, (void)arg;
     return (berth_timer_t *)&dummy_timer;
 }
+static struct berth_conn *cur;
 void conn_timer_stop(berth_timer_t *t)
 {
     (void)t;
+    /* CHECK: conn.c frees a conn's timers when it ends; stopping one after is a double close */
+    if (cur && !cur->open)
+        abort();
 }
 int conn_write_wire(berth_conn_t *c, const void *data, size_t len)
 {
+    if (c->fail_writes) {
+        c->open = 0;
+        return -EPIPE;
+    }
     if (c->to_client)
         BIO_write(c->to_client, data, (int)len);
     return 0;
@@ -170,7 +180,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 /* Pump a real client against the layer until the handshake is done (or fails). */
-static void handshake(berth_conn_t *c, tls_conn_t *t, int v12)
+static void handshake(berth_conn_t *c, tls_conn_t *t, int v12, int fail_last)
 {
     SSL *cl = SSL_new(client_ctx);
     BIO *in = BIO_new(BIO_s_mem()), *out = BIO_new(BIO_s_mem());
@@ -183,6 +193,8 @@ static void handshake(berth_conn_t *c, tls_conn_t *t, int v12)
     c->to_client = in;
     for (int round = 0; round < 8 && c->open; round++) {
         SSL_do_handshake(cl);
+        if (fail_last && round > 0)
+            c->fail_writes = 1; /* the client's last flight, then it is gone */
         char *p = NULL;
         long n = BIO_get_mem_data(out, &p);
         if (n > 0) {
@@ -207,11 +219,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint8_t mode = data[0];
     data++, size--;
+    cur = &c;
     if (mode & 1) {
-        handshake(&c, t, mode & 2);
-        if (!c.setup || !c.open)
-            abort(); /* CHECK: a real client's handshake completes, and setup() follows */
+        handshake(&c, t, mode & 2, mode & 16);
+        /* CHECK: a real client's handshake completes and setup() follows, unless the client
+         * went away under the server's last flight, which ends the conn before setup() */
+        if ((mode & 16) ? c.open || c.setup : !c.setup || !c.open)
+            abort();
     }
+    c.fail_writes = (mode & 32) != 0;
     while (size > 0 && c.open) {
         size_t n = 1 + (data[0] & 0x3f) * 64; /* 1..4033 bytes per read */
         data++, size--;
@@ -226,6 +242,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tls_conn_eof(t);
     tls_conn_close_notify(t);
     tls_conn_free(t);
+    cur = NULL;
     ERR_clear_error();
     return 0;
 }

@@ -298,6 +298,8 @@ void tls_conn_input(tls_conn_t *t, const void *data, size_t len)
             return;
         }
         flush_wire(t);
+        if (!conn_is_open(t->c))
+            return; /* the peer went away under our last flight (its timers are gone) */
         handshake_done(t);
         if (conn_layer_ready(t->c) != 0)
             return; /* setup() refused it: the conn is ending */

@@ -178,6 +178,23 @@ class Echo(TlsCase):
                            capture_output=True, timeout=TOOL_TIMEOUT)
         self.assertIn(b"ping s_client\n", r.stdout, r.stderr.decode())
 
+    def test_clients_that_leave_right_after_the_handshake(self):
+        # openssl s_time closes as soon as its handshake is done, often before the server's
+        # last flight (TLS 1.3 tickets) is written: that write fails and ends the conn inside
+        # the handshake's own processing, which must not touch the conn's timers after.
+        self.tls_daemon()
+        r = subprocess.run([OPENSSL, "s_time", "-connect", "127.0.0.1:%d" % self.port, "-new",
+                            "-time", "2", "-tls1_3"], capture_output=True, text=True,
+                           timeout=TOOL_TIMEOUT)
+        self.assertIn("connections in", r.stdout, r.stderr)
+        for _ in range(50):
+            raw = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)
+            s = self.context().wrap_socket(raw, server_hostname="localhost")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()  # a reset right after our Finished
+        self.assertEqual(self.d.status()["worker_crashes"], 0)
+        self.echo(self.connect(self.context()))
+
     @unittest.skipUnless(SOCAT, "needs socat")
     def test_socat(self):
         self.tls_daemon()
