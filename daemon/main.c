@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "config/tls.h"
 #include "core/log.h"
 #include "master/master.h"
 #include "master/privs.h"
@@ -106,7 +107,7 @@ static int test_config(const char *path)
 {
     berth_config_t *cfg = NULL;
     config_errors_t errs = {0};
-    int rc = config_load(path, &cfg, &errs);
+    int rc = config_load_with_tls(path, &cfg, &errs);
     if (rc == 0) {
         log_init("berthd -t", BERTH_LOG_WARN, 0);
         rc = prepare_plugins_as_user(cfg, &errs);

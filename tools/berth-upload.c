@@ -4,7 +4,9 @@
  * Per file: a 4-byte little-endian header length, a JSON header {"cmd": "put", "file_name",
  * "file_size", "sha256"}, then the bytes; the server answers each file with a frame of the
  * same shape, which is read and checked before the next file goes. Blocking sockets: one
- * connection, one file at a time.
+ * connection, one file at a time. With --tls the connection is TLS (OpenSSL), the server's
+ * certificate verified against the system's CAs or --ca, and its name against --servername
+ * (default: the host of --address); the file bytes are then copied, not sendfile()d.
  *
  * Exit codes (see berth-upload(1)): 0 every file stored, 1 some file not stored, 2 usage,
  * 3 the server could not be reached or the connection failed before a file got its answer.
@@ -17,7 +19,11 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -51,7 +57,13 @@ static int unreachable; /* a connect failed: the files left would fail the same 
 typedef struct target {
     const char *address; /* HOST:PORT, or NULL */
     const char *unix_path;
+    int tls;
+    const char *ca, *cert, *key, *servername;
 } target_t;
+
+/* With --tls: the context, and the session of the one open connection (NULL otherwise). */
+static SSL_CTX *tls_ctx;
+static SSL *tls;
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 1, 2)))
@@ -72,13 +84,19 @@ warnx(const char *fmt, ...)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: %s [-q] [-a HOST:PORT | -u PATH] FILE...\n"
+            "usage: %s [-q] [-a HOST:PORT | -u PATH] [--tls [--ca FILE] [--cert FILE --key FILE]\n"
+            "       [--servername NAME]] FILE...\n"
             "Upload each FILE to a berth upload listener and check the server's answer.\n"
             "\n"
             "  -a, --address HOST:PORT  TCP address of the listener (default %s;\n"
             "                           an IPv6 host goes in brackets: [::1]:7009)\n"
             "  -u, --unix PATH          the listener's Unix socket instead\n"
             "  -q, --quiet              no progress bar and no line per stored file\n"
+            "      --tls                TLS to the listener, verifying its certificate\n"
+            "      --ca FILE            trust the CAs in FILE (PEM) instead of the system's\n"
+            "      --cert FILE --key FILE  a client certificate and its key (PEM)\n"
+            "      --servername NAME    the name to ask for (SNI) and to verify (default:\n"
+            "                           the host of --address)\n"
             "  -V, --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n"
             "\n"
@@ -234,14 +252,121 @@ static int connect_tcp(const char *address)
     return fd;
 }
 
+static const char *tls_error(void)
+{
+    unsigned long e = ERR_get_error();
+    static char buf[256];
+    if (e == 0)
+        return "the connection closed";
+    ERR_error_string_n(e, buf, sizeof buf);
+    ERR_clear_error();
+    return buf;
+}
+
+static int tls_setup(const target_t *t)
+{
+    tls_ctx = SSL_CTX_new(TLS_client_method());
+    if (tls_ctx == NULL)
+        return -1;
+    SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+    if (t->ca ? SSL_CTX_load_verify_locations(tls_ctx, t->ca, NULL) != 1
+              : SSL_CTX_set_default_verify_paths(tls_ctx) != 1) {
+        warnx("%s: %s", t->ca ? t->ca : "system CAs", tls_error());
+        return -1;
+    }
+    if (t->cert && (SSL_CTX_use_certificate_chain_file(tls_ctx, t->cert) != 1 ||
+                    SSL_CTX_use_PrivateKey_file(tls_ctx, t->key, SSL_FILETYPE_PEM) != 1 ||
+                    SSL_CTX_check_private_key(tls_ctx) != 1)) {
+        warnx("%s, %s: %s", t->cert, t->key, tls_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* The name to verify: --servername, else the host of --address (brackets dropped). */
+static void tls_name(const target_t *t, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (t->servername) {
+        snprintf(out, size, "%s", t->servername);
+        return;
+    }
+    if (t->address == NULL)
+        return;
+    const char *a = t->address, *colon = strrchr(a, ':');
+    size_t n = colon ? (size_t)(colon - a) : strlen(a);
+    if (n >= 2 && a[0] == '[' && a[n - 1] == ']')
+        a++, n -= 2;
+    if (n < size) {
+        memcpy(out, a, n);
+        out[n] = '\0';
+    }
+}
+
+static int tls_connect(const target_t *t, int fd)
+{
+    char name[256];
+    tls_name(t, name, sizeof name);
+    tls = SSL_new(tls_ctx);
+    if (tls == NULL || SSL_set_fd(tls, fd) != 1)
+        goto fail;
+    if (name[0]) {
+        struct in6_addr ip6;
+        struct in_addr ip4;
+        int literal = inet_pton(AF_INET, name, &ip4) == 1 || inet_pton(AF_INET6, name, &ip6) == 1;
+        if (!literal)
+            SSL_set_tlsext_host_name(tls, name);
+        X509_VERIFY_PARAM *vp = SSL_get0_param(tls);
+        if (literal ? X509_VERIFY_PARAM_set1_ip_asc(vp, name) != 1
+                    : X509_VERIFY_PARAM_set1_host(vp, name, 0) != 1)
+            goto fail;
+    }
+    if (SSL_connect(tls) != 1) {
+        long v = SSL_get_verify_result(tls);
+        if (v != X509_V_OK)
+            warnx("TLS: the server's certificate: %s", X509_verify_cert_error_string(v));
+        else
+            warnx("TLS handshake: %s", tls_error());
+        goto fail;
+    }
+    return fd;
+fail:
+    SSL_free(tls);
+    tls = NULL;
+    close(fd);
+    return -1;
+}
+
 static int connect_target(const target_t *t)
 {
-    return t->unix_path ? connect_unix(t->unix_path) : connect_tcp(t->address);
+    int fd = t->unix_path ? connect_unix(t->unix_path) : connect_tcp(t->address);
+    if (fd >= 0 && t->tls)
+        fd = tls_connect(t, fd);
+    return fd;
+}
+
+/* Close the connection: close_notify first on TLS. */
+static void conn_close(int fd)
+{
+    if (tls) {
+        SSL_shutdown(tls);
+        SSL_free(tls);
+        tls = NULL;
+    }
+    close(fd);
 }
 
 static int send_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
+    while (tls && len > 0) {
+        size_t done = 0;
+        if (SSL_write_ex(tls, p, len, &done) != 1)
+            return -EPIPE;
+        p += done;
+        len -= done;
+    }
     while (len > 0) {
         ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
         if (n < 0) {
@@ -258,6 +383,13 @@ static int send_all(int fd, const void *data, size_t len)
 static int recv_all(int fd, void *data, size_t len)
 {
     char *p = data;
+    while (tls && len > 0) {
+        size_t got = 0;
+        if (SSL_read_ex(tls, p, len, &got) != 1)
+            return -ECONNRESET;
+        p += got;
+        len -= got;
+    }
     while (len > 0) {
         ssize_t n = recv(fd, p, len, 0);
         if (n < 0) {
@@ -340,11 +472,47 @@ out:
     return r;
 }
 
+/* The same on TLS: a readable socket may hold only a session ticket (TLS 1.3 sends them
+ * after the handshake), which is no answer. Peek without blocking. */
+static int tls_reply_waiting(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (SSL_pending(tls) > 0)
+        return 1;
+    if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR)))
+        return 0;
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    char b;
+    int n = SSL_peek(tls, &b, 1);
+    int err = n > 0 ? SSL_ERROR_NONE : SSL_get_error(tls, n);
+    fcntl(fd, F_SETFL, fl);
+    ERR_clear_error();
+    return n > 0 || (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE);
+}
+
 /* A reply readable right now? (the server answers early when it refuses a file) */
 static int reply_waiting(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (tls)
+        return tls_reply_waiting(fd);
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR));
+}
+
+/* sendfile() for a TLS connection: the bytes must pass through OpenSSL. */
+static ssize_t send_copy(int fd, int file, off_t *off, size_t want)
+{
+    static unsigned char buf[CHUNK];
+    ssize_t n = pread(file, buf, want, *off);
+    if (n <= 0)
+        return n;
+    if (send_all(fd, buf, (size_t)n) != 0) {
+        errno = EPIPE;
+        return -1;
+    }
+    *off += n;
+    return n;
 }
 
 /* Check a reply against what was sent. */
@@ -450,7 +618,7 @@ static outcome_t upload(const target_t *t, int *fd, const char *path)
             if (reply_waiting(*fd))
                 break; /* an early answer: the server refused this file */
             size_t want = size - (uint64_t)off < CHUNK ? (size_t)(size - (uint64_t)off) : CHUNK;
-            ssize_t n = sendfile(*fd, file, &off, want);
+            ssize_t n = tls ? send_copy(*fd, file, &off, want) : sendfile(*fd, file, &off, want);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0) {
@@ -471,7 +639,7 @@ static outcome_t upload(const target_t *t, int *fd, const char *path)
     if (r == -ENODATA) {
         /* The framing promised bytes that no longer exist: this connection is unusable. */
         warnx("%s: file shrank while sending", path);
-        close(*fd);
+        conn_close(*fd);
         *fd = -1;
         goto out;
     }
@@ -481,7 +649,7 @@ static outcome_t upload(const target_t *t, int *fd, const char *path)
         warnx("%s: no answer from the server: %s", name,
               rr == -EPROTO ? "not a reply frame" : strerror(r ? -r : -rr));
         out = LOST;
-        close(*fd);
+        conn_close(*fd);
         *fd = -1;
         goto out;
     }
@@ -489,7 +657,7 @@ static outcome_t upload(const target_t *t, int *fd, const char *path)
     if (!sent_all || r != 0 || out != STORED) {
         /* Refused: the rest of the body may not have been sent, and the server may be closing
          * (it does after some refusals): the next file starts on a new connection. */
-        close(*fd);
+        conn_close(*fd);
         *fd = -1;
     }
 out:
@@ -503,9 +671,17 @@ out:
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"address", required_argument, NULL, 'a'}, {"unix", required_argument, NULL, 'u'},
-        {"quiet", no_argument, NULL, 'q'},         {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"address", required_argument, NULL, 'a'},
+        {"unix", required_argument, NULL, 'u'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {"tls", no_argument, NULL, 'T'},
+        {"ca", required_argument, NULL, 'C'},
+        {"cert", required_argument, NULL, 'E'},
+        {"key", required_argument, NULL, 'K'},
+        {"servername", required_argument, NULL, 'S'},
+        {NULL, 0, NULL, 0},
     };
     target_t t = {.address = NULL, .unix_path = NULL};
     int c;
@@ -520,6 +696,21 @@ int main(int argc, char **argv)
             break;
         case 'q':
             quiet = 1;
+            break;
+        case 'T':
+            t.tls = 1;
+            break;
+        case 'C':
+            t.ca = optarg;
+            break;
+        case 'E':
+            t.cert = optarg;
+            break;
+        case 'K':
+            t.key = optarg;
+            break;
+        case 'S':
+            t.servername = optarg;
             break;
         case 'V':
             printf("berth-upload %s\n", BERTH_VERSION);
@@ -540,6 +731,16 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (!t.tls && (t.ca || t.cert || t.key || t.servername)) {
+        warnx("--ca, --cert, --key and --servername need --tls");
+        return EXIT_USAGE;
+    }
+    if (!t.cert != !t.key) {
+        warnx("--cert and --key go together");
+        return EXIT_USAGE;
+    }
+    if (t.tls && tls_setup(&t) != 0)
+        return EXIT_SYSTEM;
     if (t.address == NULL && t.unix_path == NULL)
         t.address = DEFAULT_ADDRESS;
     show_progress = !quiet && isatty(STDERR_FILENO);
@@ -555,6 +756,7 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     if (fd >= 0)
-        close(fd);
+        conn_close(fd);
+    SSL_CTX_free(tls_ctx);
     return lost ? EXIT_SYSTEM : refused ? EXIT_REJECTED : 0;
 }

@@ -7,6 +7,7 @@
  * listeners or from an include.
  */
 #include "config/parse.h"
+#include "config/tls.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -155,6 +156,7 @@ void config_free(berth_config_t *cfg)
         free(l->plugin_path);
         berth_cidr_list_free(&l->allow);
         berth_cidr_list_free(&l->deny);
+        config_tls_free(l->tls);
         for (size_t j = 0; j < l->noptions; j++) {
             free(l->options[j].key);
             free(l->options[j].value);

@@ -64,6 +64,8 @@ typedef struct config_listener {
     uint64_t crash_window; /* ms, default 1 min */
     int isolate;           /* served by worker processes of its own */
 
+    struct config_tls *tls; /* tls_* keys (config/tls.h); NULL: no TLS */
+
     config_option_t *options; /* plugin keys, in file order */
     size_t noptions;
 } config_listener_t;

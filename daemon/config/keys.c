@@ -484,7 +484,8 @@ void keys_listener(struct parse *p, const char *name, const char *value)
     config_listener_t *l = &p->cfg->listeners[p->cur->listener];
     struct listener_state *ls = cur_state(p);
 
-    if (key_apply(p, listener_keys, LK_COUNT, ls->seen, l, name, value) == LK_COUNT)
+    if (key_apply(p, listener_keys, LK_COUNT, ls->seen, l, name, value) == LK_COUNT &&
+        !tls_keys_listener(p, l, name, value))
         add_option(p, l, ls, name, value);
 }
 
@@ -503,6 +504,7 @@ static void listener_end(struct parse *p, size_t idx)
         if (!ls->seen[required[i]].line)
             parse_error_at(p, l->file, l->line, "listener '%s': missing '%s'", l->name,
                            listener_keys[required[i]].name);
+    tls_keys_section_end(p, l, ls->protocol_ok);
     if (!ls->protocol_ok)
         return;
 

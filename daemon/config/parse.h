@@ -149,6 +149,11 @@ void keys_section_end(struct source *s);
 int keys_parse_number(const char *text, uint64_t min, uint64_t max, uint64_t *out);
 int keys_valid_name(const char *s);
 
+/* tls_keys.c: the tls_* keys (1 if `name` is one of them), and their checks at the section's
+ * end. */
+int tls_keys_listener(struct parse *p, config_listener_t *l, const char *name, const char *value);
+void tls_keys_section_end(struct parse *p, config_listener_t *l, int protocol_ok);
+
 /* address.c */
 int address_parse_inet(const char *text, struct sockaddr_storage *ss, socklen_t *len, char *err,
                        size_t errlen);

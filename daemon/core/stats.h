@@ -28,6 +28,8 @@ typedef struct stats_listener {
     _Atomic uint64_t bytes_out;
     _Atomic uint64_t errors;
     _Atomic uint64_t idle_closed;
+    _Atomic uint64_t tls_handshakes;        /* TLS handshakes completed */
+    _Atomic uint64_t tls_handshakes_failed; /* refused, broken or timed out */
 } stats_listener_t;
 
 enum { WORKER_FREE = 0, WORKER_STARTING, WORKER_READY, WORKER_DRAINING };

@@ -172,7 +172,8 @@ char *admin_status(const admin_snapshot_t *snap, int json)
             sb_printf(&b,
                       ",\"active\":%llu,\"accepted\":%llu,\"refused_acl\":%llu,"
                       "\"refused_limit\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-                      "\"errors\":%llu,\"idle_closed\":%llu}",
+                      "\"errors\":%llu,\"idle_closed\":%llu,\"tls_handshakes\":%llu,"
+                      "\"tls_handshakes_failed\":%llu}",
                       (unsigned long long)atomic_load(&l->active),
                       (unsigned long long)atomic_load(&l->accepted),
                       (unsigned long long)atomic_load(&l->refused_acl),
@@ -180,7 +181,9 @@ char *admin_status(const admin_snapshot_t *snap, int json)
                       (unsigned long long)atomic_load(&l->bytes_in),
                       (unsigned long long)atomic_load(&l->bytes_out),
                       (unsigned long long)atomic_load(&l->errors),
-                      (unsigned long long)atomic_load(&l->idle_closed));
+                      (unsigned long long)atomic_load(&l->idle_closed),
+                      (unsigned long long)atomic_load(&l->tls_handshakes),
+                      (unsigned long long)atomic_load(&l->tls_handshakes_failed));
             first = 0;
         }
         sb_printf(&b, "],\"workers\":[");
@@ -250,6 +253,13 @@ char *admin_status(const admin_snapshot_t *snap, int json)
         if (st->listeners[i].in_use && snap->quarantined[i])
             sb_printf(&b, "[%s] is quarantined: %s (berthctl resume %s, or a reload, lifts it)\n",
                       st->listeners[i].name, snap->quarantined[i], st->listeners[i].name);
+    for (int i = 0; i < STATS_LISTENERS; i++) {
+        const stats_listener_t *l = &st->listeners[i];
+        unsigned long long ok = atomic_load(&l->tls_handshakes),
+                           bad = atomic_load(&l->tls_handshakes_failed);
+        if (l->in_use && (ok || bad))
+            sb_printf(&b, "[%s] TLS handshakes: %llu done, %llu failed\n", l->name, ok, bad);
+    }
     sb_printf(&b, "\n%-7s %-8s %-4s %-9s %7s %10s %10s %10s\n", "WORKER", "PID", "GEN", "STATE",
               "ACTIVE", "ACCEPTED", "IN", "OUT");
     for (int i = 0; i < STATS_WORKERS; i++) {

@@ -13,6 +13,7 @@
  * uv_signal (its handler state would be inherited by every fork).
  */
 #include "master/master.h"
+#include "config/tls.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -190,7 +191,7 @@ static void reload_begin(master_t *m)
     berth_config_t *cfg = NULL;
     config_errors_t errs = {0};
     generation_t *g = NULL;
-    if (config_load(m->conf_path, &cfg, &errs) == 0) {
+    if (config_load_with_tls(m->conf_path, &cfg, &errs) == 0) {
         log_set_level(cfg->log_level);
         if (strcmp(cfg->log, m->active ? m->active->cfg->log : "") != 0 && open_log_file(cfg))
             log_error("cannot open log file %s; logging goes on where it was", cfg->log);
@@ -667,7 +668,7 @@ int master_run(const char *path)
 
     berth_config_t *cfg = NULL;
     config_errors_t errs = {0};
-    if (config_load(path, &cfg, &errs)) {
+    if (config_load_with_tls(path, &cfg, &errs)) {
         for (size_t i = 0; i < errs.count; i++)
             fprintf(stderr, "%s\n", errs.msgs[i]);
         config_errors_free(&errs);

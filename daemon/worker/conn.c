@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "berth/units.h"
 #include "worker/conn.h"
+#include "worker/tls.h"
 
 #define LINGER_MS 2000
 
@@ -38,6 +39,7 @@ struct berth_conn {
     berth_conn_t *qprev, *qnext;
     uint64_t last_active;      /* while closing: when the close began */
     const conn_hooks_t *hooks; /* the one hook slot: a relay, an outbound connect */
+    struct tls_conn *tls;      /* the TLS layer (tls.c) between socket and plugin, or NULL */
     void *hooks_arg;
     struct conn_timer *timers;
     char *name;
@@ -480,7 +482,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     worker_t *w = c->w;
     /* A hook that takes the input reads the socket itself: an empty buffer makes libuv
      * report readiness (UV_ENOBUFS) without reading. */
-    if (c->hooks && c->hooks->takes_input) {
+    if (c->hooks && c->hooks->takes_input && c->tls == NULL) {
         *buf = uv_buf_init(NULL, 0);
         return;
     }
@@ -511,7 +513,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_count_in(c, (size_t)nread);
         if (c->lingering || c->closing)
             return; /* discarded: we are only waiting for the peer's EOF */
-        call_handle(c, buf->base, (size_t)nread);
+        if (c->tls)
+            tls_conn_input(c->tls, buf->base, (size_t)nread);
+        else
+            call_handle(c, buf->base, (size_t)nread);
         return;
     }
     if (nread == UV_EOF) {
@@ -520,6 +525,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (c->lingering || c->closing) {
             if (c->nwrites == 0)
                 conn_end_handle(c);
+            return;
+        }
+        if (c->tls) {
+            tls_conn_eof(c->tls); /* unless its close_notify already said so */
             return;
         }
         if (c->l->plugin->desc.eof)
@@ -557,6 +566,8 @@ static void conn_update_reading(berth_conn_t *c)
         uv_read_stop(&c->h.stream);
         c->reading = 0;
     }
+    if (c->tls && c->reading)
+        tls_conn_kick(c->tls); /* input decrypted before a pause is delivered now */
 }
 
 /* ---- closing ---- */
@@ -633,7 +644,11 @@ static int conn_begin_end(berth_conn_t *c)
 
 void conn_close(berth_conn_t *c)
 {
-    if (c->closing || c->closed || conn_begin_end(c))
+    if (c->closing || c->closed)
+        return;
+    if (c->tls && !c->shut_wr)
+        tls_conn_close_notify(c->tls);
+    if (conn_begin_end(c))
         return;
     conn_update_reading(c);
     /* Bounds both the flush and the linger that follows it. */
@@ -707,6 +722,7 @@ static void conn_maybe_finish(berth_conn_t *c)
     w->nconns--;
     berth_listener_t *l = c->l;
     int counted = c->counted;
+    tls_conn_free(c->tls);
     free(c->name);
     free(c->peer_long);
     free(c->local);
@@ -755,6 +771,17 @@ int conn_start_stream(berth_conn_t *c, int fd)
     }
     if (c->l->cfg->idle_timeout)
         q_append(c, Q_IDLE);
+    if (c->l->tls) {
+        /* setup() waits for the handshake: tls.c calls conn_layer_ready(). */
+        c->tls = tls_conn_new(c);
+        if (c->tls == NULL) {
+            atomic_fetch_add(&c->l->st->refused_limit, 1);
+            conn_abort(c);
+            return 0;
+        }
+        conn_update_reading(c);
+        return 0;
+    }
     if (conn_setup(c)) {
         conn_abort(c);
         return 0;
@@ -849,9 +876,8 @@ static int dgram_send(berth_conn_t *c, const void *data, size_t len)
     return 0;
 }
 
-/* A write by the plugin, or by a hook that owns the conn (a relay's backlog). The caller
- * counts the bytes (a relay counts only what its client gets). */
-int conn_write(berth_conn_t *c, const void *data, size_t len)
+/* Bytes as they go on the socket: the plugin's on a plain conn, records on a TLS one. */
+int conn_write_wire(berth_conn_t *c, const void *data, size_t len)
 {
     if (c->kind == CONN_DGRAM)
         return dgram_send(c, data, len);
@@ -896,6 +922,20 @@ int conn_write(berth_conn_t *c, const void *data, size_t len)
     return 0;
 }
 
+/* A write by the plugin, or by a hook that owns the conn (a relay's backlog). The caller
+ * counts the bytes (a relay counts only what its client gets). */
+int conn_write(berth_conn_t *c, const void *data, size_t len)
+{
+    if (c->tls == NULL)
+        return conn_write_wire(c, data, len);
+    if (c->closing || c->shut_wr || c->closed || !c->handle_init)
+        return -EPIPE;
+    if (len == 0)
+        return 0;
+    conn_touch(c);
+    return tls_conn_write(c->tls, data, len);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     free(req);
@@ -912,6 +952,8 @@ int conn_shutdown(berth_conn_t *c)
     uv_shutdown_t *req = malloc(sizeof *req);
     if (req == NULL)
         return -ENOMEM;
+    if (c->tls)
+        tls_conn_close_notify(c->tls);
     int rc = uv_shutdown(req, &c->h.stream, on_shutdown);
     if (rc) {
         free(req);
@@ -1105,4 +1147,58 @@ int conn_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg
     l->work_count++;
     conn_ref(c);
     return 0;
+}
+
+/* ---- a layer between the socket and the plugin (TLS) ---- */
+
+int conn_layer_ready(berth_conn_t *c)
+{
+    if (conn_setup(c)) {
+        conn_abort(c);
+        return -ECONNREFUSED;
+    }
+    return c->closing || c->closed ? -EPIPE : 0;
+}
+
+void conn_layer_deliver(berth_conn_t *c, const void *data, size_t len)
+{
+    if (c->closing || c->closed)
+        return;
+    if (c->hooks && c->hooks->on_data)
+        c->hooks->on_data(c, c->hooks_arg, data, len);
+    else
+        call_handle(c, data, len);
+}
+
+void conn_layer_eof(berth_conn_t *c)
+{
+    if (c->closing || c->closed)
+        return;
+    if (c->hooks && c->hooks->on_data)
+        c->hooks->on_data(c, c->hooks_arg, NULL, 0);
+    else if (c->setup_called && c->l->plugin->desc.eof && !conn_taken(c))
+        call_eof(c);
+    else
+        conn_close(c);
+}
+
+int conn_input_wanted(const berth_conn_t *c)
+{
+    if (c->closing || c->closed || c->host_paused)
+        return 0;
+    if (c->hooks && c->hooks->takes_input)
+        return c->watch_read;
+    return c->plugin_pauses == 0;
+}
+
+int conn_is_tls(const berth_conn_t *c)
+{
+    return c->tls != NULL;
+}
+
+int conn_tls_info(const berth_conn_t *c, berth_tls_info_t *info)
+{
+    if (c->tls == NULL)
+        return -ENOTSUP;
+    return tls_conn_info(c->tls, info);
 }

@@ -31,6 +31,9 @@ typedef struct conn_hooks {
     /* With conn_watch_read() on: the socket is readable (or at EOF or in error); the hook
      * reads it itself, from conn_fd(). */
     void (*on_readable)(berth_conn_t *c, void *arg);
+    /* On a conn with a layer (TLS) and a hook that takes its input: the layer's plaintext
+     * (the socket is read by the conn, not the hook); data NULL and len 0 at the peer's EOF. */
+    void (*on_data)(berth_conn_t *c, void *arg, const void *data, size_t len);
     /* Set: the hook owns the socket's input; the plugin's handle() is no longer called. */
     unsigned takes_input : 1;
 } conn_hooks_t;
@@ -112,6 +115,25 @@ const char *conn_name(const berth_conn_t *c);
 void conn_touch(berth_conn_t *c);
 void conn_count_in(berth_conn_t *c, size_t n);
 void conn_count_out(berth_conn_t *c, size_t n);
+
+/* ---- a layer between the socket and the plugin (TLS, tls.c) ----
+ * The layer reads what the conn reads and writes through conn_write_wire(); conn_write()
+ * goes through the layer. */
+
+/* Bytes as they go on the socket. */
+int conn_write_wire(berth_conn_t *c, const void *data, size_t len);
+/* The layer's handshake is done: setup(). 0, or an error when the conn is ending. */
+int conn_layer_ready(berth_conn_t *c);
+/* Plaintext for the plugin's handle(), or for a hook's on_data. */
+void conn_layer_deliver(berth_conn_t *c, const void *data, size_t len);
+/* The end of the peer's plaintext (its close_notify, or the TCP EOF): the plugin's eof(), a
+ * relay's on_data, or a close before setup. */
+void conn_layer_eof(berth_conn_t *c);
+/* Would the conn read now (no pause, no backpressure, not closing)? */
+int conn_input_wanted(const berth_conn_t *c);
+int conn_is_tls(const berth_conn_t *c);
+/* host->tls_info: 0, -ENOTSUP without TLS, -EAGAIN before the handshake completed. */
+int conn_tls_info(const berth_conn_t *c, berth_tls_info_t *info);
 
 /* ---- calling plugin code ---- */
 

@@ -13,6 +13,12 @@
  * their input, so the conns' own uv streams (already in epoll) report readiness
  * (conn_watch_read), and when a socket cannot take more, the relay hands a bounded piece of
  * the pipe to conn_write, whose completion (on_writes_done) says the socket has room again.
+ *
+ * A TLS client cannot be spliced (its socket carries records, not the plaintext): its
+ * directions copy. Down, the pipe is emptied through conn_write (which encrypts) instead of
+ * splice; up, the TLS layer hands plaintext to on_data, which writes it to the peer with
+ * conn_write and stops reading the client while that write is pending. kTLS (the kernel
+ * doing the record layer, so splice works again) is future work.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +33,7 @@
 #define PIPE_POOL 64                 /* empty pipes a worker keeps for the next relays */
 #define BACKLOG_MAX                                                                                \
     4096 /* handed to conn_write when a socket is full: enough to be told when it has room */
+#define COPY_CHUNK 16384 /* one TLS record's worth, for a direction that copies */
 
 /* Empty pipes from ended relays: a new relay takes two instead of four syscalls more per
  * session. A worker is one thread, so a plain array serves. */
@@ -45,6 +52,7 @@ typedef struct relay_dir {
     size_t inpipe;                           /* bytes spliced in, not yet out */
     uint64_t bytes;                          /* bytes delivered to `to` */
     unsigned eof : 1, done : 1, blocked : 1; /* blocked: a backlog write to `to` is pending */
+    unsigned copy_in : 1, copy_out : 1;      /* `from` / `to` is TLS: copy, never splice */
 } relay_dir_t;
 
 struct relay {
@@ -100,8 +108,9 @@ static void delivered(relay_t *r, relay_dir_t *d, size_t n)
  * the socket has room again. */
 static int dir_backlog(relay_t *r, relay_dir_t *d)
 {
-    char buf[BACKLOG_MAX];
-    size_t want = d->inpipe < sizeof buf ? d->inpipe : sizeof buf;
+    char buf[COPY_CHUNK];
+    size_t max = d->copy_out ? COPY_CHUNK : BACKLOG_MAX;
+    size_t want = d->inpipe < max ? d->inpipe : max;
     ssize_t n;
     do
         n = read(d->pipe[0], buf, want);
@@ -120,6 +129,11 @@ static int dir_backlog(relay_t *r, relay_dir_t *d)
 /* Move what the pipe holds into `to`. 0, or a negative errno that ends the relay. */
 static int dir_flush(relay_t *r, relay_dir_t *d)
 {
+    while (d->copy_out && d->inpipe > 0 && !d->blocked) {
+        int rc = dir_backlog(r, d);
+        if (rc)
+            return rc;
+    }
     while (d->inpipe > 0 && !d->blocked) {
         ssize_t n = splice(d->pipe[0], NULL, conn_fd(d->to), NULL, d->inpipe,
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -140,7 +154,10 @@ static int dir_flush(relay_t *r, relay_dir_t *d)
     }
     if (d->eof && !d->done && d->inpipe == 0 && !d->blocked) {
         /* Everything is out: pass the EOF on; the other direction keeps flowing. */
-        shutdown(conn_fd(d->to), SHUT_WR);
+        if (d->copy_out)
+            conn_shutdown(d->to); /* close_notify, then the TCP half-close */
+        else
+            shutdown(conn_fd(d->to), SHUT_WR);
         d->done = 1;
     }
     return 0;
@@ -149,6 +166,8 @@ static int dir_flush(relay_t *r, relay_dir_t *d)
 /* Take what `from` has, as far as the pipe has room. */
 static int dir_fill(relay_t *r, relay_dir_t *d)
 {
+    if (d->copy_in)
+        return dir_flush(r, d); /* its input comes through relay_on_data */
     while (!d->eof && d->inpipe < d->cap) {
         ssize_t n = splice(conn_fd(d->from), NULL, d->pipe[1], NULL, d->cap - d->inpipe,
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -199,6 +218,30 @@ static void relay_on_readable(berth_conn_t *c, void *arg)
     relay_after(r, dir_fill(r, &r->dir[c == r->peer]));
 }
 
+/* Plaintext from a TLS client (data NULL: its end): straight to the peer's write queue, and
+ * the client is not read again until that write is out (relay_writes_done). */
+static void relay_on_data(berth_conn_t *c, void *arg, const void *data, size_t len)
+{
+    relay_t *r = arg;
+    relay_dir_t *d = &r->dir[0];
+    (void)c;
+    if (r->ended || !r->started)
+        return;
+    if (data == NULL) {
+        d->eof = 1;
+        relay_after(r, dir_flush(r, d));
+        return;
+    }
+    conn_count_in(r->client, len);
+    touch(r);
+    int rc = conn_write(d->to, data, len);
+    if (rc == 0) {
+        delivered(r, d, len);
+        d->blocked = conn_writes_pending(d->to) > 0;
+    }
+    relay_after(r, rc);
+}
+
 /* A side's queued writes are out: the plugin's last ones (the relay may start), or a
  * backlog (that direction may go on). */
 static void relay_writes_done(berth_conn_t *c, void *arg);
@@ -208,7 +251,8 @@ static void relay_update(relay_t *r)
 {
     for (int i = 0; i < 2; i++) {
         relay_dir_t *out = &r->dir[i];
-        conn_watch_read(i ? r->peer : r->client, !out->eof && out->inpipe < out->cap);
+        conn_watch_read(i ? r->peer : r->client,
+                        !out->eof && out->inpipe < out->cap && !(out->copy_in && out->blocked));
     }
 }
 
@@ -308,6 +352,7 @@ static const conn_hooks_t relay_hooks = {
     .on_close = relay_on_close,
     .on_writes_done = relay_writes_done,
     .on_readable = relay_on_readable,
+    .on_data = relay_on_data,
     .takes_input = 1,
 };
 
@@ -358,6 +403,11 @@ int relay_start(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_rel
     }
     r->client = c;
     r->peer = peer;
+    if (conn_is_tls(c)) {
+        r->dir[0].copy_in = r->dir[1].copy_out = 1;
+        log_debug("%s %s: relay over TLS: copying, not splicing (no kTLS)",
+                  conn_listener(c)->cfg->name, conn_name(c));
+    }
     r->cb = done;
     r->arg = arg;
     r->idle_ms = idle_ms;

@@ -23,6 +23,7 @@
 #include "worker/conn.h"
 #include "worker/host.h"
 #include "worker/worker.h"
+#include "worker/tls.h"
 
 #define ACCEPT_BATCH 64
 #define DGRAM_BATCH 64
@@ -64,6 +65,8 @@ int worker_prepare(worker_t *w, config_errors_t *errs)
         l->fd = -1;
         l->slot = w->listen_slots ? w->listen_slots[i] : -1;
         l->stream = lc->protocol == BERTH_PROTO_TCP || lc->protocol == BERTH_PROTO_UNIX;
+        if (lc->tls && tls_listener_open(l, errs))
+            failed = 1;
         plugin_t *p = find_plugin(w, lc->plugin_path);
         if (p == NULL) {
             err[0] = '\0';
@@ -132,6 +135,7 @@ void worker_release(worker_t *w)
             conn_plugin_leave(w, sc);
         }
         l->opened = 0;
+        tls_listener_close(l);
     }
     for (size_t i = 0; i < w->nplugins; i++)
         plugin_close(w->plugins[i]);

@@ -38,7 +38,8 @@ struct berth_listener {
     int fd;
     int slot;
     stats_listener_t *st;
-    int stream; /* tcp/unix: accept; udp/unixgram: datagrams */
+    struct tls_listener *tls; /* tls.c's: TLS contexts, NULL on a plain listener */
+    int stream;               /* tcp/unix: accept; udp/unixgram: datagrams */
     uv_poll_t poll;
     uv_timer_t retry; /* resume polling after the concurrency cap or EMFILE */
     /* conn.c's: this listener's open conns by last activity, oldest first (idle_timeout) */

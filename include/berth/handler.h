@@ -107,6 +107,17 @@ typedef struct berth_relay_stats {
 } berth_relay_stats_t;
 typedef void (*berth_relay_cb)(berth_conn_t *conn, const berth_relay_stats_t *stats, void *arg);
 
+/* What the TLS handshake of a conn settled (host->tls_info). Every string is NUL-terminated,
+ * owned by the host and valid until finish(); a member that does not apply is NULL. */
+typedef struct berth_tls_info {
+    const char *protocol;       /* "TLSv1.3", "TLSv1.2" */
+    const char *cipher;         /* "TLS_AES_256_GCM_SHA384" */
+    const char *server_name;    /* the name the client asked for (SNI) */
+    const char *alpn;           /* the protocol ALPN settled on */
+    const char *client_subject; /* a verified client certificate's subject, RFC 2253 form */
+    const char *client_san;     /* its DNS, email and IP subjectAltNames, comma-separated */
+} berth_tls_info_t;
+
 /*
  * What the host gives a plugin. Handed to load(); valid until the plugin is unloaded.
  */
@@ -198,6 +209,11 @@ typedef struct berth_host {
      * with the byte counts, then both connections close and finish() runs. */
     int (*relay)(berth_conn_t *conn, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
                  void *arg);
+
+    /* What the TLS handshake of `conn` settled, into *info (check BERTH_HOST_HAS(host,
+     * tls_info) first). 0, or -ENOTSUP on a conn without TLS (its listener has no tls_*
+     * keys). A TLS conn's handshake is complete before setup() is called. */
+    int (*tls_info)(const berth_conn_t *conn, berth_tls_info_t *info);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */
