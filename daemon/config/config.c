@@ -155,6 +155,7 @@ void config_free(berth_config_t *cfg)
         free(l->plugin_path);
         berth_cidr_list_free(&l->allow);
         berth_cidr_list_free(&l->deny);
+        berth_cidr_list_free(&l->proxy_from);
         for (size_t j = 0; j < l->noptions; j++) {
             free(l->options[j].key);
             free(l->options[j].value);

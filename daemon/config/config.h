@@ -63,6 +63,12 @@ typedef struct config_listener {
     uint32_t crash_limit;  /* crashes within crash_window that quarantine it; default 5 */
     uint64_t crash_window; /* ms, default 1 min */
     int isolate;           /* served by worker processes of its own */
+    /* PROXY protocol (tcp only): which header versions a peer must send first (0: off), from
+     * which peers (required when on; anyone else is refused), and how long the header may
+     * take (ms, default 5 s). */
+    unsigned proxy_protocol; /* BERTH_PROXY_V1 | BERTH_PROXY_V2 */
+    berth_cidr_list_t proxy_from;
+    uint64_t proxy_timeout;
 
     config_option_t *options; /* plugin keys, in file order */
     size_t noptions;

@@ -11,6 +11,7 @@
  */
 #include "config/parse.h"
 #include "core/log.h"
+#include "berth/proxy.h"
 #include "berth/units.h"
 
 #include <ctype.h>
@@ -27,6 +28,7 @@
 #define DEFAULT_WRITE_BUFFER (256u * 1024u)
 #define DEFAULT_CRASH_LIMIT 5u
 #define DEFAULT_CRASH_WINDOW (60u * 1000u)
+#define DEFAULT_PROXY_TIMEOUT (5u * 1000u)
 #define MIN_WRITE_BUFFER 1024u
 #define MAX_WRITE_BUFFER (1024u * 1024u * 1024u)
 
@@ -309,6 +311,26 @@ static int set_isolate(struct parse *p, void *obj, const char *value, char *err,
     return rc;
 }
 
+static int set_proxy_protocol(struct parse *p, void *obj, const char *value, char *err,
+                              size_t errlen)
+{
+    config_listener_t *l = obj;
+
+    if (strcmp(value, "off") == 0)
+        l->proxy_protocol = 0;
+    else if (strcmp(value, "v1") == 0)
+        l->proxy_protocol = BERTH_PROXY_V1;
+    else if (strcmp(value, "v2") == 0)
+        l->proxy_protocol = BERTH_PROXY_V2;
+    else if (strcmp(value, "any") == 0)
+        l->proxy_protocol = BERTH_PROXY_V1 | BERTH_PROXY_V2;
+    else {
+        snprintf(err, errlen, "must be off, v1, v2 or any");
+        return -EINVAL;
+    }
+    return 0;
+}
+
 #define LK(field) offsetof(config_listener_t, field)
 
 static const struct key listener_keys[LK_COUNT] = {
@@ -337,6 +359,12 @@ static const struct key listener_keys[LK_COUNT] = {
     [LK_DENY] = {.name = "deny", .type = KEY_CIDRS, .offset = LK(deny)},
     [LK_CRASH_LIMIT] = {.name = "crash_limit", .type = KEY_CUSTOM, .set = set_crash_limit},
     [LK_ISOLATE] = {.name = "isolate", .type = KEY_CUSTOM, .set = set_isolate},
+    [LK_PROXY_PROTOCOL] = {.name = "proxy_protocol", .type = KEY_CUSTOM, .set = set_proxy_protocol},
+    [LK_PROXY_FROM] = {.name = "proxy_from", .type = KEY_CIDRS, .offset = LK(proxy_from)},
+    [LK_PROXY_TIMEOUT] = {.name = "proxy_timeout",
+                          .type = KEY_DURATION,
+                          .offset = LK(proxy_timeout),
+                          .help = DURATION_HINT},
 };
 
 /* ---- setting a value ------------------------------------------------------------------- */
@@ -490,6 +518,33 @@ void keys_listener(struct parse *p, const char *name, const char *value)
 
 /* ---- sections -------------------------------------------------------------------------- */
 
+/* PROXY protocol keys: tcp only, and never on without the peers allowed to send a header
+ * (else any client could name its own address). */
+static void proxy_end(struct parse *p, const config_listener_t *l, const struct listener_state *ls)
+{
+    const struct where *w = &ls->seen[LK_PROXY_PROTOCOL];
+
+    if (l->protocol != BERTH_PROTO_TCP) {
+        for (int k = LK_PROXY_PROTOCOL; k <= LK_PROXY_TIMEOUT; k++)
+            if (ls->seen[k].line)
+                parse_error_at(p, ls->seen[k].file, ls->seen[k].line,
+                               "%s: only tcp listeners take a PROXY protocol header",
+                               listener_keys[k].name);
+        return;
+    }
+    if (l->proxy_protocol && !ls->seen[LK_PROXY_FROM].line)
+        parse_error_at(p, w->file, w->line,
+                       "proxy_protocol: needs proxy_from, the balancers allowed to send the "
+                       "header (anyone else could claim any address)");
+    for (int k = LK_PROXY_FROM; k <= LK_PROXY_TIMEOUT; k++)
+        if (ls->seen[k].line && !l->proxy_protocol)
+            parse_error_at(p, ls->seen[k].file, ls->seen[k].line,
+                           "%s: proxy_protocol is off in this listener", listener_keys[k].name);
+    if (ls->seen[LK_PROXY_TIMEOUT].line && l->proxy_timeout == 0)
+        parse_error_at(p, ls->seen[LK_PROXY_TIMEOUT].file, ls->seen[LK_PROXY_TIMEOUT].line,
+                       "proxy_timeout: must be more than 0");
+}
+
 static void listener_end(struct parse *p, size_t idx)
 {
     static const enum listener_key required[] = {LK_PROTOCOL, LK_ADDRESS, LK_HANDLER};
@@ -521,6 +576,7 @@ static void listener_end(struct parse *p, size_t idx)
                            "%s: unix peers have no IP address (file permissions guard them: mode)",
                            listener_keys[k].name);
     }
+    proxy_end(p, l, ls);
 
     if (!l->address)
         return;
@@ -618,6 +674,7 @@ void keys_section_begin(struct source *s, const char *name)
     l->write_buffer = DEFAULT_WRITE_BUFFER;
     l->crash_limit = DEFAULT_CRASH_LIMIT;
     l->crash_window = DEFAULT_CRASH_WINDOW;
+    l->proxy_timeout = DEFAULT_PROXY_TIMEOUT;
     s->listener = cfg->nlisteners++;
     s->kind = SEC_LISTENER;
 }

@@ -61,6 +61,9 @@ enum listener_key {
     LK_DENY,
     LK_CRASH_LIMIT,
     LK_ISOLATE,
+    LK_PROXY_PROTOCOL,
+    LK_PROXY_FROM,
+    LK_PROXY_TIMEOUT,
     LK_COUNT,
 };
 

@@ -28,6 +28,8 @@ typedef struct stats_listener {
     _Atomic uint64_t bytes_out;
     _Atomic uint64_t errors;
     _Atomic uint64_t idle_closed;
+    /* PROXY protocol: a peer outside proxy_from, or a header missing, malformed or late */
+    _Atomic uint64_t refused_proxy;
 } stats_listener_t;
 
 enum { WORKER_FREE = 0, WORKER_STARTING, WORKER_READY, WORKER_DRAINING };

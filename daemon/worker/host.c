@@ -165,6 +165,11 @@ static int host_relay(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, ber
     return relay_start(c, peer, idle_ms, done, arg);
 }
 
+static const struct sockaddr *host_balancer_addr(const berth_conn_t *c, socklen_t *len)
+{
+    return conn_balancer_addr(c, len);
+}
+
 const berth_host_t berth_host_table = {
     .abi_version = BERTH_ABI_VERSION,
     .size = sizeof(berth_host_t),
@@ -194,4 +199,5 @@ const berth_host_t berth_host_table = {
     .work = host_work,
     .connect = host_connect,
     .relay = host_relay,
+    .balancer_addr = host_balancer_addr,
 };

@@ -20,6 +20,7 @@
 #include "core/control.h"
 #include "core/log.h"
 #include "worker/conn.h"
+#include "worker/proxy_stage.h"
 #include "worker/host.h"
 #include "worker/worker.h"
 
@@ -192,12 +193,18 @@ static void listener_pause(berth_listener_t *l, uint64_t retry_ms)
     uv_timer_start(&l->retry, on_retry, retry_ms, 0);
 }
 
-/* A peer got past accept/recvfrom with a slot reserved: the allow/deny check and its
- * conn, counted. NULL (slot given back, reason counted) if refused or out of memory. */
+/* A peer got past accept/recvfrom with a slot reserved: the allow/deny (or proxy_from) check and
+ * its conn, counted. NULL (slot given back, reason counted) if refused or out of memory. */
 static berth_conn_t *admit(berth_listener_t *l, conn_kind_t kind,
                            const struct sockaddr_storage *peer, socklen_t plen)
 {
-    if (!berth_cidr_permit(&l->cfg->allow, &l->cfg->deny, (const struct sockaddr *)peer)) {
+    /* Behind a balancer the peer here is the balancer: allow/deny wait for the header. */
+    if (l->cfg->proxy_protocol && !proxy_stage_admit(l, (const struct sockaddr *)peer)) {
+        slot_release(l);
+        return NULL;
+    }
+    if (!l->cfg->proxy_protocol &&
+        !berth_cidr_permit(&l->cfg->allow, &l->cfg->deny, (const struct sockaddr *)peer)) {
         slot_release(l);
         atomic_fetch_add(&l->st->refused_acl, 1);
         return NULL;

@@ -198,6 +198,12 @@ typedef struct berth_host {
      * with the byte counts, then both connections close and finish() runs. */
     int (*relay)(berth_conn_t *conn, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
                  void *arg);
+
+    /* The balancer's own address, when the listener takes a PROXY protocol header
+     * (proxy_protocol) and the header named the client: peer_addr and peer_name are then the
+     * client's, and this is the address the connection really came from. NULL (and *len 0)
+     * otherwise. Check BERTH_HOST_HAS(host, balancer_addr) first. */
+    const struct sockaddr *(*balancer_addr)(const berth_conn_t *conn, socklen_t *len);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */
