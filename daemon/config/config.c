@@ -7,6 +7,7 @@
  * listeners or from an include.
  */
 #include "config/parse.h"
+#include "core/limits.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -86,6 +87,7 @@ static berth_config_t *config_new(void)
     cfg->workers_auto = 1;
     cfg->log_level = BERTH_LOG_INFO;
     cfg->shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT;
+    cfg->per_source_table = LIMITS_DEFAULT_TABLE;
     cfg->plugin_dir = strdup(BERTH_DEFAULT_PLUGIN_DIR);
     cfg->admin = strdup(BERTH_DEFAULT_ADMIN);
     cfg->log = strdup("stderr");

@@ -69,6 +69,13 @@ typedef struct config_listener {
     unsigned proxy_protocol; /* BERTH_PROXY_V1 | BERTH_PROXY_V2 */
     berth_cidr_list_t proxy_from;
     uint64_t proxy_timeout;
+    /* Per-source limits (tcp only; 0: off), counted across every worker (core/limits.h):
+     * open connections per client address, new ones per second and the bucket for bursts;
+     * IPv6 clients grouped by prefix6 (default 64). */
+    uint32_t per_source;
+    uint32_t rate;
+    uint32_t burst; /* 0: rate */
+    uint32_t per_source_prefix6;
 
     config_option_t *options; /* plugin keys, in file order */
     size_t noptions;
@@ -87,6 +94,7 @@ typedef struct berth_config {
     berth_log_level_t log_level;
     char *log;                 /* "stderr" (default) or "syslog" */
     uint64_t shutdown_timeout; /* ms, default 30 s */
+    uint32_t per_source_table; /* entries of the per-source table; read at start only */
 
     config_listener_t *listeners;
     size_t nlisteners;

@@ -10,6 +10,7 @@
  * section ends.
  */
 #include "config/parse.h"
+#include "core/limits.h"
 #include "core/log.h"
 #include "berth/proxy.h"
 #include "berth/units.h"
@@ -203,6 +204,11 @@ static const struct key daemon_keys[DK_COUNT] = {
                              .offset = DK(shutdown_timeout),
                              .help = DURATION_HINT},
     [DK_INCLUDE] = {.name = "include", .type = KEY_INCLUDE},
+    [DK_PER_SOURCE_TABLE] = {.name = "per_source_table",
+                             .type = KEY_U32,
+                             .offset = DK(per_source_table),
+                             .min = LIMITS_MIN_TABLE,
+                             .max = LIMITS_MAX_TABLE},
 };
 
 /* ---- listener sections ----------------------------------------------------------------- */
@@ -331,6 +337,24 @@ static int set_proxy_protocol(struct parse *p, void *obj, const char *value, cha
     return 0;
 }
 
+/* "N/s": new connections per second. */
+static int set_rate(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    config_listener_t *l = obj;
+    char num[16];
+    size_t n = strlen(value);
+    uint64_t v = 0;
+
+    if (n < 3 || n - 2 >= sizeof num || strcmp(value + n - 2, "/s") != 0 ||
+        (memcpy(num, value, n - 2), num[n - 2] = '\0',
+         keys_parse_number(num, 1, MAX_CONCURRENCY, &v)) < 0) {
+        snprintf(err, errlen, "must be N/s, N 1..%u (new connections per second)", MAX_CONCURRENCY);
+        return -EINVAL;
+    }
+    l->rate = (uint32_t)v;
+    return 0;
+}
+
 #define LK(field) offsetof(config_listener_t, field)
 
 static const struct key listener_keys[LK_COUNT] = {
@@ -365,6 +389,19 @@ static const struct key listener_keys[LK_COUNT] = {
                           .type = KEY_DURATION,
                           .offset = LK(proxy_timeout),
                           .help = DURATION_HINT},
+    [LK_PER_SOURCE] = {.name = "per_source",
+                       .type = KEY_U32,
+                       .offset = LK(per_source),
+                       .min = 1,
+                       .max = MAX_CONCURRENCY},
+    [LK_PER_SOURCE_PREFIX6] = {.name = "per_source_prefix6",
+                               .type = KEY_U32,
+                               .offset = LK(per_source_prefix6),
+                               .min = 1,
+                               .max = 128},
+    [LK_RATE] = {.name = "rate", .type = KEY_CUSTOM, .set = set_rate},
+    [LK_BURST] =
+        {.name = "burst", .type = KEY_U32, .offset = LK(burst), .min = 1, .max = MAX_CONCURRENCY},
 };
 
 /* ---- setting a value ------------------------------------------------------------------- */
@@ -577,6 +614,16 @@ static void listener_end(struct parse *p, size_t idx)
                            listener_keys[k].name);
     }
     proxy_end(p, l, ls);
+    for (int k = LK_PER_SOURCE; k <= LK_BURST; k++)
+        if (ls->seen[k].line && l->protocol != BERTH_PROTO_TCP)
+            parse_error_at(p, ls->seen[k].file, ls->seen[k].line,
+                           "%s: only tcp listeners have per-source limits", listener_keys[k].name);
+    w = &ls->seen[LK_BURST];
+    if (w->line && !l->rate)
+        parse_error_at(p, w->file, w->line, "burst: needs rate");
+    w = &ls->seen[LK_PER_SOURCE_PREFIX6];
+    if (w->line && !l->rate && !l->per_source)
+        parse_error_at(p, w->file, w->line, "per_source_prefix6: needs per_source or rate");
 
     if (!l->address)
         return;
@@ -675,6 +722,7 @@ void keys_section_begin(struct source *s, const char *name)
     l->crash_limit = DEFAULT_CRASH_LIMIT;
     l->crash_window = DEFAULT_CRASH_WINDOW;
     l->proxy_timeout = DEFAULT_PROXY_TIMEOUT;
+    l->per_source_prefix6 = 64;
     s->listener = cfg->nlisteners++;
     s->kind = SEC_LISTENER;
 }

@@ -45,6 +45,7 @@ enum daemon_key {
     DK_LOG,
     DK_SHUTDOWN_TIMEOUT,
     DK_INCLUDE,
+    DK_PER_SOURCE_TABLE,
     DK_COUNT,
 };
 
@@ -64,6 +65,10 @@ enum listener_key {
     LK_PROXY_PROTOCOL,
     LK_PROXY_FROM,
     LK_PROXY_TIMEOUT,
+    LK_PER_SOURCE,
+    LK_PER_SOURCE_PREFIX6,
+    LK_RATE,
+    LK_BURST,
     LK_COUNT,
 };
 

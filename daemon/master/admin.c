@@ -172,7 +172,8 @@ char *admin_status(const admin_snapshot_t *snap, int json)
             sb_printf(&b,
                       ",\"active\":%llu,\"accepted\":%llu,\"refused_acl\":%llu,"
                       "\"refused_limit\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-                      "\"errors\":%llu,\"idle_closed\":%llu,\"refused_proxy\":%llu}",
+                      "\"errors\":%llu,\"idle_closed\":%llu,\"refused_proxy\":%llu,"
+                      "\"refused_source\":%llu}",
                       (unsigned long long)atomic_load(&l->active),
                       (unsigned long long)atomic_load(&l->accepted),
                       (unsigned long long)atomic_load(&l->refused_acl),
@@ -181,7 +182,8 @@ char *admin_status(const admin_snapshot_t *snap, int json)
                       (unsigned long long)atomic_load(&l->bytes_out),
                       (unsigned long long)atomic_load(&l->errors),
                       (unsigned long long)atomic_load(&l->idle_closed),
-                      (unsigned long long)atomic_load(&l->refused_proxy));
+                      (unsigned long long)atomic_load(&l->refused_proxy),
+                      (unsigned long long)atomic_load(&l->refused_source));
             first = 0;
         }
         sb_printf(&b, "],\"workers\":[");
@@ -239,14 +241,14 @@ char *admin_status(const admin_snapshot_t *snap, int json)
         char in[32], out[32];
         human_bytes(atomic_load(&l->bytes_in), in, sizeof in);
         human_bytes(atomic_load(&l->bytes_out), out, sizeof out);
-        sb_printf(&b, "%-*s %-8s %-*s %7llu %10llu %9llu %10s %10s %7llu\n", wname, l->name,
-                  config_protocol_name((berth_protocol_t)l->protocol), waddr, addrs[i],
-                  (unsigned long long)atomic_load(&l->active),
-                  (unsigned long long)atomic_load(&l->accepted),
-                  (unsigned long long)(atomic_load(&l->refused_acl) +
-                                       atomic_load(&l->refused_limit) +
-                                       atomic_load(&l->refused_proxy)),
-                  in, out, (unsigned long long)atomic_load(&l->errors));
+        sb_printf(
+            &b, "%-*s %-8s %-*s %7llu %10llu %9llu %10s %10s %7llu\n", wname, l->name,
+            config_protocol_name((berth_protocol_t)l->protocol), waddr, addrs[i],
+            (unsigned long long)atomic_load(&l->active),
+            (unsigned long long)atomic_load(&l->accepted),
+            (unsigned long long)(atomic_load(&l->refused_acl) + atomic_load(&l->refused_limit) +
+                                 atomic_load(&l->refused_proxy) + atomic_load(&l->refused_source)),
+            in, out, (unsigned long long)atomic_load(&l->errors));
     }
     for (int i = 0; i < STATS_LISTENERS; i++)
         if (st->listeners[i].in_use && snap->quarantined[i])

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "core/control.h"
+#include "core/limits.h"
 #include "core/log.h"
 #include "core/notify.h"
 #include "master/admin.h"
@@ -192,6 +193,10 @@ static void reload_begin(master_t *m)
     generation_t *g = NULL;
     if (config_load(m->conf_path, &cfg, &errs) == 0) {
         log_set_level(cfg->log_level);
+        if (limits_size() && cfg->per_source_table != limits_size())
+            log_warn("per_source_table = %u takes effect at the next start; the table keeps its "
+                     "%u entries (and its counts) across reloads",
+                     cfg->per_source_table, limits_size());
         if (strcmp(cfg->log, m->active ? m->active->cfg->log : "") != 0 && open_log_file(cfg))
             log_error("cannot open log file %s; logging goes on where it was", cfg->log);
         g = master_generation_new(m, cfg);
@@ -410,6 +415,8 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     process_ctl_close(wp);
     if (wp->slot >= 0)
         stats_worker_settle(m->stats, wp->slot);
+    if (wp->slot >= 0)
+        limits_settle(wp->slot);
     wp->slot = -1;
     if (prev == W_STOPPING) {
         if (WIFSIGNALED(status))
@@ -679,6 +686,15 @@ int master_run(const char *path)
     signal(SIGPIPE, SIG_IGN);
 
     m.stats = stats_map();
+    /* Before the first fork, as the counters: every worker of every generation shares it. */
+    rc = limits_map(cfg->per_source_table);
+    if (rc) {
+        log_error("cannot map the per-source table (%u entries): %s", cfg->per_source_table,
+                  strerror(-rc));
+        config_free(cfg);
+        stats_unmap(m.stats);
+        return EX_OSERR;
+    }
     if (m.stats == NULL || uv_loop_init(&m.loop)) {
         int e = errno;
         log_error("cannot set up: %s", strerror(e));
@@ -758,5 +774,6 @@ out:
     if (m.signal_fd >= 0)
         close(m.signal_fd);
     stats_unmap(m.stats);
+    limits_unmap();
     return rc;
 }

@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/limits.h"
 #include "core/log.h"
 #include "berth/units.h"
 #include "worker/conn.h"
@@ -60,6 +61,7 @@ struct berth_conn {
     struct sockaddr_storage *peer_long, *local;
     struct sockaddr_storage *balancer; /* the socket's peer, when a PROXY header named another */
     socklen_t balancerlen;
+    int32_t source; /* + 1: the per-source table entry this conn holds (0: none) */
     _Alignas(max_align_t) unsigned char state[];
 };
 
@@ -710,6 +712,8 @@ static void conn_maybe_finish(berth_conn_t *c)
     w->nconns--;
     berth_listener_t *l = c->l;
     int counted = c->counted;
+    if (c->source)
+        limits_release(w->slot, c->source - 1);
     free(c->name);
     free(c->peer_long);
     free(c->local);
@@ -810,6 +814,12 @@ int conn_set_peer(berth_conn_t *c, const struct sockaddr *sa, socklen_t len)
     free(c->name); /* made again, from the new peer, the next time a line names it */
     c->name = NULL;
     return 0;
+}
+
+void conn_hold_source(berth_conn_t *c, int32_t entry)
+{
+    assert(c->source == 0);
+    c->source = entry >= 0 ? entry + 1 : 0;
 }
 
 const struct sockaddr *conn_balancer_addr(const berth_conn_t *c, socklen_t *len)

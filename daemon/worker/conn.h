@@ -52,6 +52,8 @@ int conn_begin(berth_conn_t *c, const void *data, size_t len);
 /* Before setup(): the peer is `sa` (from a PROXY header), the socket's own peer is kept as the
  * balancer's address. Once per conn. 0, -EINVAL or -ENOMEM. */
 int conn_set_peer(berth_conn_t *c, const struct sockaddr *sa, socklen_t len);
+/* c holds a connection in per-source table entry `entry` (-1: none): given back when c ends. */
+void conn_hold_source(berth_conn_t *c, int32_t entry);
 /* The balancer's address if conn_set_peer replaced the peer, else NULL (*len 0). */
 const struct sockaddr *conn_balancer_addr(const berth_conn_t *c, socklen_t *len);
 /* One datagram: setup(), handle(), and the conn ends once nothing is pending on it. */

@@ -12,6 +12,7 @@
 #include "berth/proxy.h"
 #include "core/log.h"
 #include "worker/proxy_stage.h"
+#include "worker/source.h"
 
 /* One recv(): the longest header, and what may follow it in the same segment. */
 #define STAGE_READ 4096
@@ -103,6 +104,12 @@ static void stage_done(berth_conn_t *c, proxy_stage_t *s, const unsigned char *r
         conn_abort(c);
         return;
     }
+    int32_t source;
+    if (source_admit(l, conn_peer_addr(c, NULL), &source)) {
+        conn_abort(c);
+        return;
+    }
+    conn_hold_source(c, source);
     conn_begin(c, rest, n);
 }
 

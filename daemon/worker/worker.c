@@ -18,9 +18,11 @@
 #include <unistd.h>
 
 #include "core/control.h"
+#include "core/limits.h"
 #include "core/log.h"
 #include "worker/conn.h"
 #include "worker/proxy_stage.h"
+#include "worker/source.h"
 #include "worker/host.h"
 #include "worker/worker.h"
 
@@ -209,12 +211,19 @@ static berth_conn_t *admit(berth_listener_t *l, conn_kind_t kind,
         atomic_fetch_add(&l->st->refused_acl, 1);
         return NULL;
     }
+    int32_t source = -1;
+    if (!l->cfg->proxy_protocol && source_admit(l, (const struct sockaddr *)peer, &source)) {
+        slot_release(l);
+        return NULL;
+    }
     berth_conn_t *c = conn_new(l->w, l, kind, (const struct sockaddr *)peer, plen);
     if (c == NULL) {
+        limits_release(l->w->slot, source);
         slot_release(l);
         atomic_fetch_add(&l->st->refused_limit, 1);
         return NULL;
     }
+    conn_hold_source(c, source);
     atomic_fetch_add(&l->st->accepted, 1);
     atomic_fetch_add(&l->w->st->accepted, 1);
     return c;
