@@ -269,7 +269,7 @@ int limits_admit(const limits_rule_t *r, int wslot, const struct sockaddr *peer,
             limits_source_text(r, peer, src, sizeof src);
             log_warn("%s: the per-source table is full (per_source_table = %u): %s and other "
                      "new sources are let in without a limit",
-                     r->name, T.h->n, src);
+                     r->name, T.requested, src);
         }
         return LIMITS_OK;
     }
