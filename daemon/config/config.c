@@ -173,6 +173,7 @@ void config_free(berth_config_t *cfg)
     free(cfg->plugin_dir);
     free(cfg->admin);
     free(cfg->log);
+    free(cfg->agent);
     free(cfg);
 }
 

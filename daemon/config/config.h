@@ -95,6 +95,12 @@ typedef struct berth_config {
     char *log;                 /* "stderr" (default) or "syslog" */
     uint64_t shutdown_timeout; /* ms, default 30 s */
     uint32_t per_source_table; /* entries of the per-source table; read at start only */
+    /* HAProxy agent-check: where to answer it (NULL: nowhere; read at start only), and how
+     * long SIGTERM answers "drain" before the daemon stops accepting (ms, default 0). */
+    char *agent;
+    struct sockaddr_storage agent_addr;
+    socklen_t agent_addrlen;
+    uint64_t drain_delay;
 
     config_listener_t *listeners;
     size_t nlisteners;

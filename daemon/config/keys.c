@@ -190,6 +190,18 @@ static int set_log(struct parse *p, void *obj, const char *value, char *err, siz
     return replace_string(&cfg->log, parse_strdup(p, value));
 }
 
+static int set_agent(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    berth_config_t *cfg = obj;
+    char why[200] = "";
+
+    if (address_parse_inet(value, &cfg->agent_addr, &cfg->agent_addrlen, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s", why[0] ? why : "not an address such as 127.0.0.1:8081");
+        return -EINVAL;
+    }
+    return replace_string(&cfg->agent, parse_strdup(p, value));
+}
+
 #define DK(field) offsetof(berth_config_t, field)
 
 static const struct key daemon_keys[DK_COUNT] = {
@@ -209,6 +221,11 @@ static const struct key daemon_keys[DK_COUNT] = {
                              .offset = DK(per_source_table),
                              .min = LIMITS_MIN_TABLE,
                              .max = LIMITS_MAX_TABLE},
+    [DK_AGENT] = {.name = "agent", .type = KEY_CUSTOM, .set = set_agent},
+    [DK_DRAIN_DELAY] = {.name = "drain_delay",
+                        .type = KEY_DURATION,
+                        .offset = DK(drain_delay),
+                        .help = DURATION_HINT ", or 0"},
 };
 
 /* ---- listener sections ----------------------------------------------------------------- */

@@ -46,6 +46,8 @@ enum daemon_key {
     DK_SHUTDOWN_TIMEOUT,
     DK_INCLUDE,
     DK_PER_SOURCE_TABLE,
+    DK_AGENT,
+    DK_DRAIN_DELAY,
     DK_COUNT,
 };
 

@@ -32,6 +32,7 @@
 #include "core/log.h"
 #include "core/notify.h"
 #include "master/admin.h"
+#include "master/agent.h"
 #include "master/generation.h"
 #include "master/process.h"
 #include "worker/loader.h"
@@ -266,6 +267,8 @@ void master_stop(master_t *m, int now)
         log_info(now ? "stopping now" : "stopping: draining connections");
     }
     m->stopping = 1;
+    m->draining_soon = 0;
+    uv_timer_stop(&m->drain_wait);
     m->reload_queued = 0;
     waiters_tell(m->waiters, 0, "berthd is stopping");
     waiters_tell(m->queued_waiters, 0, "berthd is stopping");
@@ -307,6 +310,9 @@ static void master_check_exit(master_t *m)
     uv_poll_stop(&m->sig);
     uv_close((uv_handle_t *)&m->sig, on_handle_closed);
     uv_close((uv_handle_t *)&m->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&m->drain_wait, on_handle_closed);
+    agent_close(m->agent);
+    m->agent = NULL;
 }
 
 /* ---- children ---- */
@@ -564,6 +570,11 @@ static void master_reopen_log(master_t *m)
                     process_send(&g->workers[i], CTL_REOPEN);
 }
 
+static void on_drain_wait(uv_timer_t *t)
+{
+    master_stop(t->data, 0);
+}
+
 static void on_signal(uv_poll_t *p, int status, int events)
 {
     master_t *m = p->data;
@@ -578,7 +589,19 @@ static void on_signal(uv_poll_t *p, int status, int events)
             break;
         case SIGTERM:
         case SIGINT:
-            if (m->stopping) {
+            if (!m->stopping && !m->draining_soon && m->active && m->active->cfg->drain_delay > 0) {
+                /* The balancer's agent-check hears "drain" and moves new clients away while
+                 * this host still takes them; then the usual stop. */
+                m->draining_soon = 1;
+                log_info("%s: draining: the agent says drain; stopping in %llu ms",
+                         strsignal((int)si.ssi_signo),
+                         (unsigned long long)m->active->cfg->drain_delay);
+                uv_timer_start(&m->drain_wait, on_drain_wait, m->active->cfg->drain_delay, 0);
+            } else if (m->draining_soon) {
+                log_info("second %s: stopping without waiting out drain_delay",
+                         strsignal((int)si.ssi_signo));
+                master_stop(m, 0);
+            } else if (m->stopping) {
                 log_warn("second %s: stopping now", strsignal((int)si.ssi_signo));
                 master_stop(m, 1);
             } else {
@@ -593,6 +616,35 @@ static void on_signal(uv_poll_t *p, int status, int events)
 }
 
 /* ---- start ---- */
+
+/* The agent-check's answer: see agent.h. The weight is the share of the serving
+ * generation's connection slots that are free. */
+static void agent_answer(void *ctx, char *buf, size_t len)
+{
+    master_t *m = ctx;
+    const generation_t *g = m->active;
+    if (m->draining_soon) {
+        snprintf(buf, len, "drain\n");
+        return;
+    }
+    if (g == NULL || m->stopping) {
+        snprintf(buf, len, "down\n");
+        return;
+    }
+    uint64_t cap = 0, busy = 0;
+    for (size_t i = 0; i < g->cfg->nlisteners; i++) {
+        int slot = g->slots ? g->slots[i] : -1;
+        if (slot < 0)
+            continue;
+        uint64_t c = g->cfg->listeners[i].concurrency;
+        uint64_t a = atomic_load(&m->stats->listeners[slot].active);
+        cap += c;
+        busy += a < c ? a : c;
+    }
+    snprintf(buf, len, "up ready %u%%\n", cap ? (unsigned)((cap - busy) * 100 / cap) : 100u);
+}
+
+static const agent_ops_t agent_ops = {.answer = agent_answer};
 
 /* What admin may ask of the master. */
 static void admin_snapshot(void *ctx, admin_snapshot_t *out)
@@ -726,6 +778,20 @@ int master_run(const char *path)
     uv_timer_init(&m.loop, &m.tick);
     m.tick.data = &m;
     uv_timer_start(&m.tick, on_tick, TICK_MS, TICK_MS);
+    uv_timer_init(&m.loop, &m.drain_wait);
+    m.drain_wait.data = &m;
+
+    if (cfg->agent) {
+        char why[256];
+        m.agent = agent_open(&m.loop, (const struct sockaddr *)&cfg->agent_addr, &agent_ops, &m,
+                             why, sizeof why);
+        if (m.agent == NULL) {
+            log_error("agent %s: %s", cfg->agent, why);
+            config_free(cfg);
+            rc = EX_OSERR;
+            goto out_loop;
+        }
+    }
 
     if (cfg->admin && cfg->admin[0]) {
         m.admin = admin_open(&m.loop, cfg->admin, &admin_ops, &m, &errs);
@@ -766,7 +832,10 @@ out_loop:
     if (!uv_is_closing((uv_handle_t *)&m.sig)) {
         uv_close((uv_handle_t *)&m.sig, on_handle_closed);
         uv_close((uv_handle_t *)&m.tick, on_handle_closed);
+        uv_close((uv_handle_t *)&m.drain_wait, on_handle_closed);
     }
+    agent_close(m.agent);
+    m.agent = NULL;
     uv_run(&m.loop, UV_RUN_DEFAULT);
     uv_loop_close(&m.loop);
 out:
