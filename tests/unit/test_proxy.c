@@ -15,7 +15,8 @@
 #define V2SIG "\r\n\r\n\0\r\nQUIT\n"
 
 /* Feed all of `data` at once; also one byte at a time into a second parser, which must agree
- * (same result; same bytes taken, unless it failed). Returns the result; *used gets the bytes taken. */
+ * (same result; same bytes taken, unless it failed). Returns the result; *used gets the bytes
+ * taken. */
 static int feed_both(unsigned versions, const void *data, size_t len, size_t *used,
                      berth_proxy_t **out)
 {
