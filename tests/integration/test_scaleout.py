@@ -8,7 +8,11 @@ agent; clients from several loopback addresses.
 - A rolling restart (SIGTERM one instance, which says "drain" for drain_delay before it stops
   accepting; start it again; wait until HAProxy has it back; then the other) under a steady
   connection load (bench/loadgen, connect mode, 32 source addresses) loses no connection:
-  loadgen counts 0 failures."""
+  loadgen counts 0 failures.
+
+The whole module runs in a network namespace of its own (unshare(CLONE_NEWNET) at import, its
+loopback brought up), so its HAProxy, berthds and load see no other test's traffic."""
+import ctypes
 import json
 import os
 import re
@@ -23,6 +27,18 @@ from harness import (BUILD, IO_TIMEOUT, START_TIMEOUT, Berthd, DaemonTestCase,
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 LOADGEN = os.path.join(BUILD, "bench", "loadgen")
+CLONE_NEWNET = 0x40000000
+
+
+def setUpModule():
+    """Into a network namespace of our own: every process this module starts inherits it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) (the scale-out test runs as "
+                      "root, in a network namespace of its own)")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    if os.readlink("/proc/self/ns/net") == os.readlink("/proc/1/ns/net"):
+        raise AssertionError("still in the host's network namespace")
 
 
 def connect_from(src, port):
