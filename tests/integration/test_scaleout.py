@@ -32,12 +32,13 @@ CLONE_NEWNET = 0x40000000
 
 def setUpModule():
     """Into a network namespace of our own: every process this module starts inherits it."""
+    before = os.readlink("/proc/self/ns/net")
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) (the scale-out test runs as "
                       "root, in a network namespace of its own)")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    if os.readlink("/proc/self/ns/net") == os.readlink("/proc/1/ns/net"):
+    if os.readlink("/proc/self/ns/net") == before:
         raise AssertionError("still in the host's network namespace")
 
 
