@@ -7,7 +7,8 @@ import socket
 import time
 import unittest
 
-from harness import (IO_TIMEOUT, DaemonTestCase, built_test_plugin, check_config, free_ports,
+from harness import (IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin, check_config,
+                     free_ports,
                      peer_closed, recv_until)
 
 
@@ -140,8 +141,8 @@ class PerSourceConfig(DaemonTestCase):
     def check(self, body, protocol="tcp"):
         path = os.path.join(self.tmp, "c.conf")
         with open(path, "w") as f:
-            f.write("[daemon]\nworkers = 1\n[l]\nprotocol = %s\naddress = 127.0.0.1:1\n"
-                    "handler = echo\n%s" % (protocol, body))
+            f.write("[daemon]\nworkers = 1\nplugin_dir = %s\n[l]\nprotocol = %s\naddress = 127.0.0.1:1\n"
+                    "handler = echo\n%s" % (PLUGIN_DIR, protocol, body))
         return check_config(path)
 
     def test_keys(self):

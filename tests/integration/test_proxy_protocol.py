@@ -8,7 +8,8 @@ import socket
 import struct
 import unittest
 
-from harness import (IO_TIMEOUT, DaemonTestCase, built_test_plugin, check_config, free_ports,
+from harness import (IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin, check_config,
+                     free_ports,
                      peer_closed, recv_until)
 
 V2SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -220,8 +221,8 @@ class ProxyConfig(DaemonTestCase):
     def check(self, body):
         path = os.path.join(self.tmp, "c.conf")
         with open(path, "w") as f:
-            f.write("[daemon]\nworkers = 1\n[l]\nprotocol = tcp\naddress = 127.0.0.1:1\n"
-                    "handler = echo\n" + body)
+            f.write("[daemon]\nworkers = 1\nplugin_dir = %s\n[l]\nprotocol = tcp\n"
+                    "address = 127.0.0.1:1\nhandler = echo\n" % PLUGIN_DIR + body)
         return check_config(path)
 
     def test_keys(self):
@@ -238,8 +239,9 @@ class ProxyConfig(DaemonTestCase):
         self.assertEqual(rc, 0, out)
         path = os.path.join(self.tmp, "u.conf")
         with open(path, "w") as f:
-            f.write("[daemon]\nworkers = 1\n[u]\nprotocol = udp\naddress = 127.0.0.1:1\n"
-                    "handler = echo\nproxy_protocol = v2\nproxy_from = 127.0.0.1\n")
+            f.write("[daemon]\nworkers = 1\nplugin_dir = %s\n[u]\nprotocol = udp\n"
+                    "address = 127.0.0.1:1\nhandler = echo\nproxy_protocol = v2\n"
+                    "proxy_from = 127.0.0.1\n" % PLUGIN_DIR)
         rc, out = check_config(path)
         self.assertIn("proxy_protocol: only tcp listeners take a PROXY protocol header", out)
 
