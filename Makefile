@@ -8,11 +8,11 @@ CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBERTH_WERROR=ON
 DEPS := cmake make gcc clang pkg-config libuv1-dev libinih-dev libcmocka-dev libsystemd-dev \
         libjansson-dev libssl-dev libcrypt-dev libclang-rt-14-dev python3 socat ncat curl \
         iproute2 util-linux procps debhelper dpkg-dev lintian adduser systemd openssl \
-        clang-format
+        clang-format haproxy
 # Commands the tests need (a missing one is an error, never a silently weaker test), and the
 # Debian package of each when it is not the one DEPS already names (setpriv left util-linux
 # for a package of its own in newer Debian releases).
-TOOLS := setpriv systemd-analyze openssl socat ncat unshare ip clang-format dpkg-buildpackage
+TOOLS := setpriv systemd-analyze openssl socat ncat unshare ip clang-format dpkg-buildpackage haproxy
 BENCH_DEPS := microsocks dante-server
 FUZZ_SECONDS ?= 60
 

@@ -138,6 +138,7 @@ typedef struct options {
     const char *target;
     int json;
     int src_spread; /* -1 = auto */
+    int proxy;      /* 0, or 1/2: send a PROXY protocol v1/v2 header first (-P) */
 } options_t;
 
 static options_t opt = {
@@ -353,6 +354,46 @@ static int conn_flush(conn_t *c, uint64_t now)
     return 0;
 }
 
+/* -P: the header a balancer sends, naming this socket's own address as the client. It is
+ * the first thing written on a fresh socket, so the send buffer takes it whole. */
+static int send_proxy_header(conn_t *c)
+{
+    struct sockaddr_storage src;
+    socklen_t slen = sizeof src;
+    unsigned char hdr[64];
+    size_t n;
+    if (getsockname(c->fd, (struct sockaddr *)&src, &slen) < 0)
+        return -1;
+    const struct sockaddr_in *s = (const void *)&src, *d = (const void *)&target_addr;
+    int inet = src.ss_family == AF_INET && target_addr.ss_family == AF_INET;
+    if (opt.proxy == 1) {
+        char a[INET_ADDRSTRLEN], b[INET_ADDRSTRLEN];
+        if (inet && inet_ntop(AF_INET, &s->sin_addr, a, sizeof a) &&
+            inet_ntop(AF_INET, &d->sin_addr, b, sizeof b))
+            n = (size_t)snprintf((char *)hdr, sizeof hdr, "PROXY TCP4 %s %s %u %u\r\n", a, b,
+                                 ntohs(s->sin_port), ntohs(d->sin_port));
+        else
+            n = (size_t)snprintf((char *)hdr, sizeof hdr, "PROXY UNKNOWN\r\n");
+    } else {
+        static const unsigned char sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                              0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+        memcpy(hdr, sig, 12);
+        hdr[12] = 0x21;               /* v2, PROXY */
+        hdr[13] = inet ? 0x11 : 0x00; /* TCP over IPv4, or UNSPEC */
+        hdr[14] = 0;
+        hdr[15] = inet ? 12 : 0;
+        n = 16;
+        if (inet) {
+            memcpy(hdr + 16, &s->sin_addr, 4);
+            memcpy(hdr + 20, &d->sin_addr, 4);
+            memcpy(hdr + 24, &s->sin_port, 2);
+            memcpy(hdr + 26, &d->sin_port, 2);
+            n += 12;
+        }
+    }
+    return send(c->fd, hdr, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
+}
+
 static void conn_connected(conn_t *c, uint64_t now)
 {
     int err = 0;
@@ -363,6 +404,10 @@ static void conn_connected(conn_t *c, uint64_t now)
     }
     c->state = ST_ACTIVE;
     c->deadline = 0;
+    if (opt.proxy && send_proxy_header(c) < 0) {
+        conn_fail(c, ERR_RESET, now);
+        return;
+    }
     if (!c->ever_ready && opt.mode == MODE_PINGPONG) {
         c->ever_ready = 1;
         c->t->nready++;
@@ -596,6 +641,7 @@ static void usage(FILE *f)
                "  -T, --timeout SEC    connect and reply timeout (default 5)\n"
                "  -S, --src-spread N   bind to 127.0.0.1..127.0.0.N in turn (IPv4 loopback\n"
                "                       targets; default 32 in connect mode, else 1)\n"
+               "  -P, --proxy v1|v2    send a PROXY protocol header first, as a balancer does\n"
                "  -l, --label TEXT     label echoed in the result\n"
                "  -j, --json           result as one JSON line\n"
                "exit: 0 clean, 1 failures or nothing measured, 100 usage, 111 system failure\n");
@@ -680,13 +726,14 @@ static int parse_args(int argc, char **argv)
         {"timeout", required_argument, NULL, 'T'},
         {"label", required_argument, NULL, 'l'},
         {"src-spread", required_argument, NULL, 'S'},
+        {"proxy", required_argument, NULL, 'P'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int ch;
     uint64_t v;
-    while ((ch = getopt_long(argc, argv, "m:c:s:p:d:w:n:t:T:S:l:jh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "m:c:s:p:d:w:n:t:T:S:P:l:jh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'm':
             if (strcmp(optarg, "pingpong") == 0)
@@ -738,6 +785,14 @@ static int parse_args(int argc, char **argv)
             if (parse_u64(optarg, &v, 1, 65534) < 0)
                 return -1;
             opt.src_spread = (int)v;
+            break;
+        case 'P':
+            if (strcmp(optarg, "v1") == 0)
+                opt.proxy = 1;
+            else if (strcmp(optarg, "v2") == 0)
+                opt.proxy = 2;
+            else
+                return -1;
             break;
         case 'l':
             opt.label = optarg;

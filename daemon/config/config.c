@@ -8,6 +8,7 @@
  */
 #include "config/parse.h"
 #include "config/tls.h"
+#include "core/limits.h"
 #include "core/log.h"
 
 #include <errno.h>
@@ -87,6 +88,7 @@ static berth_config_t *config_new(void)
     cfg->workers_auto = 1;
     cfg->log_level = BERTH_LOG_INFO;
     cfg->shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT;
+    cfg->per_source_table = LIMITS_DEFAULT_TABLE;
     cfg->plugin_dir = strdup(BERTH_DEFAULT_PLUGIN_DIR);
     cfg->admin = strdup(BERTH_DEFAULT_ADMIN);
     cfg->log = strdup("stderr");
@@ -157,6 +159,7 @@ void config_free(berth_config_t *cfg)
         berth_cidr_list_free(&l->allow);
         berth_cidr_list_free(&l->deny);
         config_tls_free(l->tls);
+        berth_cidr_list_free(&l->proxy_from);
         for (size_t j = 0; j < l->noptions; j++) {
             free(l->options[j].key);
             free(l->options[j].value);
@@ -172,6 +175,7 @@ void config_free(berth_config_t *cfg)
     free(cfg->plugin_dir);
     free(cfg->admin);
     free(cfg->log);
+    free(cfg->agent);
     free(cfg);
 }
 

@@ -63,6 +63,19 @@ typedef struct config_listener {
     uint32_t crash_limit;  /* crashes within crash_window that quarantine it; default 5 */
     uint64_t crash_window; /* ms, default 1 min */
     int isolate;           /* served by worker processes of its own */
+    /* PROXY protocol (tcp only): which header versions a peer must send first (0: off), from
+     * which peers (required when on; anyone else is refused), and how long the header may
+     * take (ms, default 5 s). */
+    unsigned proxy_protocol; /* BERTH_PROXY_V1 | BERTH_PROXY_V2 */
+    berth_cidr_list_t proxy_from;
+    uint64_t proxy_timeout;
+    /* Per-source limits (tcp only; 0: off), counted across every worker (core/limits.h):
+     * open connections per client address, new ones per second and the bucket for bursts;
+     * IPv6 clients grouped by prefix6 (default 64). */
+    uint32_t per_source;
+    uint32_t rate;
+    uint32_t burst; /* 0: rate */
+    uint32_t per_source_prefix6;
 
     struct config_tls *tls; /* tls_* keys (config/tls.h); NULL: no TLS */
 
@@ -83,6 +96,13 @@ typedef struct berth_config {
     berth_log_level_t log_level;
     char *log;                 /* "stderr" (default) or "syslog" */
     uint64_t shutdown_timeout; /* ms, default 30 s */
+    uint32_t per_source_table; /* entries of the per-source table; read at start only */
+    /* HAProxy agent-check: where to answer it (NULL: nowhere; read at start only), and how
+     * long SIGTERM answers "drain" before the daemon stops accepting (ms, default 0). */
+    char *agent;
+    struct sockaddr_storage agent_addr;
+    socklen_t agent_addrlen;
+    uint64_t drain_delay;
 
     config_listener_t *listeners;
     size_t nlisteners;

@@ -10,7 +10,9 @@
  * section ends.
  */
 #include "config/parse.h"
+#include "core/limits.h"
 #include "core/log.h"
+#include "berth/proxy.h"
 #include "berth/units.h"
 
 #include <ctype.h>
@@ -27,6 +29,7 @@
 #define DEFAULT_WRITE_BUFFER (256u * 1024u)
 #define DEFAULT_CRASH_LIMIT 5u
 #define DEFAULT_CRASH_WINDOW (60u * 1000u)
+#define DEFAULT_PROXY_TIMEOUT (5u * 1000u)
 #define MIN_WRITE_BUFFER 1024u
 #define MAX_WRITE_BUFFER (1024u * 1024u * 1024u)
 
@@ -187,6 +190,18 @@ static int set_log(struct parse *p, void *obj, const char *value, char *err, siz
     return replace_string(&cfg->log, parse_strdup(p, value));
 }
 
+static int set_agent(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    berth_config_t *cfg = obj;
+    char why[200] = "";
+
+    if (address_parse_inet(value, &cfg->agent_addr, &cfg->agent_addrlen, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s", why[0] ? why : "not an address such as 127.0.0.1:8081");
+        return -EINVAL;
+    }
+    return replace_string(&cfg->agent, parse_strdup(p, value));
+}
+
 #define DK(field) offsetof(berth_config_t, field)
 
 static const struct key daemon_keys[DK_COUNT] = {
@@ -201,6 +216,16 @@ static const struct key daemon_keys[DK_COUNT] = {
                              .offset = DK(shutdown_timeout),
                              .help = DURATION_HINT},
     [DK_INCLUDE] = {.name = "include", .type = KEY_INCLUDE},
+    [DK_PER_SOURCE_TABLE] = {.name = "per_source_table",
+                             .type = KEY_U32,
+                             .offset = DK(per_source_table),
+                             .min = LIMITS_MIN_TABLE,
+                             .max = LIMITS_MAX_TABLE},
+    [DK_AGENT] = {.name = "agent", .type = KEY_CUSTOM, .set = set_agent},
+    [DK_DRAIN_DELAY] = {.name = "drain_delay",
+                        .type = KEY_DURATION,
+                        .offset = DK(drain_delay),
+                        .help = DURATION_HINT ", or 0"},
 };
 
 /* ---- listener sections ----------------------------------------------------------------- */
@@ -309,6 +334,44 @@ static int set_isolate(struct parse *p, void *obj, const char *value, char *err,
     return rc;
 }
 
+static int set_proxy_protocol(struct parse *p, void *obj, const char *value, char *err,
+                              size_t errlen)
+{
+    config_listener_t *l = obj;
+
+    if (strcmp(value, "off") == 0)
+        l->proxy_protocol = 0;
+    else if (strcmp(value, "v1") == 0)
+        l->proxy_protocol = BERTH_PROXY_V1;
+    else if (strcmp(value, "v2") == 0)
+        l->proxy_protocol = BERTH_PROXY_V2;
+    else if (strcmp(value, "any") == 0)
+        l->proxy_protocol = BERTH_PROXY_V1 | BERTH_PROXY_V2;
+    else {
+        snprintf(err, errlen, "must be off, v1, v2 or any");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* "N/s": new connections per second. */
+static int set_rate(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    config_listener_t *l = obj;
+    char num[16];
+    size_t n = strlen(value);
+    uint64_t v = 0;
+
+    if (n < 3 || n - 2 >= sizeof num || strcmp(value + n - 2, "/s") != 0 ||
+        (memcpy(num, value, n - 2), num[n - 2] = '\0',
+         keys_parse_number(num, 1, MAX_CONCURRENCY, &v)) < 0) {
+        snprintf(err, errlen, "must be N/s, N 1..%u (new connections per second)", MAX_CONCURRENCY);
+        return -EINVAL;
+    }
+    l->rate = (uint32_t)v;
+    return 0;
+}
+
 #define LK(field) offsetof(config_listener_t, field)
 
 static const struct key listener_keys[LK_COUNT] = {
@@ -337,6 +400,25 @@ static const struct key listener_keys[LK_COUNT] = {
     [LK_DENY] = {.name = "deny", .type = KEY_CIDRS, .offset = LK(deny)},
     [LK_CRASH_LIMIT] = {.name = "crash_limit", .type = KEY_CUSTOM, .set = set_crash_limit},
     [LK_ISOLATE] = {.name = "isolate", .type = KEY_CUSTOM, .set = set_isolate},
+    [LK_PROXY_PROTOCOL] = {.name = "proxy_protocol", .type = KEY_CUSTOM, .set = set_proxy_protocol},
+    [LK_PROXY_FROM] = {.name = "proxy_from", .type = KEY_CIDRS, .offset = LK(proxy_from)},
+    [LK_PROXY_TIMEOUT] = {.name = "proxy_timeout",
+                          .type = KEY_DURATION,
+                          .offset = LK(proxy_timeout),
+                          .help = DURATION_HINT},
+    [LK_PER_SOURCE] = {.name = "per_source",
+                       .type = KEY_U32,
+                       .offset = LK(per_source),
+                       .min = 1,
+                       .max = MAX_CONCURRENCY},
+    [LK_PER_SOURCE_PREFIX6] = {.name = "per_source_prefix6",
+                               .type = KEY_U32,
+                               .offset = LK(per_source_prefix6),
+                               .min = 1,
+                               .max = 128},
+    [LK_RATE] = {.name = "rate", .type = KEY_CUSTOM, .set = set_rate},
+    [LK_BURST] =
+        {.name = "burst", .type = KEY_U32, .offset = LK(burst), .min = 1, .max = MAX_CONCURRENCY},
 };
 
 /* ---- setting a value ------------------------------------------------------------------- */
@@ -491,6 +573,33 @@ void keys_listener(struct parse *p, const char *name, const char *value)
 
 /* ---- sections -------------------------------------------------------------------------- */
 
+/* PROXY protocol keys: tcp only, and never on without the peers allowed to send a header
+ * (else any client could name its own address). */
+static void proxy_end(struct parse *p, const config_listener_t *l, const struct listener_state *ls)
+{
+    const struct where *w = &ls->seen[LK_PROXY_PROTOCOL];
+
+    if (l->protocol != BERTH_PROTO_TCP) {
+        for (int k = LK_PROXY_PROTOCOL; k <= LK_PROXY_TIMEOUT; k++)
+            if (ls->seen[k].line)
+                parse_error_at(p, ls->seen[k].file, ls->seen[k].line,
+                               "%s: only tcp listeners take a PROXY protocol header",
+                               listener_keys[k].name);
+        return;
+    }
+    if (l->proxy_protocol && !ls->seen[LK_PROXY_FROM].line)
+        parse_error_at(p, w->file, w->line,
+                       "proxy_protocol: needs proxy_from, the balancers allowed to send the "
+                       "header (anyone else could claim any address)");
+    for (int k = LK_PROXY_FROM; k <= LK_PROXY_TIMEOUT; k++)
+        if (ls->seen[k].line && !l->proxy_protocol)
+            parse_error_at(p, ls->seen[k].file, ls->seen[k].line,
+                           "%s: proxy_protocol is off in this listener", listener_keys[k].name);
+    if (ls->seen[LK_PROXY_TIMEOUT].line && l->proxy_timeout == 0)
+        parse_error_at(p, ls->seen[LK_PROXY_TIMEOUT].file, ls->seen[LK_PROXY_TIMEOUT].line,
+                       "proxy_timeout: must be more than 0");
+}
+
 static void listener_end(struct parse *p, size_t idx)
 {
     static const enum listener_key required[] = {LK_PROTOCOL, LK_ADDRESS, LK_HANDLER};
@@ -523,6 +632,17 @@ static void listener_end(struct parse *p, size_t idx)
                            "%s: unix peers have no IP address (file permissions guard them: mode)",
                            listener_keys[k].name);
     }
+    proxy_end(p, l, ls);
+    for (int k = LK_PER_SOURCE; k <= LK_BURST; k++)
+        if (ls->seen[k].line && l->protocol != BERTH_PROTO_TCP)
+            parse_error_at(p, ls->seen[k].file, ls->seen[k].line,
+                           "%s: only tcp listeners have per-source limits", listener_keys[k].name);
+    w = &ls->seen[LK_BURST];
+    if (w->line && !l->rate)
+        parse_error_at(p, w->file, w->line, "burst: needs rate");
+    w = &ls->seen[LK_PER_SOURCE_PREFIX6];
+    if (w->line && !l->rate && !l->per_source)
+        parse_error_at(p, w->file, w->line, "per_source_prefix6: needs per_source or rate");
 
     if (!l->address)
         return;
@@ -620,6 +740,8 @@ void keys_section_begin(struct source *s, const char *name)
     l->write_buffer = DEFAULT_WRITE_BUFFER;
     l->crash_limit = DEFAULT_CRASH_LIMIT;
     l->crash_window = DEFAULT_CRASH_WINDOW;
+    l->proxy_timeout = DEFAULT_PROXY_TIMEOUT;
+    l->per_source_prefix6 = 64;
     s->listener = cfg->nlisteners++;
     s->kind = SEC_LISTENER;
 }

@@ -45,6 +45,9 @@ enum daemon_key {
     DK_LOG,
     DK_SHUTDOWN_TIMEOUT,
     DK_INCLUDE,
+    DK_PER_SOURCE_TABLE,
+    DK_AGENT,
+    DK_DRAIN_DELAY,
     DK_COUNT,
 };
 
@@ -61,6 +64,13 @@ enum listener_key {
     LK_DENY,
     LK_CRASH_LIMIT,
     LK_ISOLATE,
+    LK_PROXY_PROTOCOL,
+    LK_PROXY_FROM,
+    LK_PROXY_TIMEOUT,
+    LK_PER_SOURCE,
+    LK_PER_SOURCE_PREFIX6,
+    LK_RATE,
+    LK_BURST,
     LK_COUNT,
 };
 

@@ -30,6 +30,9 @@ typedef struct stats_listener {
     _Atomic uint64_t idle_closed;
     _Atomic uint64_t tls_handshakes;        /* TLS handshakes completed */
     _Atomic uint64_t tls_handshakes_failed; /* refused, broken or timed out */
+    /* PROXY protocol: a peer outside proxy_from, or a header missing, malformed or late */
+    _Atomic uint64_t refused_proxy;
+    _Atomic uint64_t refused_source; /* per_source or rate */
 } stats_listener_t;
 
 enum { WORKER_FREE = 0, WORKER_STARTING, WORKER_READY, WORKER_DRAINING };

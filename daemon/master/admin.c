@@ -173,7 +173,8 @@ char *admin_status(const admin_snapshot_t *snap, int json)
                       ",\"active\":%llu,\"accepted\":%llu,\"refused_acl\":%llu,"
                       "\"refused_limit\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
                       "\"errors\":%llu,\"idle_closed\":%llu,\"tls_handshakes\":%llu,"
-                      "\"tls_handshakes_failed\":%llu}",
+                      "\"tls_handshakes_failed\":%llu,\"refused_proxy\":%llu,"
+                      "\"refused_source\":%llu}",
                       (unsigned long long)atomic_load(&l->active),
                       (unsigned long long)atomic_load(&l->accepted),
                       (unsigned long long)atomic_load(&l->refused_acl),
@@ -183,7 +184,9 @@ char *admin_status(const admin_snapshot_t *snap, int json)
                       (unsigned long long)atomic_load(&l->errors),
                       (unsigned long long)atomic_load(&l->idle_closed),
                       (unsigned long long)atomic_load(&l->tls_handshakes),
-                      (unsigned long long)atomic_load(&l->tls_handshakes_failed));
+                      (unsigned long long)atomic_load(&l->tls_handshakes_failed),
+                      (unsigned long long)atomic_load(&l->refused_proxy),
+                      (unsigned long long)atomic_load(&l->refused_source));
             first = 0;
         }
         sb_printf(&b, "],\"workers\":[");
@@ -246,8 +249,9 @@ char *admin_status(const admin_snapshot_t *snap, int json)
             config_protocol_name((berth_protocol_t)l->protocol), waddr, addrs[i],
             (unsigned long long)atomic_load(&l->active),
             (unsigned long long)atomic_load(&l->accepted),
-            (unsigned long long)(atomic_load(&l->refused_acl) + atomic_load(&l->refused_limit)), in,
-            out, (unsigned long long)atomic_load(&l->errors));
+            (unsigned long long)(atomic_load(&l->refused_acl) + atomic_load(&l->refused_limit) +
+                                 atomic_load(&l->refused_proxy) + atomic_load(&l->refused_source)),
+            in, out, (unsigned long long)atomic_load(&l->errors));
     }
     for (int i = 0; i < STATS_LISTENERS; i++)
         if (st->listeners[i].in_use && snap->quarantined[i])

@@ -29,9 +29,11 @@
 #include <unistd.h>
 
 #include "core/control.h"
+#include "core/limits.h"
 #include "core/log.h"
 #include "core/notify.h"
 #include "master/admin.h"
+#include "master/agent.h"
 #include "master/generation.h"
 #include "master/process.h"
 #include "worker/loader.h"
@@ -193,6 +195,10 @@ static void reload_begin(master_t *m)
     generation_t *g = NULL;
     if (config_load_with_tls(m->conf_path, &cfg, &errs) == 0) {
         log_set_level(cfg->log_level);
+        if (limits_size() && cfg->per_source_table != limits_size())
+            log_warn("per_source_table = %u takes effect at the next start; the table keeps its "
+                     "%u entries (and its counts) across reloads",
+                     cfg->per_source_table, limits_size());
         if (strcmp(cfg->log, m->active ? m->active->cfg->log : "") != 0 && open_log_file(cfg))
             log_error("cannot open log file %s; logging goes on where it was", cfg->log);
         g = master_generation_new(m, cfg);
@@ -262,6 +268,8 @@ void master_stop(master_t *m, int now)
         log_info(now ? "stopping now" : "stopping: draining connections");
     }
     m->stopping = 1;
+    m->draining_soon = 0;
+    uv_timer_stop(&m->drain_wait);
     m->reload_queued = 0;
     waiters_tell(m->waiters, 0, "berthd is stopping");
     waiters_tell(m->queued_waiters, 0, "berthd is stopping");
@@ -303,6 +311,9 @@ static void master_check_exit(master_t *m)
     uv_poll_stop(&m->sig);
     uv_close((uv_handle_t *)&m->sig, on_handle_closed);
     uv_close((uv_handle_t *)&m->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&m->drain_wait, on_handle_closed);
+    agent_close(m->agent);
+    m->agent = NULL;
 }
 
 /* ---- children ---- */
@@ -411,6 +422,8 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     process_ctl_close(wp);
     if (wp->slot >= 0)
         stats_worker_settle(m->stats, wp->slot);
+    if (wp->slot >= 0)
+        limits_settle(wp->slot);
     wp->slot = -1;
     if (prev == W_STOPPING) {
         if (WIFSIGNALED(status))
@@ -564,6 +577,11 @@ static void master_reopen_log(master_t *m)
                     process_send(&g->workers[i], CTL_REOPEN);
 }
 
+static void on_drain_wait(uv_timer_t *t)
+{
+    master_stop(t->data, 0);
+}
+
 static void on_signal(uv_poll_t *p, int status, int events)
 {
     master_t *m = p->data;
@@ -578,7 +596,19 @@ static void on_signal(uv_poll_t *p, int status, int events)
             break;
         case SIGTERM:
         case SIGINT:
-            if (m->stopping) {
+            if (!m->stopping && !m->draining_soon && m->active && m->active->cfg->drain_delay > 0) {
+                /* The balancer's agent-check hears "drain" and moves new clients away while
+                 * this host still takes them; then the usual stop. */
+                m->draining_soon = 1;
+                log_info("%s: draining: the agent says drain; stopping in %llu ms",
+                         strsignal((int)si.ssi_signo),
+                         (unsigned long long)m->active->cfg->drain_delay);
+                uv_timer_start(&m->drain_wait, on_drain_wait, m->active->cfg->drain_delay, 0);
+            } else if (m->draining_soon) {
+                log_info("second %s: stopping without waiting out drain_delay",
+                         strsignal((int)si.ssi_signo));
+                master_stop(m, 0);
+            } else if (m->stopping) {
                 log_warn("second %s: stopping now", strsignal((int)si.ssi_signo));
                 master_stop(m, 1);
             } else {
@@ -593,6 +623,35 @@ static void on_signal(uv_poll_t *p, int status, int events)
 }
 
 /* ---- start ---- */
+
+/* The agent-check's answer: see agent.h. The weight is the share of the serving
+ * generation's connection slots that are free. */
+static void agent_answer(void *ctx, char *buf, size_t len)
+{
+    master_t *m = ctx;
+    const generation_t *g = m->active;
+    if (m->draining_soon) {
+        snprintf(buf, len, "drain\n");
+        return;
+    }
+    if (g == NULL || m->stopping) {
+        snprintf(buf, len, "down\n");
+        return;
+    }
+    uint64_t cap = 0, busy = 0;
+    for (size_t i = 0; i < g->cfg->nlisteners; i++) {
+        int slot = g->slots ? g->slots[i] : -1;
+        if (slot < 0)
+            continue;
+        uint64_t c = g->cfg->listeners[i].concurrency;
+        uint64_t a = atomic_load(&m->stats->listeners[slot].active);
+        cap += c;
+        busy += a < c ? a : c;
+    }
+    snprintf(buf, len, "up ready %u%%\n", cap ? (unsigned)((cap - busy) * 100 / cap) : 100u);
+}
+
+static const agent_ops_t agent_ops = {.answer = agent_answer};
 
 /* What admin may ask of the master. */
 static void admin_snapshot(void *ctx, admin_snapshot_t *out)
@@ -686,6 +745,15 @@ int master_run(const char *path)
     signal(SIGPIPE, SIG_IGN);
 
     m.stats = stats_map();
+    /* Before the first fork, as the counters: every worker of every generation shares it. */
+    rc = limits_map(cfg->per_source_table);
+    if (rc) {
+        log_error("cannot map the per-source table (%u entries): %s", cfg->per_source_table,
+                  strerror(-rc));
+        config_free(cfg);
+        stats_unmap(m.stats);
+        return EX_OSERR;
+    }
     if (m.stats == NULL || uv_loop_init(&m.loop)) {
         int e = errno;
         log_error("cannot set up: %s", strerror(e));
@@ -717,6 +785,20 @@ int master_run(const char *path)
     uv_timer_init(&m.loop, &m.tick);
     m.tick.data = &m;
     uv_timer_start(&m.tick, on_tick, TICK_MS, TICK_MS);
+    uv_timer_init(&m.loop, &m.drain_wait);
+    m.drain_wait.data = &m;
+
+    if (cfg->agent) {
+        char why[256];
+        m.agent = agent_open(&m.loop, (const struct sockaddr *)&cfg->agent_addr, &agent_ops, &m,
+                             why, sizeof why);
+        if (m.agent == NULL) {
+            log_error("agent %s: %s", cfg->agent, why);
+            config_free(cfg);
+            rc = EX_OSERR;
+            goto out_loop;
+        }
+    }
 
     if (cfg->admin && cfg->admin[0]) {
         m.admin = admin_open(&m.loop, cfg->admin, &admin_ops, &m, &errs);
@@ -757,7 +839,10 @@ out_loop:
     if (!uv_is_closing((uv_handle_t *)&m.sig)) {
         uv_close((uv_handle_t *)&m.sig, on_handle_closed);
         uv_close((uv_handle_t *)&m.tick, on_handle_closed);
+        uv_close((uv_handle_t *)&m.drain_wait, on_handle_closed);
     }
+    agent_close(m.agent);
+    m.agent = NULL;
     uv_run(&m.loop, UV_RUN_DEFAULT);
     uv_loop_close(&m.loop);
 out:
@@ -765,5 +850,6 @@ out:
     if (m.signal_fd >= 0)
         close(m.signal_fd);
     stats_unmap(m.stats);
+    limits_unmap();
     return rc;
 }

@@ -10,6 +10,7 @@
 
 struct generation;
 struct admin;
+struct agent;
 
 typedef void (*master_reload_cb)(void *arg, int ok, const char *text);
 
@@ -38,6 +39,9 @@ typedef struct master {
     reload_waiter_t *queued_waiters; /* ... or the queued one */
     struct admin *admin;
     uint64_t started_ms;
+    struct agent *agent;   /* [daemon] agent: HAProxy's agent-check */
+    uv_timer_t drain_wait; /* SIGTERM with drain_delay: the agent says drain until it fires */
+    int draining_soon;
 } master_t;
 
 /* Run the daemon on `path` until stopped; returns the exit status. */

@@ -17,9 +17,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/limits.h"
 #include "core/log.h"
 #include "berth/units.h"
 #include "worker/conn.h"
+#include "worker/proxy_stage.h"
 #include "worker/tls.h"
 
 #define LINGER_MS 2000
@@ -59,6 +61,9 @@ struct berth_conn {
         struct sockaddr_in6 in6;
     } peer;
     struct sockaddr_storage *peer_long, *local;
+    struct sockaddr_storage *balancer; /* the socket's peer, when a PROXY header named another */
+    socklen_t balancerlen;
+    int32_t source; /* + 1: the per-source table entry this conn holds (0: none) */
     _Alignas(max_align_t) unsigned char state[];
 };
 
@@ -723,9 +728,12 @@ static void conn_maybe_finish(berth_conn_t *c)
     berth_listener_t *l = c->l;
     int counted = c->counted;
     tls_conn_free(c->tls);
+    if (c->source)
+        limits_release(w->slot, c->source - 1);
     free(c->name);
     free(c->peer_long);
     free(c->local);
+    free(c->balancer);
     free(c);
     if (counted)
         worker_conn_gone(w, l);
@@ -771,23 +779,80 @@ int conn_start_stream(berth_conn_t *c, int fd)
     }
     if (c->l->cfg->idle_timeout)
         q_append(c, Q_IDLE);
+    if (c->l->cfg->proxy_protocol) {
+        proxy_stage_start(c); /* it calls conn_begin once the header is in */
+        return 0;
+    }
+    conn_begin(c, NULL, 0);
+    return 0;
+}
+
+int conn_begin(berth_conn_t *c, const void *data, size_t len)
+{
+    assert(c->kind == CONN_STREAM && !c->setup_called && c->hooks == NULL);
     if (c->l->tls) {
-        /* setup() waits for the handshake: tls.c calls conn_layer_ready(). */
+        /* setup() waits for the handshake: tls.c calls conn_layer_ready(). Bytes that came
+         * with a PROXY header are the first of the handshake. */
         c->tls = tls_conn_new(c);
         if (c->tls == NULL) {
             atomic_fetch_add(&c->l->st->refused_limit, 1);
             conn_abort(c);
-            return 0;
+            return -ENOMEM;
         }
         conn_update_reading(c);
+        if (len > 0)
+            tls_conn_input(c->tls, data, len);
         return 0;
     }
     if (conn_setup(c)) {
         conn_abort(c);
-        return 0;
+        return -ECONNREFUSED;
     }
     conn_update_reading(c);
+    if (len > 0 && !c->closing && !c->closed)
+        call_handle(c, data, len);
     return 0;
+}
+
+int conn_set_peer(berth_conn_t *c, const struct sockaddr *sa, socklen_t len)
+{
+    assert(!c->setup_called);
+    if (len > sizeof(struct sockaddr_storage) || c->balancer)
+        return -EINVAL;
+    struct sockaddr_storage *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return -ENOMEM;
+    memcpy(b, peer_sa(c), c->peerlen);
+    if (len <= sizeof c->peer) {
+        free(c->peer_long);
+        c->peer_long = NULL;
+        memcpy(&c->peer, sa, len);
+    } else {
+        if (c->peer_long == NULL && (c->peer_long = calloc(1, sizeof *c->peer_long)) == NULL) {
+            free(b);
+            return -ENOMEM;
+        }
+        memcpy(c->peer_long, sa, len);
+    }
+    c->balancer = b;
+    c->balancerlen = c->peerlen;
+    c->peerlen = len;
+    free(c->name); /* made again, from the new peer, the next time a line names it */
+    c->name = NULL;
+    return 0;
+}
+
+void conn_hold_source(berth_conn_t *c, int32_t entry)
+{
+    assert(c->source == 0);
+    c->source = entry >= 0 ? entry + 1 : 0;
+}
+
+const struct sockaddr *conn_balancer_addr(const berth_conn_t *c, socklen_t *len)
+{
+    if (len)
+        *len = c->balancer ? c->balancerlen : 0;
+    return (const struct sockaddr *)c->balancer;
 }
 
 void conn_datagram(berth_conn_t *c, const void *data, size_t len)

@@ -44,9 +44,21 @@ typedef struct conn_hooks {
  * slots (given back through worker_conn_gone); an outbound one does not. */
 berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind,
                        const struct sockaddr *peer, socklen_t peerlen);
-/* Adopt an accepted, non-blocking socket, call setup() and start reading. 0 or a uv error
- * (the conn is then ending on its own). */
+/* Adopt an accepted, non-blocking socket, call setup() and start reading (with
+ * proxy_protocol on: read the PROXY header first, then conn_begin). 0 or a uv error (the conn
+ * is then ending on its own). */
 int conn_start_stream(berth_conn_t *c, int fd);
+/* The pre-setup stage (a PROXY header) is over: setup(), start reading, and hand `len` bytes
+ * already read past the stage to handle(). 0, or -ECONNREFUSED if setup() refused (c is
+ * then ending). The hook slot MUST be empty. */
+int conn_begin(berth_conn_t *c, const void *data, size_t len);
+/* Before setup(): the peer is `sa` (from a PROXY header), the socket's own peer is kept as the
+ * balancer's address. Once per conn. 0, -EINVAL or -ENOMEM. */
+int conn_set_peer(berth_conn_t *c, const struct sockaddr *sa, socklen_t len);
+/* c holds a connection in per-source table entry `entry` (-1: none): given back when c ends. */
+void conn_hold_source(berth_conn_t *c, int32_t entry);
+/* The balancer's address if conn_set_peer replaced the peer, else NULL (*len 0). */
+const struct sockaddr *conn_balancer_addr(const berth_conn_t *c, socklen_t *len);
 /* One datagram: setup(), handle(), and the conn ends once nothing is pending on it. */
 void conn_datagram(berth_conn_t *c, const void *data, size_t len);
 /* An outbound conn: a TCP handle connecting to the address given to conn_new(); `cb`

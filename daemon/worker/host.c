@@ -170,6 +170,11 @@ static int host_tls_info(const berth_conn_t *c, berth_tls_info_t *info)
     return conn_tls_info(c, info);
 }
 
+static const struct sockaddr *host_balancer_addr(const berth_conn_t *c, socklen_t *len)
+{
+    return conn_balancer_addr(c, len);
+}
+
 const berth_host_t berth_host_table = {
     .abi_version = BERTH_ABI_VERSION,
     .size = sizeof(berth_host_t),
@@ -200,4 +205,5 @@ const berth_host_t berth_host_table = {
     .connect = host_connect,
     .relay = host_relay,
     .tls_info = host_tls_info,
+    .balancer_addr = host_balancer_addr,
 };

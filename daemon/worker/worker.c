@@ -19,8 +19,11 @@
 #include <unistd.h>
 
 #include "core/control.h"
+#include "core/limits.h"
 #include "core/log.h"
 #include "worker/conn.h"
+#include "worker/proxy_stage.h"
+#include "worker/source.h"
 #include "worker/host.h"
 #include "worker/worker.h"
 #include "worker/tls.h"
@@ -197,22 +200,35 @@ static void listener_pause(berth_listener_t *l, uint64_t retry_ms)
     uv_timer_start(&l->retry, on_retry, retry_ms, 0);
 }
 
-/* A peer got past accept/recvfrom with a slot reserved: the allow/deny check and its
- * conn, counted. NULL (slot given back, reason counted) if refused or out of memory. */
+/* A peer got past accept/recvfrom with a slot reserved: the allow/deny (or proxy_from) check and
+ * its conn, counted. NULL (slot given back, reason counted) if refused or out of memory. */
 static berth_conn_t *admit(berth_listener_t *l, conn_kind_t kind,
                            const struct sockaddr_storage *peer, socklen_t plen)
 {
-    if (!berth_cidr_permit(&l->cfg->allow, &l->cfg->deny, (const struct sockaddr *)peer)) {
+    /* Behind a balancer the peer here is the balancer: allow/deny wait for the header. */
+    if (l->cfg->proxy_protocol && !proxy_stage_admit(l, (const struct sockaddr *)peer)) {
+        slot_release(l);
+        return NULL;
+    }
+    if (!l->cfg->proxy_protocol &&
+        !berth_cidr_permit(&l->cfg->allow, &l->cfg->deny, (const struct sockaddr *)peer)) {
         slot_release(l);
         atomic_fetch_add(&l->st->refused_acl, 1);
         return NULL;
     }
+    int32_t source = -1;
+    if (!l->cfg->proxy_protocol && source_admit(l, (const struct sockaddr *)peer, &source)) {
+        slot_release(l);
+        return NULL;
+    }
     berth_conn_t *c = conn_new(l->w, l, kind, (const struct sockaddr *)peer, plen);
     if (c == NULL) {
+        limits_release(l->w->slot, source);
         slot_release(l);
         atomic_fetch_add(&l->st->refused_limit, 1);
         return NULL;
     }
+    conn_hold_source(c, source);
     atomic_fetch_add(&l->st->accepted, 1);
     atomic_fetch_add(&l->w->st->accepted, 1);
     return c;

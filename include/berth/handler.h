@@ -214,6 +214,11 @@ typedef struct berth_host {
      * tls_info) first). 0, or -ENOTSUP on a conn without TLS (its listener has no tls_*
      * keys). A TLS conn's handshake is complete before setup() is called. */
     int (*tls_info)(const berth_conn_t *conn, berth_tls_info_t *info);
+    /* The balancer's own address, when the listener takes a PROXY protocol header
+     * (proxy_protocol) and the header named the client: peer_addr and peer_name are then the
+     * client's, and this is the address the connection really came from. NULL (and *len 0)
+     * otherwise. Check BERTH_HOST_HAS(host, balancer_addr) first. */
+    const struct sockaddr *(*balancer_addr)(const berth_conn_t *conn, socklen_t *len);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */

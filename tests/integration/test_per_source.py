@@ -1,0 +1,169 @@
+"""Issue 12: per-source limits across all workers (per_source, rate/burst), from several
+loopback source addresses (the client socket bound to 127.0.0.2, 127.0.0.3, ...), directly and
+behind a PROXY header; counted as refused_source; logged once a minute per source; held
+across a reload (the table lives in the master's shared memory)."""
+import os
+import socket
+import time
+import unittest
+
+from harness import (IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin, check_config,
+                     free_ports,
+                     peer_closed, recv_until)
+
+
+def connect_from(src, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(IO_TIMEOUT)
+    s.bind((src, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+class PerSource(DaemonTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.conc_port, self.rate_port, self.proxy_port = free_ports(3)
+        plugin = built_test_plugin("whoami")
+        self.d = self.daemon(f"""
+            [conc]
+            protocol = tcp
+            address = 127.0.0.1:{self.conc_port}
+            handler = {plugin}
+            per_source = 2
+
+            [rate]
+            protocol = tcp
+            address = 127.0.0.1:{self.rate_port}
+            handler = {plugin}
+            rate = 1/s
+            burst = 3
+
+            [proxied]
+            protocol = tcp
+            address = 127.0.0.1:{self.proxy_port}
+            handler = {plugin}
+            proxy_protocol = v1
+            proxy_from = 127.0.0.1
+            per_source = 1
+            """, workers=2)
+        self.d.wait_serving()
+
+    def served(self, src, port):
+        """Connect from src; the open socket if berth served it (its greeting came), else
+        None once berth closed it."""
+        s = connect_from(src, port)
+        self.addCleanup(s.close)
+        line = recv_until(s)
+        if line.startswith(b"peer="):
+            return s
+        self.assertEqual(line, b"", "neither served nor closed")
+        return None
+
+    def counter(self, name, key):
+        return self.d.listener(name)[key]
+
+    def test_per_source_holds_across_workers(self):
+        held = [self.served("127.0.0.2", self.conc_port) for _ in range(2)]
+        self.assertTrue(all(held))
+        # Both workers serve this listener; the third one is refused whichever takes it.
+        for _ in range(6):
+            self.assertIsNone(self.served("127.0.0.2", self.conc_port))
+        self.d.wait_status(lambda st: self.d.listener("conc", st)["refused_source"] == 6,
+                           "6 refusals counted")
+        # Another source is not limited by that one.
+        others = [self.served("127.0.0.3", self.conc_port) for _ in range(2)]
+        self.assertTrue(all(others))
+        self.assertIsNone(self.served("127.0.0.3", self.conc_port))
+        # One closes: room for one more, and only one.
+        held[0].close()
+        self.d.wait_status(lambda st: self.d.listener("conc", st)["active"] == 3,
+                           "the closed one to end")
+        self.assertIsNotNone(self.served("127.0.0.2", self.conc_port))
+        self.assertIsNone(self.served("127.0.0.2", self.conc_port))
+        # Logged once per source (within the minute), not once per refusal.
+        log = self.d.log()
+        self.assertEqual(log.count("conc: 127.0.0.2 has per_source = 2 connections open"), 1, log)
+        self.assertEqual(log.count("conc: 127.0.0.3 has per_source = 2 connections open"), 1, log)
+
+    def test_rate_and_burst(self):
+        start = time.monotonic()
+        ok = refused = 0
+        for _ in range(12):
+            s = self.served("127.0.0.4", self.rate_port)
+            if s:
+                ok += 1
+                s.close()
+            else:
+                refused += 1
+        elapsed = time.monotonic() - start
+        # The burst of 3, plus at most one token per second that went by.
+        self.assertGreaterEqual(ok, 3)
+        self.assertLessEqual(ok, 3 + int(elapsed) + 1)
+        self.assertGreater(refused, 0)
+        self.d.wait_status(lambda st: self.d.listener("rate", st)["refused_source"] == refused,
+                           "refusals counted")
+        # Another source has its own bucket.
+        self.assertIsNotNone(self.served("127.0.0.5", self.rate_port))
+        self.d.wait_log(r"rate: 127\.0\.0\.4 connects faster than rate = 1/s \(burst 3\)")
+
+    def test_limits_apply_to_the_proxy_header_address(self):
+        def via(client):
+            s = connect_from("127.0.0.1", self.proxy_port)
+            self.addCleanup(s.close)
+            s.sendall(b"PROXY TCP4 %s 127.0.0.1 1000 80\r\n" % client.encode())
+            return s
+        a = via("198.51.100.1")
+        self.assertTrue(recv_until(a).startswith(b"peer=198.51.100.1:1000 "))
+        # The same client again through the same balancer: over per_source = 1.
+        self.assertTrue(peer_closed(via("198.51.100.1")))
+        # Another client through the same balancer: its own count.
+        self.assertTrue(recv_until(via("198.51.100.2")).startswith(b"peer=198.51.100.2:1000 "))
+        self.d.wait_status(lambda st: self.d.listener("proxied", st)["refused_source"] == 1,
+                           "one refusal")
+
+    def test_counts_survive_a_reload(self):
+        held = [self.served("127.0.0.6", self.conc_port) for _ in range(2)]
+        self.assertTrue(all(held))
+        self.d.reload()
+        # The new generation's workers see the connections the old one still serves.
+        self.assertIsNone(self.served("127.0.0.6", self.conc_port))
+        for s in held:
+            s.close()
+        self.d.wait_status(lambda st: self.d.listener("conc", st)["active"] == 0,
+                           "the old generation's connections to end")
+        self.assertIsNotNone(self.served("127.0.0.6", self.conc_port))
+
+
+class PerSourceConfig(DaemonTestCase):
+
+    def check(self, body, protocol="tcp"):
+        path = os.path.join(self.tmp, "c.conf")
+        with open(path, "w") as f:
+            f.write("[daemon]\nworkers = 1\nplugin_dir = %s\n[l]\nprotocol = %s\naddress = 127.0.0.1:1\n"
+                    "handler = echo\n%s" % (PLUGIN_DIR, protocol, body))
+        return check_config(path)
+
+    def test_keys(self):
+        rc, out = self.check("per_source = 4\nrate = 10/s\nburst = 20\nper_source_prefix6 = 56\n")
+        self.assertEqual(rc, 0, out)
+        rc, out = self.check("rate = 10\n")
+        self.assertIn("must be N/s", out)
+        rc, out = self.check("rate = 0/s\n")
+        self.assertIn("must be N/s", out)
+        rc, out = self.check("burst = 5\n")
+        self.assertIn("burst: needs rate", out)
+        rc, out = self.check("per_source_prefix6 = 48\n")
+        self.assertIn("per_source_prefix6: needs per_source or rate", out)
+        rc, out = self.check("per_source = 2\n", protocol="udp")
+        self.assertIn("per_source: only tcp listeners have per-source limits", out)
+        path = os.path.join(self.tmp, "d.conf")
+        with open(path, "w") as f:
+            f.write("[daemon]\nper_source_table = 10\n")
+        rc, out = check_config(path)
+        self.assertIn("per_source_table '10': must be 1024..16777216", out)
+
+
+if __name__ == "__main__":
+    unittest.main()
