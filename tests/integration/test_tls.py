@@ -672,3 +672,48 @@ class ConfigCheck(TlsCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ProxyThenTls(TlsCase):
+    """A listener with both proxy_protocol and TLS: the balancer's PROXY header comes first,
+    in clear, then the client's TLS handshake; the plugin sees the header's client."""
+
+    def test_proxy_header_then_handshake(self):
+        self.d = self.daemon(f"""
+            [who]
+            protocol = tcp
+            address = 127.0.0.1:0
+            handler = {built_test_plugin("whoami")}
+            proxy_protocol = v1
+            proxy_from = 127.0.0.1
+            tls_certificate = {self.server[1]}
+            tls_key = {self.server[0]}
+            """, wait=True)
+        self.port = self.d.port("who")
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)
+        self.addCleanup(raw.close)
+        local = raw.getsockname()[1]
+        raw.sendall(b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 %d\r\n" % self.port)
+        s = self.context().wrap_socket(raw, server_hostname="localhost")
+        self.addCleanup(s.close)
+        line = recv_until(s, b"\n")
+        self.assertEqual(line, b"peer=192.0.2.7:5555 balancer=127.0.0.1:%d\n" % local)
+        self.echo(s)
+        self.assertGreaterEqual(self.d.listener("who")["tls_handshakes"], 1)
+
+    def test_no_header_is_refused_before_any_handshake(self):
+        self.d = self.daemon(f"""
+            [who]
+            protocol = tcp
+            address = 127.0.0.1:0
+            handler = {built_test_plugin("whoami")}
+            proxy_protocol = v1
+            proxy_from = 127.0.0.1
+            tls_certificate = {self.server[1]}
+            tls_key = {self.server[0]}
+            """, wait=True)
+        self.port = self.d.port("who")
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+            self.connect(self.context())
+        wait_until(lambda: self.d.listener("who")["refused_proxy"] >= 1,
+                   what="the headerless client counted")
