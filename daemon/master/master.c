@@ -81,6 +81,10 @@ static void status_line(master_t *m)
                   g->nworkers);
 }
 
+static void reload_begin(master_t *m);
+static void reload_finish(master_t *m, int ok, const char *text);
+static void reload_run_queued(master_t *m);
+
 /* A starting generation may have become ready, or failed. */
 static void generation_check(master_t *m, generation_t *g)
 {
@@ -135,6 +139,9 @@ static void generation_check(master_t *m, generation_t *g)
         log_info("ready: generation %u serves %zu listener(s) with %u worker(s)", g->id,
                  g->cfg->nlisteners, g->nworkers);
         notify_ready();
+        /* A SIGHUP (or berthctl reload) that came while the first generation started was
+         * queued behind it: it runs now, with the config as it is now. */
+        reload_run_queued(m);
     }
     status_line(m);
 }
@@ -152,8 +159,6 @@ static void waiters_tell(reload_waiter_t *w, int ok, const char *text)
     }
 }
 
-static void reload_begin(master_t *m);
-
 static void reload_finish(master_t *m, int ok, const char *text)
 {
     reload_waiter_t *w = m->waiters;
@@ -161,12 +166,17 @@ static void reload_finish(master_t *m, int ok, const char *text)
     notify_ready();
     status_line(m);
     waiters_tell(w, ok, text);
-    if (m->reload_queued && !m->stopping) {
-        m->reload_queued = 0;
-        m->waiters = m->queued_waiters;
-        m->queued_waiters = NULL;
-        reload_begin(m);
-    }
+    reload_run_queued(m);
+}
+
+static void reload_run_queued(master_t *m)
+{
+    if (!m->reload_queued || m->stopping)
+        return;
+    m->reload_queued = 0;
+    m->waiters = m->queued_waiters;
+    m->queued_waiters = NULL;
+    reload_begin(m);
 }
 
 static char *errors_text(const config_errors_t *errs)

@@ -371,6 +371,27 @@ class Reload(LifecycleCase):
         self.assertEqual(self.d.stop(), 0)
 
 
+class FirstGeneration(LifecycleCase):
+
+    def test_sighup_while_the_first_generation_starts_runs_once_it_is_up(self):
+        """A SIGHUP that comes before generation 1 is ready (a unit's ExecReload racing its
+        start) is queued, and runs once generation 1 serves: not lost."""
+        d = self.new_daemon(f"""
+            [slow]
+            protocol = tcp
+            address = 127.0.0.1:0
+            handler = {built_test_plugin("good")}
+            open_delay = 2s
+            """, workers=1)
+        d.start()
+        d.wait_log(r"worker 1 of generation 1 started")
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"reload queued")
+        st = d.wait_status(lambda s: s["reloads_ok"] >= 1, "the queued reload",
+                           START_TIMEOUT * 2)
+        self.assertEqual((st["reloads_ok"], st["reloads_failed"], st["generation"]), (1, 0, 2))
+        self.assertEqual(d.stop(), 0)
+
 class ListenerDiff(LifecycleCase):
 
     def test_listener_added_and_removed_kept_one_untouched(self):
