@@ -337,6 +337,14 @@ static const struct key listener_keys[LK_COUNT] = {
     [LK_DENY] = {.name = "deny", .type = KEY_CIDRS, .offset = LK(deny)},
     [LK_CRASH_LIMIT] = {.name = "crash_limit", .type = KEY_CUSTOM, .set = set_crash_limit},
     [LK_ISOLATE] = {.name = "isolate", .type = KEY_CUSTOM, .set = set_isolate},
+    [LK_MULTICAST] = {.name = "multicast", .type = KEY_CUSTOM, .set = multicast_set_groups},
+    [LK_MULTICAST_INTERFACE] = {.name = "multicast_interface",
+                                .type = KEY_CUSTOM,
+                                .set = multicast_set_interface},
+    [LK_MULTICAST_SOURCE] = {.name = "multicast_source",
+                             .type = KEY_CUSTOM,
+                             .set = multicast_set_source},
+    [LK_MULTICAST_LOOP] = {.name = "multicast_loop", .type = KEY_CUSTOM, .set = multicast_set_loop},
 };
 
 /* ---- setting a value ------------------------------------------------------------------- */
@@ -548,8 +556,10 @@ static void listener_end(struct parse *p, size_t idx)
 
 void keys_section_end(struct source *s)
 {
-    if (s->kind == SEC_LISTENER)
+    if (s->kind == SEC_LISTENER) {
         listener_end(s->p, s->listener);
+        multicast_section_end(s->p, s->listener);
+    }
     s->kind = SEC_NONE;
 }
 
@@ -618,6 +628,7 @@ void keys_section_begin(struct source *s, const char *name)
     l->write_buffer = DEFAULT_WRITE_BUFFER;
     l->crash_limit = DEFAULT_CRASH_LIMIT;
     l->crash_window = DEFAULT_CRASH_WINDOW;
+    l->mcast.loop = -1;
     s->listener = cfg->nlisteners++;
     s->kind = SEC_LISTENER;
 }

@@ -61,6 +61,10 @@ enum listener_key {
     LK_DENY,
     LK_CRASH_LIMIT,
     LK_ISOLATE,
+    LK_MULTICAST,
+    LK_MULTICAST_INTERFACE,
+    LK_MULTICAST_SOURCE,
+    LK_MULTICAST_LOOP,
     LK_COUNT,
 };
 
@@ -148,6 +152,15 @@ void keys_section_begin(struct source *s, const char *name);
 void keys_section_end(struct source *s);
 int keys_parse_number(const char *text, uint64_t min, uint64_t max, uint64_t *out);
 int keys_valid_name(const char *s);
+
+/* multicast.c: the setters of the multicast keys (key_setter signatures) and the checks at
+ * the end of a section (protocol, families, the bound address). */
+int multicast_set_groups(struct parse *p, void *obj, const char *value, char *err, size_t errlen);
+int multicast_set_interface(struct parse *p, void *obj, const char *value, char *err,
+                            size_t errlen);
+int multicast_set_source(struct parse *p, void *obj, const char *value, char *err, size_t errlen);
+int multicast_set_loop(struct parse *p, void *obj, const char *value, char *err, size_t errlen);
+void multicast_section_end(struct parse *p, size_t idx);
 
 /* address.c */
 int address_parse_inet(const char *text, struct sockaddr_storage *ss, socklen_t *len, char *err,

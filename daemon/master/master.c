@@ -604,6 +604,7 @@ static void admin_snapshot(void *ctx, admin_snapshot_t *out)
         if (s->fd >= 0 && s->slot >= 0 && s->slot < STATS_LISTENERS) {
             out->bound[s->slot] = s->bound;
             out->quarantined[s->slot] = s->quarantined ? s->why : NULL;
+            out->groups[s->slot] = s->groups[0] ? s->groups : NULL;
         }
     }
 }
