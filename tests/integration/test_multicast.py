@@ -95,6 +95,42 @@ def ask_group(group, port, want, timeout=IO_TIMEOUT, source=None):
     return got
 
 
+def ask_group6(group, port, want, ifname, source, timeout=IO_TIMEOUT):
+    """ask_group for IPv6: sent out of `ifname` from `source`."""
+    got = set()
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF,
+                     socket.if_nametoindex(ifname))
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        s.settimeout(0.5)
+
+        def probe():
+            s.sendto(b"very important data", (group, port))
+            while True:
+                try:
+                    data, _ = s.recvfrom(64)
+                except socket.timeout:
+                    break
+                got.add(data)
+                if want <= got:
+                    return True
+            return False
+        wait_until(probe, timeout, interval=0, what="answers %r from %s" % (want, group))
+    return got
+
+
+def mld_groups(dev):
+    """The IPv6 groups joined on `dev`, from /proc/net/igmp6."""
+    groups = set()
+    with open("/proc/net/igmp6") as f:
+        for line in f:
+            cols = line.split()
+            if cols[1] == dev:
+                groups.add(socket.inet_ntop(socket.AF_INET6, bytes.fromhex(cols[2])))
+    return groups
+
+
 def listener_text(ack, groups=GROUP, extra=""):
     return f"""
         [mcast]
@@ -198,6 +234,34 @@ class Multicast(DaemonTestCase):
             ask_group("232.1.1.1", PORT, {b"ack-ssm"}, source="127.0.0.1")
             with self.assertRaises(BlockingIOError):
                 other.recvfrom(64)
+
+    def test_ipv6_on_a_veth_pair(self):
+        # Loopback carries no IPv6 multicast: a veth pair, the receivers joined on v0, the
+        # sender sending out of v1, addresses without duplicate address detection.
+        ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        self.addCleanup(ip, "link", "del", "v0")
+        ip("addr", "add", "fd00::1/64", "dev", "v0", "nodad")
+        ip("addr", "add", "fd00::2/64", "dev", "v1", "nodad")
+        ip("link", "set", "v0", "up")
+        ip("link", "set", "v1", "up")
+        for name, ack in (("a", "ack6-a"), ("b", "ack6-b")):
+            tmp = os.path.join(self.tmp, name)
+            os.mkdir(tmp)
+            d = Berthd(tmp, f"""
+                [mcast6]
+                protocol = udp
+                address = [::]:{PORT}
+                handler = {built_test_plugin("ack")}
+                multicast = ff05::4242, ff02::4243
+                multicast_interface = v0
+                ack = {ack}
+                """)
+            self._daemons.append(d)
+            d.start(True)
+        self.assertLessEqual({"ff05::4242", "ff02::4243"}, mld_groups("v0"))
+        self.assertEqual(d.listener("mcast6")["groups"], ["ff05::4242", "ff02::4243"])
+        ask_group6("ff05::4242", PORT, {b"ack6-a", b"ack6-b"}, "v1", "fd00::2")
+        ask_group6("ff02::4243", PORT, {b"ack6-a", b"ack6-b"}, "v1", "fd00::2")
 
     def test_membership_limit_is_an_error_that_names_it(self):
         # The kernel's limit of memberships per socket (net.ipv4.igmp_max_memberships,
