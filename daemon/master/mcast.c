@@ -61,6 +61,10 @@ static int set_options(int fd, int family, const config_mcast_t *m, char *err, s
     /* Several receivers on one host share the group's port, as the seed's receivers do. */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
         goto fail;
+    /* Each datagram then says where it was sent: the host tells plugins which group. */
+    if (family == AF_INET ? setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one)
+                          : setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one))
+        goto fail;
     if (m->loop >= 0) {
         int rc;
         if (family == AF_INET) {

@@ -2,7 +2,9 @@
  * The plugin ABI adapter: every member of berth_host_t. Each one checks what the ABI
  * promises and calls the conn, relay or outbound API; no other file knows the table.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -165,6 +167,20 @@ static int host_relay(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, ber
     return relay_start(c, peer, idle_ms, done, arg);
 }
 
+static const struct sockaddr *host_multicast_group(const berth_conn_t *c, socklen_t *len)
+{
+    socklen_t n = 0;
+    const struct sockaddr *sa = conn_local_addr(c, &n);
+    int group =
+        (sa->sa_family == AF_INET &&
+         IN_MULTICAST(ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr))) ||
+        (sa->sa_family == AF_INET6 &&
+         IN6_IS_ADDR_MULTICAST(&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr));
+    if (len)
+        *len = group ? n : 0;
+    return group ? sa : NULL;
+}
+
 const berth_host_t berth_host_table = {
     .abi_version = BERTH_ABI_VERSION,
     .size = sizeof(berth_host_t),
@@ -194,4 +210,5 @@ const berth_host_t berth_host_table = {
     .work = host_work,
     .connect = host_connect,
     .relay = host_relay,
+    .multicast_group = host_multicast_group,
 };

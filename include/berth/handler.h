@@ -198,6 +198,12 @@ typedef struct berth_host {
      * with the byte counts, then both connections close and finish() runs. */
     int (*relay)(berth_conn_t *conn, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
                  void *arg);
+
+    /* The multicast group this datagram was sent to (with the listener's port), or NULL
+     * when it was not sent to a group (a unicast datagram, a stream conn). A listener with
+     * `multicast` groups receives both: a service-discovery plugin answers them apart. The
+     * same address is the conn's local_addr. */
+    const struct sockaddr *(*multicast_group)(const berth_conn_t *conn, socklen_t *len);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */

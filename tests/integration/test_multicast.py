@@ -222,6 +222,17 @@ class Multicast(DaemonTestCase):
         self.assertIn("[mcast] has joined multicast groups 224.3.29.71,239.1.2.3", r.stdout)
         ask_group("239.1.2.3", PORT, {b"ack"})
 
+    def test_plugin_is_told_the_group(self):
+        # host->multicast_group: the group a datagram was sent to, or NULL for unicast to
+        # the same socket.
+        self.receiver("a", "ack", groups="224.3.29.71,239.1.2.3", extra="group = yes")
+        ask_group("239.1.2.3", PORT, {b"ack 239.1.2.3"})
+        ask_group("224.3.29.71", PORT, {b"ack 224.3.29.71"})
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(IO_TIMEOUT)
+            s.sendto(b"hello", ("127.0.0.1", PORT))
+            self.assertEqual(s.recvfrom(64)[0], b"ack unicast")
+
     def test_source_specific_membership(self):
         # SSM: only datagrams from 127.0.0.1 to the group are delivered.
         self.receiver("a", "ack-ssm", groups="232.1.1.1", extra="multicast_source = 127.0.0.1")
@@ -255,13 +266,16 @@ class Multicast(DaemonTestCase):
                 multicast = ff05::4242, ff02::4243
                 multicast_interface = v0
                 ack = {ack}
+                group = yes
                 """)
             self._daemons.append(d)
             d.start(True)
         self.assertLessEqual({"ff05::4242", "ff02::4243"}, mld_groups("v0"))
         self.assertEqual(d.listener("mcast6")["groups"], ["ff05::4242", "ff02::4243"])
-        ask_group6("ff05::4242", PORT, {b"ack6-a", b"ack6-b"}, "v1", "fd00::2")
-        ask_group6("ff02::4243", PORT, {b"ack6-a", b"ack6-b"}, "v1", "fd00::2")
+        ask_group6("ff05::4242", PORT, {b"ack6-a ff05::4242", b"ack6-b ff05::4242"}, "v1",
+                   "fd00::2")
+        ask_group6("ff02::4243", PORT, {b"ack6-a ff02::4243", b"ack6-b ff02::4243"}, "v1",
+                   "fd00::2")
 
     def test_membership_limit_is_an_error_that_names_it(self):
         # The kernel's limit of memberships per socket (net.ipv4.igmp_max_memberships,
