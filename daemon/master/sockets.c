@@ -189,3 +189,23 @@ void sockets_lift(sockets_t *r, size_t i)
     s->ncrashes = 0;
     s->why[0] = '\0';
 }
+
+void sockets_restore_groups(sockets_t *r, const berth_config_t *cfg)
+{
+    for (size_t k = 0; k < cfg->nlisteners; k++) {
+        const config_listener_t *l = &cfg->listeners[k];
+        for (size_t i = 0; i < r->n; i++) {
+            lsock_t *s = &r->socks[i];
+            if (s->fd < 0 || !listen_same(s, l))
+                continue;
+            char err[512], was[sizeof s->groups];
+            memcpy(was, s->groups, sizeof was);
+            if (listen_update_groups(s, l, err, sizeof err) != 0)
+                log_error("[%s]: restoring the multicast groups: %s", l->name, err);
+            else if (strcmp(was, s->groups) != 0)
+                log_info("[%s] multicast groups restored: %s", l->name,
+                         s->groups[0] ? s->groups : "none");
+            break;
+        }
+    }
+}

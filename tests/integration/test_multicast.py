@@ -211,6 +211,16 @@ class Multicast(DaemonTestCase):
         self.assertEqual(udp_inodes(PORT), inodes)
         self.assertEqual(d.listener("mcast")["groups"], [])
 
+    def test_failed_reload_keeps_the_groups(self):
+        # The new groups are joined on the kept socket before the new workers load the
+        # plugin; the plugin refuses its option, the reload fails, the old groups come back.
+        d = self.receiver("a", "ack", groups="224.3.29.71")
+        d.write_config(listener_text("far-too-long-an-ack-text", groups="224.3.29.75"))
+        self.assertFalse(d.reload())
+        self.assertEqual(igmp_groups() & {"224.3.29.71", "224.3.29.75"}, {"224.3.29.71"})
+        self.assertEqual(d.listener("mcast")["groups"], ["224.3.29.71"])
+        ask_group("224.3.29.71", PORT, {b"ack"})
+
     def test_status_shows_groups(self):
         d = self.receiver("a", "ack", groups="224.3.29.71,239.1.2.3", extra="""
             multicast_interface = lo
