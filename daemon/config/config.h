@@ -12,6 +12,7 @@
 
 #include "berth/handler.h"
 #include "berth/cidr.h"
+#include "config/multicast.h"
 
 #define BERTH_DEFAULT_CONF "/etc/berth/berth.conf"
 /* The package's plugin folder, from the install layout CMake computes (BERTH_PLUGIN_INSTALL_DIR,
@@ -81,6 +82,8 @@ typedef struct config_listener {
 
     config_option_t *options; /* plugin keys, in file order */
     size_t noptions;
+
+    config_mcast_t mcast; /* udp only: the groups it joins (ngroups 0: none) */
 } config_listener_t;
 
 typedef struct berth_config {

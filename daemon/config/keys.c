@@ -419,6 +419,14 @@ static const struct key listener_keys[LK_COUNT] = {
     [LK_RATE] = {.name = "rate", .type = KEY_CUSTOM, .set = set_rate},
     [LK_BURST] =
         {.name = "burst", .type = KEY_U32, .offset = LK(burst), .min = 1, .max = MAX_CONCURRENCY},
+    [LK_MULTICAST] = {.name = "multicast", .type = KEY_CUSTOM, .set = multicast_set_groups},
+    [LK_MULTICAST_INTERFACE] = {.name = "multicast_interface",
+                                .type = KEY_CUSTOM,
+                                .set = multicast_set_interface},
+    [LK_MULTICAST_SOURCE] = {.name = "multicast_source",
+                             .type = KEY_CUSTOM,
+                             .set = multicast_set_source},
+    [LK_MULTICAST_LOOP] = {.name = "multicast_loop", .type = KEY_CUSTOM, .set = multicast_set_loop},
 };
 
 /* ---- setting a value ------------------------------------------------------------------- */
@@ -670,8 +678,10 @@ static void listener_end(struct parse *p, size_t idx)
 
 void keys_section_end(struct source *s)
 {
-    if (s->kind == SEC_LISTENER)
+    if (s->kind == SEC_LISTENER) {
         listener_end(s->p, s->listener);
+        multicast_section_end(s->p, s->listener);
+    }
     s->kind = SEC_NONE;
 }
 
@@ -742,6 +752,7 @@ void keys_section_begin(struct source *s, const char *name)
     l->crash_window = DEFAULT_CRASH_WINDOW;
     l->proxy_timeout = DEFAULT_PROXY_TIMEOUT;
     l->per_source_prefix6 = 64;
+    l->mcast.loop = -1;
     s->listener = cfg->nlisteners++;
     s->kind = SEC_LISTENER;
 }

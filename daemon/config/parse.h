@@ -71,6 +71,10 @@ enum listener_key {
     LK_PER_SOURCE_PREFIX6,
     LK_RATE,
     LK_BURST,
+    LK_MULTICAST,
+    LK_MULTICAST_INTERFACE,
+    LK_MULTICAST_SOURCE,
+    LK_MULTICAST_LOOP,
     LK_COUNT,
 };
 
@@ -163,6 +167,14 @@ int keys_valid_name(const char *s);
  * end. */
 int tls_keys_listener(struct parse *p, config_listener_t *l, const char *name, const char *value);
 void tls_keys_section_end(struct parse *p, config_listener_t *l, int protocol_ok);
+/* multicast.c: the setters of the multicast keys (key_setter signatures) and the checks at
+ * the end of a section (protocol, families, the bound address). */
+int multicast_set_groups(struct parse *p, void *obj, const char *value, char *err, size_t errlen);
+int multicast_set_interface(struct parse *p, void *obj, const char *value, char *err,
+                            size_t errlen);
+int multicast_set_source(struct parse *p, void *obj, const char *value, char *err, size_t errlen);
+int multicast_set_loop(struct parse *p, void *obj, const char *value, char *err, size_t errlen);
+void multicast_section_end(struct parse *p, size_t idx);
 
 /* address.c */
 int address_parse_inet(const char *text, struct sockaddr_storage *ss, socklen_t *len, char *err,

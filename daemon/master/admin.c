@@ -90,6 +90,18 @@ static void json_str(sbuf_t *b, const char *s)
     sb_printf(b, "\"");
 }
 
+/* "224.3.29.71,ff02::1:3" as ["224.3.29.71","ff02::1:3"]; [] for none. */
+static void json_groups(sbuf_t *b, const char *groups)
+{
+    sb_printf(b, "[");
+    for (const char *g = groups; g && *g;) {
+        size_t n = strcspn(g, ",");
+        sb_printf(b, "%s\"%.*s\"", g == groups ? "" : ",", (int)n, g);
+        g += n + (g[n] == ',');
+    }
+    sb_printf(b, "]");
+}
+
 static const char *worker_state_name(int s)
 {
     switch (s) {
@@ -169,6 +181,8 @@ char *admin_status(const admin_snapshot_t *snap, int json)
                 json_str(&b, snap->quarantined[i]);
             else
                 sb_printf(&b, "null");
+            sb_printf(&b, ",\"groups\":");
+            json_groups(&b, snap->groups[i]);
             sb_printf(&b,
                       ",\"active\":%llu,\"accepted\":%llu,\"refused_acl\":%llu,"
                       "\"refused_limit\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
@@ -264,6 +278,10 @@ char *admin_status(const admin_snapshot_t *snap, int json)
         if (l->in_use && (ok || bad))
             sb_printf(&b, "[%s] TLS handshakes: %llu done, %llu failed\n", l->name, ok, bad);
     }
+    for (int i = 0; i < STATS_LISTENERS; i++)
+        if (st->listeners[i].in_use && snap->groups[i])
+            sb_printf(&b, "[%s] has joined multicast groups %s\n", st->listeners[i].name,
+                      snap->groups[i]);
     sb_printf(&b, "\n%-7s %-8s %-4s %-9s %7s %10s %10s %10s\n", "WORKER", "PID", "GEN", "STATE",
               "ACTIVE", "ACCEPTED", "IN", "OUT");
     for (int i = 0; i < STATS_WORKERS; i++) {

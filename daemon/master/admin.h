@@ -34,6 +34,9 @@ typedef struct admin_snapshot {
     const char *bound[STATS_LISTENERS];
     /* Per listener stats slot, why it is quarantined; NULL when it is not. */
     const char *quarantined[STATS_LISTENERS];
+    /* Per listener stats slot, the multicast groups it has joined, "224.3.29.71,ff02::1:3";
+     * NULL when none. */
+    const char *groups[STATS_LISTENERS];
 } admin_snapshot_t;
 
 typedef struct admin_ops {

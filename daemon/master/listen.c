@@ -12,6 +12,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "master/mcast.h"
+
 static int sock_type(berth_protocol_t p)
 {
     return p == BERTH_PROTO_TCP || p == BERTH_PROTO_UNIX ? SOCK_STREAM : SOCK_DGRAM;
@@ -92,7 +94,8 @@ static void describe_bound(int fd, lsock_t *out)
 /* socket, bind, listen: the one way every listening socket (and the admin one) is made. */
 static int open_socket(berth_protocol_t protocol, const struct sockaddr_storage *addr,
                        socklen_t addrlen, const char *address, const char *name, unsigned backlog,
-                       unsigned mode, lsock_t *out, char *err, size_t errlen)
+                       unsigned mode, const config_mcast_t *mc, lsock_t *out, char *err,
+                       size_t errlen)
 {
     int rc = 0;
     int fd = -1;
@@ -117,6 +120,8 @@ static int open_socket(berth_protocol_t protocol, const struct sockaddr_storage 
         /* Accepted sockets inherit it: one call here instead of one per connection. */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
+    if (mc && mc->ngroups) /* before bind: other receivers on this host share the port */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (family == AF_INET6) /* so [::]:p and *:p (IPv4) can both be listed */
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     if (family == AF_UNIX) {
@@ -135,6 +140,12 @@ static int open_socket(berth_protocol_t protocol, const struct sockaddr_storage 
         rc = -errno;
         snprintf(err, errlen, "cannot listen on %s: %s", address, strerror(-rc));
         goto out;
+    }
+    if (mc && mc->ngroups) { /* joined before any worker inherits the socket */
+        if ((rc = mcast_join(fd, family, mc, err, errlen)) != 0)
+            goto out;
+        out->mcast = *mc;
+        mcast_describe(mc, out->groups, sizeof out->groups);
     }
     if (family == AF_UNIX) {
         const struct sockaddr_un *sun = (const struct sockaddr_un *)addr;
@@ -175,7 +186,7 @@ out:
 int listen_open(const config_listener_t *l, lsock_t *out, char *err, size_t errlen)
 {
     return open_socket(l->protocol, &l->addr, l->addrlen, l->address, l->name, l->backlog, l->mode,
-                       out, err, errlen);
+                       l->protocol == BERTH_PROTO_UDP ? &l->mcast : NULL, out, err, errlen);
 }
 
 int listen_open_unix(const char *path, unsigned mode, unsigned backlog, const char *name,
@@ -194,7 +205,8 @@ int listen_open_unix(const char *path, unsigned mode, unsigned backlog, const ch
     }
     memcpy(sun->sun_path, path, strlen(path) + 1);
     socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
-    return open_socket(BERTH_PROTO_UNIX, &ss, len, path, name, backlog, mode, out, err, errlen);
+    return open_socket(BERTH_PROTO_UNIX, &ss, len, path, name, backlog, mode, NULL, out, err,
+                       errlen);
 }
 
 void listen_update(lsock_t *s, const config_listener_t *l)
@@ -203,6 +215,20 @@ void listen_update(lsock_t *s, const config_listener_t *l)
         listen(s->fd, (int)l->backlog);
     if (s->addr.ss_family == AF_UNIX)
         chmod(((const struct sockaddr_un *)&s->addr)->sun_path, (mode_t)l->mode);
+}
+
+int listen_update_groups(lsock_t *s, const config_listener_t *l, char *err, size_t errlen)
+{
+    static const config_mcast_t none = {.loop = -1};
+    const config_mcast_t *to = l->protocol == BERTH_PROTO_UDP ? &l->mcast : &none;
+    if (s->mcast.ngroups == 0 && to->ngroups == 0)
+        return 0;
+    int rc = mcast_change(s->fd, s->addr.ss_family, &s->mcast, to, err, errlen);
+    if (rc == 0) {
+        s->mcast = *to;
+        mcast_describe(to, s->groups, sizeof s->groups);
+    }
+    return rc;
 }
 
 void listen_close(lsock_t *s)

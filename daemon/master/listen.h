@@ -24,6 +24,10 @@ typedef struct lsock {
     unsigned ncrashes;
     int quarantined;
     char why[160];
+    /* The groups it has joined (udp multicast listeners; ngroups 0 otherwise), and them as
+     * text for status: "224.3.29.71,224.3.29.72". */
+    config_mcast_t mcast;
+    char groups[CONFIG_MCAST_MAX * (INET6_ADDRSTRLEN + 1)];
 } lsock_t;
 
 /* Open (socket, bind, listen) what `l` asks for. A stale unix socket file (nobody answers
@@ -36,6 +40,9 @@ int listen_open_unix(const char *path, unsigned mode, unsigned backlog, const ch
                      lsock_t *out, char *err, size_t errlen);
 /* Apply settings that may change on an open socket: backlog, unix file mode. */
 void listen_update(lsock_t *s, const config_listener_t *l);
+/* Change the multicast memberships of a kept socket to what `l` asks for, without closing
+ * it. 0, or -errno with the cause in err (the memberships it had are kept then). */
+int listen_update_groups(lsock_t *s, const config_listener_t *l, char *err, size_t errlen);
 /* Close it, and remove its unix socket file if it is still the one we made. */
 void listen_close(lsock_t *s);
 /* The configured port (0: the kernel chose one, see bound); -1 for a unix socket. */

@@ -103,6 +103,7 @@ static void generation_check(master_t *m, generation_t *g)
             m->exit_code = EX_CONFIG;
             master_stop(m, 1);
         } else {
+            sockets_restore_groups(&m->socks, m->active->cfg);
             log_error("reload failed, generation %u goes on serving:", m->active->id);
             log_lines(BERTH_LOG_ERROR, why);
             atomic_fetch_add(&m->stats->reloads_failed, 1);
@@ -221,6 +222,8 @@ static void reload_begin(master_t *m)
         }
     }
     char *text = errors_text(&errs);
+    if (m->active)
+        sockets_restore_groups(&m->socks, m->active->cfg);
     log_error("reload failed, generation %u goes on serving:", m->active ? m->active->id : 0);
     log_lines(BERTH_LOG_ERROR, text ? text : "out of memory");
     atomic_fetch_add(&m->stats->reloads_failed, 1);
@@ -674,6 +677,7 @@ static void admin_snapshot(void *ctx, admin_snapshot_t *out)
         if (s->fd >= 0 && s->slot >= 0 && s->slot < STATS_LISTENERS) {
             out->bound[s->slot] = s->bound;
             out->quarantined[s->slot] = s->quarantined ? s->why : NULL;
+            out->groups[s->slot] = s->groups[0] ? s->groups : NULL;
         }
     }
 }

@@ -115,6 +115,8 @@ static int sock_open(sockets_t *r, const config_listener_t *l, size_t *out, conf
     if (listen_port(s) == 0)
         log_info("listener %s bound to %s", l->name, s->bound);
     log_info("listening on %s %s for [%s]", config_protocol_name(l->protocol), l->address, l->name);
+    if (s->groups[0])
+        log_info("[%s] joined multicast groups %s", l->name, s->groups);
     *out = i;
     return 0;
 }
@@ -130,6 +132,16 @@ int sockets_acquire(sockets_t *r, const berth_config_t *cfg, size_t *idx, config
             if (r->socks[i].fd >= 0 && listen_same(&r->socks[i], l))
                 break;
         if (i < r->n) {
+            char err[512], was[sizeof r->socks[i].groups];
+            memcpy(was, r->socks[i].groups, sizeof was);
+            if ((rc = listen_update_groups(&r->socks[i], l, err, sizeof err)) != 0) {
+                config_errors_add(errs, l->file, l->line, "[%s]: %s", l->name, err);
+                break;
+            }
+            if (strcmp(was, r->socks[i].groups) != 0)
+                log_info("[%s] multicast groups on the kept socket: %s (were %s)", l->name,
+                         r->socks[i].groups[0] ? r->socks[i].groups : "none",
+                         was[0] ? was : "none");
             listen_update(&r->socks[i], l);
             sock_rename(r, &r->socks[i], l->name);
         } else if ((rc = sock_open(r, l, &i, errs)) != 0) {
@@ -176,4 +188,24 @@ void sockets_lift(sockets_t *r, size_t i)
     s->quarantined = 0;
     s->ncrashes = 0;
     s->why[0] = '\0';
+}
+
+void sockets_restore_groups(sockets_t *r, const berth_config_t *cfg)
+{
+    for (size_t k = 0; k < cfg->nlisteners; k++) {
+        const config_listener_t *l = &cfg->listeners[k];
+        for (size_t i = 0; i < r->n; i++) {
+            lsock_t *s = &r->socks[i];
+            if (s->fd < 0 || !listen_same(s, l))
+                continue;
+            char err[512], was[sizeof s->groups];
+            memcpy(was, s->groups, sizeof was);
+            if (listen_update_groups(s, l, err, sizeof err) != 0)
+                log_error("[%s]: restoring the multicast groups: %s", l->name, err);
+            else if (strcmp(was, s->groups) != 0)
+                log_info("[%s] multicast groups restored: %s", l->name,
+                         s->groups[0] ? s->groups : "none");
+            break;
+        }
+    }
 }

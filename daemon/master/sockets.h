@@ -37,4 +37,8 @@ void sockets_lift(sockets_t *r, size_t i);
 /* The socket serving listener `name`, or NULL. */
 lsock_t *sockets_find(sockets_t *r, const char *name);
 
+/* A reload failed after it changed the multicast groups of kept sockets: give each socket of
+ * `cfg` (the generation that goes on serving) its groups back. */
+void sockets_restore_groups(sockets_t *r, const berth_config_t *cfg);
+
 #endif

@@ -293,6 +293,16 @@ const struct sockaddr *conn_local_addr(const berth_conn_t *c, socklen_t *len)
     return (const struct sockaddr *)m->local;
 }
 
+void conn_set_local(berth_conn_t *c, const struct sockaddr *sa, socklen_t len)
+{
+    if (c->local == NULL)
+        c->local = calloc(1, sizeof *c->local);
+    if (c->local == NULL || len > sizeof *c->local)
+        return;
+    memcpy(c->local, sa, len);
+    c->locallen = len;
+}
+
 const char *conn_name(const berth_conn_t *cc)
 {
     berth_conn_t *c = (berth_conn_t *)cc; /* the name is made once, on demand */

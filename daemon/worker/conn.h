@@ -123,6 +123,9 @@ int conn_fd(const berth_conn_t *c);
 void *conn_state(berth_conn_t *c);
 const struct sockaddr *conn_peer_addr(const berth_conn_t *c, socklen_t *len);
 const struct sockaddr *conn_local_addr(const berth_conn_t *c, socklen_t *len);
+/* A datagram's local address when it is not the socket's: the multicast group it was sent
+ * to. Left to getsockname (conn_local_addr) if out of memory. */
+void conn_set_local(berth_conn_t *c, const struct sockaddr *sa, socklen_t len);
 const char *conn_name(const berth_conn_t *c);
 void conn_touch(berth_conn_t *c);
 void conn_count_in(berth_conn_t *c, size_t n);

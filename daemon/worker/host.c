@@ -2,7 +2,9 @@
  * The plugin ABI adapter: every member of berth_host_t. Each one checks what the ABI
  * promises and calls the conn, relay or outbound API; no other file knows the table.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -175,6 +177,20 @@ static const struct sockaddr *host_balancer_addr(const berth_conn_t *c, socklen_
     return conn_balancer_addr(c, len);
 }
 
+static const struct sockaddr *host_multicast_group(const berth_conn_t *c, socklen_t *len)
+{
+    socklen_t n = 0;
+    const struct sockaddr *sa = conn_local_addr(c, &n);
+    int group =
+        (sa->sa_family == AF_INET &&
+         IN_MULTICAST(ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr))) ||
+        (sa->sa_family == AF_INET6 &&
+         IN6_IS_ADDR_MULTICAST(&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr));
+    if (len)
+        *len = group ? n : 0;
+    return group ? sa : NULL;
+}
+
 const berth_host_t berth_host_table = {
     .abi_version = BERTH_ABI_VERSION,
     .size = sizeof(berth_host_t),
@@ -206,4 +222,5 @@ const berth_host_t berth_host_table = {
     .relay = host_relay,
     .tls_info = host_tls_info,
     .balancer_addr = host_balancer_addr,
+    .multicast_group = host_multicast_group,
 };

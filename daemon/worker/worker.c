@@ -24,6 +24,7 @@
 #include "worker/conn.h"
 #include "worker/proxy_stage.h"
 #include "worker/source.h"
+#include "worker/dgram_dest.h"
 #include "worker/host.h"
 #include "worker/worker.h"
 #include "worker/tls.h"
@@ -287,10 +288,10 @@ static void read_datagrams(berth_listener_t *l)
             listener_pause(l, CAP_RECHECK_MS);
             return;
         }
-        struct sockaddr_storage peer;
-        socklen_t plen = sizeof peer;
-        ssize_t n = recvfrom(l->fd, w->readbuf, w->readbuf_size, MSG_DONTWAIT | MSG_TRUNC,
-                             (struct sockaddr *)&peer, &plen);
+        struct sockaddr_storage peer, group;
+        socklen_t plen = sizeof peer, glen = 0;
+        ssize_t n = dgram_recv(l->fd, w->readbuf, w->readbuf_size, &peer, &plen, &l->cfg->addr,
+                               &group, &glen);
         if (n < 0) {
             int e = errno;
             slot_release(l);
@@ -312,6 +313,8 @@ static void read_datagrams(berth_listener_t *l)
         berth_conn_t *c = admit(l, CONN_DGRAM, &peer, plen);
         if (c == NULL)
             continue;
+        if (glen) /* sent to a multicast group: that is its local address */
+            conn_set_local(c, (const struct sockaddr *)&group, glen);
         conn_datagram(c, w->readbuf, (size_t)n);
     }
 }

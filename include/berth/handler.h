@@ -219,6 +219,11 @@ typedef struct berth_host {
      * client's, and this is the address the connection really came from. NULL (and *len 0)
      * otherwise. Check BERTH_HOST_HAS(host, balancer_addr) first. */
     const struct sockaddr *(*balancer_addr)(const berth_conn_t *conn, socklen_t *len);
+    /* The multicast group this datagram was sent to (with the listener's port), or NULL
+     * when it was not sent to a group (a unicast datagram, a stream conn). A listener with
+     * `multicast` groups receives both: a service-discovery plugin answers them apart. The
+     * same address is the conn's local_addr. */
+    const struct sockaddr *(*multicast_group)(const berth_conn_t *conn, socklen_t *len);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */

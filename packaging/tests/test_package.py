@@ -443,7 +443,7 @@ class PackageTest(unittest.TestCase):
                   "tCMkGqNARiRS.iJy6Ml3Xh7UnTayF3gWr/\n")
 
     def test_commented_examples_pass_the_units_check(self):
-        """The config's socks5 and upload examples, uncommented, pass ExecStartPre."""
+        """The config's examples (socks5, upload, multicast...), uncommented, pass ExecStartPre."""
         self.install()
         users = "/etc/berth/socks5.users"
         examples = "/etc/berth/conf.d/examples.conf"
@@ -470,7 +470,7 @@ class PackageTest(unittest.TestCase):
         with open(examples, "w") as f:
             f.write(text)
         p = run(["/usr/sbin/berthd", "-t", "-c", CONF])
-        self.assertIn("(6 listeners)", p.stdout)
+        self.assertIn("(7 listeners)", p.stdout)  # ... and the multicast one
         unit = read_unit(UNIT)
         p = run(self.sandboxed(command(unit, "ExecStartPre"), unit), check=False,
                 preexec_fn=self.umask(unit))
