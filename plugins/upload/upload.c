@@ -48,10 +48,12 @@
  * virtualised machine cost more than the copy: measured at 256 KiB per op, the worker made
  * about 11,000 futex calls per 256 MiB and spent most of its time switching threads. */
 #define OP_MAX_BYTES ((size_t)1 << 20)
+#define OP_GROW_STEP ((size_t)256 << 10)
 /* From this size on, a write's pwrite and its hashing run at once on two pool threads. */
 #define SPLIT_MIN_BYTES ((size_t)128 << 10)
-/* Pause reading once this much received data waits for the disk (plus one op in flight:
- * at most QUEUED_HIGH + OP_MAX_BYTES, about 2.5 MiB, per upload)... */
+/* Pause reading once this much received data waits for the disk (plus one op in flight and
+ * one read from the host: about 2.6 MiB of data, 2.8 MiB of buffers at most, per upload;
+ * 1 MiB here halved the one-client speed, measured)... */
 #define QUEUED_HIGH ((size_t)3 << 19)
 /* ...and resume once it is down to this, not at the first byte under the mark, so a
  * connection does not flip between paused and reading on every op. */
@@ -841,10 +843,11 @@ static int on_data(uconn_t *c, const unsigned char *data, size_t len)
         if (n > len)
             n = len;
         if (op->len + n > op->cap) {
-            /* Grow by doubling: a small file costs a small buffer. */
+            /* Grow by doubling (a small file costs a small buffer), then in steps of
+             * OP_GROW_STEP, so a partly filled 1 MiB op wastes at most a step. */
             size_t cap = op->cap ? op->cap : 16384;
             while (cap < op->len + n)
-                cap *= 2;
+                cap = cap < OP_GROW_STEP ? cap * 2 : cap + OP_GROW_STEP;
             if (cap > OP_MAX_BYTES)
                 cap = OP_MAX_BYTES;
             unsigned char *b = realloc(op->buf, cap);
