@@ -9,6 +9,11 @@
  *             the server's EOF, close. Reports connections per second.
  *   hold      open M connections, echo one message on each, print a "ready" line, then hold
  *             them idle until -d elapses or SIGTERM/SIGINT; any close by the server counts.
+ *   upload    M connections at once each send one file (-f) in the seeds' upload protocol
+ *             (4-byte little-endian header length, JSON header {"cmd": "put", ...}, body),
+ *             one blocking thread per connection, and read the reply frame (or, with
+ *             --no-reply, half-close and wait for the server's close). Reports MB/s over all
+ *             of them and the stall: last byte sent to reply (see upload_main()).
  *
  * Every echoed byte is checked. A failed connection (refused, reset, early EOF, wrong bytes,
  * no reply within -T) is counted by kind and replaced after a short pause, so the run goes on
@@ -16,6 +21,7 @@
  * Exit: 0 clean, 1 failures counted or nothing measured, 100 usage, 111 system failure.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netdb.h>
@@ -32,6 +38,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -120,9 +127,9 @@ static uint64_t hist_quantile(const hist_t *h, double q)
 
 /* ---- options and shared state ---- */
 
-typedef enum lg_mode { MODE_PINGPONG, MODE_CONNECT, MODE_HOLD } lg_mode_t;
+typedef enum lg_mode { MODE_PINGPONG, MODE_CONNECT, MODE_HOLD, MODE_UPLOAD } lg_mode_t;
 
-static const char *const mode_names[] = {"pingpong", "connect", "hold"};
+static const char *const mode_names[] = {"pingpong", "connect", "hold", "upload"};
 
 typedef struct options {
     lg_mode_t mode;
@@ -139,6 +146,12 @@ typedef struct options {
     int json;
     int src_spread; /* -1 = auto */
     int proxy;      /* 0, or 1/2: send a PROXY protocol v1/v2 header first (-P) */
+    /* upload mode */
+    const char *file;   /* the file each connection sends */
+    const char *sha256; /* its digest, hex: sent in the header, checked in the reply */
+    const char *name;   /* file_name; connection i sends NAME.i when there are several */
+    int no_reply;       /* the server sends no reply: half-close and wait for its close */
+    int port_step;      /* connection i goes to port + i (one socat per connection) */
 } options_t;
 
 static options_t opt = {
@@ -451,6 +464,8 @@ static void message_done(conn_t *c, uint64_t now)
         }
         set_events(c, EPOLLIN | EPOLLRDHUP);
         break;
+    case MODE_UPLOAD: /* upload_main() runs on its own threads, never here */
+        break;
     }
 }
 
@@ -630,8 +645,8 @@ static void *thread_main(void *arg)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: loadgen [options] HOST:PORT | [V6]:PORT | unix:PATH\n"
-               "  -m, --mode MODE      pingpong (default) | connect | hold\n"
-               "  -c, --conns N        connections, or connect slots (default 50)\n"
+               "  -m, --mode MODE      pingpong (default) | connect | hold | upload\n"
+               "  -c, --conns N        connections, or connect slots (default 50; upload: 1)\n"
                "  -s, --size BYTES     message size (default 64)\n"
                "  -p, --depth N        messages in flight per connection, pingpong (default 1)\n"
                "  -d, --duration SEC   measured time; hold: how long to hold (default 5)\n"
@@ -644,6 +659,10 @@ static void usage(FILE *f)
                "  -P, --proxy v1|v2    send a PROXY protocol header first, as a balancer does\n"
                "  -l, --label TEXT     label echoed in the result\n"
                "  -j, --json           result as one JSON line\n"
+               "  upload mode: -f, --file PATH (required), --sha256 HEX (sent, and checked in the\n"
+               "  reply), --name NAME (default bench.bin; NAME.i per connection when -c > 1),\n"
+               "  --no-reply (half-close, wait for the server's close), --port-step (connection\n"
+               "  i goes to PORT + i)\n"
                "exit: 0 clean, 1 failures or nothing measured, 100 usage, 111 system failure\n");
 }
 
@@ -728,12 +747,17 @@ static int parse_args(int argc, char **argv)
         {"src-spread", required_argument, NULL, 'S'},
         {"proxy", required_argument, NULL, 'P'},
         {"json", no_argument, NULL, 'j'},
+        {"file", required_argument, NULL, 'f'},
+        {"sha256", required_argument, NULL, 'X'},
+        {"name", required_argument, NULL, 'N'},
+        {"no-reply", no_argument, NULL, 'R'},
+        {"port-step", no_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    int ch;
+    int ch, conns_given = 0;
     uint64_t v;
-    while ((ch = getopt_long(argc, argv, "m:c:s:p:d:w:n:t:T:S:P:l:jh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "m:c:s:p:d:w:n:t:T:S:P:l:jhf:", longopts, NULL)) != -1) {
         switch (ch) {
         case 'm':
             if (strcmp(optarg, "pingpong") == 0)
@@ -742,12 +766,15 @@ static int parse_args(int argc, char **argv)
                 opt.mode = MODE_CONNECT;
             else if (strcmp(optarg, "hold") == 0)
                 opt.mode = MODE_HOLD;
+            else if (strcmp(optarg, "upload") == 0)
+                opt.mode = MODE_UPLOAD;
             else
                 return -1;
             break;
         case 'c':
             if (parse_u64(optarg, &v, 1, 1000000) < 0)
                 return -1;
+            conns_given = 1;
             opt.conns = (unsigned)v;
             break;
         case 's':
@@ -800,6 +827,25 @@ static int parse_args(int argc, char **argv)
         case 'j':
             opt.json = 1;
             break;
+        case 'f':
+            opt.file = optarg;
+            break;
+        case 'X':
+            if (strlen(optarg) != 64 || strspn(optarg, "0123456789abcdef") != 64)
+                return -1;
+            opt.sha256 = optarg;
+            break;
+        case 'N':
+            if (strlen(optarg) == 0 || strlen(optarg) > 200 || strpbrk(optarg, "\"\\/"))
+                return -1;
+            opt.name = optarg;
+            break;
+        case 'R':
+            opt.no_reply = 1;
+            break;
+        case 'P':
+            opt.port_step = 1;
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -809,6 +855,10 @@ static int parse_args(int argc, char **argv)
     }
     if (optind != argc - 1)
         return -1;
+    if ((opt.mode == MODE_UPLOAD) != (opt.file != NULL))
+        return -1;
+    if (opt.mode == MODE_UPLOAD && !conns_given)
+        opt.conns = 1;
     opt.target = argv[optind];
     if (parse_target(opt.target) < 0)
         return -1;
@@ -954,12 +1004,224 @@ static void hold_wait(void)
     atomic_store(&stop_flag, 1);
 }
 
+/* ---- upload mode ---- */
+
+typedef struct upload_conn {
+    pthread_t tid;
+    unsigned id;
+    uint64_t t0, t_last, t_end; /* connect, last body byte handed to the kernel, done */
+    int ok;
+    char why[160];
+} upload_conn_t;
+
+static uint64_t upload_size;
+static pthread_barrier_t upload_barrier;
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void *upload_thread(void *arg)
+{
+    upload_conn_t *u = arg;
+    char hdr[512], name[256];
+    int fd = -1, src = open(opt.file, O_RDONLY | O_CLOEXEC);
+
+    if (opt.conns > 1)
+        snprintf(name, sizeof name, "%s.%u", opt.name, u->id);
+    else
+        snprintf(name, sizeof name, "%s", opt.name);
+    int hl = snprintf(hdr + 4, sizeof hdr - 4,
+                      "{\"cmd\": \"put\", \"file_name\": \"%s\", \"file_size\": %llu%s%s%s%s}",
+                      name, (unsigned long long)upload_size, opt.sha256 ? ", \"sha256\": \"" : "",
+                      opt.sha256 ? opt.sha256 : "", opt.sha256 ? "\"" : "",
+                      opt.no_reply ? "" : ", \"reply\": \"each\"");
+    uint32_t le = (uint32_t)hl;
+    for (int i = 0; i < 4; i++)
+        hdr[i] = (char)(le >> (8 * i));
+    struct sockaddr_storage addr = target_addr;
+    if (opt.port_step && addr.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&addr;
+        in->sin_port = htons((uint16_t)(ntohs(in->sin_port) + u->id));
+    } else if (opt.port_step && addr.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&addr;
+        in6->sin6_port = htons((uint16_t)(ntohs(in6->sin6_port) + u->id));
+    }
+    pthread_barrier_wait(&upload_barrier); /* all start together */
+    u->t0 = now_ns();
+    if (src < 0) {
+        snprintf(u->why, sizeof u->why, "%s: %s", opt.file, strerror(errno));
+        goto out;
+    }
+    fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, target_len) != 0) {
+        snprintf(u->why, sizeof u->why, "connect: %s", strerror(errno));
+        goto out;
+    }
+    if (write_all(fd, hdr, (size_t)hl + 4) != 0) {
+        snprintf(u->why, sizeof u->why, "sending the header: %s", strerror(errno));
+        goto out;
+    }
+    off_t off = 0;
+    while ((uint64_t)off < upload_size) {
+        uint64_t left = upload_size - (uint64_t)off;
+        ssize_t n = sendfile(fd, src, &off, left > (1u << 30) ? (1u << 30) : (size_t)left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(u->why, sizeof u->why, "sending the body: %s",
+                     n == 0 ? "file shorter than its size" : strerror(errno));
+            goto out;
+        }
+    }
+    u->t_last = now_ns();
+    if (opt.no_reply) {
+        char buf[4096];
+        shutdown(fd, SHUT_WR);
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+            ;
+        u->ok = n == 0;
+        if (!u->ok)
+            snprintf(u->why, sizeof u->why, "waiting for the close: %s", strerror(errno));
+        goto out;
+    }
+    unsigned char lb[4];
+    char reply[4096];
+    if (read_all(fd, lb, 4) != 0) {
+        snprintf(u->why, sizeof u->why, "no reply");
+        goto out;
+    }
+    uint32_t rl =
+        (uint32_t)lb[0] | (uint32_t)lb[1] << 8 | (uint32_t)lb[2] << 16 | (uint32_t)lb[3] << 24;
+    if (rl >= sizeof reply || read_all(fd, reply, rl) != 0) {
+        snprintf(u->why, sizeof u->why, "reply of %u bytes cut short or too long", rl);
+        goto out;
+    }
+    reply[rl] = '\0';
+    u->ok = strstr(reply, "\"ok\"") != NULL && (!opt.sha256 || strstr(reply, opt.sha256) != NULL);
+    if (!u->ok)
+        snprintf(u->why, sizeof u->why, "reply: %.140s", reply);
+out:
+    u->t_end = now_ns();
+    if (!u->t_last)
+        u->t_last = u->t_end;
+    if (fd >= 0)
+        close(fd);
+    if (src >= 0)
+        close(src);
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Every connection sends the whole file at once; the clock runs from the first connect to the
+ * last reply (or close), and MB/s counts every connection's body. The stall of a connection is
+ * the time from its last body byte handed to the kernel to its reply: with fsync, mostly the
+ * server's final fsync (the socket buffers hold at most a few MB in flight).
+ */
+static int upload_main(void)
+{
+    struct stat st;
+    if (!opt.name)
+        opt.name = "bench.bin";
+    if (stat(opt.file, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "loadgen: %s: not a regular file\n", opt.file);
+        return EXIT_USAGE;
+    }
+    upload_size = (uint64_t)st.st_size;
+    signal(SIGPIPE, SIG_IGN);
+    upload_conn_t *us = calloc(opt.conns, sizeof *us);
+    uint64_t *stalls = calloc(opt.conns, sizeof *stalls);
+    if (!us || !stalls) {
+        perror("loadgen: calloc");
+        return EXIT_SYSTEM;
+    }
+    pthread_barrier_init(&upload_barrier, NULL, opt.conns);
+    for (unsigned i = 0; i < opt.conns; i++) {
+        us[i].id = i;
+        int rc = pthread_create(&us[i].tid, NULL, upload_thread, &us[i]);
+        if (rc != 0) {
+            fprintf(stderr, "loadgen: pthread_create: %s\n", strerror(rc));
+            return EXIT_SYSTEM;
+        }
+    }
+    uint64_t t0 = UINT64_MAX, t1 = 0, failures = 0;
+    for (unsigned i = 0; i < opt.conns; i++) {
+        pthread_join(us[i].tid, NULL);
+        if (us[i].t0 < t0)
+            t0 = us[i].t0;
+        if (us[i].t_end > t1)
+            t1 = us[i].t_end;
+        stalls[i] = us[i].t_end - us[i].t_last;
+        if (!us[i].ok) {
+            failures++;
+            fprintf(stderr, "loadgen: upload %u: %s\n", i, us[i].why);
+        }
+    }
+    qsort(stalls, opt.conns, sizeof *stalls, cmp_u64);
+    double secs = (double)(t1 - t0) / 1e9;
+    double bytes = (double)upload_size * (double)(opt.conns - failures);
+    double mbs = secs > 0 ? bytes / secs / 1e6 : 0;
+    double smed = (double)stalls[opt.conns / 2] / 1e6, smax = (double)stalls[opt.conns - 1] / 1e6;
+    if (opt.json) {
+        printf("{\"mode\":\"upload\",\"label\":");
+        json_string(stdout, opt.label);
+        printf(",\"conns\":%u,\"size\":%llu,\"seconds\":%.6f,\"mb_per_s\":%.1f,"
+               "\"stall_ms_median\":%.3f,\"stall_ms_max\":%.3f,\"failures\":%llu}\n",
+               opt.conns, (unsigned long long)upload_size, secs, mbs, smed, smax,
+               (unsigned long long)failures);
+    } else {
+        printf("upload %s: %u x %llu bytes in %.3f s: %.1f MB/s, stall median %.1f ms max %.1f "
+               "ms, %llu failures\n",
+               opt.label, opt.conns, (unsigned long long)upload_size, secs, mbs, smed, smax,
+               (unsigned long long)failures);
+    }
+    pthread_barrier_destroy(&upload_barrier);
+    free(stalls);
+    free(us);
+    return failures ? EXIT_FAILURES : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (parse_args(argc, argv) < 0) {
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (opt.mode == MODE_UPLOAD)
+        return upload_main();
     if (raise_nofile((rlim_t)opt.conns + 64) < 0) {
         fprintf(stderr, "loadgen: RLIMIT_NOFILE too low for %u connections\n", opt.conns);
         return EXIT_SYSTEM;

@@ -18,6 +18,9 @@
 
 typedef struct evp_md_ctx_st upload_md_ctx_t; /* OpenSSL's EVP_MD_CTX */
 
+/* With writeback set, the step in which written bytes are handed to the disk. */
+#define UPLOAD_WRITEBACK_STEP ((uint64_t)8 << 20)
+
 /* Disk is reserved at most this far ahead of the bytes written. */
 #define UPLOAD_PREALLOC_STEP ((uint64_t)8 << 20)
 
@@ -28,6 +31,12 @@ typedef struct upload_store {
     uint64_t written;
     uint64_t size;     /* the size announced: disk is never reserved past it */
     uint64_t reserved; /* bytes from 0 reserved with fallocate so far */
+    /* Set by the caller when the commit will fsync: every UPLOAD_WRITEBACK_STEP bytes the
+     * kernel is asked to start writing them out (sync_file_range), and the step before is
+     * waited for, so the final fsync has at most two steps left to flush instead of the
+     * whole file, and an upload keeps at most that much dirty in the page cache. */
+    int writeback;
+    uint64_t flushed; /* bytes from 0 whose writeback has been started */
     upload_md_ctx_t *sha256;
     upload_md_ctx_t *md5; /* only when the client sent an md5 */
 } upload_store_t;

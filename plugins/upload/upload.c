@@ -43,12 +43,21 @@
 
 #define UPLOAD_VERSION "1.0"
 
-/* One disk write carries at most this much (a bigger chunk from the host is split). */
-#define OP_MAX_BYTES ((size_t)256 << 10)
+/* One disk write carries at most this much (a bigger chunk from the host is split). Each op
+ * costs two pool round trips (append and hash) with their thread wake-ups, which on a busy or
+ * virtualised machine cost more than the copy: measured at 256 KiB per op, the worker made
+ * about 11,000 futex calls per 256 MiB and spent most of its time switching threads. */
+#define OP_MAX_BYTES ((size_t)1 << 20)
+#define OP_GROW_STEP ((size_t)256 << 10)
 /* From this size on, a write's pwrite and its hashing run at once on two pool threads. */
 #define SPLIT_MIN_BYTES ((size_t)128 << 10)
-/* Pause reading once this much received data waits for the disk (plus one op in flight)... */
-#define QUEUED_HIGH ((size_t)2 << 20)
+/* Pause reading once this much received data waits for the disk (plus one op in flight and
+ * one read from the host: about 2.6 MiB of data, 2.8 MiB of buffers at most, per upload;
+ * 1 MiB here halved the one-client speed, measured)... */
+#define QUEUED_HIGH ((size_t)3 << 19)
+/* ...and resume once it is down to this, not at the first byte under the mark, so a
+ * connection does not flip between paused and reading on every op. */
+#define QUEUED_LOW ((size_t)1 << 19)
 /* ...or this many ops wait (tiny files or refused headers behind a slow one). */
 #define OPS_HIGH 256
 
@@ -563,7 +572,7 @@ static void pump(uconn_t *c)
         op_complete(c, op);
         op_free(op_pop(c));
     }
-    if (c->paused && !c->closing && !backlogged(c))
+    if (c->paused && !c->closing && c->queued <= QUEUED_LOW && c->nops < OPS_HIGH / 2)
         set_paused(c, 0);
     if (c->closing && c->head == NULL && c->inflight == NULL && !c->finishing)
         host->close(c->conn);
@@ -767,6 +776,7 @@ static void on_header(uconn_t *c, const unsigned char *data, size_t len)
     upload_store_init(&f->st, ls->dirfd);
     f->overwrite = ls->overwrite;
     f->do_fsync = ls->do_fsync;
+    f->st.writeback = ls->do_fsync; /* the commit fsyncs: start the writes early */
 
     upload_header_status_t st = upload_header_parse(data, len, &f->h);
     const char *why = f->h.error;
@@ -833,10 +843,11 @@ static int on_data(uconn_t *c, const unsigned char *data, size_t len)
         if (n > len)
             n = len;
         if (op->len + n > op->cap) {
-            /* Grow by doubling: a small file costs a small buffer. */
+            /* Grow by doubling (a small file costs a small buffer), then in steps of
+             * OP_GROW_STEP, so a partly filled 1 MiB op wastes at most a step. */
             size_t cap = op->cap ? op->cap : 16384;
             while (cap < op->len + n)
-                cap *= 2;
+                cap = cap < OP_GROW_STEP ? cap * 2 : cap + OP_GROW_STEP;
             if (cap > OP_MAX_BYTES)
                 cap = OP_MAX_BYTES;
             unsigned char *b = realloc(op->buf, cap);

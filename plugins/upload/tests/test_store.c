@@ -346,6 +346,47 @@ static void test_reserve_in_steps(void **state)
     assert_listing(fx->dir, "");
 }
 
+/* Issue 20: with writeback on, each whole step is handed to the disk as it is written (so the
+ * commit's fsync has little left), and the file stored is still exactly the bytes sent. */
+static void test_writeback_in_steps(void **state)
+{
+    fixture_t *fx = *state;
+    upload_header_t h;
+    upload_store_t s;
+    unsigned char sha[32];
+    const char *why = NULL;
+    static unsigned char chunk[1 << 20];
+    unsigned int n;
+
+    header(&h, "streamed", "");
+    h.has_md5 = 0;
+    h.size = 20 * sizeof(chunk);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    assert_non_null(md);
+    assert_int_equal(EVP_DigestInit_ex(md, EVP_sha256(), NULL), 1);
+    upload_store_init(&s, fx->dirfd);
+    assert_int_equal(upload_store_open(&s, &h, 0, h.size), 0);
+    s.writeback = 1;
+    for (int i = 0; i < 20; i++) {
+        memset(chunk, 'a' + i, sizeof(chunk));
+        assert_int_equal(EVP_DigestUpdate(md, chunk, sizeof(chunk)), 1);
+        assert_int_equal(upload_store_write(&s, chunk, sizeof(chunk)), 0);
+        /* Never more than a step behind (unless the file system has no sync_file_range). */
+        if (s.writeback)
+            assert_true(s.written - s.flushed < UPLOAD_WRITEBACK_STEP);
+    }
+    if (s.writeback)
+        assert_int_equal(s.flushed, 2 * UPLOAD_WRITEBACK_STEP);
+    assert_int_equal(EVP_DigestFinal_ex(md, h.sha256, &n), 1);
+    EVP_MD_CTX_free(md);
+    assert_int_equal(upload_store_commit(&s, &h, 0, 1, sha, &why), 0);
+    assert_memory_equal(sha, h.sha256, 32);
+    struct stat st;
+    assert_int_equal(fstatat(fx->dirfd, "streamed", &st, 0), 0);
+    assert_int_equal(st.st_size, 20 * sizeof(chunk));
+    assert_listing(fx->dir, "streamed");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -357,6 +398,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_directory_in_the_way, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_error_cleans_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reserve_in_steps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writeback_in_steps, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
