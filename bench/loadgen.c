@@ -751,7 +751,7 @@ static int parse_args(int argc, char **argv)
         {"sha256", required_argument, NULL, 'X'},
         {"name", required_argument, NULL, 'N'},
         {"no-reply", no_argument, NULL, 'R'},
-        {"port-step", no_argument, NULL, 'P'},
+        {"port-step", no_argument, NULL, 'Q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -843,7 +843,7 @@ static int parse_args(int argc, char **argv)
         case 'R':
             opt.no_reply = 1;
             break;
-        case 'P':
+        case 'Q':
             opt.port_step = 1;
             break;
         case 'h':
