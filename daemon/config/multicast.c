@@ -39,7 +39,7 @@ static int is_multicast(const config_mcast_addr_t *a)
     return IN6_IS_ADDR_MULTICAST(&a->in6.sin6_addr);
 }
 
-static int same_ip(const config_mcast_addr_t *a, const config_mcast_addr_t *b)
+int config_mcast_same_ip(const config_mcast_addr_t *a, const config_mcast_addr_t *b)
 {
     if (a->sa.sa_family != b->sa.sa_family)
         return 0;
@@ -81,7 +81,7 @@ int multicast_set_groups(struct parse *p, void *obj, const char *value, char *er
             return -EINVAL;
         }
         for (size_t i = 0; i < m->ngroups; i++) {
-            if (same_ip(&m->groups[i], &a)) {
+            if (config_mcast_same_ip(&m->groups[i], &a)) {
                 snprintf(err, errlen, "'%s' is listed twice", word);
                 return -EINVAL;
             }
@@ -113,7 +113,7 @@ static unsigned ifindex_of_address(const config_mcast_addr_t *a, char *name, siz
         config_mcast_addr_t b;
         memset(&b, 0, sizeof b);
         memcpy(&b, i->ifa_addr, a->sa.sa_family == AF_INET ? sizeof b.in : sizeof b.in6);
-        if (same_ip(a, &b)) {
+        if (config_mcast_same_ip(a, &b)) {
             idx = if_nametoindex(i->ifa_name);
             snprintf(name, namelen, "%s", i->ifa_name);
         }
@@ -232,7 +232,7 @@ void multicast_section_end(struct parse *p, size_t idx)
                                      : IN6_IS_ADDR_UNSPECIFIED(&bound.in6.sin6_addr);
     int group = 0;
     for (size_t i = 0; i < l->mcast.ngroups; i++)
-        group |= same_ip(&bound, &l->mcast.groups[i]);
+        group |= config_mcast_same_ip(&bound, &l->mcast.groups[i]);
     if (!wildcard && !group)
         parse_error_at(p, ls->seen[LK_ADDRESS].file, ls->seen[LK_ADDRESS].line,
                        "address '%s': a multicast listener binds the wildcard (*:PORT, [::]:PORT) "

@@ -29,4 +29,7 @@ typedef struct config_mcast {
     int loop; /* -1: the kernel's default; 0 or 1 */
 } config_mcast_t;
 
+/* Do two addresses name the same IP (the port is not compared)? */
+int config_mcast_same_ip(const config_mcast_addr_t *a, const config_mcast_addr_t *b);
+
 #endif

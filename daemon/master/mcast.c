@@ -114,19 +114,10 @@ int mcast_join(int fd, int family, const config_mcast_t *m, char *err, size_t er
     return 0;
 }
 
-static int same_ip(const config_mcast_addr_t *a, const config_mcast_addr_t *b)
-{
-    if (a->sa.sa_family != b->sa.sa_family)
-        return 0;
-    if (a->sa.sa_family == AF_INET)
-        return a->in.sin_addr.s_addr == b->in.sin_addr.s_addr;
-    return memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, sizeof a->in6.sin6_addr) == 0;
-}
-
 static int has_group(const config_mcast_t *m, const config_mcast_addr_t *g)
 {
     for (size_t i = 0; i < m->ngroups; i++)
-        if (same_ip(&m->groups[i], g))
+        if (config_mcast_same_ip(&m->groups[i], g))
             return 1;
     return 0;
 }
@@ -137,7 +128,7 @@ int mcast_change(int fd, int family, const config_mcast_t *from, const config_mc
     int rc;
     /* Another interface or source: every membership is another one. */
     int all = from->ifindex != to->ifindex || from->has_source != to->has_source ||
-              (to->has_source && !same_ip(&from->source, &to->source));
+              (to->has_source && !config_mcast_same_ip(&from->source, &to->source));
     if (all) {
         for (size_t i = 0; i < from->ngroups; i++)
             membership(fd, family, from, i, 0);
