@@ -13,7 +13,7 @@ DEPS := cmake make gcc clang pkg-config libuv1-dev libinih-dev libcmocka-dev lib
 # Debian package of each when it is not the one DEPS already names (setpriv left util-linux
 # for a package of its own in newer Debian releases).
 TOOLS := setpriv systemd-analyze openssl socat ncat unshare ip clang-format dpkg-buildpackage haproxy
-BENCH_DEPS := microsocks dante-server stunnel4
+BENCH_DEPS := microsocks dante-server stunnel4 nginx libnginx-mod-stream
 FUZZ_SECONDS ?= 60
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "berth/units.h"
+#include "config/tls.h"
 #include "core/log.h"
 #include "worker/conn.h"
 #include "worker/host.h"
@@ -191,6 +192,20 @@ static const struct sockaddr *host_multicast_group(const berth_conn_t *c, sockle
     return group ? sa : NULL;
 }
 
+static int host_listener_tls_verify(const berth_listener_t *l)
+{
+    if (l->cfg->tls == NULL)
+        return -ENOTSUP;
+    switch (l->cfg->tls->verify_client) {
+    case CONFIG_TLS_VERIFY_REQUIRE:
+        return BERTH_TLS_VERIFY_REQUIRE;
+    case CONFIG_TLS_VERIFY_OPTIONAL:
+        return BERTH_TLS_VERIFY_OPTIONAL;
+    default:
+        return BERTH_TLS_VERIFY_OFF;
+    }
+}
+
 const berth_host_t berth_host_table = {
     .abi_version = BERTH_ABI_VERSION,
     .size = sizeof(berth_host_t),
@@ -223,4 +238,5 @@ const berth_host_t berth_host_table = {
     .tls_info = host_tls_info,
     .balancer_addr = host_balancer_addr,
     .multicast_group = host_multicast_group,
+    .listener_tls_verify = host_listener_tls_verify,
 };

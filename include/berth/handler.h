@@ -118,6 +118,14 @@ typedef struct berth_tls_info {
     const char *client_san;     /* its DNS, email and IP subjectAltNames, comma-separated */
 } berth_tls_info_t;
 
+/* A TLS listener's client-certificate check (tls_verify_client), as host->listener_tls_verify
+ * tells it. */
+typedef enum berth_tls_verify {
+    BERTH_TLS_VERIFY_OFF = 0,
+    BERTH_TLS_VERIFY_OPTIONAL = 1,
+    BERTH_TLS_VERIFY_REQUIRE = 2,
+} berth_tls_verify_t;
+
 /*
  * What the host gives a plugin. Handed to load(); valid until the plugin is unloaded.
  */
@@ -224,6 +232,11 @@ typedef struct berth_host {
      * `multicast` groups receives both: a service-discovery plugin answers them apart. The
      * same address is the conn's local_addr. */
     const struct sockaddr *(*multicast_group)(const berth_conn_t *conn, socklen_t *len);
+    /* The listener's tls_verify_client (a berth_tls_verify_t), or -ENOTSUP when it has no TLS.
+     * For listener_open: a plugin that relies on client certificates (socks5's
+     * auth = certificate) refuses a listener that does not require them. Check
+     * BERTH_HOST_HAS(host, listener_tls_verify) first. */
+    int (*listener_tls_verify)(const berth_listener_t *l);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */

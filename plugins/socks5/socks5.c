@@ -136,6 +136,54 @@ static void format_addr(const struct sockaddr_storage *ss, char *out, size_t out
     }
 }
 
+/* The user a verified client certificate names (auth = certificate): the subject's CN, its
+ * RFC 2253 escapes undone; without a CN, the first email or DNS subjectAltName. Escaped for
+ * logs; NULL when the certificate names no one (or out of memory). */
+static char *certificate_user(const berth_tls_info_t *info)
+{
+    uint8_t buf[256];
+    size_t n = 0;
+    const char *p = info->client_subject;
+
+    /* RFC 2253: RDNs split by unescaped ',' (or '+' inside one), most specific first. */
+    while (p != NULL && *p != '\0') {
+        int cn = strncmp(p, "CN=", 3) == 0;
+
+        p += cn ? 3 : 0;
+        n = 0;
+        while (*p != '\0' && *p != ',' && *p != '+') {
+            unsigned hi, lo;
+
+            if (*p == '\\' && p[1] != '\0' && sscanf(p + 1, "%1x%1x", &hi, &lo) == 2) {
+                if (cn && n < sizeof(buf))
+                    buf[n++] = (uint8_t)(hi << 4 | lo);
+                p += 3;
+                continue;
+            }
+            if (*p == '\\' && p[1] != '\0')
+                p++;
+            if (cn && n < sizeof(buf))
+                buf[n++] = (uint8_t)*p;
+            p++;
+        }
+        if (cn && n > 0)
+            return escape(buf, n);
+        if (*p != '\0')
+            p++;
+    }
+    /* "DNS:a,email:b,IP:c": the first email or DNS name. */
+    for (p = info->client_san; p != NULL && *p != '\0';) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        size_t skip = strncmp(p, "email:", 6) == 0 ? 6 : strncmp(p, "DNS:", 4) == 0 ? 4 : 0;
+
+        if (skip > 0 && len > skip)
+            return escape((const uint8_t *)p + skip, len - skip);
+        p += len + (end != NULL);
+    }
+    return NULL;
+}
+
 /* The one info line per session. */
 static void log_session(berth_conn_t *conn, session_t *s)
 {
@@ -635,6 +683,15 @@ static int socks5_listener_open(berth_listener_t *l, void **state, char *err, si
     rc = socks5_config_build(host, listener_option, l, &cfg, err, errlen);
     if (rc < 0)
         return rc;
+    if (cfg->certificate && (!BERTH_HOST_HAS(host, listener_tls_verify) ||
+                             host->listener_tls_verify(l) != BERTH_TLS_VERIFY_REQUIRE)) {
+        snprintf(err, errlen,
+                 "auth = certificate needs TLS with client certificates required on this "
+                 "listener (tls_certificate, tls_key, tls_client_ca, "
+                 "tls_verify_client = require)");
+        socks5_config_free(cfg);
+        return -EINVAL;
+    }
     if (cfg->allow_dest.count == 0)
         host->log_listener(l, BERTH_LOG_WARN,
                            "no allow_dest: every CONNECT is refused until allow_dest says what "
@@ -665,6 +722,21 @@ static int socks5_setup(berth_conn_t *conn)
         return -ENOMEM;
     }
     socks5_parser_init(s->parser);
+    if (s->cfg->certificate) {
+        berth_tls_info_t info;
+
+        /* listener_open made sure the listener requires a verified client certificate;
+         * a conn without one (or naming no one) is refused all the same. */
+        if (host->tls_info(conn, &info) < 0 || info.client_subject == NULL) {
+            s->outcome = "no client certificate";
+            return -EPERM;
+        }
+        s->user = certificate_user(&info);
+        if (s->user == NULL) {
+            s->outcome = "client certificate names no user (no CN, email or DNS name)";
+            return -EPERM;
+        }
+    }
     s->timer = host->timer_start(conn, s->cfg->handshake_ms, on_handshake_timeout, NULL);
     if (s->timer == NULL) {
         s->outcome = "out of memory";

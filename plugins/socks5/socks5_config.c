@@ -7,16 +7,25 @@
 
 #include "socks5_proto.h"
 
-static int parse_auth(const char *value, uint8_t *method)
+/* `certificate` is method 0 (no auth) on the wire: the TLS handshake already proved who the
+ * client is. */
+static int parse_auth(const char *value, uint8_t *method, uint8_t *certificate)
 {
-    if (strcmp(value, "none") == 0)
+    *certificate = 0;
+    if (strcmp(value, "none") == 0) {
         *method = SOCKS5_METHOD_NONE;
-    else if (strcmp(value, "password") == 0)
+    } else if (strcmp(value, "password") == 0) {
         *method = SOCKS5_METHOD_PASSWORD;
-    else
+    } else if (strcmp(value, "certificate") == 0) {
+        *method = SOCKS5_METHOD_NONE;
+        *certificate = 1;
+    } else {
         return -EINVAL;
+    }
     return 0;
 }
+
+#define AUTH_VALUES "none, password or certificate"
 
 /* A duration; `positive`: 0 is refused (a zero handshake or connect timeout would refuse
  * every client). */
@@ -65,10 +74,10 @@ int socks5_config_check(const berth_host_t *host, const char *key, const char *v
     uint64_t ms;
 
     if (strcmp(key, "auth") == 0) {
-        uint8_t m;
+        uint8_t m, c;
 
-        if (parse_auth(value, &m) < 0) {
-            snprintf(err, errlen, "auth: '%s' is neither none nor password", value);
+        if (parse_auth(value, &m, &c) < 0) {
+            snprintf(err, errlen, "auth: '%s' is not " AUTH_VALUES, value);
             return -EINVAL;
         }
         return 0;
@@ -138,8 +147,8 @@ int socks5_config_build(const berth_host_t *host, socks5_option_fn get, void *ct
     cfg->fail_window_ms = SOCKS5_DEFAULT_FAIL_WINDOW_MS;
     cfg->fail_block_ms = SOCKS5_DEFAULT_FAIL_BLOCK_MS;
 
-    if ((v = get(ctx, "auth")) != NULL && parse_auth(v, &cfg->method) < 0) {
-        snprintf(err, errlen, "auth: '%s' is neither none nor password", v);
+    if ((v = get(ctx, "auth")) != NULL && parse_auth(v, &cfg->method, &cfg->certificate) < 0) {
+        snprintf(err, errlen, "auth: '%s' is not " AUTH_VALUES, v);
         rc = -EINVAL;
         goto out;
     }
@@ -151,7 +160,8 @@ int socks5_config_build(const berth_host_t *host, socks5_option_fn get, void *ct
     }
     if (cfg->method == SOCKS5_METHOD_NONE && users != NULL) {
         /* Most likely a forgotten `auth = password`: refuse rather than run an open door. */
-        snprintf(err, errlen, "users is set but auth is none: add auth = password");
+        snprintf(err, errlen, "users is set but auth is %s: add auth = password",
+                 cfg->certificate ? "certificate" : "none");
         rc = -EINVAL;
         goto out;
     }

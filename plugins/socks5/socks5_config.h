@@ -2,7 +2,9 @@
  * The socks5 listener options, checked and built into an immutable struct before the loop
  * runs; connections only ever read it.
  *
- *   auth = none | password        default none
+ *   auth = none | password | certificate   default none; certificate: the verified TLS
+ *                                 client certificate is the user (needs a TLS listener with
+ *                                 tls_verify_client = require; checked in listener_open)
  *   users = FILE                  name:crypt-hash lines; required by auth = password
  *   allow_dest = CIDR[:port], ... destinations a CONNECT may reach; default: none at all
  *   deny_dest = CIDR[:port], ...  carved out of allow_dest
@@ -34,6 +36,7 @@
 
 typedef struct socks5_config {
     uint8_t method;               /* SOCKS5_METHOD_NONE or SOCKS5_METHOD_PASSWORD */
+    uint8_t certificate;          /* auth = certificate (method is then NONE) */
     socks5_users_t *users;        /* non-NULL exactly when method is PASSWORD */
     berth_cidr_list_t allow_dest; /* empty: nothing allowed */
     berth_cidr_list_t deny_dest;

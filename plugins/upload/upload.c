@@ -445,6 +445,17 @@ static void op_work_hash(void *arg)
 
 /* ---- back on the loop ---- */
 
+/* The subject of the conn's verified TLS client certificate, or NULL (no TLS, no certificate,
+ * or a host without tls_info). Valid until finish() returns. */
+static const char *client_subject(const berth_conn_t *conn)
+{
+    berth_tls_info_t info;
+
+    if (!BERTH_HOST_HAS(host, tls_info) || host->tls_info(conn, &info) < 0)
+        return NULL;
+    return info.client_subject;
+}
+
 static void op_complete(uconn_t *c, op_t *op)
 {
     ufile_t *f = op->f;
@@ -477,9 +488,14 @@ static void op_complete(uconn_t *c, op_t *op)
             send_frame(c, frame, len);
             free(frame);
         }
-        host->log(c->conn, BERTH_LOG_INFO, "stored \"%s\": %" PRIu64 " bytes sha256=%s in %.3fs%s",
+        /* Who stored it: a verified TLS client certificate's subject (RFC 2253, whose
+         * escapes cover quotes and control characters), when the conn has one. */
+        const char *who = client_subject(c->conn);
+        host->log(c->conn, BERTH_LOG_INFO,
+                  "stored \"%s\": %" PRIu64 " bytes sha256=%s in %.3fs%s%s%s%s",
                   log_name(f->h.name, strlen(f->h.name), nb, sizeof(nb)), f->h.size, hex,
-                  since(f->t0_ns), c->finishing ? " (client gone)" : "");
+                  since(f->t0_ns), who ? " client=\"" : "", who ? who : "", who ? "\"" : "",
+                  c->finishing ? " (client gone)" : "");
         break;
     case OP_DISCARD:
         file_failed(c, f, "the connection ended before the whole file arrived");
