@@ -166,8 +166,9 @@ fail:
 
 /*
  * Start writing out each whole UPLOAD_WRITEBACK_STEP as it is complete, and wait for the one
- * before it (the pattern of a streaming writer that will fsync): the disk works while bytes
- * still arrive, and the commit's fsync finds at most two steps dirty. Only a hint: a file
+ * UPLOAD_WRITEBACK_LAG steps before it (the pattern of a streaming writer that will fsync):
+ * the disk works while bytes still arrive, and the commit's fsync finds at most LAG + 1 steps
+ * dirty. Only a hint: a file
  * system without sync_file_range just leaves it all to the fsync.
  */
 static int writeback(upload_store_t *s)
@@ -180,8 +181,9 @@ static int writeback(upload_store_t *s)
             s->writeback = 0; /* not supported here: the fsync does it all */
             return 0;
         }
-        if (at >= (off_t)UPLOAD_WRITEBACK_STEP &&
-            sync_file_range(s->fd, at - (off_t)UPLOAD_WRITEBACK_STEP, (off_t)UPLOAD_WRITEBACK_STEP,
+        const off_t lag = (off_t)(UPLOAD_WRITEBACK_LAG * UPLOAD_WRITEBACK_STEP);
+        if (at >= lag &&
+            sync_file_range(s->fd, at - lag, (off_t)UPLOAD_WRITEBACK_STEP,
                             SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
                                 SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
             (errno == EIO || errno == ENOSPC))

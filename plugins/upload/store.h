@@ -18,8 +18,17 @@
 
 typedef struct evp_md_ctx_st upload_md_ctx_t; /* OpenSSL's EVP_MD_CTX */
 
-/* With writeback set, the step in which written bytes are handed to the disk. */
+/* With writeback set, the step in which written bytes are handed to the disk, and how many
+ * steps may be in flight (started, not yet waited for) behind the one just started. Both can
+ * be set with -D for an A/B build; 32 MiB steps or a lag of 2 measured no better than 8 MiB
+ * and 1 (bench/README.md): the waits cost ~20 ms a GiB, the final fsync is journal and cache
+ * flush, not the dirty tail. */
+#ifndef UPLOAD_WRITEBACK_STEP
 #define UPLOAD_WRITEBACK_STEP ((uint64_t)8 << 20)
+#endif
+#ifndef UPLOAD_WRITEBACK_LAG
+#define UPLOAD_WRITEBACK_LAG 1
+#endif
 
 /* Disk is reserved at most this far ahead of the bytes written. */
 #define UPLOAD_PREALLOC_STEP ((uint64_t)8 << 20)
@@ -32,9 +41,10 @@ typedef struct upload_store {
     uint64_t size;     /* the size announced: disk is never reserved past it */
     uint64_t reserved; /* bytes from 0 reserved with fallocate so far */
     /* Set by the caller when the commit will fsync: every UPLOAD_WRITEBACK_STEP bytes the
-     * kernel is asked to start writing them out (sync_file_range), and the step before is
-     * waited for, so the final fsync has at most two steps left to flush instead of the
-     * whole file, and an upload keeps at most that much dirty in the page cache. */
+     * kernel is asked to start writing them out (sync_file_range), and the step
+     * UPLOAD_WRITEBACK_LAG before is waited for, so the final fsync has at most LAG + 1 steps
+     * left to flush instead of the whole file, and an upload keeps at most that much dirty
+     * in the page cache. */
     int writeback;
     uint64_t flushed; /* bytes from 0 whose writeback has been started */
     upload_md_ctx_t *sha256;
