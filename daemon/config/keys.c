@@ -202,6 +202,18 @@ static int set_agent(struct parse *p, void *obj, const char *value, char *err, s
     return replace_string(&cfg->agent, parse_strdup(p, value));
 }
 
+static int set_table_full(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    berth_config_t *cfg = obj;
+
+    if (strcmp(value, "open") == 0 || strcmp(value, "closed") == 0) {
+        cfg->per_source_table_full_closed = value[0] == 'c';
+        return 0;
+    }
+    snprintf(err, errlen, "must be open or closed");
+    return -EINVAL;
+}
+
 #define DK(field) offsetof(berth_config_t, field)
 
 static const struct key daemon_keys[DK_COUNT] = {
@@ -226,6 +238,9 @@ static const struct key daemon_keys[DK_COUNT] = {
                         .type = KEY_DURATION,
                         .offset = DK(drain_delay),
                         .help = DURATION_HINT ", or 0"},
+    [DK_PER_SOURCE_TABLE_FULL] = {.name = "per_source_table_full",
+                                  .type = KEY_CUSTOM,
+                                  .set = set_table_full},
 };
 
 /* ---- listener sections ----------------------------------------------------------------- */

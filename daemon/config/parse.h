@@ -48,6 +48,7 @@ enum daemon_key {
     DK_PER_SOURCE_TABLE,
     DK_AGENT,
     DK_DRAIN_DELAY,
+    DK_PER_SOURCE_TABLE_FULL,
     DK_COUNT,
 };
 

@@ -21,6 +21,7 @@ int source_admit(berth_listener_t *l, const struct sockaddr *peer, int32_t *entr
         .prefix6 = cfg->per_source_prefix6,
         .listener = l->slot,
         .name = cfg->name,
+        .full_closed = l->w->cfg->per_source_table_full_closed,
     };
     if (limits_admit(&r, l->w->slot, peer, entry) == LIMITS_OK)
         return 0;

@@ -160,9 +160,75 @@ class PerSourceConfig(DaemonTestCase):
         self.assertIn("per_source: only tcp listeners have per-source limits", out)
         path = os.path.join(self.tmp, "d.conf")
         with open(path, "w") as f:
-            f.write("[daemon]\nper_source_table = 10\n")
+            f.write("[daemon]\nper_source_table = 0\nper_source_table_full = shut\n")
         rc, out = check_config(path)
-        self.assertIn("per_source_table '10': must be 1024..16777216", out)
+        self.assertIn("per_source_table '0': must be 1..16777216", out)
+        self.assertIn("per_source_table_full 'shut': must be open or closed", out)
+
+
+class FullTable(DaemonTestCase):
+    """per_source_table = 1: one source held fills it; the next source is let in (open, the
+    default) or refused (closed), and the log says which, once a minute, not per connection."""
+
+    def start(self, mode):
+        port, = free_ports(1)
+        plugin = built_test_plugin("whoami")
+        extra = "per_source_table = 1\n"
+        if mode:
+            extra += f"per_source_table_full = {mode}\n"
+        self.d = self.daemon(f"""
+            [conc]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = {plugin}
+            per_source = 3
+            """, daemon=extra, workers=2)
+        self.d.wait_serving()
+        return port
+
+    def served(self, src, port):
+        s = connect_from(src, port)
+        self.addCleanup(s.close)
+        line = recv_until(s)
+        if line.startswith(b"peer="):
+            return s
+        self.assertEqual(line, b"", "neither served nor closed")
+        return None
+
+    def test_closed_refuses_new_sources(self):
+        port = self.start("closed")
+        held = self.served("127.0.0.2", port)
+        self.assertIsNotNone(held)
+        for _ in range(3):
+            self.assertIsNone(self.served("127.0.0.3", port))
+        self.d.wait_status(lambda st: self.d.listener("conc", st)["refused_source"] == 3,
+                           "3 refusals counted")
+        # The source that holds the entry still has its own limit of 3.
+        more = [self.served("127.0.0.2", port) for _ in range(2)]
+        self.assertTrue(all(more))
+        self.assertIsNone(self.served("127.0.0.2", port))
+        log = self.d.log()
+        self.assertEqual(log.count("per-source table is full"), 1, log)
+        self.assertIn("conc: the per-source table is full (per_source_table = 1): 127.0.0.3 and "
+                      "other new sources are refused (per_source_table_full = closed", log)
+        # Once the held source lets go, the entry is free for the other one.
+        for s in [held] + more:
+            s.close()
+        self.d.wait_status(lambda st: self.d.listener("conc", st)["active"] == 0,
+                           "the closed ones to end")
+        self.assertIsNotNone(self.served("127.0.0.3", port))
+
+    def test_open_lets_new_sources_in_unlimited(self):
+        port = self.start(None)
+        self.assertIsNotNone(self.served("127.0.0.2", port))
+        # No room for 127.0.0.3: let in, and past its per_source = 3 too.
+        others = [self.served("127.0.0.3", port) for _ in range(5)]
+        self.assertTrue(all(others))
+        self.assertEqual(self.d.listener("conc")["refused_source"], 0)
+        log = self.d.log()
+        self.assertEqual(log.count("per-source table is full"), 1, log)
+        self.assertIn("127.0.0.3 and other new sources are let in without a limit "
+                      "(per_source_table_full = open", log)
 
 
 if __name__ == "__main__":
