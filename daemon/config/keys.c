@@ -598,19 +598,31 @@ void keys_listener(struct parse *p, const char *name, const char *value)
 
 /* PROXY protocol keys: tcp only, and never on without the peers allowed to send a header
  * (else any client could name its own address). */
+/* A unix stream listener behind a local balancer: its peers have the header's address. */
+static int unix_proxied(const config_listener_t *l)
+{
+    return l->protocol == BERTH_PROTO_UNIX && l->proxy_protocol;
+}
+
 static void proxy_end(struct parse *p, const config_listener_t *l, const struct listener_state *ls)
 {
     const struct where *w = &ls->seen[LK_PROXY_PROTOCOL];
 
-    if (l->protocol != BERTH_PROTO_TCP) {
+    if (l->protocol != BERTH_PROTO_TCP && l->protocol != BERTH_PROTO_UNIX) {
         for (int k = LK_PROXY_PROTOCOL; k <= LK_PROXY_TIMEOUT; k++)
             if (ls->seen[k].line)
                 parse_error_at(p, ls->seen[k].file, ls->seen[k].line,
-                               "%s: only tcp listeners take a PROXY protocol header",
+                               "%s: only tcp and unix listeners take a PROXY protocol header",
                                listener_keys[k].name);
         return;
     }
-    if (l->proxy_protocol && !ls->seen[LK_PROXY_FROM].line)
+    /* A unix peer has no address to judge: the socket file's mode says who may connect (a
+     * local balancer), so every peer of it must send the header. */
+    if (l->protocol == BERTH_PROTO_UNIX && ls->seen[LK_PROXY_FROM].line)
+        parse_error_at(p, ls->seen[LK_PROXY_FROM].file, ls->seen[LK_PROXY_FROM].line,
+                       "proxy_from: unix peers have no IP address (the socket file's mode "
+                       "guards who may send the header)");
+    else if (l->proxy_protocol && !ls->seen[LK_PROXY_FROM].line && l->protocol == BERTH_PROTO_TCP)
         parse_error_at(p, w->file, w->line,
                        "proxy_protocol: needs proxy_from, the balancers allowed to send the "
                        "header (anyone else could claim any address)");
@@ -650,16 +662,18 @@ static void listener_end(struct parse *p, size_t idx)
                        "backlog: only tcp and unix listeners accept connections");
     for (int k = LK_ALLOW; k <= LK_DENY; k++) {
         w = &ls->seen[k];
-        if (w->line && address_is_unix(l->protocol))
+        if (w->line && address_is_unix(l->protocol) && !unix_proxied(l))
             parse_error_at(p, w->file, w->line,
                            "%s: unix peers have no IP address (file permissions guard them: mode)",
                            listener_keys[k].name);
     }
     proxy_end(p, l, ls);
     for (int k = LK_PER_SOURCE; k <= LK_BURST; k++)
-        if (ls->seen[k].line && l->protocol != BERTH_PROTO_TCP)
+        if (ls->seen[k].line && l->protocol != BERTH_PROTO_TCP && !unix_proxied(l))
             parse_error_at(p, ls->seen[k].file, ls->seen[k].line,
-                           "%s: only tcp listeners have per-source limits", listener_keys[k].name);
+                           "%s: only tcp listeners (and unix ones with proxy_protocol) have "
+                           "per-source limits",
+                           listener_keys[k].name);
     w = &ls->seen[LK_BURST];
     if (w->line && !l->rate)
         parse_error_at(p, w->file, w->line, "burst: needs rate");

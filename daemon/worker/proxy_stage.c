@@ -33,7 +33,8 @@ static const conn_hooks_t stage_hooks = {
 
 int proxy_stage_admit(berth_listener_t *l, const struct sockaddr *peer)
 {
-    if (berth_cidr_list_match(&l->cfg->proxy_from, peer))
+    /* A unix listener's peers are whoever its socket file's mode lets connect. */
+    if (peer->sa_family == AF_UNIX || berth_cidr_list_match(&l->cfg->proxy_from, peer))
         return 1;
     atomic_fetch_add(&l->st->refused_proxy, 1);
     return 0;

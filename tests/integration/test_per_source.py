@@ -157,7 +157,8 @@ class PerSourceConfig(DaemonTestCase):
         rc, out = self.check("per_source_prefix6 = 48\n")
         self.assertIn("per_source_prefix6: needs per_source or rate", out)
         rc, out = self.check("per_source = 2\n", protocol="udp")
-        self.assertIn("per_source: only tcp listeners have per-source limits", out)
+        self.assertIn("per_source: only tcp listeners (and unix ones with proxy_protocol) have "
+                      "per-source limits", out)
         path = os.path.join(self.tmp, "d.conf")
         with open(path, "w") as f:
             f.write("[daemon]\nper_source_table = 0\nper_source_table_full = shut\n")
