@@ -669,10 +669,11 @@ static void listener_end(struct parse *p, size_t idx)
     }
     proxy_end(p, l, ls);
     for (int k = LK_PER_SOURCE; k <= LK_BURST; k++)
-        if (ls->seen[k].line && l->protocol != BERTH_PROTO_TCP && !unix_proxied(l))
+        if (ls->seen[k].line && l->protocol != BERTH_PROTO_TCP && l->protocol != BERTH_PROTO_UDP &&
+            !unix_proxied(l))
             parse_error_at(p, ls->seen[k].file, ls->seen[k].line,
-                           "%s: only tcp listeners (and unix ones with proxy_protocol) have "
-                           "per-source limits",
+                           "%s: only tcp and udp listeners (and unix ones with proxy_protocol) "
+                           "have per-source limits",
                            listener_keys[k].name);
     w = &ls->seen[LK_BURST];
     if (w->line && !l->rate)

@@ -100,7 +100,7 @@ class UnixProxyConfig(DaemonTestCase):
         rc, out = self.check("allow = 10.0.0.0/8\n")
         self.assertIn("allow: unix peers have no IP address", out)
         rc, out = self.check("per_source = 2\n")
-        self.assertIn("per_source: only tcp listeners", out)
+        self.assertIn("per_source: only tcp and udp listeners", out)
 
 
 if __name__ == "__main__":
