@@ -77,6 +77,7 @@ typedef struct config_listener {
     uint32_t rate;
     uint32_t burst; /* 0: rate */
     uint32_t per_source_prefix6;
+    int over_limit_wait; /* over per_source: hold the conn until one of its source ends */
 
     struct config_tls *tls; /* tls_* keys (config/tls.h); NULL: no TLS */
 

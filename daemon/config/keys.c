@@ -245,6 +245,18 @@ static const struct key daemon_keys[DK_COUNT] = {
 
 /* ---- listener sections ----------------------------------------------------------------- */
 
+static int set_over_limit(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    config_listener_t *l = obj;
+
+    if (strcmp(value, "close") == 0 || strcmp(value, "wait") == 0) {
+        l->over_limit_wait = value[0] == 'w';
+        return 0;
+    }
+    snprintf(err, errlen, "must be close or wait");
+    return -EINVAL;
+}
+
 static int set_protocol(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
 {
     static const struct {
@@ -434,6 +446,7 @@ static const struct key listener_keys[LK_COUNT] = {
     [LK_RATE] = {.name = "rate", .type = KEY_CUSTOM, .set = set_rate},
     [LK_BURST] =
         {.name = "burst", .type = KEY_U32, .offset = LK(burst), .min = 1, .max = MAX_CONCURRENCY},
+    [LK_OVER_LIMIT] = {.name = "over_limit", .type = KEY_CUSTOM, .set = set_over_limit},
     [LK_MULTICAST] = {.name = "multicast", .type = KEY_CUSTOM, .set = multicast_set_groups},
     [LK_MULTICAST_INTERFACE] = {.name = "multicast_interface",
                                 .type = KEY_CUSTOM,
@@ -678,6 +691,12 @@ static void listener_end(struct parse *p, size_t idx)
     w = &ls->seen[LK_BURST];
     if (w->line && !l->rate)
         parse_error_at(p, w->file, w->line, "burst: needs rate");
+    w = &ls->seen[LK_OVER_LIMIT];
+    if (w->line && !l->per_source)
+        parse_error_at(p, w->file, w->line, "over_limit: needs per_source");
+    else if (w->line && !address_is_stream(l->protocol))
+        parse_error_at(p, w->file, w->line,
+                       "over_limit: a datagram over per_source cannot wait; it is dropped");
     w = &ls->seen[LK_PER_SOURCE_PREFIX6];
     if (w->line && !l->rate && !l->per_source)
         parse_error_at(p, w->file, w->line, "per_source_prefix6: needs per_source or rate");

@@ -76,6 +76,7 @@ enum listener_key {
     LK_MULTICAST_INTERFACE,
     LK_MULTICAST_SOURCE,
     LK_MULTICAST_LOOP,
+    LK_OVER_LIMIT,
     LK_COUNT,
 };
 

@@ -106,7 +106,12 @@ static void stage_done(berth_conn_t *c, proxy_stage_t *s, const unsigned char *r
         return;
     }
     int32_t source;
-    if (source_admit(l, conn_peer_addr(c, NULL), &source)) {
+    int over = source_admit(l, conn_peer_addr(c, NULL), &source);
+    if (over > 0) {
+        source_wait_park(c, rest, n); /* over_limit = wait: until one of its source ends */
+        return;
+    }
+    if (over < 0) {
         conn_abort(c);
         return;
     }

@@ -47,6 +47,7 @@ struct berth_listener {
     /* conn.c's: host->work items of this listener: queued or running (capped), handed to
      * the pool (limited, so other listeners keep threads), and those waiting for that */
     unsigned work_count, work_inflight;
+    unsigned source_waiting; /* source.c's: conns parked by over_limit = wait */
     struct work_req *work_head, *work_tail;
     unsigned poll_init : 1, polling : 1, paused : 1, retry_init : 1;
 };
