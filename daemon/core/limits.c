@@ -333,9 +333,10 @@ int limits_admit(const limits_rule_t *r, int wslot, const struct sockaddr *peer,
         char src[64];
         limits_source_text(r, peer, src, sizeof src);
         if (verdict == LIMITS_OVER_CONNS)
-            log_info("%s: %s has per_source = %u connections open; refusing more (said once a "
+            log_info("%s: %s has per_source = %u connections open; %s more (said once a "
                      "minute)",
-                     r->name, src, r->per_source);
+                     r->name, src, r->per_source,
+                     r->over_wait ? "holding (over_limit = wait)" : "refusing");
         else
             log_info("%s: %s connects faster than rate = %u/s (burst %u); refusing (said once a "
                      "minute)",

@@ -32,6 +32,7 @@ typedef struct limits_rule {
     uint32_t prefix6;    /* IPv6 sources grouped by this prefix */
     int listener;        /* the listener's stats slot (stable across reloads) */
     int full_closed;     /* a source that finds the table full is refused (else let in) */
+    int over_wait;       /* over per_source, the conn waits (over_limit = wait): for the log */
     const char *name;    /* for log lines */
 } limits_rule_t;
 

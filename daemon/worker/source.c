@@ -24,6 +24,7 @@ static int ask(berth_listener_t *l, const struct sockaddr *peer, int32_t *entry)
         .listener = l->slot,
         .name = cfg->name,
         .full_closed = l->w->cfg->per_source_table_full_closed,
+        .over_wait = cfg->over_limit_wait && l->stream,
     };
     return limits_admit(&r, l->w->slot, peer, entry);
 }

@@ -73,6 +73,8 @@ class OverLimitWait(DaemonTestCase):
         self.assertTrue(recv_until(b).startswith(b"peer=127.0.0.2:"))
         self.assertEqual(recv_until(b), b"sent while waiting\n")
         self.assertEqual(self.d.listener("w")["refused_source"], 0)
+        self.assertIn("w: 127.0.0.2 has per_source = 1 connections open; holding (over_limit = "
+                      "wait) more", self.d.log())
 
     def test_waiting_ones_are_served_one_at_a_time(self):
         a = self.conn("127.0.0.4")
