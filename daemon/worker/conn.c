@@ -793,6 +793,12 @@ static int stream_open(berth_conn_t *c, int fd)
     return 0;
 }
 
+void conn_set_counted(berth_conn_t *c, int counted)
+{
+    assert(c->kind != CONN_OUTBOUND);
+    c->counted = counted ? 1 : 0;
+}
+
 int conn_start_stream_waiting(berth_conn_t *c, int fd)
 {
     int rc = stream_open(c, fd);

@@ -83,7 +83,15 @@ static void wait_retry(berth_conn_t *c, void *arg)
     berth_listener_t *l = conn_listener(c);
     int32_t entry = -1;
     wt->timer = NULL; /* a timer that ran is gone */
-    int v = ask(l, conn_peer_addr(c, NULL), &entry);
+    /* A slot first (it may wait for one too), then the source's room. */
+    int v = LIMITS_OVER_CONNS;
+    if (worker_slot_take(l) == 0) {
+        v = ask(l, conn_peer_addr(c, NULL), &entry);
+        if (v == LIMITS_OK)
+            conn_set_counted(c, 1);
+        else
+            worker_slot_give_back(l);
+    }
     if (v == LIMITS_OVER_CONNS) {
         wt->timer = conn_timer_start(c, SOURCE_WAIT_RECHECK_MS, wait_retry, wt);
         if (wt->timer)
@@ -118,6 +126,9 @@ void source_wait_park(berth_conn_t *c, const void *rest, size_t n)
     wt->n = n;
     if (n)
         memcpy(wt->rest, rest, n);
+    /* It waits without a concurrency slot: one client's extra conns hold up nobody else. */
+    conn_set_counted(c, 0);
+    worker_slot_give_back(l);
     l->source_waiting++;
     conn_set_hooks(c, &wait_hooks, wt);
     conn_watch_read(c, 0);

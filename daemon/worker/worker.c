@@ -181,6 +181,18 @@ void worker_conn_gone(worker_t *w, berth_listener_t *l)
     worker_check_done(w);
 }
 
+int worker_slot_take(berth_listener_t *l)
+{
+    return slot_reserve(l);
+}
+
+void worker_slot_give_back(berth_listener_t *l)
+{
+    slot_release(l);
+    if (l->paused && l->w->accepting)
+        listener_poll_start(l);
+}
+
 static void on_retry(uv_timer_t *t)
 {
     berth_listener_t *l = t->data;

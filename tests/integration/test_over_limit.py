@@ -65,7 +65,9 @@ class OverLimitWait(DaemonTestCase):
         # Another source is served meanwhile.
         c = self.conn("127.0.0.3")
         self.assertTrue(recv_until(c).startswith(b"peer=127.0.0.3:"))
-        self.d.wait_status(lambda st: self.d.listener("w", st)["active"] == 3, "3 accepted")
+        # Accepted, but holding no concurrency slot while it waits.
+        self.d.wait_status(lambda st: self.d.listener("w", st)["accepted"] == 3, "3 accepted")
+        self.assertEqual(self.d.listener("w")["active"], 2)
         self.assert_unserved(b)
         self.assertEqual(self.d.listener("w")["refused_source"], 0)
         # a ends: b is served, with what it sent while it waited.
@@ -80,7 +82,7 @@ class OverLimitWait(DaemonTestCase):
         a = self.conn("127.0.0.4")
         self.assertTrue(recv_until(a).startswith(b"peer="))
         waiting = [self.conn("127.0.0.4") for _ in range(3)]
-        self.d.wait_status(lambda st: self.d.listener("w", st)["active"] == 4, "4 accepted")
+        self.d.wait_status(lambda st: self.d.listener("w", st)["accepted"] == 4, "4 accepted")
         a.close()
         served = None
         # Exactly one of the three is served; the others still wait.
@@ -98,7 +100,7 @@ class OverLimitWait(DaemonTestCase):
             if s is not served:
                 self.assert_unserved(s)
         served.close()
-        self.d.wait_status(lambda st: self.d.listener("w", st)["active"] == 2, "one left")
+        self.d.wait_status(lambda st: self.d.listener("w", st)["active"] == 1, "the next one in")
 
     def test_behind_a_proxy_header(self):
         def via(client):
@@ -113,6 +115,56 @@ class OverLimitWait(DaemonTestCase):
         a.close()
         self.assertTrue(recv_until(b).startswith(b"peer=198.51.100.1:1000 "))
         self.assertEqual(recv_until(b), b"hi\n")
+
+
+class WaitQueueBound(DaemonTestCase):
+    """At most `concurrency` conns wait per listener (in a worker); past that, closed. The
+    waiting ones hold no slot, so other clients are still served."""
+
+    def test_past_the_queue_closed_and_others_served(self):
+        port, = free_ports(1)
+        self.d = self.daemon(f"""
+            [w]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = {built_test_plugin("whoami")}
+            per_source = 1
+            over_limit = wait
+            concurrency = 2
+            """, workers=1)
+        self.d.wait_serving()
+
+        def conn(src):
+            s = connect_from(src, port)
+            self.addCleanup(s.close)
+            return s
+        a = conn("127.0.0.2")
+        self.assertTrue(recv_until(a).startswith(b"peer=127.0.0.2:"))
+        waiting = [conn("127.0.0.2") for _ in range(2)]
+        self.d.wait_status(lambda st: self.d.listener("w", st)["accepted"] == 3, "3 accepted")
+        self.assertTrue(peer_closed(conn("127.0.0.2")))
+        self.d.wait_status(lambda st: self.d.listener("w", st)["refused_source"] == 1,
+                           "the third extra one refused")
+        # Two waiting and one served hold one slot of two: another client gets the other.
+        b = conn("127.0.0.3")
+        self.assertTrue(recv_until(b).startswith(b"peer=127.0.0.3:"))
+        # And once a ends, a waiting one is served.
+        a.close()
+        b.close()
+        served = None
+        while served is None:
+            for s in waiting:
+                try:
+                    if recv_until(s, timeout=0.05).startswith(b"peer=127.0.0.2:"):
+                        served = s
+                        break
+                except socket.timeout:
+                    pass
+        for s in waiting:
+            if s is not served:
+                s.setblocking(False)
+                with self.assertRaises(BlockingIOError):
+                    s.recv(100)
 
 
 class OverLimitConfig(DaemonTestCase):
