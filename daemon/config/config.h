@@ -77,6 +77,7 @@ typedef struct config_listener {
     uint32_t rate;
     uint32_t burst; /* 0: rate */
     uint32_t per_source_prefix6;
+    int over_limit_wait; /* over per_source: hold the conn until one of its source ends */
 
     struct config_tls *tls; /* tls_* keys (config/tls.h); NULL: no TLS */
 
@@ -97,9 +98,10 @@ typedef struct berth_config {
     char *plugin_dir;
     char *admin; /* admin socket path; "" disables */
     berth_log_level_t log_level;
-    char *log;                 /* "stderr" (default) or "syslog" */
-    uint64_t shutdown_timeout; /* ms, default 30 s */
-    uint32_t per_source_table; /* entries of the per-source table; read at start only */
+    char *log;                        /* "stderr" (default) or "syslog" */
+    uint64_t shutdown_timeout;        /* ms, default 30 s */
+    uint32_t per_source_table;        /* entries of the per-source table; read at start only */
+    int per_source_table_full_closed; /* a full table refuses new sources (default: lets in) */
     /* HAProxy agent-check: where to answer it (NULL: nowhere; read at start only), and how
      * long SIGTERM answers "drain" before the daemon stops accepting (ms, default 0). */
     char *agent;

@@ -202,6 +202,18 @@ static int set_agent(struct parse *p, void *obj, const char *value, char *err, s
     return replace_string(&cfg->agent, parse_strdup(p, value));
 }
 
+static int set_table_full(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    berth_config_t *cfg = obj;
+
+    if (strcmp(value, "open") == 0 || strcmp(value, "closed") == 0) {
+        cfg->per_source_table_full_closed = value[0] == 'c';
+        return 0;
+    }
+    snprintf(err, errlen, "must be open or closed");
+    return -EINVAL;
+}
+
 #define DK(field) offsetof(berth_config_t, field)
 
 static const struct key daemon_keys[DK_COUNT] = {
@@ -226,9 +238,24 @@ static const struct key daemon_keys[DK_COUNT] = {
                         .type = KEY_DURATION,
                         .offset = DK(drain_delay),
                         .help = DURATION_HINT ", or 0"},
+    [DK_PER_SOURCE_TABLE_FULL] = {.name = "per_source_table_full",
+                                  .type = KEY_CUSTOM,
+                                  .set = set_table_full},
 };
 
 /* ---- listener sections ----------------------------------------------------------------- */
+
+static int set_over_limit(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    config_listener_t *l = obj;
+
+    if (strcmp(value, "close") == 0 || strcmp(value, "wait") == 0) {
+        l->over_limit_wait = value[0] == 'w';
+        return 0;
+    }
+    snprintf(err, errlen, "must be close or wait");
+    return -EINVAL;
+}
 
 static int set_protocol(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
 {
@@ -419,6 +446,7 @@ static const struct key listener_keys[LK_COUNT] = {
     [LK_RATE] = {.name = "rate", .type = KEY_CUSTOM, .set = set_rate},
     [LK_BURST] =
         {.name = "burst", .type = KEY_U32, .offset = LK(burst), .min = 1, .max = MAX_CONCURRENCY},
+    [LK_OVER_LIMIT] = {.name = "over_limit", .type = KEY_CUSTOM, .set = set_over_limit},
     [LK_MULTICAST] = {.name = "multicast", .type = KEY_CUSTOM, .set = multicast_set_groups},
     [LK_MULTICAST_INTERFACE] = {.name = "multicast_interface",
                                 .type = KEY_CUSTOM,
@@ -583,19 +611,31 @@ void keys_listener(struct parse *p, const char *name, const char *value)
 
 /* PROXY protocol keys: tcp only, and never on without the peers allowed to send a header
  * (else any client could name its own address). */
+/* A unix stream listener behind a local balancer: its peers have the header's address. */
+static int unix_proxied(const config_listener_t *l)
+{
+    return l->protocol == BERTH_PROTO_UNIX && l->proxy_protocol;
+}
+
 static void proxy_end(struct parse *p, const config_listener_t *l, const struct listener_state *ls)
 {
     const struct where *w = &ls->seen[LK_PROXY_PROTOCOL];
 
-    if (l->protocol != BERTH_PROTO_TCP) {
+    if (l->protocol != BERTH_PROTO_TCP && l->protocol != BERTH_PROTO_UNIX) {
         for (int k = LK_PROXY_PROTOCOL; k <= LK_PROXY_TIMEOUT; k++)
             if (ls->seen[k].line)
                 parse_error_at(p, ls->seen[k].file, ls->seen[k].line,
-                               "%s: only tcp listeners take a PROXY protocol header",
+                               "%s: only tcp and unix listeners take a PROXY protocol header",
                                listener_keys[k].name);
         return;
     }
-    if (l->proxy_protocol && !ls->seen[LK_PROXY_FROM].line)
+    /* A unix peer has no address to judge: the socket file's mode says who may connect (a
+     * local balancer), so every peer of it must send the header. */
+    if (l->protocol == BERTH_PROTO_UNIX && ls->seen[LK_PROXY_FROM].line)
+        parse_error_at(p, ls->seen[LK_PROXY_FROM].file, ls->seen[LK_PROXY_FROM].line,
+                       "proxy_from: unix peers have no IP address (the socket file's mode "
+                       "guards who may send the header)");
+    else if (l->proxy_protocol && !ls->seen[LK_PROXY_FROM].line && l->protocol == BERTH_PROTO_TCP)
         parse_error_at(p, w->file, w->line,
                        "proxy_protocol: needs proxy_from, the balancers allowed to send the "
                        "header (anyone else could claim any address)");
@@ -635,19 +675,28 @@ static void listener_end(struct parse *p, size_t idx)
                        "backlog: only tcp and unix listeners accept connections");
     for (int k = LK_ALLOW; k <= LK_DENY; k++) {
         w = &ls->seen[k];
-        if (w->line && address_is_unix(l->protocol))
+        if (w->line && address_is_unix(l->protocol) && !unix_proxied(l))
             parse_error_at(p, w->file, w->line,
                            "%s: unix peers have no IP address (file permissions guard them: mode)",
                            listener_keys[k].name);
     }
     proxy_end(p, l, ls);
     for (int k = LK_PER_SOURCE; k <= LK_BURST; k++)
-        if (ls->seen[k].line && l->protocol != BERTH_PROTO_TCP)
+        if (ls->seen[k].line && l->protocol != BERTH_PROTO_TCP && l->protocol != BERTH_PROTO_UDP &&
+            !unix_proxied(l))
             parse_error_at(p, ls->seen[k].file, ls->seen[k].line,
-                           "%s: only tcp listeners have per-source limits", listener_keys[k].name);
+                           "%s: only tcp and udp listeners (and unix ones with proxy_protocol) "
+                           "have per-source limits",
+                           listener_keys[k].name);
     w = &ls->seen[LK_BURST];
     if (w->line && !l->rate)
         parse_error_at(p, w->file, w->line, "burst: needs rate");
+    w = &ls->seen[LK_OVER_LIMIT];
+    if (w->line && !l->per_source)
+        parse_error_at(p, w->file, w->line, "over_limit: needs per_source");
+    else if (w->line && !address_is_stream(l->protocol))
+        parse_error_at(p, w->file, w->line,
+                       "over_limit: a datagram over per_source cannot wait; it is dropped");
     w = &ls->seen[LK_PER_SOURCE_PREFIX6];
     if (w->line && !l->rate && !l->per_source)
         parse_error_at(p, w->file, w->line, "per_source_prefix6: needs per_source or rate");

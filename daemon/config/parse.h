@@ -48,6 +48,7 @@ enum daemon_key {
     DK_PER_SOURCE_TABLE,
     DK_AGENT,
     DK_DRAIN_DELAY,
+    DK_PER_SOURCE_TABLE_FULL,
     DK_COUNT,
 };
 
@@ -75,6 +76,7 @@ enum listener_key {
     LK_MULTICAST_INTERFACE,
     LK_MULTICAST_SOURCE,
     LK_MULTICAST_LOOP,
+    LK_OVER_LIMIT,
     LK_COUNT,
 };
 

@@ -46,7 +46,7 @@ typedef struct jslot {
 } jslot_t;
 
 typedef struct header {
-    uint32_t n, shard_size;
+    uint32_t n, shards, shard_size, window;
     uint64_t seed;
     _Atomic uint64_t full_logged_ms;
     _Atomic uint64_t journal_full_logged_ms;
@@ -73,10 +73,18 @@ int limits_map(uint32_t entries)
 {
     if (T.base)
         return 0;
-    uint32_t shard = (entries + SHARDS - 1) / SHARDS;
-    if (shard < WINDOW)
-        shard = WINDOW;
-    uint32_t n = shard * SHARDS;
+    /* Full shards of at least a window each; a table smaller than SHARDS windows has fewer
+     * shards, and one smaller than a window is one shard of exactly `entries`. */
+    if (entries == 0)
+        entries = 1;
+    uint32_t shards = SHARDS, shard = (entries + SHARDS - 1) / SHARDS;
+    if (shard < WINDOW) {
+        shard = entries < WINDOW ? entries : WINDOW;
+        shards = (entries + shard - 1) / shard;
+        if (shards > SHARDS)
+            shards = SHARDS;
+    }
+    uint32_t n = shard * shards;
     size_t hlen = (sizeof(header_t) + 63) & ~(size_t)63;
     size_t jlen = (size_t)STATS_WORKERS * JOURNAL * sizeof(jslot_t);
     size_t len = hlen + jlen + (size_t)n * sizeof(entry_t);
@@ -85,7 +93,9 @@ int limits_map(uint32_t entries)
         return -errno;
     header_t *h = p;
     h->n = n;
+    h->shards = shards;
     h->shard_size = shard;
+    h->window = shard < WINDOW ? shard : WINDOW;
     if (getrandom(&h->seed, sizeof h->seed, GRND_NONBLOCK) != sizeof h->seed)
         h->seed = now_ms() * 0x9E3779B97F4A7C15ull; /* weaker, but the table still works */
     pthread_mutexattr_t a;
@@ -246,12 +256,12 @@ int limits_admit(const limits_rule_t *r, int wslot, const struct sockaddr *peer,
         return LIMITS_OK;
     uint32_t lid = (uint32_t)r->listener + 1;
     uint64_t h = hash(key, lid), now = now_ms();
-    unsigned shard = (unsigned)(h % SHARDS);
+    unsigned shard = (unsigned)(h % T.h->shards);
     uint32_t base = shard * T.h->shard_size, start = (uint32_t)((h >> 8) % T.h->shard_size);
     entry_t *e = NULL, *spare = NULL;
 
     lock(shard);
-    for (uint32_t i = 0; i < WINDOW; i++) {
+    for (uint32_t i = 0; i < T.h->window; i++) {
         entry_t *x = &T.entries[base + (start + i) % T.h->shard_size];
         if (x->listener == lid && memcmp(x->key, key, 16) == 0) {
             e = x;
@@ -267,11 +277,18 @@ int limits_admit(const limits_rule_t *r, int wslot, const struct sockaddr *peer,
             atomic_compare_exchange_strong(&T.h->full_logged_ms, &last, now)) {
             char src[64];
             limits_source_text(r, peer, src, sizeof src);
-            log_warn("%s: the per-source table is full (per_source_table = %u): %s and other "
-                     "new sources are let in without a limit",
-                     r->name, T.requested, src);
+            if (r->full_closed)
+                log_warn("%s: the per-source table is full (per_source_table = %u): %s and "
+                         "other new sources are refused (per_source_table_full = closed; said "
+                         "once a minute)",
+                         r->name, T.requested, src);
+            else
+                log_warn("%s: the per-source table is full (per_source_table = %u): %s and "
+                         "other new sources are let in without a limit (per_source_table_full "
+                         "= open; said once a minute)",
+                         r->name, T.requested, src);
         }
-        return LIMITS_OK;
+        return r->full_closed ? LIMITS_TABLE_FULL : LIMITS_OK;
     }
     uint64_t cap = (uint64_t)(r->burst ? r->burst : r->rate) * MILLI;
     if (e == NULL) {
@@ -316,9 +333,10 @@ int limits_admit(const limits_rule_t *r, int wslot, const struct sockaddr *peer,
         char src[64];
         limits_source_text(r, peer, src, sizeof src);
         if (verdict == LIMITS_OVER_CONNS)
-            log_info("%s: %s has per_source = %u connections open; refusing more (said once a "
+            log_info("%s: %s has per_source = %u connections open; %s more (said once a "
                      "minute)",
-                     r->name, src, r->per_source);
+                     r->name, src, r->per_source,
+                     r->over_wait ? "holding (over_limit = wait)" : "refusing");
         else
             log_info("%s: %s connects faster than rate = %u/s (burst %u); refusing (said once a "
                      "minute)",

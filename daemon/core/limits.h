@@ -7,7 +7,8 @@
  * bucket of new connections (rate, burst).
  *
  * The table is bounded (per_source_table entries); a source that finds no room is let in
- * (fail open) and the log says so at most once a minute. Entries are locked by shard with
+ * (fail open) or refused (fail closed, per_source_table_full) and the log says so at most
+ * once a minute. Entries are locked by shard with
  * robust process-shared mutexes, so a worker killed inside one leaves no lock held. Each
  * worker also records, in its own journal in the same mapping, which entries it holds
  * connections in, so the master gives them back when the worker dies (as for stats).
@@ -20,7 +21,7 @@
 #include <sys/socket.h>
 
 #define LIMITS_DEFAULT_TABLE 65536u
-#define LIMITS_MIN_TABLE 1024u
+#define LIMITS_MIN_TABLE 1u
 #define LIMITS_MAX_TABLE (16u * 1024u * 1024u)
 
 /* What one listener asks of its sources (0: that limit is off). */
@@ -30,6 +31,8 @@ typedef struct limits_rule {
     uint32_t burst;      /* bucket size; 0 = rate */
     uint32_t prefix6;    /* IPv6 sources grouped by this prefix */
     int listener;        /* the listener's stats slot (stable across reloads) */
+    int full_closed;     /* a source that finds the table full is refused (else let in) */
+    int over_wait;       /* over per_source, the conn waits (over_limit = wait): for the log */
     const char *name;    /* for log lines */
 } limits_rule_t;
 
@@ -37,6 +40,7 @@ enum limits_verdict {
     LIMITS_OK = 0,     /* admitted; *entry is held (or -1: no limit applies / table full) */
     LIMITS_OVER_CONNS, /* per_source reached */
     LIMITS_OVER_RATE,  /* no token left */
+    LIMITS_TABLE_FULL, /* no room for a new source, and full_closed */
 };
 
 /* Master, before the first fork: map a table of `entries` (rounded up) and the journals.

@@ -22,6 +22,7 @@
 #include "berth/units.h"
 #include "worker/conn.h"
 #include "worker/proxy_stage.h"
+#include "worker/source.h"
 #include "worker/tls.h"
 
 #define LINGER_MS 2000
@@ -765,7 +766,7 @@ static int conn_setup(berth_conn_t *c)
     return rc;
 }
 
-int conn_start_stream(berth_conn_t *c, int fd)
+static int stream_open(berth_conn_t *c, int fd)
 {
     int rc;
     /* The handle holds the conn until its close callback. */
@@ -789,6 +790,28 @@ int conn_start_stream(berth_conn_t *c, int fd)
     }
     if (c->l->cfg->idle_timeout)
         q_append(c, Q_IDLE);
+    return 0;
+}
+
+void conn_set_counted(berth_conn_t *c, int counted)
+{
+    assert(c->kind != CONN_OUTBOUND);
+    c->counted = counted ? 1 : 0;
+}
+
+int conn_start_stream_waiting(berth_conn_t *c, int fd)
+{
+    int rc = stream_open(c, fd);
+    if (rc == 0)
+        source_wait_park(c, NULL, 0);
+    return rc;
+}
+
+int conn_start_stream(berth_conn_t *c, int fd)
+{
+    int rc = stream_open(c, fd);
+    if (rc)
+        return rc;
     if (c->l->cfg->proxy_protocol) {
         proxy_stage_start(c); /* it calls conn_begin once the header is in */
         return 0;

@@ -48,6 +48,12 @@ berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind,
  * proxy_protocol on: read the PROXY header first, then conn_begin). 0 or a uv error (the conn
  * is then ending on its own). */
 int conn_start_stream(berth_conn_t *c, int fd);
+/* The same, for a conn over its source's per_source with over_limit = wait: its handle is
+ * made, then it waits (source_wait_park) instead of beginning. */
+int conn_start_stream_waiting(berth_conn_t *c, int fd);
+/* Does the conn hold its listener's concurrency slot (given back when it is freed)? A conn
+ * waiting for its source's room does not. */
+void conn_set_counted(berth_conn_t *c, int counted);
 /* The pre-setup stage (a PROXY header) is over: setup(), start reading, and hand `len` bytes
  * already read past the stage to handle(). 0, or -ECONNREFUSED if setup() refused (c is
  * then ending). The hook slot MUST be empty. */

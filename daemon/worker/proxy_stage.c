@@ -33,7 +33,8 @@ static const conn_hooks_t stage_hooks = {
 
 int proxy_stage_admit(berth_listener_t *l, const struct sockaddr *peer)
 {
-    if (berth_cidr_list_match(&l->cfg->proxy_from, peer))
+    /* A unix listener's peers are whoever its socket file's mode lets connect. */
+    if (peer->sa_family == AF_UNIX || berth_cidr_list_match(&l->cfg->proxy_from, peer))
         return 1;
     atomic_fetch_add(&l->st->refused_proxy, 1);
     return 0;
@@ -105,7 +106,12 @@ static void stage_done(berth_conn_t *c, proxy_stage_t *s, const unsigned char *r
         return;
     }
     int32_t source;
-    if (source_admit(l, conn_peer_addr(c, NULL), &source)) {
+    int over = source_admit(l, conn_peer_addr(c, NULL), &source);
+    if (over > 0) {
+        source_wait_park(c, rest, n); /* over_limit = wait: until one of its source ends */
+        return;
+    }
+    if (over < 0) {
         conn_abort(c);
         return;
     }

@@ -181,6 +181,18 @@ void worker_conn_gone(worker_t *w, berth_listener_t *l)
     worker_check_done(w);
 }
 
+int worker_slot_take(berth_listener_t *l)
+{
+    return slot_reserve(l);
+}
+
+void worker_slot_give_back(berth_listener_t *l)
+{
+    slot_release(l);
+    if (l->paused && l->w->accepting)
+        listener_poll_start(l);
+}
+
 static void on_retry(uv_timer_t *t)
 {
     berth_listener_t *l = t->data;
@@ -204,8 +216,9 @@ static void listener_pause(berth_listener_t *l, uint64_t retry_ms)
 /* A peer got past accept/recvfrom with a slot reserved: the allow/deny (or proxy_from) check and
  * its conn, counted. NULL (slot given back, reason counted) if refused or out of memory. */
 static berth_conn_t *admit(berth_listener_t *l, conn_kind_t kind,
-                           const struct sockaddr_storage *peer, socklen_t plen)
+                           const struct sockaddr_storage *peer, socklen_t plen, int *wait)
 {
+    *wait = 0;
     /* Behind a balancer the peer here is the balancer: allow/deny wait for the header. */
     if (l->cfg->proxy_protocol && !proxy_stage_admit(l, (const struct sockaddr *)peer)) {
         slot_release(l);
@@ -218,10 +231,12 @@ static berth_conn_t *admit(berth_listener_t *l, conn_kind_t kind,
         return NULL;
     }
     int32_t source = -1;
-    if (!l->cfg->proxy_protocol && source_admit(l, (const struct sockaddr *)peer, &source)) {
+    int over = l->cfg->proxy_protocol ? 0 : source_admit(l, (const struct sockaddr *)peer, &source);
+    if (over < 0) {
         slot_release(l);
         return NULL;
     }
+    *wait = over > 0; /* over per_source, over_limit = wait: parked once its handle is made */
     berth_conn_t *c = conn_new(l->w, l, kind, (const struct sockaddr *)peer, plen);
     if (c == NULL) {
         limits_release(l->w->slot, source);
@@ -267,12 +282,13 @@ static void accept_stream(berth_listener_t *l)
             atomic_fetch_add(&l->st->errors, 1);
             return;
         }
-        berth_conn_t *c = admit(l, CONN_STREAM, &peer, plen);
+        int wait;
+        berth_conn_t *c = admit(l, CONN_STREAM, &peer, plen, &wait);
         if (c == NULL) {
             close(fd); /* refused at once: no handle was ever made for it */
             continue;
         }
-        int rc = conn_start_stream(c, fd);
+        int rc = wait ? conn_start_stream_waiting(c, fd) : conn_start_stream(c, fd);
         if (rc)
             log_error("%s: %s: %s", l->cfg->name, conn_name(c), uv_strerror(rc));
     }
@@ -310,7 +326,8 @@ static void read_datagrams(berth_listener_t *l)
             atomic_fetch_add(&l->st->errors, 1);
             continue;
         }
-        berth_conn_t *c = admit(l, CONN_DGRAM, &peer, plen);
+        int wait;
+        berth_conn_t *c = admit(l, CONN_DGRAM, &peer, plen, &wait);
         if (c == NULL)
             continue;
         if (glen) /* sent to a multicast group: that is its local address */

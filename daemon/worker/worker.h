@@ -47,6 +47,7 @@ struct berth_listener {
     /* conn.c's: host->work items of this listener: queued or running (capped), handed to
      * the pool (limited, so other listeners keep threads), and those waiting for that */
     unsigned work_count, work_inflight;
+    unsigned source_waiting; /* source.c's: conns parked by over_limit = wait */
     struct work_req *work_head, *work_tail;
     unsigned poll_init : 1, polling : 1, paused : 1, retry_init : 1;
 };
@@ -95,5 +96,9 @@ void worker_release(worker_t *w);
 /* worker.c: a conn of listener l ended and gave back its slot (l NULL: an uncounted conn
  * ended, which may end a drain). */
 void worker_conn_gone(worker_t *w, berth_listener_t *l);
+/* A listener's concurrency slot, taken and given back outside accept (over_limit = wait:
+ * a waiting conn holds none). take: 0, or -1 when the listener is at concurrency. */
+int worker_slot_take(berth_listener_t *l);
+void worker_slot_give_back(berth_listener_t *l);
 
 #endif

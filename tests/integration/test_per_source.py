@@ -157,12 +157,161 @@ class PerSourceConfig(DaemonTestCase):
         rc, out = self.check("per_source_prefix6 = 48\n")
         self.assertIn("per_source_prefix6: needs per_source or rate", out)
         rc, out = self.check("per_source = 2\n", protocol="udp")
-        self.assertIn("per_source: only tcp listeners have per-source limits", out)
+        self.assertEqual(rc, 0, out)
+        rc, out = self.check("per_source = 2\n", protocol="unixgram")
+        self.assertIn("per_source: only tcp and udp listeners (and unix ones with "
+                      "proxy_protocol) have per-source limits", out)
         path = os.path.join(self.tmp, "d.conf")
         with open(path, "w") as f:
-            f.write("[daemon]\nper_source_table = 10\n")
+            f.write("[daemon]\nper_source_table = 0\nper_source_table_full = shut\n")
         rc, out = check_config(path)
-        self.assertIn("per_source_table '10': must be 1024..16777216", out)
+        self.assertIn("per_source_table '0': must be 1..16777216", out)
+        self.assertIn("per_source_table_full 'shut': must be open or closed", out)
+
+
+def udp_from(src):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(IO_TIMEOUT)
+    s.bind((src, 0))
+    return s
+
+
+class Datagrams(DaemonTestCase):
+    """per_source on a udp listener counts a source's datagrams in flight (the good plugin's
+    "sleep MS" holds one for MS ms); rate/burst count its datagrams. Over either, a datagram
+    is dropped unanswered and counted as refused_source."""
+
+    def setUp(self):
+        super().setUp()
+        self.conc_port, self.rate_port = free_ports(2)
+        plugin = built_test_plugin("good")
+        self.d = self.daemon(f"""
+            [conc]
+            protocol = udp
+            address = 127.0.0.1:{self.conc_port}
+            handler = {plugin}
+            per_source = 2
+
+            [rate]
+            protocol = udp
+            address = 127.0.0.1:{self.rate_port}
+            handler = {plugin}
+            rate = 1/s
+            burst = 3
+            """, workers=2)
+        self.d.wait_serving()
+
+    def test_per_source_counts_datagrams_in_flight(self):
+        a = udp_from("127.0.0.2")
+        self.addCleanup(a.close)
+        for _ in range(2):
+            a.sendto(b"sleep 4000", ("127.0.0.1", self.conc_port))
+        self.d.wait_status(lambda st: self.d.listener("conc", st)["active"] == 2,
+                           "two datagrams held")
+        a.sendto(b"dropped", ("127.0.0.1", self.conc_port))
+        self.d.wait_status(lambda st: self.d.listener("conc", st)["refused_source"] == 1,
+                           "the third one refused")
+        # Another source is not held back by that one.
+        b = udp_from("127.0.0.3")
+        self.addCleanup(b.close)
+        b.sendto(b"hello", ("127.0.0.1", self.conc_port))
+        self.assertEqual(b.recvfrom(100)[0], b"HELLO\n")
+        # The held ones end (answered); the source may send again, and its refused datagram
+        # was never answered.
+        self.assertEqual(a.recvfrom(100)[0], b"slept\n")
+        self.assertEqual(a.recvfrom(100)[0], b"slept\n")
+        self.d.wait_status(lambda st: self.d.listener("conc", st)["active"] == 0,
+                           "the held ones to end")
+        a.sendto(b"again", ("127.0.0.1", self.conc_port))
+        self.assertEqual(a.recvfrom(100)[0], b"AGAIN\n")
+        self.d.wait_log(r"conc: 127\.0\.0\.2 has per_source = 2")
+
+    def test_rate_and_burst_per_source(self):
+        a = udp_from("127.0.0.2")
+        self.addCleanup(a.close)
+        start = time.monotonic()
+        for i in range(10):
+            a.sendto(b"n%d" % i, ("127.0.0.1", self.rate_port))
+        self.d.wait_status(lambda st: (self.d.listener("rate", st)["refused_source"] +
+                                       self.d.listener("rate", st)["accepted"]) == 10,
+                           "all 10 judged")
+        elapsed = time.monotonic() - start
+        st = self.d.listener("rate")
+        answered = [a.recvfrom(100)[0] for _ in range(st["accepted"])]
+        self.assertTrue(all(x.startswith(b"N") for x in answered), answered)
+        self.assertGreaterEqual(len(answered), 3)
+        self.assertLessEqual(len(answered), 3 + int(elapsed) + 1)
+        self.assertEqual(st["refused_source"], 10 - len(answered))
+        # Another source has its own bucket.
+        b = udp_from("127.0.0.3")
+        self.addCleanup(b.close)
+        b.sendto(b"x", ("127.0.0.1", self.rate_port))
+        self.assertEqual(b.recvfrom(100)[0], b"X\n")
+
+
+class FullTable(DaemonTestCase):
+    """per_source_table = 1: one source held fills it; the next source is let in (open, the
+    default) or refused (closed), and the log says which, once a minute, not per connection."""
+
+    def start(self, mode):
+        port, = free_ports(1)
+        plugin = built_test_plugin("whoami")
+        extra = "per_source_table = 1\n"
+        if mode:
+            extra += f"per_source_table_full = {mode}\n"
+        self.d = self.daemon(f"""
+            [conc]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = {plugin}
+            per_source = 3
+            """, daemon=extra, workers=2)
+        self.d.wait_serving()
+        return port
+
+    def served(self, src, port):
+        s = connect_from(src, port)
+        self.addCleanup(s.close)
+        line = recv_until(s)
+        if line.startswith(b"peer="):
+            return s
+        self.assertEqual(line, b"", "neither served nor closed")
+        return None
+
+    def test_closed_refuses_new_sources(self):
+        port = self.start("closed")
+        held = self.served("127.0.0.2", port)
+        self.assertIsNotNone(held)
+        for _ in range(3):
+            self.assertIsNone(self.served("127.0.0.3", port))
+        self.d.wait_status(lambda st: self.d.listener("conc", st)["refused_source"] == 3,
+                           "3 refusals counted")
+        # The source that holds the entry still has its own limit of 3.
+        more = [self.served("127.0.0.2", port) for _ in range(2)]
+        self.assertTrue(all(more))
+        self.assertIsNone(self.served("127.0.0.2", port))
+        log = self.d.log()
+        self.assertEqual(log.count("per-source table is full"), 1, log)
+        self.assertIn("conc: the per-source table is full (per_source_table = 1): 127.0.0.3 and "
+                      "other new sources are refused (per_source_table_full = closed", log)
+        # Once the held source lets go, the entry is free for the other one.
+        for s in [held] + more:
+            s.close()
+        self.d.wait_status(lambda st: self.d.listener("conc", st)["active"] == 0,
+                           "the closed ones to end")
+        self.assertIsNotNone(self.served("127.0.0.3", port))
+
+    def test_open_lets_new_sources_in_unlimited(self):
+        port = self.start(None)
+        self.assertIsNotNone(self.served("127.0.0.2", port))
+        # No room for 127.0.0.3: let in, and past its per_source = 3 too.
+        others = [self.served("127.0.0.3", port) for _ in range(5)]
+        self.assertTrue(all(others))
+        self.assertEqual(self.d.listener("conc")["refused_source"], 0)
+        log = self.d.log()
+        self.assertEqual(log.count("per-source table is full"), 1, log)
+        self.assertIn("127.0.0.3 and other new sources are let in without a limit "
+                      "(per_source_table_full = open", log)
 
 
 if __name__ == "__main__":

@@ -243,7 +243,8 @@ class ProxyConfig(DaemonTestCase):
                     "address = 127.0.0.1:1\nhandler = echo\nproxy_protocol = v2\n"
                     "proxy_from = 127.0.0.1\n" % PLUGIN_DIR)
         rc, out = check_config(path)
-        self.assertIn("proxy_protocol: only tcp listeners take a PROXY protocol header", out)
+        self.assertIn("proxy_protocol: only tcp and unix listeners take a PROXY protocol header",
+                      out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ static struct sockaddr_storage ip(const char *text)
     return ss;
 }
 
+#define TABLE 1024u
+
 static int admit(const limits_rule_t *r, int wslot, const char *text, int32_t *entry)
 {
     struct sockaddr_storage ss = ip(text);
@@ -38,7 +40,7 @@ static int admit(const limits_rule_t *r, int wslot, const char *text, int32_t *e
 static int setup(void **state)
 {
     (void)state;
-    return limits_map(LIMITS_MIN_TABLE);
+    return limits_map(TABLE);
 }
 
 static int teardown(void **state)
@@ -137,7 +139,7 @@ static void a_full_table_fails_open(void **state)
     /* Hold one connection from ever more sources: some source finds its window full, and is
      * let in without an entry, before more sources than entries are held. */
     uint32_t open_at = 0;
-    for (uint32_t i = 1; i <= 4 * LIMITS_MIN_TABLE && !open_at; i++) {
+    for (uint32_t i = 1; i <= 4 * TABLE && !open_at; i++) {
         struct sockaddr_in in = {.sin_family = AF_INET, .sin_addr = {htonl(0x0A000000 + i)}};
         int32_t e;
         assert_int_equal(limits_admit(&r, 0, (const struct sockaddr *)&in, &e), LIMITS_OK);
@@ -147,6 +149,37 @@ static void a_full_table_fails_open(void **state)
     assert_true(open_at > 0);
 }
 
+static int setup_one(void **state)
+{
+    (void)state;
+    return limits_map(1);
+}
+
+static void a_full_table_of_one_fails_closed_or_open(void **state)
+{
+    (void)state;
+    limits_rule_t r = {.per_source = 4, .prefix6 = 64, .listener = 2, .name = "t"};
+    int32_t a, b;
+    assert_int_equal(admit(&r, 0, "192.0.2.2", &a), LIMITS_OK);
+    assert_true(a >= 0);
+    /* The one entry is held: a second source finds no room. */
+    r.full_closed = 1;
+    assert_int_equal(admit(&r, 0, "192.0.2.3", &b), LIMITS_TABLE_FULL);
+    assert_int_equal(b, -1);
+    r.full_closed = 0;
+    assert_int_equal(admit(&r, 0, "192.0.2.3", &b), LIMITS_OK);
+    assert_int_equal(b, -1);
+    /* The first source keeps its entry; once it lets go, the other one gets it. */
+    assert_int_equal(admit(&r, 0, "192.0.2.2", &b), LIMITS_OK);
+    assert_int_equal(b, a);
+    limits_release(0, a);
+    limits_release(0, b);
+    r.full_closed = 1;
+    assert_int_equal(admit(&r, 0, "192.0.2.3", &b), LIMITS_OK);
+    assert_int_equal(b, a);
+    limits_release(0, b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +187,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_dead_worker_is_settled, setup, teardown),
         cmocka_unit_test_setup_teardown(rate_and_burst, setup, teardown),
         cmocka_unit_test_setup_teardown(a_full_table_fails_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_full_table_of_one_fails_closed_or_open, setup_one,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
