@@ -198,14 +198,18 @@ class DiskBudgetTest(UploadLimitCase):
         a.sendall(header("a.bin", 40 * MiB))
         b.sendall(header("b.bin", 40 * MiB))
         wait_until(lambda: len(self.entries()) == 2, timeout=IO_TIMEOUT, what="two temporaries")
+        # One after the other: a's 40 MiB fit, b runs out on the way. (Interleaved, both
+        # could hit the full disk at once on a loaded machine, before either part is gone.)
         chunk = b"\0" * MiB
         for _ in range(40):
             a.sendall(chunk)
+        self.assertEqual(read_reply(a)["status"], "ok")
+        for _ in range(40):
             b.sendall(chunk)
-        replies = sorted(r["status"] for r in (read_reply(a), read_reply(b)))
-        self.assertEqual(replies, ["error", "ok"])
-        wait_until(lambda: len(self.entries()) == 1, timeout=IO_TIMEOUT, what="cleanup")
-        self.assertIn(self.entries()[0], ("a.bin", "b.bin"))
+        r = read_reply(b)
+        self.assertEqual(r["status"], "error", r)
+        self.assertIn("space", r["error"])
+        wait_until(lambda: self.entries() == ["a.bin"], timeout=IO_TIMEOUT, what="cleanup")
 
 
 class DeadlineTest(UploadLimitCase):
@@ -260,10 +264,11 @@ class DeadlineTest(UploadLimitCase):
     def test_an_idle_connection_after_a_file_is_closed(self):
         self.start(self.FAST)
         s = self.connect()
+        t0 = time.monotonic()  # the server's clock starts at the body's end, after this
         s.sendall(header("one.txt", 3) + b"abc")
         self.assertEqual(read_reply(s)["status"], "ok")
-        self.assertFalse(self.server_spoke(s, 0.5))
         self.expect_error_and_close(s, "header_timeout")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9, "closed before header_timeout")
 
     def test_a_body_under_min_rate_is_ended(self):
         self.start(self.FAST)
