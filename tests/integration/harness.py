@@ -378,6 +378,16 @@ def recv_exact(sock, n, timeout=IO_TIMEOUT, strict=False):
     return bytes(buf)
 
 
+def connect_from(src, port, host="127.0.0.1"):
+    """A TCP connection to host:port from the loopback address `src` (127.0.0.2, ...), so a
+    test can be several clients: per-source limits, ACLs, what a PROXY header claims."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(IO_TIMEOUT)
+    s.bind((src, 0))
+    s.connect((host, port))
+    return s
+
+
 def recv_until(sock, end=b"\n", timeout=IO_TIMEOUT):
     """Read until `end` has arrived (or EOF); returns everything read."""
     sock.settimeout(timeout)

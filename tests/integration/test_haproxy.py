@@ -8,7 +8,7 @@ import socket
 import subprocess
 import unittest
 
-from harness import (IO_TIMEOUT, START_TIMEOUT, DaemonTestCase, built_test_plugin, free_ports,
+from harness import (connect_from, IO_TIMEOUT, START_TIMEOUT, DaemonTestCase, built_test_plugin, free_ports,
                      peer_closed, recv_until, wait_until)
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -39,14 +39,6 @@ frontend via_v2
 backend berth_v2
     server b1 127.0.0.1:{berth_port} send-proxy-v2 check inter 200ms check-send-proxy
 """
-
-
-def connect_from(src, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(IO_TIMEOUT)
-    s.bind((src, 0))
-    s.connect(("127.0.0.1", port))
-    return s
 
 
 class BehindHAProxy(DaemonTestCase):

@@ -8,7 +8,7 @@ import socket
 import struct
 import unittest
 
-from harness import (IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin, check_config,
+from harness import (connect_from, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin, check_config,
                      free_ports,
                      peer_closed, recv_until)
 
@@ -24,14 +24,6 @@ def v2_inet6(src, sport, dst, dport):
     body = (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst) +
             struct.pack(">HH", sport, dport))
     return V2SIG + bytes([0x21, 0x21]) + struct.pack(">H", len(body)) + body
-
-
-def connect_from(src, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(IO_TIMEOUT)
-    s.bind((src, 0))
-    s.connect(("127.0.0.1", port))
-    return s
 
 
 class ProxyProtocol(DaemonTestCase):

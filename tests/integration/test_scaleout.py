@@ -22,7 +22,7 @@ import socket
 import subprocess
 import unittest
 
-from harness import (BUILD, IO_TIMEOUT, START_TIMEOUT, Berthd, DaemonTestCase,
+from harness import (connect_from, BUILD, IO_TIMEOUT, START_TIMEOUT, Berthd, DaemonTestCase,
                      built_test_plugin, free_ports, peer_closed, recv_until, wait_until)
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -40,14 +40,6 @@ def setUpModule():
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     if os.readlink("/proc/self/ns/net") == before:
         raise AssertionError("still in the host's network namespace")
-
-
-def connect_from(src, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(IO_TIMEOUT)
-    s.bind((src, 0))
-    s.connect(("127.0.0.1", port))
-    return s
 
 
 class ScaleOut(DaemonTestCase):
