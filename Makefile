@@ -8,11 +8,12 @@ CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBERTH_WERROR=ON
 DEPS := cmake make gcc clang pkg-config libuv1-dev libinih-dev libcmocka-dev libsystemd-dev \
         libjansson-dev libssl-dev libcrypt-dev libclang-rt-14-dev python3 socat ncat curl \
         iproute2 util-linux procps debhelper dpkg-dev lintian adduser systemd openssl \
-        clang-format haproxy
+        clang-format haproxy python3-socks prometheus tmux libseccomp-dev
 # Commands the tests need (a missing one is an error, never a silently weaker test), and the
 # Debian package of each when it is not the one DEPS already names (setpriv left util-linux
 # for a package of its own in newer Debian releases).
-TOOLS := setpriv systemd-analyze openssl socat ncat unshare ip clang-format dpkg-buildpackage haproxy
+TOOLS := setpriv systemd-analyze openssl socat ncat unshare ip clang-format dpkg-buildpackage haproxy \
+         promtool prometheus tmux systemd-socket-activate
 BENCH_DEPS := microsocks dante-server stunnel4 nginx libnginx-mod-stream
 FUZZ_SECONDS ?= 60
 
