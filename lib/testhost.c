@@ -1071,6 +1071,17 @@ void berth_testhost_eof(berth_conn_t *c)
     after_plugin(th);
 }
 
+void berth_testhost_reset(berth_conn_t *c)
+{
+    if (c->finished)
+        return;
+    c->eof_seen = true;
+    if (c->relayed)
+        relay_finish(c, -ECONNRESET);
+    conn_end(c);
+    after_plugin(c->th);
+}
+
 const void *berth_testhost_output(const berth_conn_t *c, size_t *len)
 {
     if (len)

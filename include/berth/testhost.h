@@ -73,6 +73,9 @@ berth_conn_t *berth_testhost_accept(berth_testhost_t *th, berth_listener_t *l, c
 int berth_testhost_feed(berth_conn_t *conn, const void *data, size_t len);
 /* EOF from the remote end: eof() runs, or the host closes the conn when the plugin has none. */
 void berth_testhost_eof(berth_conn_t *conn);
+/* The remote end reset the connection (or a read failed): the host ends the conn without
+ * eof(), as berthd does on ECONNRESET; finish() runs. */
+void berth_testhost_reset(berth_conn_t *conn);
 /* One datagram on a datagram listener: setup(), handle(), and finish() once handle() has
  * returned and no timer or work the plugin started on it is pending. Its replies are the
  * conn's output. */
