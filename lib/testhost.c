@@ -56,11 +56,11 @@ struct berth_conn {
     socklen_t peer_len, local_len;
     char peer_name[128];
 
-    buf_t out;       /* what was written to this conn, not yet consumed by the test */
+    buf_t out;        /* what was written to this conn, not yet consumed by the test */
     reply_t *replies; /* datagram replies, one each */
     size_t n_replies;
-    buf_t held;      /* bytes fed while paused */
-    bool eof_held;   /* EOF fed while paused */
+    buf_t held;    /* bytes fed while paused */
+    bool eof_held; /* EOF fed while paused */
 
     unsigned pauses;
     bool closed, aborted, shut_down, finished, eof_seen, handled;
@@ -130,7 +130,8 @@ static berth_testhost_t *last_host;
 /* ---- small helpers ------------------------------------------------------------------------ */
 
 /* The plugin descriptor has member `m` (it was built against a header that had it). */
-#define PLUGIN_HAS(p, m) ((p)->size >= offsetof(berth_handler_t, m) + sizeof(((berth_handler_t *)0)->m))
+#define PLUGIN_HAS(p, m)                                                                           \
+    ((p)->size >= offsetof(berth_handler_t, m) + sizeof(((berth_handler_t *)0)->m))
 #define HOOK(th, m) (PLUGIN_HAS((th)->plugin, m) ? (th)->plugin->m : NULL)
 
 static void *xcalloc(size_t n, size_t size)
@@ -233,8 +234,9 @@ static int parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *
 static void parse_addr_or_die(const char *text, struct sockaddr_storage *ss, socklen_t *len)
 {
     if (parse_addr(text, ss, len) < 0) {
-        fprintf(stderr, "berth-testhost: not an address: \"%s\" (want 127.0.0.1:5000, "
-                        "[::1]:5000 or unix:/path)\n",
+        fprintf(stderr,
+                "berth-testhost: not an address: \"%s\" (want 127.0.0.1:5000, "
+                "[::1]:5000 or unix:/path)\n",
                 text);
         abort();
     }
@@ -256,6 +258,7 @@ static void format_addr(const struct sockaddr_storage *ss, char *out, size_t out
     }
 }
 
+BERTH_PRINTF(4, 0)
 static void th_log(berth_testhost_t *th, berth_log_level_t level, const char *prefix,
                    const char *fmt, va_list ap)
 {
@@ -263,8 +266,8 @@ static void th_log(berth_testhost_t *th, berth_log_level_t level, const char *pr
     char msg[2048];
     vsnprintf(msg, sizeof msg, fmt, ap);
     char line[2300];
-    int n = snprintf(line, sizeof line, "%s %s%s\n",
-                     (unsigned)level < 4 ? names[level] : "LOG", prefix, msg);
+    int n = snprintf(line, sizeof line, "%s %s%s\n", (unsigned)level < 4 ? names[level] : "LOG",
+                     prefix, msg);
     if (n < 0)
         return;
     size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
@@ -378,6 +381,7 @@ static berth_conn_t *conn_new(berth_testhost_t *th, berth_listener_t *l, const c
 
 /* ---- the host table ----------------------------------------------------------------------- */
 
+BERTH_PRINTF(3, 4)
 static void h_log(berth_conn_t *conn, berth_log_level_t level, const char *fmt, ...)
 {
     berth_testhost_t *th = conn ? conn->th : last_host;
@@ -391,6 +395,7 @@ static void h_log(berth_conn_t *conn, berth_log_level_t level, const char *fmt, 
     va_end(ap);
 }
 
+BERTH_PRINTF(3, 4)
 static void h_log_listener(berth_listener_t *l, berth_log_level_t level, const char *fmt, ...)
 {
     berth_testhost_t *th = l ? l->th : last_host;
@@ -581,7 +586,7 @@ static int h_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t 
 {
     if (!host || !cb || c->finished || c->closed)
         return -EINVAL;
-    if (strlen(host) >= sizeof ((berth_testhost_connect_t *)0)->host)
+    if (strlen(host) >= sizeof((berth_testhost_connect_t *)0)->host)
         return -ENAMETOOLONG;
     berth_testhost_t *th = c->th;
     if (th->n_connects == th->cap_connects) {
@@ -607,8 +612,8 @@ static int h_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t 
 static int h_relay(berth_conn_t *c, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
                    void *arg)
 {
-    if (!peer || peer == c || c->relay_peer || peer->relay_peer || c->finished ||
-        peer->finished || !peer->outbound)
+    if (!peer || peer == c || c->relay_peer || peer->relay_peer || c->finished || peer->finished ||
+        !peer->outbound)
         return -EINVAL;
     c->relay_peer = peer;
     peer->relay_peer = c;
@@ -806,13 +811,14 @@ berth_testhost_t *berth_testhost_new(const berth_handler_t *plugin, char *err, s
         return NULL;
     }
     if (plugin->abi_version == 0) {
-        snprintf(err, errlen, "the descriptor is not initialised (abi_version 0): start it "
-                              "with BERTH_HANDLER_INIT(\"name\")");
+        snprintf(err, errlen,
+                 "the descriptor is not initialised (abi_version 0): start it "
+                 "with BERTH_HANDLER_INIT(\"name\")");
         return NULL;
     }
     if (plugin->abi_version != BERTH_ABI_VERSION) {
-        snprintf(err, errlen, "plugin ABI version %u, this host speaks %u",
-                 plugin->abi_version, BERTH_ABI_VERSION);
+        snprintf(err, errlen, "plugin ABI version %u, this host speaks %u", plugin->abi_version,
+                 BERTH_ABI_VERSION);
         return NULL;
     }
     if (plugin->size < offsetof(berth_handler_t, finish) + sizeof plugin->finish) {
@@ -1026,8 +1032,8 @@ berth_conn_t *berth_testhost_accept(berth_testhost_t *th, berth_listener_t *l, c
     return c;
 }
 
-berth_conn_t *berth_testhost_datagram(berth_testhost_t *th, berth_listener_t *l,
-                                      const char *peer, const void *data, size_t len)
+berth_conn_t *berth_testhost_datagram(berth_testhost_t *th, berth_listener_t *l, const char *peer,
+                                      const void *data, size_t len)
 {
     berth_conn_t *c = incoming(th, l, peer, true);
     if (!c->closed) {
@@ -1258,9 +1264,9 @@ berth_conn_t *berth_testhost_connect_ok(berth_testhost_t *th, size_t i, const ch
     memset(&res, 0, sizeof res);
     socklen_t rlen, llen;
     parse_addr_or_die(remote, &res.remote, &rlen);
-    parse_addr_or_die(local ? local : (res.remote.ss_family == AF_INET6 ? "[::1]:40000"
-                                                                          : "127.0.0.1:40000"),
-                      &res.local, &llen);
+    parse_addr_or_die(
+        local ? local : (res.remote.ss_family == AF_INET6 ? "[::1]:40000" : "127.0.0.1:40000"),
+        &res.local, &llen);
     r->pub.answered = true;
     berth_conn_t *c = r->pub.conn;
     th->depth++;

@@ -79,8 +79,8 @@ void berth_testhost_reset(berth_conn_t *conn);
 /* One datagram on a datagram listener: setup(), handle(), and finish() once handle() has
  * returned and no timer or work the plugin started on it is pending. Its replies are the
  * conn's output. */
-berth_conn_t *berth_testhost_datagram(berth_testhost_t *th, berth_listener_t *l,
-                                      const char *peer, const void *data, size_t len);
+berth_conn_t *berth_testhost_datagram(berth_testhost_t *th, berth_listener_t *l, const char *peer,
+                                      const void *data, size_t len);
 
 /* Everything the plugin (or a relay) wrote to this conn and the test has not consumed. */
 const void *berth_testhost_output(const berth_conn_t *conn, size_t *len);
@@ -89,8 +89,8 @@ void berth_testhost_consume(berth_conn_t *conn, size_t len);
 /* The conn's datagram replies are kept apart: the i-th reply, NULL past the last. */
 const void *berth_testhost_reply(const berth_conn_t *conn, size_t i, size_t *len);
 
-bool berth_testhost_closed(const berth_conn_t *conn);   /* close() or the host closed it */
-bool berth_testhost_aborted(const berth_conn_t *conn);  /* abort() */
+bool berth_testhost_closed(const berth_conn_t *conn);    /* close() or the host closed it */
+bool berth_testhost_aborted(const berth_conn_t *conn);   /* abort() */
 bool berth_testhost_shut_down(const berth_conn_t *conn); /* shutdown(): EOF sent */
 bool berth_testhost_paused(const berth_conn_t *conn);
 bool berth_testhost_finished(const berth_conn_t *conn); /* finish() has run */

@@ -25,8 +25,8 @@ static void test_stream_echoes_and_closes_on_eof(void **unused)
     (void)unused;
     berth_testhost_t *th = open_echo();
     char err[256] = "";
-    berth_listener_t *l =
-        berth_testhost_listener(th, "echo", BERTH_PROTO_TCP, (const char *[]){NULL}, err, sizeof err);
+    berth_listener_t *l = berth_testhost_listener(th, "echo", BERTH_PROTO_TCP,
+                                                  (const char *[]){NULL}, err, sizeof err);
     assert_non_null(l);
     berth_conn_t *c = berth_testhost_accept(th, l, "127.0.0.1:5000");
     assert_false(berth_testhost_finished(c));
@@ -52,9 +52,9 @@ static void test_datagram_replies_to_each(void **unused)
     (void)unused;
     berth_testhost_t *th = open_echo();
     char err[256] = "";
-    berth_listener_t *l = berth_testhost_listener(th, "echo-udp", BERTH_PROTO_UDP,
-                                                  (const char *[]){"address", "[::1]:7", NULL},
-                                                  err, sizeof err);
+    berth_listener_t *l =
+        berth_testhost_listener(th, "echo-udp", BERTH_PROTO_UDP,
+                                (const char *[]){"address", "[::1]:7", NULL}, err, sizeof err);
     assert_non_null(l);
     berth_conn_t *a = berth_testhost_datagram(th, l, "[::1]:4000", "ping", 4);
     berth_conn_t *b = berth_testhost_datagram(th, l, "127.0.0.1:4001", "", 0);
@@ -78,8 +78,8 @@ static void test_big_stream_is_echoed_whole(void **unused)
     (void)unused;
     berth_testhost_t *th = open_echo();
     char err[256] = "";
-    berth_listener_t *l =
-        berth_testhost_listener(th, "echo", BERTH_PROTO_UNIX, (const char *[]){NULL}, err, sizeof err);
+    berth_listener_t *l = berth_testhost_listener(th, "echo", BERTH_PROTO_UNIX,
+                                                  (const char *[]){NULL}, err, sizeof err);
     assert_non_null(l);
     berth_conn_t *c = berth_testhost_accept(th, l, "unix:");
     static unsigned char chunk[65536];

@@ -99,7 +99,8 @@ static void test_name_is_resolved_by_the_host(void **unused)
     (void)unused;
     fixture_t *f = open_socks5((const char *[]){NULL});
     berth_conn_t *c = greeted(f);
-    static const unsigned char req[] = {5, 1, 0, 3, 9, 'l', 'o', 'c', 'a', 'l', 'h', 'o', 's', 't', 0x1f, 0x90};
+    static const unsigned char req[] = {5,   1,   0,   3,   9,   'l', 'o',  'c',
+                                        'a', 'l', 'h', 'o', 's', 't', 0x1f, 0x90};
     assert_int_equal(berth_testhost_feed(c, req, sizeof req), 0);
     assert_int_equal(berth_testhost_connects(f->th), 1);
     assert_string_equal(berth_testhost_connect_at(f->th, 0)->host, "localhost");
@@ -116,9 +117,12 @@ static void test_connect_errors_map_to_reply_codes(void **unused)
         int sys_errno;
         unsigned char rep;
     } cases[] = {
-        {BERTH_CONNECT_REFUSED, ECONNREFUSED, 5},  {BERTH_CONNECT_NET_UNREACH, ENETUNREACH, 3},
-        {BERTH_CONNECT_HOST_UNREACH, EHOSTUNREACH, 4}, {BERTH_CONNECT_NO_NAME, 0, 4},
-        {BERTH_CONNECT_TIMEOUT, ETIMEDOUT, 6},     {BERTH_CONNECT_FAILED, EIO, 1},
+        {BERTH_CONNECT_REFUSED, ECONNREFUSED, 5},
+        {BERTH_CONNECT_NET_UNREACH, ENETUNREACH, 3},
+        {BERTH_CONNECT_HOST_UNREACH, EHOSTUNREACH, 4},
+        {BERTH_CONNECT_NO_NAME, 0, 4},
+        {BERTH_CONNECT_TIMEOUT, ETIMEDOUT, 6},
+        {BERTH_CONNECT_FAILED, EIO, 1},
         {BERTH_CONNECT_DENIED, 0, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
