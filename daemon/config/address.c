@@ -137,11 +137,13 @@ int address_same_binding(const config_listener_t *a, const config_listener_t *b)
     if (a->addr.ss_family == AF_INET) {
         const struct sockaddr_in *ia = (const struct sockaddr_in *)&a->addr;
         const struct sockaddr_in *ib = (const struct sockaddr_in *)&b->addr;
-        return ia->sin_port == ib->sin_port && ia->sin_addr.s_addr == ib->sin_addr.s_addr;
+        /* Port 0: the kernel gives each its own port. */
+        return ia->sin_port != 0 && ia->sin_port == ib->sin_port &&
+               ia->sin_addr.s_addr == ib->sin_addr.s_addr;
     } else {
         const struct sockaddr_in6 *ia = (const struct sockaddr_in6 *)&a->addr;
         const struct sockaddr_in6 *ib = (const struct sockaddr_in6 *)&b->addr;
-        return ia->sin6_port == ib->sin6_port &&
+        return ia->sin6_port != 0 && ia->sin6_port == ib->sin6_port &&
                memcmp(&ia->sin6_addr, &ib->sin6_addr, sizeof(ia->sin6_addr)) == 0;
     }
 }

@@ -2,6 +2,8 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,17 +123,59 @@ static int sock_open(sockets_t *r, const config_listener_t *l, size_t *out, conf
     return 0;
 }
 
+/* A tcp/udp listener on port 0: the kernel picks its port, so several may share an address. */
+static int port_zero(const config_listener_t *l)
+{
+    if (l->addr.ss_family == AF_INET)
+        return ((const struct sockaddr_in *)&l->addr)->sin_port == 0;
+    if (l->addr.ss_family == AF_INET6)
+        return ((const struct sockaddr_in6 *)&l->addr)->sin6_port == 0;
+    return 0;
+}
+
+static int claimed(const size_t *idx, size_t n, size_t i)
+{
+    for (size_t k = 0; k < n; k++)
+        if (idx[k] == i)
+            return 1;
+    return 0;
+}
+
+/* Which open socket each listener keeps (SIZE_MAX: none, open one). A socket is kept by a
+ * listener of the same address; on port 0, where several listeners may share one address,
+ * by the listener of the same name first, then by any other that is left over (a renamed
+ * one). */
+static void match_kept(const sockets_t *r, const berth_config_t *cfg, size_t *idx)
+{
+    for (size_t k = 0; k < cfg->nlisteners; k++)
+        idx[k] = SIZE_MAX;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t k = 0; k < cfg->nlisteners; k++) {
+            const config_listener_t *l = &cfg->listeners[k];
+            if (idx[k] != SIZE_MAX || (pass == 1 && !port_zero(l)))
+                continue;
+            for (size_t i = 0; i < r->n; i++) {
+                const lsock_t *s = &r->socks[i];
+                if (s->fd < 0 || !listen_same(s, l) || claimed(idx, cfg->nlisteners, i))
+                    continue;
+                if (pass == 0 && port_zero(l) && (!s->name || strcmp(s->name, l->name) != 0))
+                    continue;
+                idx[k] = i;
+                break;
+            }
+        }
+    }
+}
+
 int sockets_acquire(sockets_t *r, const berth_config_t *cfg, size_t *idx, config_errors_t *errs)
 {
     int rc = 0;
     size_t done = 0;
+    match_kept(r, cfg, idx);
     for (; done < cfg->nlisteners; done++) {
         const config_listener_t *l = &cfg->listeners[done];
-        size_t i;
-        for (i = 0; i < r->n; i++)
-            if (r->socks[i].fd >= 0 && listen_same(&r->socks[i], l))
-                break;
-        if (i < r->n) {
+        size_t i = idx[done];
+        if (i != SIZE_MAX) {
             char err[512], was[sizeof r->socks[i].groups];
             memcpy(was, r->socks[i].groups, sizeof was);
             if ((rc = listen_update_groups(&r->socks[i], l, err, sizeof err)) != 0) {

@@ -239,6 +239,31 @@ static void test_port_zero_kept(void **state)
     config_free(c2);
 }
 
+/* Several port-0 listeners on one address each get a socket (and port) of their own, and a
+ * reload gives each back its own socket by name, whatever the order. */
+static void test_port_zero_shared_address(void **state)
+{
+    struct fx *f = *state;
+    berth_config_t *c1 = conf(f, "a=127.0.0.1:0 b=127.0.0.1:0 c=udp:127.0.0.1:0");
+    berth_config_t *c2 = conf(f, "b=127.0.0.1:0 c=udp:127.0.0.1:0 a=127.0.0.1:0 d=127.0.0.1:0");
+    size_t i1[3], i2[4];
+    assert_int_equal(sockets_acquire(&f->reg, c1, i1, NULL), 0);
+    assert_int_not_equal(i1[0], i1[1]);
+    assert_string_not_equal(f->reg.socks[i1[0]].bound, f->reg.socks[i1[1]].bound);
+    assert_int_equal(sockets_acquire(&f->reg, c2, i2, NULL), 0);
+    assert_int_equal(i2[0], i1[1]); /* b */
+    assert_int_equal(i2[1], i1[2]); /* c */
+    assert_int_equal(i2[2], i1[0]); /* a */
+    for (size_t k = 0; k < 3; k++)
+        assert_int_not_equal(i2[3], i1[k]); /* d: a new one */
+    for (size_t k = 0; k < 3; k++)
+        sockets_release(&f->reg, i1[k]);
+    for (size_t k = 0; k < 4; k++)
+        sockets_release(&f->reg, i2[k]);
+    config_free(c1);
+    config_free(c2);
+}
+
 /* K crashes within the window quarantine a socket; older ones fall out of the window; a
  * lift forgets them. */
 static void test_crash_limit(void **state)
@@ -300,6 +325,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_protocol_is_part_of_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_acquires_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_port_zero_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_port_zero_shared_address, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_limit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
