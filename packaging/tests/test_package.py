@@ -348,6 +348,10 @@ class PackageTest(unittest.TestCase):
         for page in ("man8/berthd.8", "man8/berthctl.8", "man5/berth.conf.5",
                      "man1/berth-upload.1", "man7/berth-plugin.7"):
             self.assertTrue(os.path.exists(f"/usr/share/man/{page}.gz"), page)
+        # The plugin author's page and test host come with the header, in berth-dev.
+        owner = run(["dpkg", "-S", "/usr/share/man/man7/berth-plugin.7.gz"]).stdout
+        self.assertTrue(owner.startswith("berth-dev:"), owner)
+        run(["pkg-config", "--exists", "berth-testhost"])
         plugin_dir = run(["pkg-config", "--variable=plugindir", "berth"]).stdout.strip()
         self.assertEqual(sorted(os.listdir(plugin_dir)), ["echo.so", "socks5.so", "upload.so"])
         with open(CONF) as f:
