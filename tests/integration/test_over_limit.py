@@ -8,19 +8,18 @@ import socket
 import unittest
 
 from harness import (connect_from, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin, check_config,
-                     free_ports, peer_closed, recv_until)
+                     peer_closed, recv_until)
 
 
 class OverLimitWait(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.port, self.proxy_port = free_ports(2)
         plugin = built_test_plugin("whoami")
         self.d = self.daemon(f"""
             [w]
             protocol = tcp
-            address = 127.0.0.1:{self.port}
+            address = 127.0.0.1:0
             handler = {plugin}
             per_source = 1
             over_limit = wait
@@ -28,7 +27,7 @@ class OverLimitWait(DaemonTestCase):
 
             [pw]
             protocol = tcp
-            address = 127.0.0.1:{self.proxy_port}
+            address = 127.0.0.1:0
             handler = {plugin}
             proxy_protocol = v1
             proxy_from = 127.0.0.1
@@ -36,6 +35,8 @@ class OverLimitWait(DaemonTestCase):
             over_limit = wait
             """, workers=2)
         self.d.wait_serving()
+        self.port = self.d.port("w")
+        self.proxy_port = self.d.port("pw")
 
     def conn(self, src, port=None):
         s = connect_from(src, port or self.port)
@@ -114,17 +115,17 @@ class WaitQueueBound(DaemonTestCase):
     waiting ones hold no slot, so other clients are still served."""
 
     def test_past_the_queue_closed_and_others_served(self):
-        port, = free_ports(1)
         self.d = self.daemon(f"""
             [w]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = {built_test_plugin("whoami")}
             per_source = 1
             over_limit = wait
             concurrency = 2
             """, workers=1)
         self.d.wait_serving()
+        port = self.d.port("w")
 
         def conn(src):
             s = connect_from(src, port)

@@ -8,7 +8,6 @@ import time
 import unittest
 
 from harness import (connect_from, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin, check_config,
-                     free_ports,
                      peer_closed, recv_until)
 
 
@@ -16,31 +15,33 @@ class PerSource(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.conc_port, self.rate_port, self.proxy_port = free_ports(3)
         plugin = built_test_plugin("whoami")
         self.d = self.daemon(f"""
             [conc]
             protocol = tcp
-            address = 127.0.0.1:{self.conc_port}
+            address = 127.0.0.1:0
             handler = {plugin}
             per_source = 2
 
             [rate]
             protocol = tcp
-            address = 127.0.0.1:{self.rate_port}
+            address = 127.0.0.1:0
             handler = {plugin}
             rate = 1/s
             burst = 3
 
             [proxied]
             protocol = tcp
-            address = 127.0.0.1:{self.proxy_port}
+            address = 127.0.0.1:0
             handler = {plugin}
             proxy_protocol = v1
             proxy_from = 127.0.0.1
             per_source = 1
             """, workers=2)
         self.d.wait_serving()
+        self.conc_port = self.d.port("conc")
+        self.rate_port = self.d.port("rate")
+        self.proxy_port = self.d.port("proxied")
 
     def served(self, src, port):
         """Connect from src; the open socket if berth served it (its greeting came), else
@@ -175,23 +176,24 @@ class Datagrams(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.conc_port, self.rate_port = free_ports(2)
         plugin = built_test_plugin("good")
         self.d = self.daemon(f"""
             [conc]
             protocol = udp
-            address = 127.0.0.1:{self.conc_port}
+            address = 127.0.0.1:0
             handler = {plugin}
             per_source = 2
 
             [rate]
             protocol = udp
-            address = 127.0.0.1:{self.rate_port}
+            address = 127.0.0.1:0
             handler = {plugin}
             rate = 1/s
             burst = 3
             """, workers=2)
         self.d.wait_serving()
+        self.conc_port = self.d.port("conc")
+        self.rate_port = self.d.port("rate")
 
     def test_per_source_counts_datagrams_in_flight(self):
         a = udp_from("127.0.0.2")
@@ -246,7 +248,6 @@ class FullTable(DaemonTestCase):
     default) or refused (closed), and the log says which, once a minute, not per connection."""
 
     def start(self, mode):
-        port, = free_ports(1)
         plugin = built_test_plugin("whoami")
         extra = "per_source_table = 1\n"
         if mode:
@@ -254,11 +255,12 @@ class FullTable(DaemonTestCase):
         self.d = self.daemon(f"""
             [conc]
             protocol = tcp
-            address = 127.0.0.1:{port}
+            address = 127.0.0.1:0
             handler = {plugin}
             per_source = 3
             """, daemon=extra, workers=2)
         self.d.wait_serving()
+        port = self.d.port("conc")
         return port
 
     def served(self, src, port):

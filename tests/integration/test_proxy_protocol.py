@@ -9,7 +9,6 @@ import struct
 import unittest
 
 from harness import (connect_from, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin, check_config,
-                     free_ports,
                      peer_closed, recv_until)
 
 V2SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -30,12 +29,11 @@ class ProxyProtocol(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.any_port, self.v1_port, self.v2_port, self.acl_port = free_ports(4)
         plugin = built_test_plugin("whoami")
         self.d = self.daemon(f"""
             [any]
             protocol = tcp
-            address = 127.0.0.1:{self.any_port}
+            address = 127.0.0.1:0
             handler = {plugin}
             proxy_protocol = any
             proxy_from = 127.0.0.1, 127.0.0.2
@@ -43,27 +41,31 @@ class ProxyProtocol(DaemonTestCase):
 
             [v1]
             protocol = tcp
-            address = 127.0.0.1:{self.v1_port}
+            address = 127.0.0.1:0
             handler = {plugin}
             proxy_protocol = v1
             proxy_from = 127.0.0.2/32
 
             [v2]
             protocol = tcp
-            address = 127.0.0.1:{self.v2_port}
+            address = 127.0.0.1:0
             handler = {plugin}
             proxy_protocol = v2
             proxy_from = 127.0.0.0/8
 
             [acl]
             protocol = tcp
-            address = 127.0.0.1:{self.acl_port}
+            address = 127.0.0.1:0
             handler = {plugin}
             proxy_protocol = any
             proxy_from = 127.0.0.1
             deny = 192.0.2.66, 127.0.0.1
             """, workers=2)
         self.d.wait_serving()
+        self.any_port = self.d.port("any")
+        self.v1_port = self.d.port("v1")
+        self.v2_port = self.d.port("v2")
+        self.acl_port = self.d.port("acl")
 
     def conn(self, port, src="127.0.0.1"):
         s = connect_from(src, port)
