@@ -44,7 +44,7 @@ struct metrics {
     } server;
     uv_loop_t *loop;
     const stats_t *stats;
-    metrics_client_t *clients;
+    metrics_client_t *clients; /* newest first */
     unsigned nclients;
     int closing;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* a unix socket's, to unlink */
@@ -202,10 +202,17 @@ static void on_connection(uv_stream_t *server, int status)
         uv_tcp_init(m->loop, &c->h.tcp);
     c->h.handle.data = c;
     c->closes = 1;
-    if (uv_accept(server, &c->h.stream) < 0 || m->nclients >= METRICS_CLIENTS) {
-        /* Over METRICS_CLIENTS: this client goes, the ones being served go on. */
+    if (uv_accept(server, &c->h.stream) < 0) {
         uv_close(&c->h.handle, client_closed);
         return;
+    }
+    if (m->nclients >= METRICS_CLIENTS) {
+        /* The oldest client goes: a scraper is answered within milliseconds, so whoever
+         * has held a slot longest is the one most likely to be stalling. */
+        metrics_client_t *old = m->clients;
+        while (old->next)
+            old = old->next;
+        client_end(old);
     }
     uv_timer_init(m->loop, &c->deadline);
     c->deadline.data = c;

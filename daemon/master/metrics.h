@@ -7,8 +7,8 @@
  * Hostile clients cost only themselves: a request is read into a buffer of
  * METRICS_REQUEST_MAX bytes (more: 431), each client has METRICS_DEADLINE_MS from its
  * accept for the whole exchange (a slow sender or a reader that never reads is cut off),
- * and at most METRICS_CLIENTS are served at once (a client over that is accepted and closed
- * at once rather than left in the backlog, where it would delay the next scrape).
+ * and at most METRICS_CLIENTS are served at once: one more makes the oldest go (a scraper
+ * is answered in milliseconds, so a crowd of idle connections cannot lock it out).
  */
 #ifndef BERTH_METRICS_H
 #define BERTH_METRICS_H
