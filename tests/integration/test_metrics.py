@@ -247,6 +247,15 @@ class Metrics(DaemonTestCase):
         workers = [k for k in s if k[0] == "berth_worker_info"]
         self.assertEqual(len(workers), 2, workers)
         self.assertTrue(all(("state", "serving") in k[1] for k in workers), workers)
+        # Every metric the Grafana dashboard queries is one berth serves.
+        dash = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                            "grafana", "berth.json")
+        with open(dash) as f:
+            exprs = [t["expr"] for p in json.load(f)["panels"] for t in p["targets"]]
+        served = {n for n, _ in s}
+        used = {n for e in exprs for n in re.findall(r"\bberth_[a-z0-9_]+", e)}
+        self.assertTrue(used, exprs)
+        self.assertEqual(used - served, set())
         # Every name once per family, and promtool's own checks.
         self.assertEqual(len(re.findall(r"^# TYPE berth_socks5_replies_total ", text, re.M)), 1)
         if PROMTOOL is None:
