@@ -176,6 +176,7 @@ void config_free(berth_config_t *cfg)
     free(cfg->admin);
     free(cfg->log);
     free(cfg->agent);
+    free(cfg->metrics);
     free(cfg);
 }
 

@@ -108,6 +108,10 @@ typedef struct berth_config {
     struct sockaddr_storage agent_addr;
     socklen_t agent_addrlen;
     uint64_t drain_delay;
+    /* metrics: where GET /metrics is served, host:port or a unix socket path (NULL: off) */
+    char *metrics;
+    struct sockaddr_storage metrics_addr;
+    socklen_t metrics_addrlen;
 
     config_listener_t *listeners;
     size_t nlisteners;

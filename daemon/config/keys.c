@@ -214,6 +214,23 @@ static int set_table_full(struct parse *p, void *obj, const char *value, char *e
     return -EINVAL;
 }
 
+/* metrics: [daemon] metrics = host:port, or an absolute path for a unix socket. */
+static int set_metrics(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    berth_config_t *cfg = obj;
+    char why[200] = "";
+    int rc =
+        value[0] == '/'
+            ? address_parse_unix(value, &cfg->metrics_addr, &cfg->metrics_addrlen, why, sizeof why)
+            : address_parse_inet(value, &cfg->metrics_addr, &cfg->metrics_addrlen, why, sizeof why);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s",
+                 why[0] ? why : "not an address such as 127.0.0.1:9187 or /run/berth/metrics.sock");
+        return -EINVAL;
+    }
+    return replace_string(&cfg->metrics, parse_strdup(p, value));
+}
+
 #define DK(field) offsetof(berth_config_t, field)
 
 static const struct key daemon_keys[DK_COUNT] = {
@@ -241,6 +258,7 @@ static const struct key daemon_keys[DK_COUNT] = {
     [DK_PER_SOURCE_TABLE_FULL] = {.name = "per_source_table_full",
                                   .type = KEY_CUSTOM,
                                   .set = set_table_full},
+    [DK_METRICS] = {.name = "metrics", .type = KEY_CUSTOM, .set = set_metrics},
 };
 
 /* ---- listener sections ----------------------------------------------------------------- */

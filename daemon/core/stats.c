@@ -1,5 +1,6 @@
 #include "core/stats.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -47,8 +48,16 @@ int stats_listener_claim(stats_t *s, int protocol, const char *name, const char 
 
 void stats_listener_release(stats_t *s, int slot)
 {
-    if (slot >= 0 && slot < STATS_LISTENERS)
-        s->listeners[slot].in_use = 0;
+    if (slot < 0 || slot >= STATS_LISTENERS)
+        return;
+    s->listeners[slot].in_use = 0;
+    /* Its plugin metrics go with it: a socket opened later in this slot starts clean. */
+    while (atomic_flag_test_and_set_explicit(&s->metrics_lock, memory_order_acquire)) {
+    }
+    for (int i = 0; i < STATS_METRICS; i++)
+        if (atomic_load(&s->metrics[i].in_use) && s->metrics[i].listener == slot)
+            atomic_store(&s->metrics[i].in_use, 0);
+    atomic_flag_clear_explicit(&s->metrics_lock, memory_order_release);
 }
 
 int stats_worker_claim(stats_t *s, unsigned generation, unsigned index)
@@ -102,4 +111,107 @@ const char *stats_hook_name(int hook)
     if (hook < 0 || (size_t)hook >= sizeof(names) / sizeof(names[0]) || !names[hook])
         return "a callback";
     return names[hook];
+}
+
+/* ---- metrics ---- */
+
+const uint64_t stats_duration_bounds_ms[STATS_DURATION_BUCKETS] = {
+    5, 10, 50, 100, 500, 1000, 5000, 10000, 30000, 60000, 300000, 3600000,
+};
+
+void stats_conn_closed(stats_listener_t *st, stats_closed_t why, uint64_t ms)
+{
+    size_t b = 0;
+    while (b < STATS_DURATION_BUCKETS && ms > stats_duration_bounds_ms[b])
+        b++;
+    atomic_fetch_add_explicit(&st->closed[why], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->duration_ms_sum, ms, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->duration_buckets[b], 1, memory_order_relaxed);
+}
+
+static int name_start(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
+}
+
+static int name_char(char ch)
+{
+    return name_start(ch) || (ch >= '0' && ch <= '9');
+}
+
+static int value_char(char ch)
+{
+    return name_char(ch) || ch == '.' || ch == ':' || ch == '/' || ch == '+' || ch == '-';
+}
+
+int stats_metric_name_ok(const char *name)
+{
+    size_t len = strnlen(name, STATS_METRIC_NAME);
+    if (len == 0 || len >= STATS_METRIC_NAME || !name_start(name[0]))
+        return 0;
+    const char *p = name;
+    while (name_char(*p))
+        p++;
+    if (*p == '\0')
+        return 1;
+    if (*p++ != '{')
+        return 0;
+    for (;;) {
+        const char *label = p;
+        if (!name_start(*p))
+            return 0;
+        while (name_char(*p))
+            p++;
+        size_t llen = (size_t)(p - label);
+        if ((llen == 8 && memcmp(label, "listener", 8) == 0) ||
+            (llen >= 2 && label[0] == '_' && label[1] == '_'))
+            return 0;
+        if (p[0] != '=' || p[1] != '"')
+            return 0;
+        p += 2;
+        while (value_char(*p))
+            p++;
+        if (*p++ != '"')
+            return 0;
+        if (*p == '}')
+            return p[1] == '\0';
+        if (*p++ != ',')
+            return 0;
+    }
+}
+
+int stats_metric_claim(stats_t *s, int listener, const char *name, const char *help, int kind)
+{
+    if (!stats_metric_name_ok(name) || listener < 0 || listener >= STATS_LISTENERS)
+        return -EINVAL;
+    int rc = -ENOSPC, free_slot = -1;
+    while (atomic_flag_test_and_set_explicit(&s->metrics_lock, memory_order_acquire)) {
+    }
+    for (int i = 0; i < STATS_METRICS; i++) {
+        stats_metric_t *m = &s->metrics[i];
+        if (!atomic_load(&m->in_use)) {
+            if (free_slot < 0)
+                free_slot = i;
+            continue;
+        }
+        if (m->listener == listener && strcmp(m->name, name) == 0) {
+            rc = m->kind == kind ? i : -EINVAL;
+            goto out;
+        }
+    }
+    if (free_slot >= 0) {
+        stats_metric_t *m = &s->metrics[free_slot];
+        m->listener = listener;
+        m->kind = kind;
+        snprintf(m->name, sizeof m->name, "%s", name);
+        snprintf(m->help, sizeof m->help, "%s", help ? help : "");
+        atomic_store(&m->value, 0);
+        atomic_store(&m->in_use, 1);
+        rc = free_slot;
+    } else {
+        atomic_fetch_add(&s->metrics_full, 1);
+    }
+out:
+    atomic_flag_clear_explicit(&s->metrics_lock, memory_order_release);
+    return rc;
 }

@@ -15,6 +15,22 @@
 #define STATS_LISTENERS 256
 #define STATS_WORKERS 256
 
+/* metrics: why a conn ended (the first reason given wins). */
+typedef enum stats_closed {
+    STATS_CLOSED_EOF = 0, /* closed in order, by either side */
+    STATS_CLOSED_IDLE,    /* idle_timeout */
+    STATS_CLOSED_ERROR,   /* aborted: a read or write error, a reset, a refusal after accept */
+    STATS_CLOSED_DRAIN,   /* aborted at the shutdown_timeout of a drain */
+    STATS_CLOSED_REASONS,
+} stats_closed_t;
+/* Upper bounds (ms) of the connection duration histogram's buckets, then +Inf. */
+#define STATS_DURATION_BUCKETS 12
+extern const uint64_t stats_duration_bounds_ms[STATS_DURATION_BUCKETS];
+/* Plugin metrics (host->metric): slots shared by every listener, a bounded table. */
+#define STATS_METRICS 512
+#define STATS_METRIC_NAME 128 /* "family{label=\"value\",...}", NUL included */
+#define STATS_METRIC_HELP 160
+
 typedef struct stats_listener {
     int in_use;
     int protocol;
@@ -33,6 +49,13 @@ typedef struct stats_listener {
     /* PROXY protocol: a peer outside proxy_from, or a header missing, malformed or late */
     _Atomic uint64_t refused_proxy;
     _Atomic uint64_t refused_source; /* per_source or rate */
+    /* metrics: what /metrics adds (master/metrics_format.c). refused_concurrency: times an
+     * accept found the listener at its concurrency cap and left clients in the backlog;
+     * closed: ended conns by why (stats_closed_t); their lifetimes as a histogram in ms. */
+    _Atomic uint64_t refused_concurrency;
+    _Atomic uint64_t closed[STATS_CLOSED_REASONS];
+    _Atomic uint64_t duration_ms_sum;
+    _Atomic uint64_t duration_buckets[STATS_DURATION_BUCKETS + 1]; /* last: over every bound */
 } stats_listener_t;
 
 enum { WORKER_FREE = 0, WORKER_STARTING, WORKER_READY, WORKER_DRAINING };
@@ -75,6 +98,16 @@ typedef struct stats_worker {
     _Atomic uint32_t active_by_listener[STATS_LISTENERS];
 } stats_worker_t;
 
+/* metrics: one plugin counter or gauge of one listener (host->metric). */
+typedef struct stats_metric {
+    _Atomic int in_use; /* set last, once the slot is filled */
+    int listener;       /* the stats listener slot it belongs to */
+    int kind;           /* BERTH_METRIC_COUNTER or BERTH_METRIC_GAUGE */
+    char name[STATS_METRIC_NAME];
+    char help[STATS_METRIC_HELP];
+    _Atomic int64_t value;
+} stats_metric_t;
+
 typedef struct stats {
     uint64_t started_ms;
     _Atomic uint64_t generation; /* the generation now serving */
@@ -84,6 +117,11 @@ typedef struct stats {
     _Atomic uint64_t worker_crashes;
     stats_listener_t listeners[STATS_LISTENERS];
     stats_worker_t workers[STATS_WORKERS];
+    /* metrics: plugin metrics, claimed under a spin lock (registration only, never a
+     * conn's path), and how many registrations found the table full. */
+    atomic_flag metrics_lock;
+    _Atomic uint64_t metrics_full;
+    stats_metric_t metrics[STATS_METRICS];
 } stats_t;
 
 /* Map a zeroed region shared with children forked later; NULL on failure. */
@@ -98,5 +136,17 @@ void stats_worker_settle(stats_t *s, int slot);
 uint64_t stats_now_ms(void);
 /* "handle()", "setup()", ...; "" for STATS_HOOK_NONE. */
 const char *stats_hook_name(int hook);
+
+/* metrics: a conn of listener `st` ended for `why` after `ms` milliseconds. */
+void stats_conn_closed(stats_listener_t *st, stats_closed_t why, uint64_t ms);
+/* The slot of plugin metric `name` of listener slot `listener`: the one already there
+ * (same name: every worker and generation shares it), else a new one. -EINVAL for a name
+ * stats_metric_name_ok refuses or a kind that differs from the slot's, -ENOSPC when all
+ * STATS_METRICS slots are taken (counted in metrics_full). */
+int stats_metric_claim(stats_t *s, int listener, const char *name, const char *help, int kind);
+/* 1 if `name` is `family` or `family{label="value",...}`: family and label names
+ * [a-zA-Z_][a-zA-Z0-9_]*, no label named `listener` or starting with `__`, values of
+ * [A-Za-z0-9_.:/+-] (nothing to escape), shorter than STATS_METRIC_NAME. */
+int stats_metric_name_ok(const char *name);
 
 #endif

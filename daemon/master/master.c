@@ -35,6 +35,7 @@
 #include "master/admin.h"
 #include "master/agent.h"
 #include "master/generation.h"
+#include "master/metrics.h"
 #include "master/process.h"
 #include "worker/loader.h"
 
@@ -197,6 +198,37 @@ static char *errors_text(const config_errors_t *errs)
     return t;
 }
 
+/* metrics: serve /metrics where cfg says; a reload that keeps the address keeps the
+ * socket (no scrape is refused), one that changes it opens the new one before the old goes.
+ * Returns 0, or -1 with the reason in errs. */
+static int metrics_apply(master_t *m, const berth_config_t *cfg, config_errors_t *errs)
+{
+    const char *at = cfg->metrics;
+    if ((at == NULL && m->metrics_at == NULL) ||
+        (at && m->metrics_at && strcmp(at, m->metrics_at) == 0))
+        return 0;
+    metrics_t *mx = NULL;
+    char *copy = NULL;
+    if (at) {
+        char why[256];
+        mx = metrics_open(&m->loop, (const struct sockaddr *)&cfg->metrics_addr,
+                          cfg->metrics_addrlen, m->stats, why, sizeof why);
+        copy = strdup(at);
+        if (mx == NULL || copy == NULL) {
+            config_errors_add(errs, cfg->path, 0, "metrics %s: %s", at, mx ? "out of memory" : why);
+            metrics_close(mx);
+            free(copy);
+            return -1;
+        }
+        log_info("metrics: serving /metrics on %s", metrics_where(mx, why, sizeof why));
+    }
+    metrics_close(m->metrics);
+    free(m->metrics_at);
+    m->metrics = mx;
+    m->metrics_at = copy;
+    return 0;
+}
+
 static void reload_begin(master_t *m)
 {
     notify_reloading();
@@ -212,9 +244,10 @@ static void reload_begin(master_t *m)
                      cfg->per_source_table, limits_size());
         if (strcmp(cfg->log, m->active ? m->active->cfg->log : "") != 0 && open_log_file(cfg))
             log_error("cannot open log file %s; logging goes on where it was", cfg->log);
-        g = master_generation_new(m, cfg);
+        g = metrics_apply(m, cfg, &errs) ? NULL : master_generation_new(m, cfg);
         if (g == NULL) {
-            config_errors_add(&errs, m->conf_path, 0, "out of memory");
+            if (errs.count == 0)
+                config_errors_add(&errs, m->conf_path, 0, "out of memory");
             config_free(cfg);
         } else if (generation_start(g, &errs, on_ctl) == 0) {
             m->starting = g;
@@ -327,6 +360,8 @@ static void master_check_exit(master_t *m)
     uv_close((uv_handle_t *)&m->drain_wait, on_handle_closed);
     agent_close(m->agent);
     m->agent = NULL;
+    metrics_close(m->metrics); /* metrics: served while anything drained */
+    m->metrics = NULL;
 }
 
 /* ---- children ---- */
@@ -826,6 +861,15 @@ int master_run(const char *path)
         }
     }
 
+    if (metrics_apply(&m, cfg, &errs)) {
+        for (size_t i = 0; i < errs.count; i++)
+            log_error("%s", errs.msgs[i]);
+        config_errors_free(&errs);
+        config_free(cfg);
+        rc = EX_OSERR;
+        goto out_loop;
+    }
+
     generation_t *g = master_generation_new(&m, cfg);
     if (g == NULL) {
         config_free(cfg);
@@ -857,6 +901,9 @@ out_loop:
     }
     agent_close(m.agent);
     m.agent = NULL;
+    metrics_close(m.metrics);
+    m.metrics = NULL;
+    free(m.metrics_at);
     uv_run(&m.loop, UV_RUN_DEFAULT);
     uv_loop_close(&m.loop);
 out:

@@ -42,6 +42,8 @@ typedef struct master {
     struct agent *agent;   /* [daemon] agent: HAProxy's agent-check */
     uv_timer_t drain_wait; /* SIGTERM with drain_delay: the agent says drain until it fires */
     int draining_soon;
+    struct metrics *metrics; /* metrics: [daemon] metrics, kept while its address stays */
+    char *metrics_at;        /* metrics: that address as configured */
 } master_t;
 
 /* Run the daemon on `path` until stopped; returns the exit status. */

@@ -65,6 +65,8 @@ struct berth_conn {
     struct sockaddr_storage *balancer; /* the socket's peer, when a PROXY header named another */
     socklen_t balancerlen;
     int32_t source; /* + 1: the per-source table entry this conn holds (0: none) */
+    uint64_t born;  /* metrics: uv_now at conn_new, for the duration histogram */
+    int end_why;    /* metrics: stats_closed_t + 1 once known (0: not yet) */
     _Alignas(max_align_t) unsigned char state[];
 };
 
@@ -200,7 +202,7 @@ berth_conn_t *conn_new(worker_t *w, berth_listener_t *l, conn_kind_t kind,
         memcpy(c->peer_long, peer, peerlen);
         c->peerlen = peerlen;
     }
-    c->last_active = uv_now(&w->loop);
+    c->last_active = c->born = uv_now(&w->loop);
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -658,10 +660,18 @@ static int conn_begin_end(berth_conn_t *c)
     return 1;
 }
 
+/* metrics: the first reason a conn is given for its end is the one counted. */
+static void conn_end_why(berth_conn_t *c, stats_closed_t why)
+{
+    if (c->end_why == 0)
+        c->end_why = (int)why + 1;
+}
+
 void conn_close(berth_conn_t *c)
 {
     if (c->closing || c->closed)
         return;
+    conn_end_why(c, STATS_CLOSED_EOF);
     if (c->tls && !c->shut_wr)
         tls_conn_close_notify(c->tls);
     if (conn_begin_end(c))
@@ -678,7 +688,10 @@ void conn_close(berth_conn_t *c)
 
 void conn_abort(berth_conn_t *c)
 {
-    if (c->closed || conn_begin_end(c))
+    if (c->closed)
+        return;
+    conn_end_why(c, STATS_CLOSED_ERROR);
+    if (conn_begin_end(c))
         return;
     int fd;
     if (!c->eof && c->handle_init && c->h.handle.type == UV_TCP && (fd = conn_fd(c)) >= 0) {
@@ -693,6 +706,7 @@ void conn_abort_all(worker_t *w)
     /* A datagram's conn is freed inside conn_abort: step on before. */
     for (berth_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
+        conn_end_why(c, STATS_CLOSED_DRAIN);
         conn_abort(c);
     }
 }
@@ -707,6 +721,7 @@ static void on_conn_timer_due(uv_timer_t *t)
         berth_listener_t *l = &w->listeners[i];
         while ((c = l->idle_head) != NULL && due(c) <= now) {
             atomic_fetch_add(&l->st->idle_closed, 1);
+            conn_end_why(c, STATS_CLOSED_IDLE);
             log_debug("%s %s: idle for %llu ms, closing", l->cfg->name, conn_name(c),
                       (unsigned long long)l->cfg->idle_timeout);
             q_remove(c);
@@ -738,6 +753,9 @@ static void conn_maybe_finish(berth_conn_t *c)
     w->nconns--;
     berth_listener_t *l = c->l;
     int counted = c->counted;
+    if (counted)
+        stats_conn_closed(l->st, c->end_why ? c->end_why - 1 : STATS_CLOSED_EOF,
+                          uv_now(&w->loop) - c->born);
     tls_conn_free(c->tls);
     if (c->source)
         limits_release(w->slot, c->source - 1);

@@ -206,6 +206,53 @@ static int host_listener_tls_verify(const berth_listener_t *l)
     }
 }
 
+/* metrics: plugin counters, slots of the shared stats (core/stats.h). */
+static berth_metric_t *host_metric(berth_listener_t *l, const char *name, const char *help,
+                                   berth_metric_kind_t kind)
+{
+    worker_t *w = l->w;
+    if (w->stats == NULL || l->slot < 0)
+        return NULL; /* berthd -t: nothing is published */
+    const char *plugin = l->plugin->desc.name;
+    size_t plen = strlen(plugin), nlen = name ? strcspn(name, "{") : 0;
+    if (name == NULL || strncmp(name, plugin, plen) != 0 || name[plen] != '_' ||
+        (kind != BERTH_METRIC_COUNTER && kind != BERTH_METRIC_GAUGE) ||
+        (kind == BERTH_METRIC_COUNTER && (nlen < 6 || memcmp(name + nlen - 6, "_total", 6)))) {
+        log_warn("%s: metric \"%s\" refused: a name starts with \"%s_\", a counter's ends in "
+                 "_total",
+                 l->cfg->name, name ? name : "(null)", plugin);
+        return NULL;
+    }
+    int rc = stats_metric_claim(w->stats, l->slot, name, help, (int)kind);
+    if (rc == -ENOSPC) {
+        log_warn("%s: metric \"%s\" not published: the table of %d plugin metrics is full",
+                 l->cfg->name, name, STATS_METRICS);
+        return NULL;
+    }
+    if (rc < 0) {
+        log_warn("%s: metric \"%s\" refused: not a metric name (or registered as another kind)",
+                 l->cfg->name, name);
+        return NULL;
+    }
+    return (berth_metric_t *)&w->stats->metrics[rc];
+}
+
+static void host_metric_add(berth_metric_t *m, int64_t delta)
+{
+    stats_metric_t *sm = (stats_metric_t *)m;
+    if (sm == NULL || (sm->kind == BERTH_METRIC_COUNTER && delta < 0))
+        return;
+    atomic_fetch_add_explicit(&sm->value, delta, memory_order_relaxed);
+}
+
+static void host_metric_set(berth_metric_t *m, int64_t value)
+{
+    stats_metric_t *sm = (stats_metric_t *)m;
+    if (sm == NULL || sm->kind != BERTH_METRIC_GAUGE)
+        return;
+    atomic_store_explicit(&sm->value, value, memory_order_relaxed);
+}
+
 const berth_host_t berth_host_table = {
     .abi_version = BERTH_ABI_VERSION,
     .size = sizeof(berth_host_t),
@@ -239,4 +286,8 @@ const berth_host_t berth_host_table = {
     .balancer_addr = host_balancer_addr,
     .multicast_group = host_multicast_group,
     .listener_tls_verify = host_listener_tls_verify,
+    /* metrics: plugin counters */
+    .metric = host_metric,
+    .metric_add = host_metric_add,
+    .metric_set = host_metric_set,
 };

@@ -213,6 +213,14 @@ static void listener_pause(berth_listener_t *l, uint64_t retry_ms)
     uv_timer_start(&l->retry, on_retry, retry_ms, 0);
 }
 
+/* metrics: count each time the cap is reached once, not each recheck while it holds. */
+static void listener_at_cap(berth_listener_t *l)
+{
+    if (!l->at_cap)
+        atomic_fetch_add(&l->st->refused_concurrency, 1);
+    l->at_cap = 1;
+}
+
 /* A peer got past accept/recvfrom with a slot reserved: the allow/deny (or proxy_from) check and
  * its conn, counted. NULL (slot given back, reason counted) if refused or out of memory. */
 static berth_conn_t *admit(berth_listener_t *l, conn_kind_t kind,
@@ -245,6 +253,7 @@ static berth_conn_t *admit(berth_listener_t *l, conn_kind_t kind,
         return NULL;
     }
     conn_hold_source(c, source);
+    l->at_cap = 0; /* metrics: below the cap again */
     atomic_fetch_add(&l->st->accepted, 1);
     atomic_fetch_add(&l->w->st->accepted, 1);
     return c;
@@ -257,6 +266,7 @@ static void accept_stream(berth_listener_t *l)
     worker_t *w = l->w;
     for (int i = 0; i < ACCEPT_BATCH && w->accepting; i++) {
         if (slot_reserve(l)) {
+            listener_at_cap(l);
             listener_pause(l, CAP_RECHECK_MS);
             return;
         }
@@ -301,6 +311,7 @@ static void read_datagrams(berth_listener_t *l)
     worker_t *w = l->w;
     for (int i = 0; i < DGRAM_BATCH && w->accepting; i++) {
         if (slot_reserve(l)) {
+            listener_at_cap(l);
             listener_pause(l, CAP_RECHECK_MS);
             return;
         }

@@ -50,6 +50,7 @@ struct berth_listener {
     unsigned source_waiting; /* source.c's: conns parked by over_limit = wait */
     struct work_req *work_head, *work_tail;
     unsigned poll_init : 1, polling : 1, paused : 1, retry_init : 1;
+    unsigned at_cap : 1; /* metrics: the cap was reached and not left since */
 };
 
 typedef struct worker {

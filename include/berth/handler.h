@@ -126,6 +126,14 @@ typedef enum berth_tls_verify {
     BERTH_TLS_VERIFY_REQUIRE = 2,
 } berth_tls_verify_t;
 
+/* metrics: a plugin's counter or gauge of one listener, published on the daemon's
+ * /metrics (host->metric). Owned by the host; valid while the listener is open. */
+typedef struct berth_metric berth_metric_t;
+typedef enum berth_metric_kind {
+    BERTH_METRIC_COUNTER = 1, /* only ever goes up; its name ends in _total */
+    BERTH_METRIC_GAUGE = 2,   /* goes up and down */
+} berth_metric_kind_t;
+
 /*
  * What the host gives a plugin. Handed to load(); valid until the plugin is unloaded.
  */
@@ -237,6 +245,24 @@ typedef struct berth_host {
      * auth = certificate) refuses a listener that does not require them. Check
      * BERTH_HOST_HAS(host, listener_tls_verify) first. */
     int (*listener_tls_verify)(const berth_listener_t *l);
+
+    /* metrics: plugin counters. A counter or gauge of listener `l` (call it from
+     * listener_open and keep the pointer in the listener's state), published on the daemon's
+     * `[daemon] metrics` endpoint as berth_NAME{listener="..."}. `name` MUST start with the
+     * plugin's name and `_` ("socks5_replies_total"), a counter's MUST end in `_total`, and it
+     * MAY end in one label set, `{code="1",...}` (label values of [A-Za-z0-9_.:/+-]). Every
+     * worker and generation calling with the same listener and name shares one value, in
+     * the daemon's shared memory, so figures survive reloads and crashes while the listening
+     * socket stays. Returns NULL when the name is refused or the daemon's table of
+     * metrics is full (both logged), or under `berthd -t`: metric_add and
+     * metric_set take NULL and do nothing, so a plugin needs no check. Check
+     * BERTH_HOST_HAS(host, metric_set) first. */
+    berth_metric_t *(*metric)(berth_listener_t *l, const char *name, const char *help,
+                              berth_metric_kind_t kind);
+    /* Add `delta` (a counter ignores a negative one). Lock-free; any loop thread. */
+    void (*metric_add)(berth_metric_t *m, int64_t delta);
+    /* Set a gauge (a counter ignores it). Shared by every worker: last writer wins. */
+    void (*metric_set)(berth_metric_t *m, int64_t value);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */

@@ -25,6 +25,7 @@
 
 #include "berth/handler.h"
 #include "socks5_config.h"
+#include "socks5_metrics.h"
 #include "socks5_proto.h"
 #include "socks5_users.h"
 
@@ -697,11 +698,13 @@ static int socks5_listener_open(berth_listener_t *l, void **state, char *err, si
                            "no allow_dest: every CONNECT is refused until allow_dest says what "
                            "may be reached");
     *state = cfg;
+    socks5_metrics_open(host, l);
     return 0;
 }
 
 static void socks5_listener_close(berth_listener_t *l, void *state)
 {
+    socks5_metrics_close(l);
     socks5_config_free(state);
 }
 
@@ -796,6 +799,8 @@ static void socks5_finish(berth_conn_t *conn)
 
     if (s->cfg != NULL)
         log_session(conn, s);
+    if (s->cfg != NULL)
+        socks5_metrics_session(host, host->listener(conn), s->rep, s->bytes_up, s->bytes_down);
     if (s->parser != NULL) {
         explicit_bzero(s->parser, sizeof(*s->parser));
         free(s->parser);

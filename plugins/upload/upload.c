@@ -40,6 +40,7 @@
 #include "frame.h"
 #include "header.h"
 #include "store.h"
+#include "upload_metrics.h"
 
 #define UPLOAD_VERSION "1.0"
 
@@ -364,6 +365,7 @@ static void file_failed(uconn_t *c, ufile_t *f, const char *msg)
     if (f->done)
         return;
     f->done = 1;
+    upload_metrics_rejected(host, c->ls->l, msg, 0);
     unsigned char *frame =
         c->finishing ? NULL : upload_reply_error(f->h.name, strlen(f->h.name), msg, &len);
     send_frame(c, frame, len);
@@ -480,6 +482,7 @@ static void op_complete(uconn_t *c, op_t *op)
             break;
         }
         f->done = 1;
+        upload_metrics_stored(host, c->ls->l);
         upload_hex(op->sha256, sizeof(op->sha256), hex);
         if (!c->finishing) {
             size_t len = 0;
@@ -810,6 +813,7 @@ static void on_header(uconn_t *c, const unsigned char *data, size_t len)
     if (st == UPLOAD_HEADER_OK && (why = room_for(ls, f->h.size, msg, sizeof(msg))) != NULL)
         st = UPLOAD_HEADER_REJECT;
     if (st != UPLOAD_HEADER_OK) {
+        upload_metrics_rejected(host, c->ls->l, why, 1);
         host->log(c->conn, BERTH_LOG_INFO, "refused \"%s\": %s%s",
                   log_name(f->h.raw_name, f->h.raw_name_len, nb, sizeof(nb)), why,
                   st == UPLOAD_HEADER_BAD ? " (closing)" : "");
@@ -1125,6 +1129,7 @@ static int upload_check_option(berth_listener_t *l, const char *key, const char 
 static void upload_listener_close(berth_listener_t *l, void *state)
 {
     upload_listener_t *ls = state;
+    upload_metrics_close(l);
     if (ls == NULL)
         return;
     for (upload_listener_t **p = &listeners; *p != NULL; p = &(*p)->next) {
@@ -1203,6 +1208,7 @@ static int upload_listener_open(berth_listener_t *l, void **state, char *err, si
     ls->l = l;
     ls->next = listeners;
     listeners = ls;
+    upload_metrics_open(host, l);
     *state = ls;
     return 0;
 bad:

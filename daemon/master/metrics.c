@@ -1,0 +1,314 @@
+/*
+ * The /metrics endpoint (see metrics.h): a libuv server on the master's loop. A client is
+ * read into a fixed buffer until its headers end, answered with one write, shut down for
+ * writing, and read (and discarded) until its EOF, so closing never resets the answer away;
+ * its deadline timer ends the exchange whatever it does.
+ */
+#include "master/metrics.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+typedef struct metrics_client {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h;
+    uv_timer_t deadline;
+    uv_write_t wreq;
+    uv_shutdown_t sreq;
+    metrics_t *m;
+    struct metrics_client *prev, *next;
+    int closes;        /* handles whose close callback is still owed */
+    int answered;      /* the answer is queued: what comes in now is discarded */
+    metrics_buf_t out; /* the answer, alive until its write completes */
+    size_t len;
+    char req[METRICS_REQUEST_MAX];
+} metrics_client_t;
+
+struct metrics {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } server;
+    uv_loop_t *loop;
+    const stats_t *stats;
+    metrics_client_t *clients; /* newest first */
+    unsigned nclients;
+    int closing;
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* a unix socket's, to unlink */
+};
+
+static void client_closed(uv_handle_t *h)
+{
+    metrics_client_t *c = h->data;
+    if (--c->closes > 0)
+        return;
+    metrics_buf_free(&c->out);
+    free(c);
+}
+
+static void client_end(metrics_client_t *c)
+{
+    if (uv_is_closing(&c->h.handle))
+        return;
+    metrics_t *m = c->m;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        m->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    m->nclients--;
+    uv_close(&c->h.handle, client_closed);
+    uv_close((uv_handle_t *)&c->deadline, client_closed);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    client_end(t->data);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)req;
+    (void)status; /* the read side sees the EOF, or the deadline ends it */
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    metrics_client_t *c = req->data;
+    if (status < 0) {
+        client_end(c);
+        return;
+    }
+    c->sreq.data = c;
+    if (uv_shutdown(&c->sreq, &c->h.stream, on_shutdown) < 0)
+        client_end(c);
+}
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Bad Request";
+    }
+}
+
+static void answer(metrics_client_t *c, int status, int head)
+{
+    c->answered = 1;
+    metrics_buf_t body = {.cap = METRICS_BODY_MAX};
+    const char *type = "text/plain; charset=utf-8";
+    if (status == 200) {
+        if (metrics_render(c->m->stats, &body) < 0) {
+            log_warn("metrics: the answer is over %u bytes or out of memory", METRICS_BODY_MAX);
+            metrics_buf_free(&body);
+            body = (metrics_buf_t){.cap = METRICS_BODY_MAX};
+            status = 500;
+        } else {
+            type = "text/plain; version=0.0.4; charset=utf-8";
+        }
+    }
+    if (status != 200)
+        metrics_buf_printf(&body, "%d %s\n", status,
+                           status == 500 ? "Internal Server Error" : reason_phrase(status));
+    c->out.cap = METRICS_BODY_MAX + 1024;
+    metrics_buf_printf(&c->out,
+                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
+                       "Connection: close\r\n\r\n",
+                       status, status == 500 ? "Internal Server Error" : reason_phrase(status),
+                       type, body.len, status == 405 ? "Allow: GET, HEAD\r\n" : "");
+    if (!head && body.len)
+        metrics_buf_printf(&c->out, "%.*s", (int)body.len, body.data);
+    metrics_buf_free(&body);
+    if (c->out.over) {
+        client_end(c);
+        return;
+    }
+    uv_buf_t buf = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, &c->h.stream, &buf, 1, on_written) < 0)
+        client_end(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    metrics_client_t *c = h->data;
+    if (c->answered) {
+        c->len = 0; /* discarded: only the EOF matters now */
+        *buf = uv_buf_init(c->req, sizeof c->req);
+        return;
+    }
+    *buf = uv_buf_init(c->req + c->len, (unsigned)(sizeof c->req - c->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    metrics_client_t *c = s->data;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        client_end(c); /* EOF or an error: before the answer, nobody to answer */
+        return;
+    }
+    if (c->answered)
+        return;
+    c->len += (size_t)nread;
+    int head = 0;
+    metrics_req_status_t st = metrics_request_parse(c->req, c->len, &head);
+    if (st != METRICS_REQ_MORE)
+        answer(c, (int)st, head);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    metrics_t *m = server->data;
+    if (status < 0 || m->closing)
+        return;
+    int unix_sock = server->type == UV_NAMED_PIPE;
+    metrics_client_t *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        log_warn("metrics: out of memory for a client");
+        return; /* it waits in the backlog for the next accept */
+    }
+    c->m = m;
+    if (unix_sock)
+        uv_pipe_init(m->loop, &c->h.pipe, 0);
+    else
+        uv_tcp_init(m->loop, &c->h.tcp);
+    c->h.handle.data = c;
+    c->closes = 1;
+    if (uv_accept(server, &c->h.stream) < 0) {
+        uv_close(&c->h.handle, client_closed);
+        return;
+    }
+    if (m->nclients >= METRICS_CLIENTS) {
+        /* The oldest client goes: a scraper is answered within milliseconds, so whoever
+         * has held a slot longest is the one most likely to be stalling. */
+        metrics_client_t *old = m->clients;
+        while (old->next)
+            old = old->next;
+        client_end(old);
+    }
+    uv_timer_init(m->loop, &c->deadline);
+    c->deadline.data = c;
+    c->closes = 2;
+    c->next = m->clients;
+    if (m->clients)
+        m->clients->prev = c;
+    m->clients = c;
+    m->nclients++;
+    uv_timer_start(&c->deadline, on_deadline, METRICS_DEADLINE_MS, 0);
+    if (uv_read_start(&c->h.stream, on_alloc, on_read) < 0)
+        client_end(c);
+}
+
+static void server_closed(uv_handle_t *h)
+{
+    metrics_t *m = h->data;
+    if (m->path[0])
+        unlink(m->path);
+    free(m);
+}
+
+metrics_t *metrics_open(uv_loop_t *loop, const struct sockaddr *addr, socklen_t addrlen,
+                        const stats_t *stats, char *err, size_t errlen)
+{
+    metrics_t *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    m->loop = loop;
+    m->stats = stats;
+    int rc;
+    if (addr->sa_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
+        size_t n = addrlen > offsetof(struct sockaddr_un, sun_path)
+                       ? strnlen(un->sun_path, addrlen - offsetof(struct sockaddr_un, sun_path))
+                       : 0;
+        uv_pipe_init(loop, &m->server.pipe, 0);
+        m->server.handle.data = m;
+        if (n == 0 || n >= sizeof m->path) {
+            rc = UV_EINVAL;
+        } else {
+            memcpy(m->path, un->sun_path, n);
+            m->path[n] = '\0';
+            unlink(m->path); /* a stale socket of an earlier run */
+            rc = uv_pipe_bind(&m->server.pipe, m->path);
+            if (rc)
+                m->path[0] = '\0'; /* not ours to remove */
+        }
+    } else {
+        uv_tcp_init(loop, &m->server.tcp);
+        m->server.handle.data = m;
+        rc = uv_tcp_bind(&m->server.tcp, addr, 0);
+    }
+    if (rc == 0)
+        rc = uv_listen(&m->server.stream, 128, on_connection);
+    if (rc) {
+        snprintf(err, errlen, "%s", uv_strerror(rc));
+        uv_close(&m->server.handle, server_closed);
+        return NULL;
+    }
+    return m;
+}
+
+const char *metrics_where(const metrics_t *m, char *buf, size_t len)
+{
+    if (m->path[0]) {
+        snprintf(buf, len, "%s", m->path);
+        return buf;
+    }
+    struct sockaddr_storage ss;
+    int n = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (uv_tcp_getsockname(&m->server.tcp, (struct sockaddr *)&ss, &n) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+            uv_ip6_name(in6, host, sizeof host);
+            port = ntohs(in6->sin6_port);
+        } else {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+            uv_ip4_name(in, host, sizeof host);
+            port = ntohs(in->sin_port);
+        }
+    }
+    snprintf(buf, len, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+    return buf;
+}
+
+void metrics_close(metrics_t *m)
+{
+    if (m == NULL || m->closing)
+        return;
+    m->closing = 1;
+    while (m->clients)
+        client_end(m->clients);
+    uv_close(&m->server.handle, server_closed);
+}

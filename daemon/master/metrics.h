@@ -1,0 +1,70 @@
+/*
+ * The Prometheus endpoint, served by the master on `[daemon] metrics = ADDRESS` (host:port
+ * or a unix socket path): GET /metrics answers the shared counters (core/stats.h) in the
+ * text exposition format 0.0.4, rendered from shared memory on the master's loop; no plugin
+ * code runs. Each client gets one answer, then the close.
+ *
+ * Hostile clients cost only themselves: a request is read into a buffer of
+ * METRICS_REQUEST_MAX bytes (more: 431), each client has METRICS_DEADLINE_MS from its
+ * accept for the whole exchange (a slow sender or a reader that never reads is cut off),
+ * and at most METRICS_CLIENTS are served at once: one more makes the oldest go (a scraper
+ * is answered in milliseconds, so a crowd of idle connections cannot lock it out).
+ */
+#ifndef BERTH_METRICS_H
+#define BERTH_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "core/stats.h"
+
+#define METRICS_REQUEST_MAX 8192
+#define METRICS_DEADLINE_MS 10000
+#define METRICS_CLIENTS 32
+#define METRICS_BODY_MAX (16u * 1024u * 1024u) /* what a render may grow to */
+
+typedef struct metrics metrics_t;
+
+/* Listen on addr (AF_INET, AF_INET6 or AF_UNIX: a stale socket file is replaced). NULL with a
+ * message in err on failure. */
+metrics_t *metrics_open(uv_loop_t *loop, const struct sockaddr *addr, socklen_t addrlen,
+                        const stats_t *stats, char *err, size_t errlen);
+/* Where it listens, as "127.0.0.1:9187", "[::1]:9187" or the path (a port 0 resolved). */
+const char *metrics_where(const metrics_t *m, char *buf, size_t len);
+/* Stop listening and drop every client; freed once the handles have closed (a unix socket's
+ * file is removed). NULL is fine. */
+void metrics_close(metrics_t *m);
+
+/* ---- the request (metrics_request.c): no I/O, for the fuzzer ---- */
+
+typedef enum metrics_req_status {
+    METRICS_REQ_MORE = 0, /* no end of headers yet: read on */
+    METRICS_REQ_OK = 200, /* GET or HEAD /metrics (a query string is ignored) */
+    METRICS_REQ_BAD = 400,
+    METRICS_REQ_NOT_FOUND = 404,
+    METRICS_REQ_METHOD = 405,  /* a well-formed request with another method */
+    METRICS_REQ_TOO_BIG = 431, /* METRICS_REQUEST_MAX bytes without the end of the headers */
+    METRICS_REQ_VERSION = 505,
+} metrics_req_status_t;
+
+/* Look at the `len` bytes read so far; *head is set to 1 for a HEAD request. */
+metrics_req_status_t metrics_request_parse(const char *buf, size_t len, int *head);
+
+/* ---- the answer (metrics_format.c) ---- */
+
+/* A growable buffer with a cap: appends past `cap` fail and set `over`. */
+typedef struct metrics_buf {
+    char *data;
+    size_t len, size, cap;
+    int over; /* out of memory or past cap: the text is cut */
+} metrics_buf_t;
+
+void metrics_buf_printf(metrics_buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void metrics_buf_free(metrics_buf_t *b);
+/* Every metric of `s`, as of now, appended to `b`. 0, or -ENOMEM when `b` ran over. */
+int metrics_render(const stats_t *s, metrics_buf_t *b);
+
+#endif
