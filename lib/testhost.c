@@ -97,6 +97,14 @@ typedef struct work_item {
     struct work_item *next;
 } work_item_t;
 
+struct berth_metric {
+    berth_listener_t *listener;
+    char *name;
+    berth_metric_kind_t kind;
+    int64_t value;
+    struct berth_metric *next;
+};
+
 typedef struct connect_req {
     berth_testhost_connect_t pub;
     berth_connect_allow_cb allow;
@@ -117,6 +125,7 @@ struct berth_testhost {
     size_t n_work;
     connect_req_t *connects;
     size_t n_connects, cap_connects;
+    struct berth_metric *metrics;
     buf_t log;
     bool verbose;
     int depth; /* > 0 while inside a test-host entry point that calls the plugin */
@@ -647,6 +656,46 @@ static int h_listener_tls_verify(const berth_listener_t *l)
     return -ENOTSUP;
 }
 
+/* The daemon's rules for a name (see handler.h): "<plugin>_" first, "_total" at the end of
+ * a counter's (before an optional label set). A refusal is logged and gives NULL, as there. */
+static berth_metric_t *h_metric(berth_listener_t *l, const char *name, const char *help,
+                                berth_metric_kind_t kind)
+{
+    berth_testhost_t *th = l->th;
+    const char *plugin = th->plugin->name;
+    size_t plen = strlen(plugin), base = strcspn(name, "{");
+    (void)help;
+    if (strncmp(name, plugin, plen) != 0 || name[plen] != '_' ||
+        (kind != BERTH_METRIC_COUNTER && kind != BERTH_METRIC_GAUGE) ||
+        (kind == BERTH_METRIC_COUNTER &&
+         (base < 6 || strncmp(name + base - 6, "_total", 6) != 0))) {
+        h_log_listener(l, BERTH_LOG_WARN, "metric %s refused", name);
+        return NULL;
+    }
+    for (struct berth_metric *m = th->metrics; m; m = m->next)
+        if (m->listener == l && strcmp(m->name, name) == 0)
+            return m;
+    struct berth_metric *m = xcalloc(1, sizeof *m);
+    m->listener = l;
+    m->name = xstrdup(name);
+    m->kind = kind;
+    m->next = th->metrics;
+    th->metrics = m;
+    return m;
+}
+
+static void h_metric_add(berth_metric_t *m, int64_t delta)
+{
+    if (m && !(m->kind == BERTH_METRIC_COUNTER && delta < 0))
+        m->value += delta;
+}
+
+static void h_metric_set(berth_metric_t *m, int64_t value)
+{
+    if (m && m->kind == BERTH_METRIC_GAUGE)
+        m->value = value;
+}
+
 /* ---- relaying ----------------------------------------------------------------------------- */
 
 /* `c` is the client side (the conn relay() was called with). */
@@ -802,6 +851,9 @@ static void fill_table(berth_host_t *h)
     h->balancer_addr = h_no_addr;
     h->multicast_group = h_no_addr;
     h->listener_tls_verify = h_listener_tls_verify;
+    h->metric = h_metric;
+    h->metric_add = h_metric_add;
+    h->metric_set = h_metric_set;
 }
 
 berth_testhost_t *berth_testhost_new(const berth_handler_t *plugin, char *err, size_t errlen)
@@ -933,6 +985,12 @@ void berth_testhost_free(berth_testhost_t *th)
         struct berth_timer *next = t->next;
         free(t);
         t = next;
+    }
+    for (struct berth_metric *m = th->metrics; m;) {
+        struct berth_metric *next = m->next;
+        free(m->name);
+        free(m);
+        m = next;
     }
     free(th->connects);
     buf_free(&th->log);
@@ -1318,6 +1376,19 @@ void berth_testhost_set_tls(berth_conn_t *c, const berth_tls_info_t *info)
     c->has_tls = info != NULL;
     if (info)
         c->tls = *info;
+}
+
+bool berth_testhost_metric(const berth_testhost_t *th, const berth_listener_t *l, const char *name,
+                           int64_t *value)
+{
+    for (const struct berth_metric *m = th->metrics; m; m = m->next) {
+        if (m->listener == l && strcmp(m->name, name) == 0) {
+            if (value)
+                *value = m->value;
+            return true;
+        }
+    }
+    return false;
 }
 
 const char *berth_testhost_log(const berth_testhost_t *th)

@@ -126,6 +126,11 @@ void berth_testhost_connect_fail(berth_testhost_t *th, size_t i, berth_connect_e
 /* Relay results: the stats handed to the relay's done callback, once it has run. */
 bool berth_testhost_relay_done(const berth_conn_t *conn, berth_relay_stats_t *stats);
 
+/* A plugin metric's value (host->metric), by listener and the full name the plugin gave
+ * ("socks5_replies_total{code=\"5\"}"). false if the plugin registered no such metric. */
+bool berth_testhost_metric(const berth_testhost_t *th, const berth_listener_t *l, const char *name,
+                           int64_t *value);
+
 /* What a conn's tls_info answers (NULL: -ENOTSUP, as on a listener without TLS). */
 void berth_testhost_set_tls(berth_conn_t *conn, const berth_tls_info_t *info);
 

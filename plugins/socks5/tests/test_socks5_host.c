@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -91,6 +92,13 @@ static void test_connect_relays_both_ways(void **unused)
     assert_int_equal(st.bytes_down, 12);
     assert_true(berth_testhost_finished(c));
     assert_true(berth_testhost_finished(peer));
+    /* The session's figures reach the plugin's metrics. */
+    int64_t v = -1;
+    assert_true(berth_testhost_metric(f->th, f->l, "socks5_replies_total{code=\"0\"}", &v));
+    assert_int_equal(v, 1);
+    assert_true(
+        berth_testhost_metric(f->th, f->l, "socks5_relayed_bytes_total{direction=\"down\"}", &v));
+    assert_int_equal(v, 12);
     berth_testhost_free(f->th);
 }
 
@@ -137,6 +145,11 @@ static void test_connect_errors_map_to_reply_codes(void **unused)
         assert_int_equal(out[1], cases[i].rep);
         assert_true(berth_testhost_closed(c));
         assert_true(berth_testhost_finished(c));
+        char name[64];
+        int64_t v = 0;
+        snprintf(name, sizeof name, "socks5_replies_total{code=\"%d\"}", cases[i].rep);
+        assert_true(berth_testhost_metric(f->th, f->l, name, &v));
+        assert_int_equal(v, 1);
         berth_testhost_free(f->th);
     }
 }
