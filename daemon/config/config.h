@@ -108,6 +108,7 @@ typedef struct berth_config {
     struct sockaddr_storage agent_addr;
     socklen_t agent_addrlen;
     uint64_t drain_delay;
+    int log_json; /* log_format = json (default text) */
 
     config_listener_t *listeners;
     size_t nlisteners;

@@ -214,6 +214,18 @@ static int set_table_full(struct parse *p, void *obj, const char *value, char *e
     return -EINVAL;
 }
 
+/* logs: json */
+static int set_log_format(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    berth_config_t *cfg = obj;
+
+    (void)p;
+    if (log_format_parse(value, &cfg->log_json) == 0)
+        return 0;
+    snprintf(err, errlen, "must be text or json");
+    return -EINVAL;
+}
+
 #define DK(field) offsetof(berth_config_t, field)
 
 static const struct key daemon_keys[DK_COUNT] = {
@@ -241,6 +253,8 @@ static const struct key daemon_keys[DK_COUNT] = {
     [DK_PER_SOURCE_TABLE_FULL] = {.name = "per_source_table_full",
                                   .type = KEY_CUSTOM,
                                   .set = set_table_full},
+    /* logs: json */
+    [DK_LOG_FORMAT] = {.name = "log_format", .type = KEY_CUSTOM, .set = set_log_format},
 };
 
 /* ---- listener sections ----------------------------------------------------------------- */

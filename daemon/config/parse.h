@@ -49,6 +49,7 @@ enum daemon_key {
     DK_AGENT,
     DK_DRAIN_DELAY,
     DK_PER_SOURCE_TABLE_FULL,
+    DK_LOG_FORMAT, /* logs: json */
     DK_COUNT,
 };
 
