@@ -417,6 +417,28 @@ static void h_log_listener(berth_listener_t *l, berth_log_level_t level, const c
     va_end(ap);
 }
 
+/* Fields as " key=value" after the message, as berthd's text log writes them. */
+BERTH_PRINTF(5, 6)
+static void h_log_fields(berth_conn_t *conn, berth_log_level_t level,
+                         const struct berth_log_field *fields, size_t n, const char *fmt, ...)
+{
+    char msg[1024], line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t off = (size_t)snprintf(line, sizeof line, "%s", msg);
+    for (size_t i = 0; i < n && i < BERTH_LOG_FIELDS_MAX && off < sizeof line; i++) {
+        if (fields[i].str)
+            off += (size_t)snprintf(line + off, sizeof line - off, " %s=%s", fields[i].key,
+                                    fields[i].str);
+        else
+            off += (size_t)snprintf(line + off, sizeof line - off, " %s=%lld", fields[i].key,
+                                    (long long)fields[i].num);
+    }
+    h_log(conn, level, "%s", line);
+}
+
 static int h_write(berth_conn_t *c, const void *data, size_t len)
 {
     if (c->finished || c->closed || c->aborted || (c->shut_down && !c->datagram))
@@ -854,6 +876,7 @@ static void fill_table(berth_host_t *h)
     h->metric = h_metric;
     h->metric_add = h_metric_add;
     h->metric_set = h_metric_set;
+    h->log_fields = h_log_fields;
 }
 
 berth_testhost_t *berth_testhost_new(const berth_handler_t *plugin, char *err, size_t errlen)

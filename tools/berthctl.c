@@ -14,6 +14,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "berthctl_top.h"
 #include "config/config.h"
 
 #define EXIT_ERROR 1
@@ -32,6 +33,8 @@ static void usage(FILE *f)
             "                   success or every error\n"
             "  stop             stop accepting, drain connections, exit\n"
             "  resume LISTENER  lift the quarantine of a listener whose plugin kept crashing\n"
+            "  top              live view: per listener connections/s, bytes/s, errors; workers\n"
+            "  status --watch N the same figures as lines, every N seconds\n"
             "options:\n"
             "  -s, --socket PATH   admin socket (default: $BERTH_ADMIN, or %s)\n"
             "  -c, --config FILE   take the admin socket from this config's [daemon] admin\n"
@@ -59,14 +62,19 @@ static int admin_from_config(const char *path, char **out)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"socket", required_argument, NULL, 's'},  {"config", required_argument, NULL, 'c'},
-        {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-        {"json", no_argument, NULL, 'j'},          {NULL, 0, NULL, 0},
+        {"socket", required_argument, NULL, 's'},
+        {"config", required_argument, NULL, 'c'},
+        {"timeout", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {"json", no_argument, NULL, 'j'},
+        {"watch", required_argument, NULL, 'w'},
+        {NULL, 0, NULL, 0},
     };
     const char *sock = getenv("BERTH_ADMIN");
     char *from_cfg = NULL;
     long timeout = 120;
     int json = 0, c;
+    long watch = 0; /* status --watch N */
     while ((c = getopt_long(argc, argv, "s:c:t:h", opts, NULL)) != -1) {
         switch (c) {
         case 's':
@@ -88,6 +96,14 @@ int main(int argc, char **argv)
             break;
         case 'j':
             json = 1;
+            break;
+        case 'w':
+            watch = strtol(optarg, NULL, 10);
+            if (watch <= 0 || watch > 86400) {
+                fprintf(stderr, "berthctl: bad --watch interval '%s' (seconds, 1..86400)\n",
+                        optarg);
+                return EXIT_USAGE;
+            }
             break;
         case 'h':
             usage(stdout);
@@ -118,6 +134,24 @@ int main(int argc, char **argv)
             fprintf(stderr, "berthctl: unexpected argument '%s'\n", argv[optind]);
             return EXIT_USAGE;
         }
+    }
+    /* top and status --watch: berthctl_top.c, from successive status --json answers. */
+    if (strcmp(cmd, "top") == 0 || (watch && strcmp(cmd, "status") == 0)) {
+        if (json || (watch && strcmp(cmd, "top") == 0)) {
+            fprintf(stderr, "berthctl: %s takes neither --json nor --watch\n", cmd);
+            free(from_cfg);
+            return EXIT_USAGE;
+        }
+        if (sock == NULL || sock[0] == '\0')
+            sock = BERTH_DEFAULT_ADMIN;
+        int trc =
+            strcmp(cmd, "top") == 0 ? top_run(sock, timeout) : watch_run(sock, timeout, watch);
+        free(from_cfg);
+        return trc;
+    }
+    if (watch) {
+        fprintf(stderr, "berthctl: --watch goes with status\n");
+        return EXIT_USAGE;
     }
     char request[96];
     if (strcmp(cmd, "status") == 0)

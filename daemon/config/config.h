@@ -112,6 +112,7 @@ typedef struct berth_config {
     char *metrics;
     struct sockaddr_storage metrics_addr;
     socklen_t metrics_addrlen;
+    int log_json; /* log_format = json (default text) */
 
     config_listener_t *listeners;
     size_t nlisteners;

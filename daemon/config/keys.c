@@ -231,6 +231,18 @@ static int set_metrics(struct parse *p, void *obj, const char *value, char *err,
     return replace_string(&cfg->metrics, parse_strdup(p, value));
 }
 
+/* logs: json */
+static int set_log_format(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    berth_config_t *cfg = obj;
+
+    (void)p;
+    if (log_format_parse(value, &cfg->log_json) == 0)
+        return 0;
+    snprintf(err, errlen, "must be text or json");
+    return -EINVAL;
+}
+
 #define DK(field) offsetof(berth_config_t, field)
 
 static const struct key daemon_keys[DK_COUNT] = {
@@ -259,6 +271,8 @@ static const struct key daemon_keys[DK_COUNT] = {
                                   .type = KEY_CUSTOM,
                                   .set = set_table_full},
     [DK_METRICS] = {.name = "metrics", .type = KEY_CUSTOM, .set = set_metrics},
+    /* logs: json */
+    [DK_LOG_FORMAT] = {.name = "log_format", .type = KEY_CUSTOM, .set = set_log_format},
 };
 
 /* ---- listener sections ----------------------------------------------------------------- */

@@ -50,6 +50,7 @@ enum daemon_key {
     DK_DRAIN_DELAY,
     DK_PER_SOURCE_TABLE_FULL,
     DK_METRICS, /* metrics: the /metrics endpoint */
+    DK_LOG_FORMAT, /* logs: json */
     DK_COUNT,
 };
 

@@ -23,6 +23,19 @@ void log_msg(berth_log_level_t level, const char *fmt, ...) __attribute__((forma
 void log_vmsg(berth_log_level_t level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
+/* log_format: 0 text (the default), 1 json (one object per line, see berthd(8)).
+ * log_format_parse: "text" or "json", 0; -1 for anything else. */
+int log_format_parse(const char *text, int *json);
+void log_set_format(int json);
+/* A worker's number (from 1) and generation, for the json lines' "worker" and
+ * "generation" (null in the master's lines). */
+void log_set_worker(unsigned worker, unsigned generation);
+/* One line about `listener` (MAY be NULL) and `peer` (MAY be NULL), with `n` fields of its
+ * own: text "listener peer: message key=value...", or members of the json object. */
+void log_emit(berth_log_level_t level, const char *listener, const char *peer,
+              const berth_log_field_t *fields, size_t n, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
+
 #define log_error(...) log_msg(BERTH_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(BERTH_LOG_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(BERTH_LOG_INFO, __VA_ARGS__)

@@ -238,6 +238,7 @@ static void reload_begin(master_t *m)
     generation_t *g = NULL;
     if (config_load_with_tls(m->conf_path, &cfg, &errs) == 0) {
         log_set_level(cfg->log_level);
+        log_set_format(cfg->log_json);
         if (limits_size() && cfg->per_source_table != limits_size())
             log_warn("per_source_table = %u takes effect at the next start; the table keeps its "
                      "%u entries (and its counts) across reloads",
@@ -783,6 +784,7 @@ int master_run(const char *path)
         return EX_CONFIG;
     }
     log_init("master", cfg->log_level, strcmp(cfg->log, "syslog") == 0);
+    log_set_format(cfg->log_json);
     rc = open_log_file(cfg);
     if (rc) {
         fprintf(stderr, "%s: cannot open log file %s: %s\n", path, cfg->log, strerror(-rc));

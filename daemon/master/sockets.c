@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "master/activation.h"
 
 void sockets_init(sockets_t *r, stats_t *stats)
 {
@@ -104,8 +105,14 @@ static int sock_open(sockets_t *r, const config_listener_t *l, size_t *out, conf
         return -ENOSPC;
     }
     char err[512];
-    unix_path_take_over(r, l);
-    int rc = listen_open(l, &r->socks[i], err, sizeof err);
+    /* socket activation: a socket systemd passed for this section, instead of binding. */
+    int rc = activation_take(l, &r->socks[i], err, sizeof err);
+    if (rc == 1 && (rc = listen_update_groups(&r->socks[i], l, err, sizeof err)) != 0)
+        listen_close(&r->socks[i]);
+    if (rc == 0 && r->socks[i].fd < 0) {
+        unix_path_take_over(r, l);
+        rc = listen_open(l, &r->socks[i], err, sizeof err);
+    }
     if (rc) {
         config_errors_add(errs, l->file, l->line, "[%s]: %s", l->name, err);
         return rc;
@@ -169,10 +176,10 @@ static void match_kept(const sockets_t *r, const berth_config_t *cfg, size_t *id
 
 int sockets_acquire(sockets_t *r, const berth_config_t *cfg, size_t *idx, config_errors_t *errs)
 {
-    int rc = 0;
+    int rc = activation_check(cfg, errs); /* socket activation: every passed socket named */
     size_t done = 0;
     match_kept(r, cfg, idx);
-    for (; done < cfg->nlisteners; done++) {
+    for (; rc == 0 && done < cfg->nlisteners; done++) {
         const config_listener_t *l = &cfg->listeners[done];
         size_t i = idx[done];
         if (i != SIZE_MAX) {

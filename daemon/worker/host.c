@@ -115,10 +115,7 @@ static void vlog_prefixed(berth_log_level_t level, const char *listener, const c
 {
     if (!log_enabled(level))
         return;
-    char msg[1536];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    log_msg(level, "%s%s%s%s%s", listener ? listener : "", peer ? " " : "", peer ? peer : "",
-            listener ? ": " : "", msg);
+    log_emit(level, listener, peer, NULL, 0, fmt, ap);
 }
 
 static void host_log(berth_conn_t *c, berth_log_level_t level, const char *fmt, ...)
@@ -138,6 +135,22 @@ static void host_log_listener(berth_listener_t *l, berth_log_level_t level, cons
     va_list ap;
     va_start(ap, fmt);
     vlog_prefixed(level, l ? l->cfg->name : NULL, NULL, fmt, ap);
+    va_end(ap);
+}
+
+/* logs: structured fields */
+static void host_log_fields(berth_conn_t *c, berth_log_level_t level,
+                            const berth_log_field_t *fields, size_t n, const char *fmt, ...)
+    BERTH_PRINTF(5, 6);
+static void host_log_fields(berth_conn_t *c, berth_log_level_t level,
+                            const berth_log_field_t *fields, size_t n, const char *fmt, ...)
+{
+    if (!log_enabled(level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_emit(level, c ? conn_listener(c)->cfg->name : NULL, c ? conn_name(c) : NULL, fields, n, fmt,
+             ap);
     va_end(ap);
 }
 
@@ -290,4 +303,6 @@ const berth_host_t berth_host_table = {
     .metric = host_metric,
     .metric_add = host_metric_add,
     .metric_set = host_metric_set,
+    /* logs: structured fields */
+    .log_fields = host_log_fields,
 };

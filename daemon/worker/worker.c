@@ -534,6 +534,7 @@ int worker_run(const worker_spec_t *spec)
     char role[48];
     snprintf(role, sizeof role, "worker %u/gen %u", spec->index + 1, spec->generation);
     log_set_role(role);
+    log_set_worker(spec->index + 1, spec->generation);
 
     int status = 1;
     config_errors_t errs = {0};

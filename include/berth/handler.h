@@ -134,6 +134,15 @@ typedef enum berth_metric_kind {
     BERTH_METRIC_GAUGE = 2,   /* goes up and down */
 } berth_metric_kind_t;
 
+/* One field of a structured log line (host->log_fields): `key` and either the text `str`
+ * or, when `str` is NULL, the integer `num`. */
+typedef struct berth_log_field {
+    const char *key;
+    const char *str;
+    int64_t num;
+} berth_log_field_t;
+#define BERTH_LOG_FIELDS_MAX 32
+
 /*
  * What the host gives a plugin. Handed to load(); valid until the plugin is unloaded.
  */
@@ -263,6 +272,17 @@ typedef struct berth_host {
     void (*metric_add)(berth_metric_t *m, int64_t delta);
     /* Set a gauge (a counter ignores it). Shared by every worker: last writer wins. */
     void (*metric_set)(berth_metric_t *m, int64_t value);
+
+    /* logs: structured fields. A log line with fields of its own, which log shippers read
+     * without regexes: with log_format = json each field is a member of the line's object
+     * (a string, or a number when `str` is NULL); with text, " key=value" after the
+     * message. Keys SHOULD be [a-z0-9_]; the host replaces other bytes with '_' and
+     * prefixes a key the line already has (time, level, message...) with "plugin_". At
+     * most BERTH_LOG_FIELDS_MAX fields; values are clipped at 1024 bytes. `conn` MAY be
+     * NULL. Check BERTH_HOST_HAS(host, log_fields) first. */
+    void (*log_fields)(berth_conn_t *conn, berth_log_level_t level,
+                       const struct berth_log_field *fields, size_t n, const char *fmt, ...)
+        BERTH_PRINTF(5, 6);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */

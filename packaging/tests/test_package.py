@@ -37,6 +37,8 @@ SRC = os.environ.get(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 UNIT_IN_TREE = os.path.join(SRC, "packaging", "berthd.service")
 UNIT = "/lib/systemd/system/berthd.service"
+SOCKET_UNIT_IN_TREE = os.path.join(SRC, "packaging", "berthd.socket")
+SOCKET_UNIT = "/lib/systemd/system/berthd.socket"
 CONF = "/etc/berth/berth.conf"
 LOCAL_PLUGINS = "/usr/local/lib/berth/plugins"
 EXAMPLE = "/usr/share/doc/berth-dev/examples/hello"
@@ -367,6 +369,12 @@ class PackageTest(unittest.TestCase):
             verify.append("--man=no")
         p = run(verify + [UNIT], check=False)
         self.assertEqual((p.returncode, p.stdout + p.stderr), (0, ""))
+        # socket activation: the socket unit ships, checks out, and is not enabled.
+        with open(SOCKET_UNIT) as a, open(SOCKET_UNIT_IN_TREE) as b:
+            self.assertEqual(a.read(), b.read(), "the packaged unit is packaging/berthd.socket")
+        p = run(verify + [SOCKET_UNIT], check=False)
+        self.assertEqual((p.returncode, p.stdout + p.stderr), (0, ""))
+        self.assertFalse(os.path.lexists("/etc/systemd/system/sockets.target.wants/berthd.socket"))
         # --threshold is in tenths: 40 is an exposure of 4.0.
         p = run(["systemd-analyze", "security", "--offline=yes", "--threshold=40", UNIT],
                 check=False)
@@ -433,7 +441,8 @@ class PackageTest(unittest.TestCase):
         run(["dpkg", "--purge", "berth-dev", "berth"])
         for pkg in PACKAGES:
             self.assertFalse(installed(pkg), pkg)
-        for path in ("/etc/berth", "/var/lib/berth", "/run/berth", UNIT, "/usr/sbin/berthd",
+        for path in ("/etc/berth", "/var/lib/berth", "/run/berth", UNIT, SOCKET_UNIT,
+                     "/usr/sbin/berthd",
                      "/usr/bin/berthctl", "/usr/include/berth", os.path.dirname(plugin_dir),
                      "/etc/systemd/system/multi-user.target.wants/berthd.service"):
             self.assertFalse(os.path.lexists(path), path + " is left after purge")

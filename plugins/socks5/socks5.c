@@ -212,12 +212,34 @@ static void log_session(berth_conn_t *conn, session_t *s)
     }
     /* A connection that never said a word (a port probe, a health check) is no session; nor
      * is each attempt of a throttled brute force (one line per source and minute says it). */
-    host->log(conn, (s->heard || s->rep != 0xFF) && !s->quiet ? BERTH_LOG_INFO : BERTH_LOG_DEBUG,
-              "session client=%s user=%s dest=%s remote=%s up=%llu down=%llu "
-              "duration=%llu.%03llus outcome=%s",
+    berth_log_level_t level =
+        (s->heard || s->rep != 0xFF) && !s->quiet ? BERTH_LOG_INFO : BERTH_LOG_DEBUG;
+    char duration[32];
+
+    snprintf(duration, sizeof(duration), "%llu.%03llus", (unsigned long long)(ms / 1000),
+             (unsigned long long)(ms % 1000));
+    /* logs: structured fields (json lines carry them as members, text as key=value). */
+    if (BERTH_HOST_HAS(host, log_fields)) {
+        const berth_log_field_t f[] = {
+            {"client", host->peer_name(conn), 0},
+            {"user", s->user ? s->user : "-", 0},
+            {"dest", s->dest ? s->dest : "-", 0},
+            {"remote", remote, 0},
+            {"up", NULL, (int64_t)s->bytes_up},
+            {"down", NULL, (int64_t)s->bytes_down},
+            {"duration", duration, 0},
+            {"duration_ms", NULL, (int64_t)ms},
+            {"outcome", outcome, 0},
+        };
+        host->log_fields(conn, level, f, sizeof(f) / sizeof(f[0]), "session");
+        return;
+    }
+    host->log(conn, level,
+              "session client=%s user=%s dest=%s remote=%s up=%llu down=%llu duration=%s "
+              "outcome=%s",
               host->peer_name(conn), s->user ? s->user : "-", s->dest ? s->dest : "-", remote,
-              (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down,
-              (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000), outcome);
+              (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down, duration,
+              outcome);
 }
 
 static void stop_timer(session_t *s)

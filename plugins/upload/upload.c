@@ -494,6 +494,19 @@ static void op_complete(uconn_t *c, op_t *op)
         /* Who stored it: a verified TLS client certificate's subject (RFC 2253, whose
          * escapes cover quotes and control characters), when the conn has one. */
         const char *who = client_subject(c->conn);
+        /* logs: structured fields (json members; text: stored "NAME" key=value...). */
+        if (BERTH_HOST_HAS(host, log_fields)) {
+            char secs[32];
+            const char *name = log_name(f->h.name, strlen(f->h.name), nb, sizeof(nb));
+
+            snprintf(secs, sizeof(secs), "%.3fs", since(f->t0_ns));
+            berth_log_field_t fl[] = {
+                {"file", name, 0},     {"bytes", NULL, (int64_t)f->h.size}, {"sha256", hex, 0},
+                {"duration", secs, 0}, {"client_gone", NULL, c->finishing}, {"client", who, 0},
+            };
+            host->log_fields(c->conn, BERTH_LOG_INFO, fl, who ? 6 : 5, "stored \"%s\"", name);
+            break;
+        }
         host->log(c->conn, BERTH_LOG_INFO,
                   "stored \"%s\": %" PRIu64 " bytes sha256=%s in %.3fs%s%s%s%s",
                   log_name(f->h.name, strlen(f->h.name), nb, sizeof(nb)), f->h.size, hex,

@@ -19,13 +19,13 @@ class UploadNamesTheClient(T.UploadOverTls):
     def test_stored_line_names_the_certificate_subject(self):
         self.upload_daemon(f"tls_client_ca = {self.ca[1]}\n")
         self.put("by-alice.bin", "--cert", self.client[1], "--key", self.client[0])
-        self.d.wait_log(r'stored "by-alice\.bin": 5000 bytes sha256=[0-9a-f]{64} in [0-9.]+s '
-                        r'client="CN=alice"')
+        self.d.wait_log(r'stored "by-alice\.bin" file=by-alice\.bin bytes=5000 sha256=[0-9a-f]{64} '
+                        r'duration=[0-9.]+s client_gone=0 client=CN=alice$')
 
     def test_without_a_client_certificate_no_client_is_named(self):
         self.upload_daemon(f"tls_client_ca = {self.ca[1]}\ntls_verify_client = optional\n")
         self.put("anon.bin")
-        m = self.d.wait_log(r'stored "anon\.bin": 5000 bytes.*$')
+        m = self.d.wait_log(r'stored "anon\.bin" file=anon\.bin bytes=5000.*$')
         self.assertNotIn("client=", m.group(0))
 
 

@@ -133,6 +133,8 @@ static void test_file_is_stored_and_answered(void **state)
     assert_non_null(strstr(r, "\"size\":12"));
     assert_true(exists(f, "a.txt"));
     assert_int_equal(files_in(f), 1);
+    /* The stored line carries its fields (host->log_fields). */
+    assert_true(berth_testhost_logged(f->th, " bytes=12"));
     berth_testhost_eof(c);
     drain_work(f);
     assert_true(berth_testhost_finished(c));
