@@ -12,10 +12,12 @@
 #include "berth/units.h"
 #include "config/tls.h"
 #include "core/log.h"
+#include "worker/bind_listen.h"
 #include "worker/conn.h"
 #include "worker/host.h"
 #include "worker/outbound.h"
 #include "worker/relay.h"
+#include "worker/udp_assoc.h"
 
 static int host_write(berth_conn_t *c, const void *data, size_t len)
 {
@@ -239,4 +241,10 @@ const berth_host_t berth_host_table = {
     .balancer_addr = host_balancer_addr,
     .multicast_group = host_multicast_group,
     .listener_tls_verify = host_listener_tls_verify,
+    /* SOCKS5 UDP/BIND host services */
+    .dgram_open = udp_assoc_open,
+    .dgram_local_addr = udp_assoc_local_addr,
+    .dgram_send = udp_assoc_send,
+    .dgram_close = udp_assoc_close,
+    .listen_once = bind_listen_once,
 };
