@@ -901,8 +901,15 @@ static void socks5_eof(berth_conn_t *conn)
         /* RFC 1928: the association ends with its TCP connection. */
         drop(conn, s, "udp association: client closed", 0);
         break;
-    case ST_VERIFYING:
     case ST_CONNECTING:
+        if (s->binding) {
+            /* Nobody to carry a half-close to yet: the BIND port closes now rather than at
+             * bind_timeout. */
+            drop(conn, s, "client closed while waiting for the BIND peer", 0);
+            break;
+        }
+        /* fall through */
+    case ST_VERIFYING:
         /* A client may send its request (and data) and half-close at once. The host keeps
          * the EOF and a relay starts from it; a handshake still short of its request after
          * the password check ends then (verify_done). */
