@@ -53,6 +53,7 @@ struct resolve {
     berth_connect_allow_cb allow;
     void *arg;
     uint16_t port;
+    char host[256]; /* for the log */
     size_t len;
     unsigned char data[];
 };
@@ -305,7 +306,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     d->queued--;
     d->pending--;
     if (status == 0 && !d->closing) {
-        for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int sent = 0;
+        for (struct addrinfo *ai = res; ai && !sent; ai = ai->ai_next) {
             if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
                 continue;
             if (ai->ai_family == AF_INET6 && d->local.ss_family == AF_INET)
@@ -320,8 +322,14 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
             if (rc)
                 log_debug("%s %s: datagram to a name: %s", conn_listener(d->c)->cfg->name,
                           conn_name(d->c), strerror(-rc));
-            break;
+            sent = 1;
         }
+        if (!sent && !d->closing)
+            log_debug("%s %s: datagram to %s port %u dropped: no address allowed",
+                      conn_listener(d->c)->cfg->name, conn_name(d->c), r->host, r->port);
+    } else if (status < 0 && !d->closing) {
+        log_debug("%s %s: datagram to %s port %u dropped: %s", conn_listener(d->c)->cfg->name,
+                  conn_name(d->c), r->host, r->port, uv_strerror(status));
     }
     if (res)
         uv_freeaddrinfo(res);
@@ -368,6 +376,7 @@ int udp_assoc_send(berth_dgram_t *d, const char *host, uint16_t port, const void
     r->allow = allow;
     r->arg = arg;
     r->port = port;
+    snprintf(r->host, sizeof r->host, "%s", host);
     r->len = len;
     memcpy(r->data, data, len);
     r->gai.data = r;

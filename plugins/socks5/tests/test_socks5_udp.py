@@ -275,6 +275,9 @@ class SocksUdpTest(DaemonTestCase):
         u.sendto(udp_header("localhost", denied.port) + b"no by name", relay)
         u.sendto(udp_header("127.0.0.1", echo.port) + b"yes", relay)
         self.assertEqual(u.recvfrom(65535)[0][-len(b"echo:yes"):], b"echo:yes")
+        # The name is judged once resolved, on the pool: wait for it before ending.
+        self.d.wait_log(r"datagram to localhost port %d dropped: no address allowed"
+                        % denied.port)
         s.close()
         c = self.counters(self.assoc_line())
         self.assertGreaterEqual(int(c["denied"]), 2)
@@ -334,7 +337,10 @@ class SocksUdpTest(DaemonTestCase):
         self.assertGreater(queued, 0)
         flood = [d for d in v4.received() + v6.received() if d.startswith(b"flood")]
         self.assertLessEqual(len(flood), n - queued)
-        self.assertEqual(int(c["datagrams_up"]), len(flood) + v4.received().count(b"after"))
+        # Handed on: at most udp_queue names at a time, so the drops are the rest (a name
+        # still resolving when the association ended counts as handed on, not delivered).
+        self.assertGreaterEqual(int(c["datagrams_up"]), len(flood) + v4.received().count(b"after"))
+        self.assertLessEqual(int(c["datagrams_up"]) + queued, n + v4.received().count(b"after"))
 
     def test_udp_off_and_association_limit(self):
         self.start_proxy("udp_associations = 1")
