@@ -64,7 +64,6 @@ static void free_maybe(listen_once_t *o)
 static void on_poll_closed(uv_handle_t *h)
 {
     listen_once_t *o = h->data;
-    close(o->fd); /* uv_poll needs the fd open until its close callback */
     o->pending--;
     free_maybe(o);
 }
@@ -85,6 +84,10 @@ static void finish(listen_once_t *o, berth_connect_error_t err, int sys)
     conn_set_hooks(c, NULL, NULL);
     uv_poll_stop(&o->poll);
     uv_close((uv_handle_t *)&o->poll, on_poll_closed);
+    /* uv_close stops a poll handle at once (epoll no longer has the fd) and never touches
+     * the fd again: close it now, so the port is closed before the plugin hears the end. */
+    close(o->fd);
+    o->fd = -1;
     uv_timer_stop(&o->timer);
     uv_close((uv_handle_t *)&o->timer, on_timer_closed);
     o->result.error = err;
