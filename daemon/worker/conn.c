@@ -944,6 +944,29 @@ void conn_connected(berth_conn_t *c, struct sockaddr_storage *local)
     uv_tcp_nodelay(&c->h.tcp, 1);
 }
 
+int conn_adopt(berth_conn_t *c, int fd)
+{
+    assert(c->kind == CONN_OUTBOUND && !c->handle_init);
+    c->refs = 1; /* the handle */
+    int rc = uv_tcp_init(&c->w->loop, &c->h.tcp);
+    if (rc) {
+        close(fd);
+        c->closed = 1;
+        conn_unref(c);
+        return rc;
+    }
+    c->h.handle.data = c;
+    c->handle_init = 1;
+    rc = uv_tcp_open(&c->h.tcp, fd);
+    if (rc) {
+        close(fd);
+        conn_abort(c);
+        return rc;
+    }
+    uv_tcp_nodelay(&c->h.tcp, 1);
+    return 0;
+}
+
 /* ---- writing ---- */
 
 static void on_write(uv_write_t *req, int status)

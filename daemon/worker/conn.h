@@ -72,6 +72,9 @@ void conn_datagram(berth_conn_t *c, const void *data, size_t len);
 int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb);
 /* A connect succeeded: learn the local address, set TCP_NODELAY. */
 void conn_connected(berth_conn_t *c, struct sockaddr_storage *local);
+/* An outbound conn over a socket accepted for it (host->listen_once): the fd becomes its
+ * handle (closed here on error, the conn then ending on its own). 0 or a uv error. */
+int conn_adopt(berth_conn_t *c, int fd);
 /* Graceful: flush, half-close, linger for the peer's EOF. Idempotent. */
 void conn_close(berth_conn_t *c);
 /* Now, dropping queued writes (TCP: a reset). */

@@ -12,10 +12,12 @@
 #include "berth/units.h"
 #include "config/tls.h"
 #include "core/log.h"
+#include "worker/bind_listen.h"
 #include "worker/conn.h"
 #include "worker/host.h"
 #include "worker/outbound.h"
 #include "worker/relay.h"
+#include "worker/udp_assoc.h"
 
 static int host_write(berth_conn_t *c, const void *data, size_t len)
 {
@@ -305,4 +307,10 @@ const berth_host_t berth_host_table = {
     .metric_set = host_metric_set,
     /* logs: structured fields */
     .log_fields = host_log_fields,
+    /* SOCKS5 UDP/BIND host services */
+    .dgram_open = udp_assoc_open,
+    .dgram_local_addr = udp_assoc_local_addr,
+    .dgram_send = udp_assoc_send,
+    .dgram_close = udp_assoc_close,
+    .listen_once = bind_listen_once,
 };

@@ -143,6 +143,13 @@ typedef struct berth_log_field {
 } berth_log_field_t;
 #define BERTH_LOG_FIELDS_MAX 32
 
+/* SOCKS5 UDP/BIND host services: a datagram socket bound for a connection (host->dgram_*). */
+typedef struct berth_dgram berth_dgram_t;
+/* One datagram received on `d` from `from` (IPv4 as AF_INET, never v4-mapped). `data` is valid
+ * only during the call. */
+typedef void (*berth_dgram_cb)(berth_conn_t *conn, berth_dgram_t *d, const void *data, size_t len,
+                               const struct sockaddr *from, void *arg);
+
 /*
  * What the host gives a plugin. Handed to load(); valid until the plugin is unloaded.
  */
@@ -283,6 +290,42 @@ typedef struct berth_host {
     void (*log_fields)(berth_conn_t *conn, berth_log_level_t level,
                        const struct berth_log_field *fields, size_t n, const char *fmt, ...)
         BERTH_PRINTF(5, 6);
+
+    /* ---- SOCKS5 UDP/BIND host services (check BERTH_HOST_HAS(host, listen_once)) ---- */
+    /* A UDP socket bound for `conn` at `addr` (port 0: an ephemeral one; with `port_last`
+     * above addr's port, the first free port of that range). Every datagram it receives
+     * calls `cb` on the loop. `max_queued` bounds the datagrams dgram_send holds while
+     * their destination name resolves. The socket is closed by dgram_close or, at the
+     * latest, when `conn` begins to end (no callback after that); its handle holds the conn
+     * allocated until it has closed. A conn in a relay or a connect (or a listen_once) has
+     * no room for one: -EALREADY. 0 and *out, or a negative errno (-EADDRINUSE when the
+     * port or every port of the range is taken). */
+    int (*dgram_open)(berth_conn_t *conn, const struct sockaddr *addr, uint16_t port_last,
+                      uint32_t max_queued, berth_dgram_cb cb, void *arg, berth_dgram_t **out);
+    /* The address it is bound to (a wildcard address stays the wildcard). */
+    const struct sockaddr *(*dgram_local_addr)(const berth_dgram_t *d, socklen_t *len);
+    /* Send one datagram to `host` (a literal IPv4/IPv6 address, or a name resolved off the
+     * loop as connect's are) port `port`. Each address is first offered to `allow` (MAY be
+     * NULL; called with the address and port); the first it allows gets the datagram, which
+     * is never queued on the socket: 0 when sent or waiting for the resolver, -EACCES when
+     * `allow` refused a literal address, -ENOBUFS when max_queued are already waiting,
+     * -EAGAIN when the socket's buffer is full (the datagram is dropped, as UDP may),
+     * -EAFNOSUPPORT when the socket's family cannot reach the address. A name that does not
+     * resolve or whose every address is refused is dropped without a word. */
+    int (*dgram_send)(berth_dgram_t *d, const char *host, uint16_t port, const void *data,
+                      size_t len, berth_connect_allow_cb allow, void *arg);
+    /* Close it now: no callback after this returns; pending names are dropped. */
+    void (*dgram_close)(berth_dgram_t *d);
+    /* A one-shot TCP listen for `conn` (SOCKS5 BIND): bound at `addr` (port 0: ephemeral)
+     * with its address in *bound when this returns 0. The first connection that `allow`
+     * (MAY be NULL) accepts becomes result->peer, a host-owned conn for relay() exactly as
+     * connect() gives one; a connection `allow` refuses is reset and the listen goes on.
+     * `cb` runs exactly once: with BERTH_CONNECT_OK, BERTH_CONNECT_TIMEOUT after
+     * `timeout_ms` (0: none), or BERTH_CONNECT_FAILED and ECANCELED if `conn` ends first.
+     * The listening socket is closed before `cb` runs. -EALREADY as for dgram_open. */
+    int (*listen_once)(berth_conn_t *conn, const struct sockaddr *addr, uint64_t timeout_ms,
+                       berth_connect_allow_cb allow, berth_connect_cb cb, void *arg,
+                       struct sockaddr_storage *bound);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */

@@ -27,6 +27,7 @@
 #include "socks5_config.h"
 #include "socks5_metrics.h"
 #include "socks5_proto.h"
+#include "socks5_udp.h"
 #include "socks5_users.h"
 
 #ifndef BERTH_VERSION
@@ -48,6 +49,7 @@ typedef enum session_state {
     ST_CONNECTING, /* host->connect is under way */
     ST_RELAY,
     ST_DONE, /* closing: input is ignored */
+    ST_UDP,  /* a UDP association (socks5_udp.c) lives while the connection does */
 } session_state_t;
 
 /* Per connection; the host allocates it zeroed (conn_size) and frees it after finish. */
@@ -75,6 +77,10 @@ typedef struct session {
     uint8_t heard;              /* the client sent at least one byte */
     uint8_t quiet;              /* throttled: its session line is debug, the throttle logs for it */
     berth_timer_t *delay_timer; /* a throttled source's failure reply, held back */
+    /* UDP ASSOCIATE and BIND */
+    socks5_udp_t *udp;
+    struct sockaddr_storage bind_want; /* BIND's DST.ADDR when an address, else family 0 */
+    uint8_t binding;                   /* a BIND: CONNECTING waits for the peer */
 } session_t;
 
 /* A password check on the thread pool. Owns copies of the credentials, wiped on free. */
@@ -506,7 +512,9 @@ static void on_connected(berth_conn_t *conn, const berth_connect_result_t *res, 
         return;
     }
 
-    n = socks5_reply(reply, SOCKS5_REP_SUCCEEDED, (const struct sockaddr *)&res->local);
+    /* BIND's second reply names the peer that connected; CONNECT's our end of it. */
+    n = socks5_reply(reply, SOCKS5_REP_SUCCEEDED,
+                     (const struct sockaddr *)(s->binding ? &res->remote : &res->local));
     s->rep = SOCKS5_REP_SUCCEEDED;
     if (host->write(conn, reply, n) < 0 ||
         (s->npending > 0 && host->write(res->peer, s->pending, s->npending) < 0)) {
@@ -557,6 +565,102 @@ static void on_connect_timeout(berth_conn_t *conn, void *arg)
     s->timer = NULL; /* fired: the host owns it now */
     if (s->state == ST_CONNECTING)
         fail(conn, s, SOCKS5_REP_TTL_EXPIRED);
+}
+
+/* BIND: each connection to the listening port, before it is taken as the peer. */
+static int bind_peer_cb(berth_conn_t *conn, const struct sockaddr *addr, void *arg)
+{
+    session_t *s = host->state(conn);
+    char who[INET6_ADDRSTRLEN + 16];
+    struct sockaddr_storage ss;
+
+    (void)arg;
+    if (socks5_bind_peer_ok(s->cfg, (const struct sockaddr *)&s->bind_want, addr, s->port))
+        return 0;
+    memset(&ss, 0, sizeof(ss));
+    memcpy(&ss, addr,
+           addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+    format_addr(&ss, who, sizeof(who));
+    host->log(conn, BERTH_LOG_INFO, "bind: refused a connection from %s (not %s, or not allowed)",
+              who, s->dest);
+    return -EACCES;
+}
+
+/* BIND (RFC 1928 section 6): listen, the first reply names where, the second the peer. */
+static void on_bind(berth_conn_t *conn, session_t *s, const socks5_request_t *r)
+{
+    uint8_t reply[SOCKS5_MAX_REPLY];
+    struct sockaddr_storage at, bound;
+    socklen_t len = 0;
+    const struct sockaddr *local = host->local_addr(conn, &len);
+    size_t n;
+
+    if (!s->cfg->bind || !BERTH_HOST_HAS(host, listen_once)) {
+        fail(conn, s, SOCKS5_REP_CMD_UNSUPPORTED);
+        return;
+    }
+    /* DST.ADDR, when an address other than the unspecified one, is who must connect. */
+    memset(&s->bind_want, 0, sizeof(s->bind_want));
+    if (r->atyp == SOCKS5_ATYP_IPV4 && memcmp(r->addr, "\0\0\0\0", 4) != 0) {
+        s->bind_want.ss_family = AF_INET;
+        memcpy(&((struct sockaddr_in *)&s->bind_want)->sin_addr, r->addr, 4);
+    } else if (r->atyp == SOCKS5_ATYP_IPV6 &&
+               !IN6_IS_ADDR_UNSPECIFIED((const struct in6_addr *)(const void *)r->addr)) {
+        struct in6_addr a;
+
+        memcpy(&a, r->addr, 16);
+        if (IN6_IS_ADDR_V4MAPPED(&a)) {
+            s->bind_want.ss_family = AF_INET;
+            memcpy(&((struct sockaddr_in *)&s->bind_want)->sin_addr, r->addr + 12, 4);
+        } else {
+            s->bind_want.ss_family = AF_INET6;
+            ((struct sockaddr_in6 *)&s->bind_want)->sin6_addr = a;
+        }
+    }
+    /* The port opens on the address the client reached us at. */
+    memset(&at, 0, sizeof(at));
+    if (local == NULL || (local->sa_family != AF_INET && local->sa_family != AF_INET6)) {
+        fail(conn, s, SOCKS5_REP_GENERAL_FAILURE);
+        return;
+    }
+    memcpy(&at, local,
+           local->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+    if (at.ss_family == AF_INET)
+        ((struct sockaddr_in *)&at)->sin_port = 0;
+    else
+        ((struct sockaddr_in6 *)&at)->sin6_port = 0;
+    stop_timer(s);
+    s->binding = 1;
+    s->state = ST_CONNECTING;
+    if (host->listen_once(conn, (const struct sockaddr *)&at, s->cfg->bind_ms, bind_peer_cb,
+                          on_connected, NULL, &bound) < 0) {
+        fail(conn, s, SOCKS5_REP_GENERAL_FAILURE);
+        return;
+    }
+    n = socks5_reply(reply, SOCKS5_REP_SUCCEEDED, (const struct sockaddr *)&bound);
+    if (host->write(conn, reply, n) < 0)
+        drop(conn, s, "client gone", 1);
+}
+
+/* UDP ASSOCIATE: the reply names the relay's socket; the connection then only keeps the
+ * association alive. */
+static void on_udp(berth_conn_t *conn, session_t *s, const socks5_request_t *r)
+{
+    uint8_t reply[SOCKS5_MAX_REPLY], code;
+    struct sockaddr_storage bnd;
+    size_t n;
+
+    s->udp = socks5_udp_start(host, conn, s->cfg, r, &bnd, &code);
+    if (s->udp == NULL) {
+        fail(conn, s, code);
+        return;
+    }
+    stop_timer(s);
+    s->state = ST_UDP;
+    s->rep = SOCKS5_REP_SUCCEEDED;
+    n = socks5_reply(reply, SOCKS5_REP_SUCCEEDED, (const struct sockaddr *)&bnd);
+    if (host->write(conn, reply, n) < 0)
+        drop(conn, s, "client gone", 1);
 }
 
 static void on_handshake_timeout(berth_conn_t *conn, void *arg)
@@ -610,6 +714,14 @@ static void on_request(berth_conn_t *conn, session_t *s, const socks5_request_t 
     }
     if (s->dest == NULL) {
         drop(conn, s, "out of memory", 1);
+        return;
+    }
+    if (r->cmd == SOCKS5_CMD_UDP_ASSOCIATE) {
+        on_udp(conn, s, r);
+        return;
+    }
+    if (r->cmd == SOCKS5_CMD_BIND) {
+        on_bind(conn, s, r);
         return;
     }
     if (r->cmd != SOCKS5_CMD_CONNECT) {
@@ -715,6 +827,13 @@ static int socks5_listener_open(berth_listener_t *l, void **state, char *err, si
         socks5_config_free(cfg);
         return -EINVAL;
     }
+    if ((cfg->udp || cfg->bind) && proto != BERTH_PROTO_TCP) {
+        snprintf(err, errlen,
+                 "udp and bind need a tcp listener (the client's address is "
+                 "what a UDP association and a BIND check)");
+        socks5_config_free(cfg);
+        return -EINVAL;
+    }
     if (cfg->allow_dest.count == 0)
         host->log_listener(l, BERTH_LOG_WARN,
                            "no allow_dest: every CONNECT is refused until allow_dest says what "
@@ -803,8 +922,19 @@ static void socks5_eof(berth_conn_t *conn)
                                                             : "client closed mid-handshake",
              0);
         break;
-    case ST_VERIFYING:
+    case ST_UDP:
+        /* RFC 1928: the association ends with its TCP connection. */
+        drop(conn, s, "udp association: client closed", 0);
+        break;
     case ST_CONNECTING:
+        if (s->binding) {
+            /* Nobody to carry a half-close to yet: the BIND port closes now rather than at
+             * bind_timeout. */
+            drop(conn, s, "client closed while waiting for the BIND peer", 0);
+            break;
+        }
+        /* fall through */
+    case ST_VERIFYING:
         /* A client may send its request (and data) and half-close at once. The host keeps
          * the EOF and a relay starts from it; a handshake still short of its request after
          * the password check ends then (verify_done). */
@@ -819,6 +949,11 @@ static void socks5_finish(berth_conn_t *conn)
 {
     session_t *s = host->state(conn);
 
+    if (s->udp != NULL && s->outcome == NULL)
+        s->outcome =
+            socks5_udp_outcome(s->udp) ? socks5_udp_outcome(s->udp) : "udp association ended";
+    socks5_udp_end(s->udp);
+    s->udp = NULL;
     if (s->cfg != NULL)
         log_session(conn, s);
     if (s->cfg != NULL)

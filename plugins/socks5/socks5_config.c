@@ -1,6 +1,8 @@
 #include "socks5_config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +70,98 @@ static int parse_rules(berth_cidr_list_t *list, const char *key, const char *val
     return 0;
 }
 
+static int parse_onoff(const berth_host_t *host, const char *key, const char *value, uint8_t *out,
+                       char *err, size_t errlen)
+{
+    int b;
+
+    if (host->parse_bool(value, &b) < 0) {
+        snprintf(err, errlen, "%s: '%s' is not on or off", key, value);
+        return -EINVAL;
+    }
+    *out = b ? 1 : 0;
+    return 0;
+}
+
+static int parse_port(const char *text, size_t len, unsigned *port)
+{
+    unsigned long n = 0;
+
+    if (len == 0 || len > 5)
+        return -EINVAL;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return -EINVAL;
+        n = n * 10 + (unsigned long)(text[i] - '0');
+    }
+    if (n > 65535)
+        return -EINVAL;
+    *port = (unsigned)n;
+    return 0;
+}
+
+int socks5_parse_udp_address(const char *value, struct sockaddr_storage *addr, uint16_t *first,
+                             uint16_t *last)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *ports = NULL;
+    size_t hlen;
+    unsigned a = 0, b = 0;
+
+    memset(addr, 0, sizeof(*addr));
+    if (value[0] == '[') {
+        const char *end = strchr(value, ']');
+
+        if (end == NULL || (end[1] != '\0' && end[1] != ':'))
+            return -EINVAL;
+        hlen = (size_t)(end - value - 1);
+        if (hlen >= sizeof(host) || hlen == 0)
+            return -EINVAL;
+        memcpy(host, value + 1, hlen);
+        host[hlen] = '\0';
+        if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)addr)->sin6_addr) != 1)
+            return -EINVAL;
+        addr->ss_family = AF_INET6;
+        ports = end[1] == ':' ? end + 2 : NULL;
+    } else {
+        const char *colon = strchr(value, ':');
+
+        if (colon != NULL && strchr(colon + 1, ':') != NULL) { /* bare IPv6, no port */
+            colon = NULL;
+        }
+        hlen = colon ? (size_t)(colon - value) : strlen(value);
+        if (hlen >= sizeof(host))
+            return -EINVAL;
+        memcpy(host, value, hlen);
+        host[hlen] = '\0';
+        if (hlen > 0) {
+            if (inet_pton(AF_INET, host, &((struct sockaddr_in *)addr)->sin_addr) == 1)
+                addr->ss_family = AF_INET;
+            else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)addr)->sin6_addr) == 1)
+                addr->ss_family = AF_INET6;
+            else
+                return -EINVAL;
+        } else if (colon == NULL) {
+            return -EINVAL; /* empty */
+        }
+        ports = colon ? colon + 1 : NULL;
+    }
+    if (ports != NULL) {
+        const char *dash = strchr(ports, '-');
+
+        if (parse_port(ports, dash ? (size_t)(dash - ports) : strlen(ports), &a) < 0)
+            return -EINVAL;
+        b = a;
+        if (dash != NULL && (parse_port(dash + 1, strlen(dash + 1), &b) < 0 || a == 0 || b < a))
+            return -EINVAL;
+    } else if (addr->ss_family == 0) {
+        return -EINVAL;
+    }
+    *first = (uint16_t)a;
+    *last = (uint16_t)b;
+    return 0;
+}
+
 int socks5_config_check(const berth_host_t *host, const char *key, const char *value, char *err,
                         size_t errlen)
 {
@@ -107,10 +201,42 @@ int socks5_config_check(const berth_host_t *host, const char *key, const char *v
 
         return parse_limit(key, value, &n, err, errlen);
     }
+    if (strcmp(key, "udp") == 0 || strcmp(key, "bind") == 0) {
+        uint8_t b;
+
+        return parse_onoff(host, key, value, &b, err, errlen);
+    }
+    if (strcmp(key, "udp_address") == 0) {
+        struct sockaddr_storage ss;
+        uint16_t a, b;
+
+        if (socks5_parse_udp_address(value, &ss, &a, &b) < 0) {
+            snprintf(err, errlen,
+                     "udp_address: '%s' is not ADDR, ADDR:PORT, ADDR:PORT-PORT or :PORT-PORT "
+                     "(IPv6 in brackets before a port)",
+                     value);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (strcmp(key, "udp_idle_timeout") == 0 || strcmp(key, "bind_timeout") == 0)
+        return parse_ms(host, key, value, 1, &ms, err, errlen);
+    if (strcmp(key, "udp_associations") == 0 || strcmp(key, "udp_queue") == 0) {
+        unsigned n;
+
+        if (parse_limit(key, value, &n, err, errlen) < 0)
+            return -EINVAL;
+        if (n == 0) {
+            snprintf(err, errlen, "%s: must be at least 1 (udp = off turns UDP off)", key);
+            return -EINVAL;
+        }
+        return 0;
+    }
     snprintf(err, errlen,
              "unknown option '%s' for socks5 (known: auth, users, allow_dest, deny_dest, "
              "handshake_timeout, connect_timeout, relay_idle_timeout, auth_fail_limit, "
-             "auth_fail_window, auth_fail_block)",
+             "auth_fail_window, auth_fail_block, udp, udp_address, udp_idle_timeout, "
+             "udp_associations, udp_queue, bind, bind_timeout)",
              key);
     return -EINVAL;
 }
@@ -121,6 +247,7 @@ void socks5_config_free(socks5_config_t *cfg)
         return;
     socks5_users_free(cfg->users);
     socks5_throttle_free(cfg->throttle);
+    free(cfg->udp_active);
     berth_cidr_list_free(&cfg->allow_dest);
     berth_cidr_list_free(&cfg->deny_dest);
     free(cfg);
@@ -146,6 +273,10 @@ int socks5_config_build(const berth_host_t *host, socks5_option_fn get, void *ct
     cfg->fail_limit = SOCKS5_DEFAULT_FAIL_LIMIT;
     cfg->fail_window_ms = SOCKS5_DEFAULT_FAIL_WINDOW_MS;
     cfg->fail_block_ms = SOCKS5_DEFAULT_FAIL_BLOCK_MS;
+    cfg->udp_idle_ms = SOCKS5_DEFAULT_UDP_IDLE_MS;
+    cfg->udp_max = SOCKS5_DEFAULT_UDP_ASSOCIATIONS;
+    cfg->udp_queue = SOCKS5_DEFAULT_UDP_QUEUE;
+    cfg->bind_ms = SOCKS5_DEFAULT_BIND_MS;
 
     if ((v = get(ctx, "auth")) != NULL && parse_auth(v, &cfg->method, &cfg->certificate) < 0) {
         snprintf(err, errlen, "auth: '%s' is not " AUTH_VALUES, v);
@@ -191,6 +322,41 @@ int socks5_config_build(const berth_host_t *host, socks5_option_fn get, void *ct
     if ((v = get(ctx, "auth_fail_block")) != NULL &&
         (rc = parse_ms(host, "auth_fail_block", v, 1, &cfg->fail_block_ms, err, errlen)) < 0)
         goto out;
+    /* Every key was checked one by one already (check_option): only the values are read. */
+    if ((v = get(ctx, "udp")) != NULL &&
+        (rc = parse_onoff(host, "udp", v, &cfg->udp, err, errlen)) < 0)
+        goto out;
+    if ((v = get(ctx, "bind")) != NULL &&
+        (rc = parse_onoff(host, "bind", v, &cfg->bind, err, errlen)) < 0)
+        goto out;
+    if ((v = get(ctx, "udp_address")) != NULL &&
+        socks5_parse_udp_address(v, &cfg->udp_addr, &cfg->udp_port, &cfg->udp_port_last) < 0) {
+        snprintf(err, errlen, "udp_address: '%s' is not ADDR[:PORT[-PORT]]", v);
+        rc = -EINVAL;
+        goto out;
+    }
+    if ((v = get(ctx, "udp_idle_timeout")) != NULL &&
+        (rc = parse_ms(host, "udp_idle_timeout", v, 1, &cfg->udp_idle_ms, err, errlen)) < 0)
+        goto out;
+    if ((v = get(ctx, "bind_timeout")) != NULL &&
+        (rc = parse_ms(host, "bind_timeout", v, 1, &cfg->bind_ms, err, errlen)) < 0)
+        goto out;
+    if ((v = get(ctx, "udp_associations")) != NULL &&
+        (rc = parse_limit("udp_associations", v, &cfg->udp_max, err, errlen)) < 0)
+        goto out;
+    if ((v = get(ctx, "udp_queue")) != NULL &&
+        (rc = parse_limit("udp_queue", v, &cfg->udp_queue, err, errlen)) < 0)
+        goto out;
+    if (cfg->udp && (cfg->udp_max == 0 || cfg->udp_queue == 0)) {
+        snprintf(err, errlen, "udp_associations and udp_queue must be at least 1");
+        rc = -EINVAL;
+        goto out;
+    }
+    if (cfg->udp && (cfg->udp_active = calloc(1, sizeof(*cfg->udp_active))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        rc = -ENOMEM;
+        goto out;
+    }
     if (cfg->method == SOCKS5_METHOD_PASSWORD && cfg->fail_limit > 0) {
         cfg->throttle =
             socks5_throttle_new(cfg->fail_limit, cfg->fail_window_ms, cfg->fail_block_ms);
@@ -212,4 +378,34 @@ int socks5_dest_allowed(const socks5_config_t *cfg, const struct sockaddr *addr)
     if (berth_cidr_list_match(&cfg->deny_dest, addr))
         return 0;
     return berth_cidr_list_match(&cfg->allow_dest, addr);
+}
+
+int socks5_bind_peer_ok(const socks5_config_t *cfg, const struct sockaddr *want,
+                        const struct sockaddr *peer, uint16_t dst_port)
+{
+    struct sockaddr_storage ss;
+
+    memset(&ss, 0, sizeof(ss));
+    if (peer->sa_family == AF_INET) {
+        memcpy(&ss, peer, sizeof(struct sockaddr_in));
+        ((struct sockaddr_in *)&ss)->sin_port = htons(dst_port);
+    } else if (peer->sa_family == AF_INET6) {
+        memcpy(&ss, peer, sizeof(struct sockaddr_in6));
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(dst_port);
+    } else {
+        return 0;
+    }
+    if (want != NULL && want->sa_family != 0) {
+        if (want->sa_family != peer->sa_family)
+            return 0;
+        if (want->sa_family == AF_INET &&
+            memcmp(&((const struct sockaddr_in *)(const void *)want)->sin_addr,
+                   &((const struct sockaddr_in *)(const void *)peer)->sin_addr, 4) != 0)
+            return 0;
+        if (want->sa_family == AF_INET6 &&
+            memcmp(&((const struct sockaddr_in6 *)(const void *)want)->sin6_addr,
+                   &((const struct sockaddr_in6 *)(const void *)peer)->sin6_addr, 16) != 0)
+            return 0;
+    }
+    return socks5_dest_allowed(cfg, (const struct sockaddr *)&ss);
 }

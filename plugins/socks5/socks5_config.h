@@ -14,6 +14,14 @@
  *   auth_fail_limit = 5           wrong passwords per source and window before throttling; 0: off
  *   auth_fail_window = 1m         the window they are counted in
  *   auth_fail_block = 1m          how long a source is refused after 2 x auth_fail_limit
+ *   udp = on | off                UDP ASSOCIATE (RFC 1928 section 7); default off
+ *   udp_address = [ADDR][:PORT[-PORT]]  where the client-facing relay socket binds; default
+ *                                 the address the client connected to, an ephemeral port
+ *   udp_idle_timeout = 2m         no datagram either way for this long ends an association
+ *   udp_associations = 64         associations at once per listener (in each worker)
+ *   udp_queue = 16                datagrams per association waiting for their name to resolve
+ *   bind = on | off               BIND (RFC 1928 section 6); default off
+ *   bind_timeout = 1m             how long a BIND waits for its one incoming connection
  */
 #ifndef BERTH_SOCKS5_CONFIG_H
 #define BERTH_SOCKS5_CONFIG_H
@@ -33,6 +41,10 @@
 #define SOCKS5_DEFAULT_FAIL_LIMIT 5u
 #define SOCKS5_DEFAULT_FAIL_WINDOW_MS (60u * 1000u)
 #define SOCKS5_DEFAULT_FAIL_BLOCK_MS (60u * 1000u)
+#define SOCKS5_DEFAULT_UDP_IDLE_MS (2u * 60u * 1000u)
+#define SOCKS5_DEFAULT_UDP_ASSOCIATIONS 64u
+#define SOCKS5_DEFAULT_UDP_QUEUE 16u
+#define SOCKS5_DEFAULT_BIND_MS (60u * 1000u)
 
 typedef struct socks5_config {
     uint8_t method;               /* SOCKS5_METHOD_NONE or SOCKS5_METHOD_PASSWORD */
@@ -49,6 +61,17 @@ typedef struct socks5_config {
     /* Failed passwords per source (auth = password with fail_limit > 0, else NULL). The one
      * mutable part: a listener's connections share it, on the one loop of their worker. */
     socks5_throttle_t *throttle;
+    /* UDP ASSOCIATE and BIND */
+    uint8_t udp;
+    uint8_t bind;
+    struct sockaddr_storage udp_addr; /* ss_family 0: the address the client connected to */
+    uint16_t udp_port, udp_port_last; /* udp_port_last > udp_port: a range */
+    uint64_t udp_idle_ms;
+    unsigned udp_max; /* associations at once */
+    unsigned udp_queue;
+    uint64_t bind_ms;
+    /* Associations open now (udp = on, else NULL): mutable like throttle, one loop. */
+    unsigned *udp_active;
 } socks5_config_t;
 
 /* How options are read: host->option for a listener, or a test's table. */
@@ -66,5 +89,16 @@ void socks5_config_free(socks5_config_t *cfg);
 /* May a CONNECT reach `addr` (its port included)? Denied if deny_dest matches; else allowed
  * only if allow_dest matches. */
 int socks5_dest_allowed(const socks5_config_t *cfg, const struct sockaddr *addr);
+
+/* udp_address: "ADDR", "ADDR:PORT", "ADDR:PORT-PORT", ":PORT[-PORT]" (the connection's own
+ * address), with IPv6 in brackets when a port follows ("[::1]:5000", or "::1" alone).
+ * 0, or -EINVAL. *addr gets family 0 when no address is given. */
+int socks5_parse_udp_address(const char *value, struct sockaddr_storage *addr, uint16_t *first,
+                             uint16_t *last);
+/* May a BIND's incoming peer be let in? `want` (MAY be NULL, or of family 0 when the request
+ * named a name or the unspecified address) is DST.ADDR: the peer's address must equal it, as
+ * Dante has it. The peer is then judged by allow_dest/deny_dest at DST.PORT. */
+int socks5_bind_peer_ok(const socks5_config_t *cfg, const struct sockaddr *want,
+                        const struct sockaddr *peer, uint16_t dst_port);
 
 #endif

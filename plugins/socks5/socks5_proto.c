@@ -245,3 +245,65 @@ const char *socks5_reply_text(uint8_t rep)
         return "unknown";
     }
 }
+
+int socks5_udp_parse(const uint8_t *data, size_t len, socks5_udp_header_t *h)
+{
+    size_t alen;
+
+    memset(h, 0, sizeof(*h));
+    if (len < 4)
+        return SOCKS5_UDP_SHORT;
+    if (data[0] != 0 || data[1] != 0)
+        return SOCKS5_UDP_RSV;
+    h->frag = data[2];
+    if (h->frag != 0)
+        return SOCKS5_UDP_FRAG;
+    h->atyp = data[3];
+    switch (h->atyp) {
+    case SOCKS5_ATYP_IPV4:
+        alen = 4;
+        break;
+    case SOCKS5_ATYP_IPV6:
+        alen = 16;
+        break;
+    case SOCKS5_ATYP_NAME:
+        if (len < 5)
+            return SOCKS5_UDP_SHORT;
+        h->namelen = data[4];
+        alen = 1u + h->namelen;
+        break;
+    default:
+        return SOCKS5_UDP_ATYP;
+    }
+    if (len < 4 + alen + 2)
+        return SOCKS5_UDP_SHORT;
+    if (h->atyp == SOCKS5_ATYP_NAME) {
+        if (h->namelen == 0 || memchr(data + 5, 0, h->namelen) != NULL)
+            return SOCKS5_UDP_NAME;
+        memcpy(h->name, data + 5, h->namelen);
+        h->name[h->namelen] = '\0';
+    } else {
+        memcpy(h->addr, data + 4, alen);
+    }
+    h->port = (uint16_t)(data[4 + alen] << 8 | data[4 + alen + 1]);
+    if (h->port == 0)
+        return SOCKS5_UDP_PORT;
+    h->len = 4 + alen + 2;
+    return SOCKS5_UDP_OK;
+}
+
+size_t socks5_udp_header(uint8_t *out, const struct sockaddr *from)
+{
+    uint8_t reply[SOCKS5_MAX_REPLY];
+    size_t n;
+
+    if (from == NULL || (from->sa_family != AF_INET && from->sa_family != AF_INET6))
+        return 0;
+    /* The same ATYP ADDR PORT as a reply's; only the first three bytes differ. */
+    n = socks5_reply(reply, 0, from);
+    memcpy(out, reply, n);
+    out[0] = 0;
+    out[1] = 0;
+    out[2] = 0;
+    return n;
+}

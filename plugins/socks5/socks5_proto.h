@@ -132,4 +132,37 @@ uint8_t socks5_reply_for_connect_error(int error);
 /* Short text for a reply code, for logs. */
 const char *socks5_reply_text(uint8_t rep);
 
+/*
+ * The SOCKS UDP request header (RFC 1928 section 7), which every datagram between client and
+ * relay carries: RSV(2, zero) FRAG ATYP DST.ADDR DST.PORT, then DATA.
+ */
+#define SOCKS5_UDP_MAX_HEADER 262 /* 4 + a 1-byte length + a 255-byte name + 2 */
+
+typedef enum socks5_udp_result {
+    SOCKS5_UDP_OK = 0,
+    SOCKS5_UDP_SHORT = -1, /* ends before its address and port do */
+    SOCKS5_UDP_RSV = -2,   /* RSV is not 0x0000 */
+    SOCKS5_UDP_FRAG = -3,  /* FRAG != 0: a fragment, which the relay does not reassemble */
+    SOCKS5_UDP_ATYP = -4,  /* an address type not 1, 3 or 4 */
+    SOCKS5_UDP_NAME = -5,  /* an empty name, or one holding a NUL */
+    SOCKS5_UDP_PORT = -6,  /* DST.PORT 0: nothing can be sent there */
+} socks5_udp_result_t;
+
+typedef struct socks5_udp_header {
+    uint8_t frag;
+    uint8_t atyp;
+    uint16_t port;    /* host order */
+    uint8_t addr[16]; /* ATYP 1: 4 bytes, ATYP 4: 16 bytes */
+    uint8_t namelen;  /* ATYP 3 */
+    char name[256];   /* ATYP 3: NUL-terminated */
+    size_t len;       /* header bytes: DATA starts at data + len */
+} socks5_udp_header_t;
+
+/* Parse the header of one whole datagram of `len` bytes (pure: no state, no allocation).
+ * SOCKS5_UDP_OK with *h filled, or a SOCKS5_UDP_* error (h->frag is set for FRAG). */
+int socks5_udp_parse(const uint8_t *data, size_t len, socks5_udp_header_t *h);
+/* The header a reply from `from` (AF_INET or AF_INET6; v4-mapped goes out as IPv4) is
+ * wrapped in, into out (at least 22 bytes); its length, or 0 for another family. */
+size_t socks5_udp_header(uint8_t *out, const struct sockaddr *from);
+
 #endif

@@ -196,12 +196,145 @@ static void test_password_config(void **state)
     unlink(path);
 }
 
+static void test_udp_bind_options(void **state)
+{
+    char err[512];
+    const char *off[] = {NULL};
+    const char *on[] = {"udp",
+                        "on",
+                        "bind",
+                        "yes",
+                        "udp_address",
+                        "[::1]:4000-4010",
+                        "udp_idle_timeout",
+                        "30s",
+                        "udp_associations",
+                        "3",
+                        "udp_queue",
+                        "5",
+                        "bind_timeout",
+                        "2s",
+                        NULL};
+    const char *bad_range[] = {"udp", "on", "udp_address", "127.0.0.1:10-5", NULL};
+    socks5_config_t *cfg = build(off, 0, NULL);
+
+    /* Off by default, with the documented defaults behind them. */
+    assert_int_equal(cfg->udp, 0);
+    assert_int_equal(cfg->bind, 0);
+    assert_null(cfg->udp_active);
+    assert_int_equal(cfg->udp_idle_ms, 120000);
+    assert_int_equal(cfg->udp_max, 64);
+    assert_int_equal(cfg->udp_queue, 16);
+    assert_int_equal(cfg->bind_ms, 60000);
+    assert_int_equal(cfg->udp_addr.ss_family, 0);
+    socks5_config_free(cfg);
+
+    cfg = build(on, 0, NULL);
+    assert_int_equal(cfg->udp, 1);
+    assert_int_equal(cfg->bind, 1);
+    assert_non_null(cfg->udp_active);
+    assert_int_equal(cfg->udp_addr.ss_family, AF_INET6);
+    assert_int_equal(cfg->udp_port, 4000);
+    assert_int_equal(cfg->udp_port_last, 4010);
+    assert_int_equal(cfg->udp_idle_ms, 30000);
+    assert_int_equal(cfg->udp_max, 3);
+    assert_int_equal(cfg->udp_queue, 5);
+    assert_int_equal(cfg->bind_ms, 2000);
+    socks5_config_free(cfg);
+
+    assert_null(build(bad_range, -EINVAL, "udp_address"));
+    assert_int_equal(check("udp", "maybe", err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "udp"));
+    assert_int_equal(check("udp_queue", "0", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check("udp_associations", "0", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check("udp_idle_timeout", "0", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check("bind_timeout", "soon", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check("udp_address", "example.com:53", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check("udp_address", ":4000-4001", err, sizeof(err)), 0);
+    assert_int_equal(check("bind", "off", err, sizeof(err)), 0);
+}
+
+static void test_udp_address_forms(void **state)
+{
+    struct sockaddr_storage ss;
+    uint16_t a, b;
+
+    assert_int_equal(socks5_parse_udp_address("127.0.0.1", &ss, &a, &b), 0);
+    assert_int_equal(ss.ss_family, AF_INET);
+    assert_int_equal(a, 0);
+    assert_int_equal(b, 0);
+    assert_int_equal(socks5_parse_udp_address("10.0.0.1:5000", &ss, &a, &b), 0);
+    assert_int_equal(a, 5000);
+    assert_int_equal(b, 5000);
+    assert_int_equal(socks5_parse_udp_address("0.0.0.0:5000-5100", &ss, &a, &b), 0);
+    assert_int_equal(b, 5100);
+    assert_int_equal(socks5_parse_udp_address("::1", &ss, &a, &b), 0);
+    assert_int_equal(ss.ss_family, AF_INET6);
+    assert_int_equal(socks5_parse_udp_address("[::]:7", &ss, &a, &b), 0);
+    assert_int_equal(ss.ss_family, AF_INET6);
+    assert_int_equal(a, 7);
+    assert_int_equal(socks5_parse_udp_address(":6000-6001", &ss, &a, &b), 0);
+    assert_int_equal(ss.ss_family, 0);
+    assert_int_equal(a, 6000);
+    assert_int_equal(b, 6001);
+
+    const char *bad[] = {"",
+                         ":",
+                         "[::1",
+                         "[]:5",
+                         "[::1]x",
+                         "1.2.3.4:",
+                         "1.2.3.4:65536",
+                         "1.2.3.4:0-5",
+                         "1.2.3.4:9-8",
+                         "1.2.3.4:5-",
+                         "host:5",
+                         "1.2.3.4:5x",
+                         "[127.0.0.1]:5"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(socks5_parse_udp_address(bad[i], &ss, &a, &b), -EINVAL);
+}
+
+static void test_bind_peer(void **state)
+{
+    const char *kv[] = {"allow_dest", "127.0.0.0/8, ::1", "deny_dest", "127.0.0.9", NULL};
+    socks5_config_t *cfg = build(kv, 0, NULL);
+    struct sockaddr_in want = {.sin_family = AF_INET}, peer = {.sin_family = AF_INET};
+    struct sockaddr_in6 peer6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    struct sockaddr_storage any = {0};
+
+    inet_pton(AF_INET, "127.0.0.2", &want.sin_addr);
+    inet_pton(AF_INET, "127.0.0.2", &peer.sin_addr);
+    peer.sin_port = htons(40000); /* the peer's own port is not DST.PORT: not compared */
+    assert_int_equal(
+        socks5_bind_peer_ok(cfg, (struct sockaddr *)&want, (struct sockaddr *)&peer, 21), 1);
+    inet_pton(AF_INET, "127.0.0.3", &peer.sin_addr);
+    assert_int_equal(
+        socks5_bind_peer_ok(cfg, (struct sockaddr *)&want, (struct sockaddr *)&peer, 21), 0);
+    assert_int_equal(
+        socks5_bind_peer_ok(cfg, (struct sockaddr *)&want, (struct sockaddr *)&peer6, 21), 0);
+    /* No address named: anyone allow_dest allows. */
+    assert_int_equal(
+        socks5_bind_peer_ok(cfg, (struct sockaddr *)&any, (struct sockaddr *)&peer, 21), 1);
+    assert_int_equal(socks5_bind_peer_ok(cfg, NULL, (struct sockaddr *)&peer6, 21), 1);
+    inet_pton(AF_INET, "127.0.0.9", &peer.sin_addr);
+    assert_int_equal(socks5_bind_peer_ok(cfg, NULL, (struct sockaddr *)&peer, 21), 0);
+    inet_pton(AF_INET, "10.0.0.1", &peer.sin_addr);
+    assert_int_equal(socks5_bind_peer_ok(cfg, NULL, (struct sockaddr *)&peer, 21), 0);
+    socks5_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_check_options),   cmocka_unit_test(test_defaults_allow_nothing),
-        cmocka_unit_test(test_rules),           cmocka_unit_test(test_auth_needs_users),
+        cmocka_unit_test(test_check_options),
+        cmocka_unit_test(test_defaults_allow_nothing),
+        cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_auth_needs_users),
         cmocka_unit_test(test_password_config),
+        cmocka_unit_test(test_udp_bind_options),
+        cmocka_unit_test(test_udp_address_forms),
+        cmocka_unit_test(test_bind_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

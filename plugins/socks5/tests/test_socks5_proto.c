@@ -361,6 +361,95 @@ static void test_reply_codes(void **state)
     assert_string_equal(socks5_reply_text(200), "unknown");
 }
 
+static void test_udp_parse_addresses(void **state)
+{
+    socks5_udp_header_t h;
+    const uint8_t v4[] = {0, 0, 0, 1, 127, 0, 0, 1, 0x1f, 0x90, 'h', 'i'};
+    uint8_t v6[4 + 16 + 2 + 1] = {0, 0, 0, 4};
+    const uint8_t name[] = {0, 0, 0, 3, 9, 'l', 'o', 'c', 'a', 'l', 'h', 'o', 's', 't', 0, 53};
+
+    assert_int_equal(socks5_udp_parse(v4, sizeof(v4), &h), SOCKS5_UDP_OK);
+    assert_int_equal(h.atyp, SOCKS5_ATYP_IPV4);
+    assert_int_equal(h.port, 8080);
+    assert_int_equal(h.len, 10);
+    assert_memory_equal(h.addr, v4 + 4, 4);
+    /* A header with no data is a datagram of 0 bytes, which UDP may carry. */
+    assert_int_equal(socks5_udp_parse(v4, 10, &h), SOCKS5_UDP_OK);
+
+    v6[19] = 1;
+    v6[21] = 7;
+    assert_int_equal(socks5_udp_parse(v6, sizeof(v6), &h), SOCKS5_UDP_OK);
+    assert_int_equal(h.atyp, SOCKS5_ATYP_IPV6);
+    assert_memory_equal(h.addr, &in6addr_loopback, 16);
+    assert_int_equal(h.port, 7);
+    assert_int_equal(h.len, 22);
+
+    assert_int_equal(socks5_udp_parse(name, sizeof(name), &h), SOCKS5_UDP_OK);
+    assert_string_equal(h.name, "localhost");
+    assert_int_equal(h.namelen, 9);
+    assert_int_equal(h.port, 53);
+    assert_int_equal(h.len, sizeof(name));
+}
+
+static void test_udp_parse_malformed(void **state)
+{
+    socks5_udp_header_t h;
+    const uint8_t v4[] = {0, 0, 0, 1, 127, 0, 0, 1, 0x1f, 0x90};
+    const uint8_t frag[] = {0, 0, 1, 1, 127, 0, 0, 1, 0x1f, 0x90, 'x'};
+    const uint8_t rsv[] = {0, 1, 0, 1, 127, 0, 0, 1, 0x1f, 0x90};
+    const uint8_t atyp[] = {0, 0, 0, 2, 127, 0, 0, 1, 0x1f, 0x90};
+    const uint8_t empty[] = {0, 0, 0, 3, 0, 0, 80};
+    const uint8_t nul[] = {0, 0, 0, 3, 3, 'a', 0, 'b', 0, 80};
+    const uint8_t port0[] = {0, 0, 0, 1, 127, 0, 0, 1, 0, 0};
+    const uint8_t name_short[] = {0, 0, 0, 3, 200, 'a', 'b'};
+
+    /* Every truncation of a good header is short, never read past. */
+    for (size_t n = 0; n < sizeof(v4); n++)
+        assert_int_equal(socks5_udp_parse(v4, n, &h), SOCKS5_UDP_SHORT);
+    assert_int_equal(socks5_udp_parse(frag, sizeof(frag), &h), SOCKS5_UDP_FRAG);
+    assert_int_equal(h.frag, 1);
+    assert_int_equal(socks5_udp_parse(rsv, sizeof(rsv), &h), SOCKS5_UDP_RSV);
+    assert_int_equal(socks5_udp_parse(atyp, sizeof(atyp), &h), SOCKS5_UDP_ATYP);
+    assert_int_equal(socks5_udp_parse(empty, sizeof(empty), &h), SOCKS5_UDP_NAME);
+    assert_int_equal(socks5_udp_parse(nul, sizeof(nul), &h), SOCKS5_UDP_NAME);
+    assert_int_equal(socks5_udp_parse(port0, sizeof(port0), &h), SOCKS5_UDP_PORT);
+    assert_int_equal(socks5_udp_parse(name_short, sizeof(name_short), &h), SOCKS5_UDP_SHORT);
+    assert_int_equal(socks5_udp_parse(name_short, 4, &h), SOCKS5_UDP_SHORT);
+}
+
+static void test_udp_header_build(void **state)
+{
+    uint8_t out[SOCKS5_MAX_REPLY];
+    socks5_udp_header_t h;
+    struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = htons(5353)};
+    struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_port = htons(9)};
+    struct sockaddr_un_like {
+        sa_family_t family;
+    } other = {AF_UNIX};
+    const uint8_t want4[] = {0, 0, 0, 1, 10, 0, 0, 2, 0x14, 0xe9};
+
+    inet_pton(AF_INET, "10.0.0.2", &s4.sin_addr);
+    assert_int_equal(socks5_udp_header(out, (struct sockaddr *)&s4), 10);
+    assert_memory_equal(out, want4, 10);
+    /* What it builds, it parses back. */
+    assert_int_equal(socks5_udp_parse(out, 10, &h), SOCKS5_UDP_OK);
+    assert_int_equal(h.port, 5353);
+
+    s6.sin6_addr = in6addr_loopback;
+    assert_int_equal(socks5_udp_header(out, (struct sockaddr *)&s6), 22);
+    assert_int_equal(socks5_udp_parse(out, 22, &h), SOCKS5_UDP_OK);
+    assert_int_equal(h.atyp, SOCKS5_ATYP_IPV6);
+    assert_memory_equal(h.addr, &in6addr_loopback, 16);
+
+    inet_pton(AF_INET6, "::ffff:10.0.0.2", &s6.sin6_addr);
+    s6.sin6_port = htons(5353);
+    assert_int_equal(socks5_udp_header(out, (struct sockaddr *)&s6), 10);
+    assert_memory_equal(out, want4, 10);
+
+    assert_int_equal(socks5_udp_header(out, (struct sockaddr *)&other), 0);
+    assert_int_equal(socks5_udp_header(out, NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -372,7 +461,8 @@ int main(void)
         cmocka_unit_test(test_request_longest_name), cmocka_unit_test(test_request_bad_atyp_early),
         cmocka_unit_test(test_request_bad_names),    cmocka_unit_test(test_request_bad_version),
         cmocka_unit_test(test_pipelined_session),    cmocka_unit_test(test_reply_addresses),
-        cmocka_unit_test(test_reply_codes),
+        cmocka_unit_test(test_reply_codes),          cmocka_unit_test(test_udp_parse_addresses),
+        cmocka_unit_test(test_udp_parse_malformed),  cmocka_unit_test(test_udp_header_build),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,402 @@
+/*
+ * host->dgram_*: UDP sockets bound for a conn, for a plugin that relays datagrams on a
+ * connection's behalf (SOCKS5 UDP ASSOCIATE). The sockets of a conn hang off its one hook
+ * slot (on_close only: the plugin keeps reading the conn), so they close when the conn
+ * begins to end, whatever ends it; each holds a ref on the conn until its uv handle has
+ * closed and every name it was resolving has come back, so nothing is freed under libuv.
+ *
+ * Nothing is ever queued on a socket: a datagram goes out with uv_udp_try_send or is dropped
+ * (UDP may drop; a proxy that buffered would be a flood amplifier). What does wait is a
+ * datagram to a name, on the resolver (libuv's getaddrinfo on the pool, as connect uses),
+ * and at most `max_queued` of those per socket.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "worker/udp_assoc.h"
+
+typedef struct udp_set udp_set_t;
+typedef struct resolve resolve_t;
+
+struct berth_dgram {
+    udp_set_t *set;
+    berth_conn_t *c;
+    uv_udp_t h;
+    struct sockaddr_storage local;
+    socklen_t locallen;
+    berth_dgram_cb cb;
+    void *arg;
+    uint32_t max_queued, queued;
+    int pending; /* the handle's close, resolves in flight */
+    unsigned closing : 1;
+    berth_dgram_t *next;
+    resolve_t *resolves;
+};
+
+/* A conn's sockets; found by conn in a per-process list (the loop is one thread, and a
+ * worker has few associations). */
+struct udp_set {
+    berth_conn_t *c;
+    berth_dgram_t *head;
+    udp_set_t *next;
+};
+
+struct resolve {
+    berth_dgram_t *d;
+    resolve_t *prev, *next;
+    uv_getaddrinfo_t gai;
+    berth_connect_allow_cb allow;
+    void *arg;
+    uint16_t port;
+    char host[256]; /* for the log */
+    size_t len;
+    unsigned char data[];
+};
+
+static udp_set_t *sets;
+/* One receive buffer for every socket: a datagram is handed over before the next is read. */
+static char recv_buf[65536];
+
+static void dgram_free_maybe(berth_dgram_t *d)
+{
+    if (!d->closing || d->pending > 0)
+        return;
+    berth_conn_t *c = d->c;
+    free(d);
+    conn_unref(c);
+}
+
+static void on_udp_closed(uv_handle_t *h)
+{
+    berth_dgram_t *d = h->data;
+    d->pending--;
+    dgram_free_maybe(d);
+}
+
+static void set_unlink(udp_set_t *s)
+{
+    for (udp_set_t **p = &sets; *p; p = &(*p)->next)
+        if (*p == s) {
+            *p = s->next;
+            return;
+        }
+}
+
+void udp_assoc_close(berth_dgram_t *d)
+{
+    if (d->closing)
+        return;
+    d->closing = 1;
+    udp_set_t *s = d->set;
+    for (berth_dgram_t **p = &s->head; *p; p = &(*p)->next)
+        if (*p == d) {
+            *p = d->next;
+            break;
+        }
+    if (s->head == NULL) {
+        conn_set_hooks(s->c, NULL, NULL);
+        set_unlink(s);
+        free(s);
+    }
+    d->set = NULL;
+    for (resolve_t *r = d->resolves; r; r = r->next)
+        uv_cancel((uv_req_t *)&r->gai); /* one already running still comes back */
+    uv_udp_recv_stop(&d->h);
+    uv_close((uv_handle_t *)&d->h, on_udp_closed);
+}
+
+/* The conn begins to end: every socket of it closes. */
+static void set_on_close(berth_conn_t *c, void *arg)
+{
+    udp_set_t *s = arg;
+    while (s->head) {
+        berth_dgram_t *d = s->head;
+        int last = d->next == NULL;
+        udp_assoc_close(d); /* the last one frees s */
+        if (last)
+            break;
+    }
+}
+
+static const conn_hooks_t udp_hooks = {.on_close = set_on_close};
+
+/* v4-mapped IPv6 as IPv4, so a plugin compares addresses as it would on an IPv4 socket. */
+static void unmap(const struct sockaddr *sa, struct sockaddr_storage *out)
+{
+    const struct sockaddr_in6 *in6 = (const void *)sa;
+    memset(out, 0, sizeof *out);
+    if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+        struct sockaddr_in *in = (struct sockaddr_in *)out;
+        in->sin_family = AF_INET;
+        in->sin_port = in6->sin6_port;
+        memcpy(&in->sin_addr, in6->sin6_addr.s6_addr + 12, 4);
+    } else {
+        memcpy(out, sa,
+               sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)h;
+    (void)hint;
+    buf->base = recv_buf;
+    buf->len = sizeof recv_buf;
+}
+
+static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
+                    unsigned flags)
+{
+    berth_dgram_t *d = h->data;
+    (void)buf;
+    if (d->closing || addr == NULL || nread < 0 || (flags & UV_UDP_PARTIAL))
+        return; /* nothing, an error (ICMP), or truncated: nothing to hand over */
+    if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
+        return;
+    struct sockaddr_storage from;
+    unmap(addr, &from);
+    berth_conn_t *c = d->c;
+    conn_touch(c);
+    conn_count_in(c, (size_t)nread);
+    conn_ref(c);
+    conn_plugin_scope_t sc = conn_plugin_enter(conn_worker(c), conn_listener(c), STATS_HOOK_OTHER);
+    d->cb(c, d, recv_buf, (size_t)nread, (const struct sockaddr *)&from, d->arg);
+    conn_plugin_leave(conn_worker(c), sc);
+    conn_unref(c);
+}
+
+int udp_assoc_open(berth_conn_t *c, const struct sockaddr *addr, uint16_t port_last,
+                   uint32_t max_queued, berth_dgram_cb cb, void *arg, berth_dgram_t **out)
+{
+    if (cb == NULL || out == NULL || addr == NULL ||
+        (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+        return -EINVAL;
+    if (!conn_is_open(c))
+        return -EPIPE;
+    udp_set_t *s = sets;
+    while (s && s->c != c)
+        s = s->next;
+    if (s == NULL && conn_hooked(c))
+        return -EALREADY;
+
+    berth_dgram_t *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return -ENOMEM;
+    int rc = uv_udp_init(conn_loop(c), &d->h);
+    if (rc) {
+        free(d);
+        return rc;
+    }
+    d->h.data = d;
+    d->c = c;
+    d->cb = cb;
+    d->arg = arg;
+    d->max_queued = max_queued;
+    d->pending = 1; /* the handle */
+
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    memcpy(&ss, addr,
+           addr->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+    in_port_t *port = ss.ss_family == AF_INET ? &((struct sockaddr_in *)&ss)->sin_port
+                                              : &((struct sockaddr_in6 *)&ss)->sin6_port;
+    unsigned first = ntohs(*port), last = port_last > first ? port_last : first;
+    rc = UV_EADDRINUSE;
+    for (unsigned p = first; p <= last && rc == UV_EADDRINUSE; p++) {
+        *port = htons((uint16_t)p);
+        rc = uv_udp_bind(&d->h, (const struct sockaddr *)&ss, 0);
+    }
+    int len = sizeof d->local;
+    if (rc == 0)
+        rc = uv_udp_getsockname(&d->h, (struct sockaddr *)&d->local, &len);
+    if (rc == 0)
+        rc = uv_udp_recv_start(&d->h, on_alloc, on_recv);
+    if (rc) {
+        d->closing = 1;
+        uv_close((uv_handle_t *)&d->h, on_udp_closed);
+        conn_ref(c); /* given back in dgram_free_maybe */
+        return rc;
+    }
+    d->locallen = (socklen_t)len;
+
+    if (s == NULL) {
+        s = calloc(1, sizeof *s);
+        if (s == NULL) {
+            d->closing = 1;
+            uv_close((uv_handle_t *)&d->h, on_udp_closed);
+            conn_ref(c);
+            return -ENOMEM;
+        }
+        s->c = c;
+        s->next = sets;
+        sets = s;
+        conn_set_hooks(c, &udp_hooks, s);
+    }
+    d->set = s;
+    d->next = s->head;
+    s->head = d;
+    conn_ref(c);
+    *out = d;
+    return 0;
+}
+
+const struct sockaddr *udp_assoc_local_addr(const berth_dgram_t *d, socklen_t *len)
+{
+    if (len)
+        *len = d->locallen;
+    return (const struct sockaddr *)&d->local;
+}
+
+/* To one address, already allowed: 0 or a negative errno. */
+static int send_to(berth_dgram_t *d, const struct sockaddr *sa, const void *data, size_t len)
+{
+    struct sockaddr_storage to;
+    memset(&to, 0, sizeof to);
+    if (sa->sa_family == AF_INET && d->local.ss_family == AF_INET6) {
+        /* A dual-stack socket reaches IPv4 through v4-mapped addresses. */
+        const struct sockaddr_in *in = (const void *)sa;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&to;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = in->sin_port;
+        in6->sin6_addr.s6_addr[10] = 0xff;
+        in6->sin6_addr.s6_addr[11] = 0xff;
+        memcpy(in6->sin6_addr.s6_addr + 12, &in->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6 && d->local.ss_family == AF_INET) {
+        return -EAFNOSUPPORT;
+    } else {
+        memcpy(&to, sa,
+               sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+    }
+    uv_buf_t b = uv_buf_init((char *)(uintptr_t)data, (unsigned)len);
+    int rc = uv_udp_try_send(&d->h, &b, 1, (const struct sockaddr *)&to);
+    if (rc < 0)
+        return rc == UV_EAGAIN ? -EAGAIN : rc;
+    conn_touch(d->c);
+    conn_count_out(d->c, len);
+    return 0;
+}
+
+static int allowed(berth_dgram_t *d, berth_connect_allow_cb allow, void *arg,
+                   const struct sockaddr *sa)
+{
+    if (allow == NULL)
+        return 1;
+    berth_conn_t *c = d->c;
+    conn_plugin_scope_t sc = conn_plugin_enter(conn_worker(c), conn_listener(c), STATS_HOOK_OTHER);
+    int refused = allow(c, sa, arg);
+    conn_plugin_leave(conn_worker(c), sc);
+    return refused == 0;
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    resolve_t *r = req->data;
+    berth_dgram_t *d = r->d;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        d->resolves = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    d->queued--;
+    d->pending--;
+    if (status == 0 && !d->closing) {
+        int sent = 0;
+        for (struct addrinfo *ai = res; ai && !sent; ai = ai->ai_next) {
+            if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+                continue;
+            if (ai->ai_family == AF_INET6 && d->local.ss_family == AF_INET)
+                continue;
+            struct sockaddr_storage ss;
+            unmap(ai->ai_addr, &ss);
+            if (!allowed(d, r->allow, r->arg, (const struct sockaddr *)&ss))
+                continue;
+            if (d->closing) /* the plugin closed it from allow */
+                break;
+            int rc = send_to(d, (const struct sockaddr *)&ss, r->data, r->len);
+            if (rc)
+                log_debug("%s %s: datagram to a name: %s", conn_listener(d->c)->cfg->name,
+                          conn_name(d->c), strerror(-rc));
+            sent = 1;
+        }
+        if (!sent && !d->closing)
+            log_debug("%s %s: datagram to %s port %u dropped: no address allowed",
+                      conn_listener(d->c)->cfg->name, conn_name(d->c), r->host, r->port);
+    } else if (status < 0 && !d->closing) {
+        log_debug("%s %s: datagram to %s port %u dropped: %s", conn_listener(d->c)->cfg->name,
+                  conn_name(d->c), r->host, r->port, uv_strerror(status));
+    }
+    if (res)
+        uv_freeaddrinfo(res);
+    free(r);
+    dgram_free_maybe(d);
+}
+
+int udp_assoc_send(berth_dgram_t *d, const char *host, uint16_t port, const void *data, size_t len,
+                   berth_connect_allow_cb allow, void *arg)
+{
+    if (d->closing)
+        return -EPIPE;
+    if (host == NULL || port == 0 || len > 65507)
+        return -EINVAL;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons(port);
+    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        struct sockaddr_storage u;
+        unmap((const struct sockaddr *)&ss, &u);
+        ss = u;
+    }
+    if (ss.ss_family != 0) {
+        if (!allowed(d, allow, arg, (const struct sockaddr *)&ss))
+            return -EACCES;
+        if (d->closing)
+            return -EPIPE;
+        return send_to(d, (const struct sockaddr *)&ss, data, len);
+    }
+
+    if (d->queued >= d->max_queued)
+        return -ENOBUFS;
+    resolve_t *r = malloc(sizeof *r + len);
+    if (r == NULL)
+        return -ENOMEM;
+    memset(r, 0, sizeof *r);
+    r->d = d;
+    r->allow = allow;
+    r->arg = arg;
+    r->port = port;
+    snprintf(r->host, sizeof r->host, "%s", host);
+    r->len = len;
+    memcpy(r->data, data, len);
+    r->gai.data = r;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = d->local.ss_family == AF_INET ? AF_INET : AF_UNSPEC;
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_protocol = IPPROTO_UDP;
+    char service[8];
+    snprintf(service, sizeof service, "%u", port);
+    int rc = uv_getaddrinfo(conn_loop(d->c), &r->gai, on_resolved, host, service, &hints);
+    if (rc) { /* no callback will come */
+        free(r);
+        return rc;
+    }
+    r->next = d->resolves;
+    if (r->next)
+        r->next->prev = r;
+    d->resolves = r;
+    d->queued++;
+    d->pending++;
+    return 0;
+}
