@@ -10,6 +10,8 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -766,6 +768,22 @@ static int conn_setup(berth_conn_t *c)
     return rc;
 }
 
+/* tcp_congestion: the listener's congestion control on one of its TCP sockets. A refusal
+ * (EPERM: a name outside tcp_allowed_congestion_control, for a worker without
+ * CAP_NET_ADMIN) leaves the kernel's default and is said once per worker, not per conn. */
+static void set_congestion(berth_conn_t *c, int fd)
+{
+    static int warned;
+    const char *cc = c->l->cfg->tcp_congestion;
+    if (cc[0] == '\0' || fd < 0)
+        return;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) == 0 || warned)
+        return;
+    warned = 1;
+    log_warn("%s %s: tcp_congestion %s: %s (the kernel's default is used)", c->l->cfg->name,
+             conn_name(c), cc, strerror(errno));
+}
+
 static int stream_open(berth_conn_t *c, int fd)
 {
     int rc;
@@ -776,6 +794,8 @@ static int stream_open(berth_conn_t *c, int fd)
         rc = uv_tcp_init(&c->w->loop, &c->h.tcp);
         if (rc == 0)
             rc = uv_tcp_open(&c->h.tcp, fd); /* TCP_NODELAY comes from the listener */
+        if (rc == 0)
+            set_congestion(c, fd);
     } else {
         rc = uv_pipe_init(&c->w->loop, &c->h.pipe, 0);
         if (rc == 0)
@@ -912,9 +932,12 @@ int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb)
     c->h.handle.data = c;
     c->handle_init = 1;
     rc = uv_tcp_connect(req, &c->h.tcp, peer_sa(c), cb);
-    if (rc)
+    if (rc) {
         conn_abort(c);
-    return rc;
+        return rc;
+    }
+    set_congestion(c, conn_fd(c));
+    return 0;
 }
 
 void conn_connected(berth_conn_t *c, struct sockaddr_storage *local)
