@@ -54,7 +54,7 @@ struct berth_conn {
     conn_kind_t kind;
     unsigned setup_called : 1, closing : 1, closed : 1, eof : 1, shut_wr : 1, host_paused : 1,
         reading : 1, lingering : 1, handle_init : 1, finished : 1, handled : 1, counted : 1,
-        watch_read : 1, ending_hooks : 1, queue : 2;
+        watch_read : 1, ending_hooks : 1, queue : 2, connecting : 1;
     socklen_t peerlen, locallen;
     /* Addresses: an IP peer inline; a named unix peer and the local address (asked for
      * rarely) on the heap, so an idle conn stays small. */
@@ -572,7 +572,7 @@ static void conn_update_reading(berth_conn_t *c)
     if (c->hooks && c->hooks->takes_input)
         want = c->watch_read && !c->closing;
     else if (c->kind != CONN_STREAM)
-        want = 0;
+        want = c->connecting; /* outbound: see conn_connect */
     else if (c->lingering)
         want = !c->eof;
     else
@@ -937,7 +937,20 @@ int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb)
         return rc;
     }
     set_congestion(c, conn_fd(c));
+    /* Registered for input with the connect: epoll gets IN|OUT in one ADD, and the relay
+     * that usually starts from the connect callback finds the read registration in place.
+     * Connecting first and reading after costs an ADD that fails (libuv's stopped POLLOUT
+     * watcher is still in epoll) and a MOD. No read happens before conn_connect_done():
+     * libuv reports the connect first, and the callback runs within the same loop turn. */
+    c->connecting = 1;
+    conn_update_reading(c);
     return 0;
+}
+
+void conn_connect_done(berth_conn_t *c)
+{
+    c->connecting = 0;
+    conn_update_reading(c); /* stops, unless a hook (the relay) wants the input */
 }
 
 void conn_connected(berth_conn_t *c, struct sockaddr_storage *local)

@@ -72,6 +72,9 @@ void conn_datagram(berth_conn_t *c, const void *data, size_t len);
 int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb);
 /* A connect succeeded: learn the local address, set TCP_NODELAY. */
 void conn_connected(berth_conn_t *c, struct sockaddr_storage *local);
+/* The connect's callbacks are over (the plugin has had the peer): from here the conn reads
+ * only for a hook that takes its input. MUST follow a successful connect. */
+void conn_connect_done(berth_conn_t *c);
 /* Graceful: flush, half-close, linger for the peer's EOF. Idempotent. */
 void conn_close(berth_conn_t *c);
 /* Now, dropping queued writes (TCP: a reset). */

@@ -257,7 +257,10 @@ static void on_connect(uv_connect_t *req, int status)
         conn_connected(peer, &o->result.local);
         o->peer = NULL;
         o->result.peer = peer;
+        conn_ref(peer); /* the plugin may close it in its callback */
         outbound_finish(o, BERTH_CONNECT_OK, 0);
+        conn_connect_done(peer);
+        conn_unref(peer);
         return;
     }
     o->peer = NULL;
