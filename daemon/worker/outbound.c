@@ -360,8 +360,9 @@ static void on_deadline(uv_timer_t *t)
         uv_cancel((uv_req_t *)&o->gai); /* if it already runs, on_resolved still comes */
     if (o->connecting && o->peer)
         conn_abort(o->peer); /* on_connect follows with ECANCELED */
-    if (!o->resolving)
-        outbound_finish(o, BERTH_CONNECT_TIMEOUT, ETIMEDOUT);
+    /* The plugin hears now, not when a slow resolver returns: the deadline is the only
+     * connect timer a plugin needs (the late on_resolved or on_connect finds it done). */
+    outbound_finish(o, BERTH_CONNECT_TIMEOUT, ETIMEDOUT);
 }
 
 /* The plugin's conn is ending: the attempt stops, the plugin hears ECANCELED. */
