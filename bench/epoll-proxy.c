@@ -222,6 +222,19 @@ static int relay(sess_t *s)
     return s->c.shut && s->o.shut ? -1 : 0; /* both directions done: end */
 }
 
+/* One side's event: what it says, and only that (a read that finds nothing is a syscall the
+ * floor does not make). Readable: its bytes to the other side. Writable: what waits for it,
+ * then what its source held back meanwhile. */
+static int relay_side(sess_t *s, side_t *sd, uint32_t events)
+{
+    side_t *other = sd == &s->c ? &s->o : &s->c;
+    if ((events & EPOLLOUT) && sd->len > 0 && pump(other, sd) < 0)
+        return -1;
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && pump(sd, other) < 0)
+        return -1;
+    return s->c.shut && s->o.shut ? -1 : 0;
+}
+
 static void on_event(side_t *sd, uint32_t events)
 {
     sess_t *s = sd->s;
@@ -241,7 +254,7 @@ static void on_event(side_t *sd, uint32_t events)
             rc = relay(s);
         break;
     default:
-        rc = relay(s);
+        rc = relay_side(s, sd, events);
     }
     if (rc < 0)
         sess_end(s);
