@@ -13,7 +13,8 @@
  *       success reply, send N = SIZE (default 0), read the SIZE bytes, half-close, wait for
  *       EOF, close (directly: connect, send N, half-close, read until EOF). Prints completed
  *       handshakes per second. With -n, COUNT sessions in all (split over the threads)
- *       instead of a duration: the session count a syscall or CPU measure divides by.
+ *       instead of a duration (with -n and -d, whichever comes first); "ok" is the count a
+ *       syscall or CPU measure divides by.
  *
  * Results are one JSON line on stdout. Exit: 0, 1 if any transfer or handshake failed,
  * 100 usage, 111 system failure.
@@ -330,7 +331,7 @@ static void *handshake_loop(void *arg)
     uint64_t todo = (uint64_t)(uintptr_t)arg; /* 0: until stop_flag */
     int counted = todo > 0;
 
-    while (buf != NULL && (counted ? todo-- > 0 : !atomic_load(&stop_flag))) {
+    while (buf != NULL && !atomic_load(&stop_flag) && (!counted || todo-- > 0)) {
         int fd = open_session();
 
         /* The SIZE bytes are read before the half-close: a proxy that ends the session on
@@ -344,6 +345,17 @@ static void *handshake_loop(void *arg)
             close(fd);
     }
     free(buf);
+    return NULL;
+}
+
+/* -n with -d: whichever comes first (a slow proxy gets the time, not the count). */
+static void *deadline_thread(void *arg)
+{
+    struct timespec ts = {(time_t)opt_duration,
+                          (long)((opt_duration - (double)(time_t)opt_duration) * 1e9)};
+
+    nanosleep(&ts, NULL);
+    atomic_store(&stop_flag, 1);
     return NULL;
 }
 
@@ -362,7 +374,7 @@ int main(int argc, char **argv)
     const char *mode;
     pthread_t *threads;
     double t0, t1;
-    int opt, have_target = 0;
+    int opt, have_target = 0, have_duration = 0;
 
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
@@ -398,6 +410,7 @@ int main(int argc, char **argv)
             break;
         case 'd':
             opt_duration = strtod(optarg, NULL);
+            have_duration = 1;
             break;
         case 'n':
             opt_count = strtoull(optarg, NULL, 10);
@@ -429,6 +442,12 @@ int main(int argc, char **argv)
         if (pthread_create(&threads[i], NULL, strcmp(mode, "bulk") == 0 ? bulk_one : handshake_loop,
                            (void *)(uintptr_t)share) != 0)
             return EXIT_SYSTEM;
+    }
+    if (strcmp(mode, "handshakes") == 0 && opt_count && have_duration) {
+        pthread_t t;
+
+        if (pthread_create(&t, NULL, deadline_thread, NULL) == 0)
+            pthread_detach(t);
     }
     if (strcmp(mode, "handshakes") == 0 && opt_count == 0) {
         struct timespec ts = {(time_t)opt_duration,
