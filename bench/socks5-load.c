@@ -8,10 +8,13 @@
  *   socks5-load bulk [-x PROXY] -t TARGET [-b BYTES] [-c CONNS]
  *       CONNS connections (one thread each) each fetch BYTES from TARGET, through the SOCKS5
  *       proxy at PROXY (no authentication) or directly without -x. Prints the throughput.
- *   socks5-load handshakes [-x PROXY] -t TARGET [-c CONNS] [-d SECONDS]
+ *   socks5-load handshakes [-x PROXY] -t TARGET [-c CONNS] [-d SECONDS] [-n COUNT] [-s SIZE]
  *       CONNS threads each loop for SECONDS: connect, greeting, CONNECT request, wait for the
- *       success reply, send N = 0, half-close, wait for EOF, close (directly: connect, send
- *       N = 0, half-close, wait for EOF). Prints completed handshakes per second.
+ *       success reply, send N = SIZE (default 0), read the SIZE bytes, half-close, wait for
+ *       EOF, close (directly: connect, send N, half-close, read until EOF). Prints completed
+ *       handshakes per second. With -n, COUNT sessions in all (split over the threads)
+ *       instead of a duration (with -n and -d, whichever comes first); "ok" is the count a
+ *       syscall or CPU measure divides by.
  *
  * Results are one JSON line on stdout. Exit: 0, 1 if any transfer or handshake failed,
  * 100 usage, 111 system failure.
@@ -44,6 +47,7 @@ static int use_proxy;
 static uint64_t opt_bytes = 1ull << 30;
 static unsigned opt_conns = 1;
 static double opt_duration = 3.0;
+static uint64_t opt_count, opt_size;
 static atomic_uint_fast64_t total_bytes, total_ok, total_failed;
 static atomic_int stop_flag;
 
@@ -324,11 +328,16 @@ fail:
 static void *handshake_loop(void *arg)
 {
     char *buf = malloc(BUF_SIZE);
+    uint64_t todo = (uint64_t)(uintptr_t)arg; /* 0: until stop_flag */
+    int counted = todo > 0;
 
-    while (buf != NULL && !atomic_load(&stop_flag)) {
+    while (buf != NULL && !atomic_load(&stop_flag) && (!counted || todo-- > 0)) {
         int fd = open_session();
 
-        if (fd >= 0 && send_count(fd, 0) == 0 && shutdown(fd, SHUT_WR) == 0 && drain(fd, buf) == 0)
+        /* The SIZE bytes are read before the half-close: a proxy that ends the session on
+         * the client's EOF (microsocks) would otherwise drop them. */
+        if (fd >= 0 && send_count(fd, opt_size) == 0 && read_exact(fd, buf, opt_size) == 0 &&
+            shutdown(fd, SHUT_WR) == 0 && drain(fd, buf) == 0)
             atomic_fetch_add(&total_ok, 1);
         else
             atomic_fetch_add(&total_failed, 1);
@@ -339,12 +348,25 @@ static void *handshake_loop(void *arg)
     return NULL;
 }
 
+/* -n with -d: whichever comes first (a slow proxy gets the time, not the count). */
+static void *deadline_thread(void *arg)
+{
+    struct timespec ts = {(time_t)opt_duration,
+                          (long)((opt_duration - (double)(time_t)opt_duration) * 1e9)};
+
+    nanosleep(&ts, NULL);
+    atomic_store(&stop_flag, 1);
+    return NULL;
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: socks5-load serve ADDR:PORT\n"
-               "       socks5-load bulk [-x PROXY] -t TARGET [-b BYTES] [-c CONNS]\n"
-               "       socks5-load handshakes [-x PROXY] -t TARGET [-c CONNS] [-d SECONDS]\n"
-               "ADDR:PORT is 127.0.0.1:1080 or [::1]:1080\n");
+    fprintf(
+        f, "usage: socks5-load serve ADDR:PORT\n"
+           "       socks5-load bulk [-x PROXY] -t TARGET [-b BYTES] [-c CONNS]\n"
+           "       socks5-load handshakes [-x PROXY] -t TARGET [-c CONNS] [-d SECONDS] [-n COUNT]\n"
+           "                              [-s SIZE]\n"
+           "ADDR:PORT is 127.0.0.1:1080 or [::1]:1080\n");
 }
 
 int main(int argc, char **argv)
@@ -352,7 +374,7 @@ int main(int argc, char **argv)
     const char *mode;
     pthread_t *threads;
     double t0, t1;
-    int opt, have_target = 0;
+    int opt, have_target = 0, have_duration = 0;
 
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
@@ -368,7 +390,7 @@ int main(int argc, char **argv)
         return serve(argv[2]);
     }
     optind = 2;
-    while ((opt = getopt(argc, argv, "x:t:b:c:d:h")) != -1) {
+    while ((opt = getopt(argc, argv, "x:t:b:c:d:n:s:h")) != -1) {
         switch (opt) {
         case 'x':
             if (parse_addr(optarg, &proxy_addr, &proxy_len) < 0)
@@ -388,6 +410,13 @@ int main(int argc, char **argv)
             break;
         case 'd':
             opt_duration = strtod(optarg, NULL);
+            have_duration = 1;
+            break;
+        case 'n':
+            opt_count = strtoull(optarg, NULL, 10);
+            break;
+        case 's':
+            opt_size = strtoull(optarg, NULL, 10);
             break;
         case 'h':
             usage(stdout);
@@ -405,11 +434,22 @@ int main(int argc, char **argv)
         return EXIT_SYSTEM;
     t0 = now_s();
     for (unsigned i = 0; i < opt_conns; i++) {
+        /* COUNT split over the threads, the first ones taking the remainder */
+        uint64_t share = opt_count / opt_conns + (i < opt_count % opt_conns);
+
+        if (opt_count && share == 0)
+            continue;
         if (pthread_create(&threads[i], NULL, strcmp(mode, "bulk") == 0 ? bulk_one : handshake_loop,
-                           NULL) != 0)
+                           (void *)(uintptr_t)share) != 0)
             return EXIT_SYSTEM;
     }
-    if (strcmp(mode, "handshakes") == 0) {
+    if (strcmp(mode, "handshakes") == 0 && opt_count && have_duration) {
+        pthread_t t;
+
+        if (pthread_create(&t, NULL, deadline_thread, NULL) == 0)
+            pthread_detach(t);
+    }
+    if (strcmp(mode, "handshakes") == 0 && opt_count == 0) {
         struct timespec ts = {(time_t)opt_duration,
                               (long)((opt_duration - (double)(time_t)opt_duration) * 1e9)};
 
@@ -417,7 +457,8 @@ int main(int argc, char **argv)
         atomic_store(&stop_flag, 1);
     }
     for (unsigned i = 0; i < opt_conns; i++)
-        pthread_join(threads[i], NULL);
+        if (!opt_count || opt_count / opt_conns + (i < opt_count % opt_conns))
+            pthread_join(threads[i], NULL);
     t1 = now_s();
     free(threads);
 

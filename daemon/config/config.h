@@ -29,6 +29,9 @@
 #define CONFIG_ERRORS_MAX 100                    /* errors kept and printed; the rest counted */
 #define CONFIG_MAX_FILE_SIZE (16u * 1024 * 1024) /* bytes in one file (or string) */
 #define CONFIG_MAX_FILES 1024                    /* files one config reads, includes and all */
+#define CONFIG_TCP_CA_NAME_MAX 16                /* the kernel's TCP_CA_NAME_MAX, with the NUL */
+/* Where the kernel lists the congestion controls it has (built in or loaded). */
+#define CONFIG_TCP_CA_AVAILABLE "/proc/sys/net/ipv4/tcp_available_congestion_control"
 
 /* A key of a listener section that the daemon does not know: the plugin's to check. */
 typedef struct config_option {
@@ -85,6 +88,10 @@ typedef struct config_listener {
     size_t noptions;
 
     config_mcast_t mcast; /* udp only: the groups it joins (ngroups 0: none) */
+
+    /* tcp_congestion: the TCP_CONGESTION of its accepted and outbound sockets (tcp only;
+     * "": the kernel's default); checked against the kernel's available list. */
+    char tcp_congestion[CONFIG_TCP_CA_NAME_MAX];
 } config_listener_t;
 
 typedef struct berth_config {

@@ -431,6 +431,44 @@ static int set_rate(struct parse *p, void *obj, const char *value, char *err, si
     return 0;
 }
 
+/* tcp_congestion: a name the kernel lists as available, so a typo or a module that is not
+ * loaded fails the config check rather than every connection. */
+static int set_tcp_congestion(struct parse *p, void *obj, const char *value, char *err,
+                              size_t errlen)
+{
+    config_listener_t *l = obj;
+    char avail[512] = "";
+    size_t n = strlen(value), got = 0;
+    FILE *f;
+
+    if (n == 0 || n >= sizeof l->tcp_congestion || !keys_valid_name(value)) {
+        snprintf(err, errlen, "not a congestion control name (e.g. cubic, bbr, reno)");
+        return -EINVAL;
+    }
+    f = fopen(CONFIG_TCP_CA_AVAILABLE, "re");
+    if (f != NULL) {
+        got = fread(avail, 1, sizeof avail - 1, f);
+        fclose(f);
+    }
+    avail[got] = '\0';
+    avail[strcspn(avail, "\n")] = '\0';
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read %s: %s", CONFIG_TCP_CA_AVAILABLE, strerror(errno));
+        return -EINVAL;
+    }
+    for (const char *q = avail; *q;) {
+        size_t len = strcspn(q, " \t");
+        if (len == n && memcmp(q, value, n) == 0) {
+            memcpy(l->tcp_congestion, value, n + 1);
+            return 0;
+        }
+        q += len;
+        q += strspn(q, " \t");
+    }
+    snprintf(err, errlen, "not available in this kernel (available: %s)", avail);
+    return -EINVAL;
+}
+
 #define LK(field) offsetof(config_listener_t, field)
 
 static const struct key listener_keys[LK_COUNT] = {
@@ -487,6 +525,8 @@ static const struct key listener_keys[LK_COUNT] = {
                              .type = KEY_CUSTOM,
                              .set = multicast_set_source},
     [LK_MULTICAST_LOOP] = {.name = "multicast_loop", .type = KEY_CUSTOM, .set = multicast_set_loop},
+    /* tcp_congestion */
+    [LK_TCP_CONGESTION] = {.name = "tcp_congestion", .type = KEY_CUSTOM, .set = set_tcp_congestion},
 };
 
 /* ---- setting a value ------------------------------------------------------------------- */
@@ -729,6 +769,10 @@ static void listener_end(struct parse *p, size_t idx)
     else if (w->line && !address_is_stream(l->protocol))
         parse_error_at(p, w->file, w->line,
                        "over_limit: a datagram over per_source cannot wait; it is dropped");
+    w = &ls->seen[LK_TCP_CONGESTION];
+    if (w->line && l->protocol != BERTH_PROTO_TCP)
+        parse_error_at(p, w->file, w->line,
+                       "tcp_congestion: only tcp listeners have TCP sockets to set it on");
     w = &ls->seen[LK_PER_SOURCE_PREFIX6];
     if (w->line && !l->rate && !l->per_source)
         parse_error_at(p, w->file, w->line, "per_source_prefix6: needs per_source or rate");

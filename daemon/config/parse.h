@@ -79,6 +79,8 @@ enum listener_key {
     LK_MULTICAST_SOURCE,
     LK_MULTICAST_LOOP,
     LK_OVER_LIMIT,
+    /* tcp_congestion */
+    LK_TCP_CONGESTION,
     LK_COUNT,
 };
 

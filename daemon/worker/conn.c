@@ -10,6 +10,8 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +54,7 @@ struct berth_conn {
     conn_kind_t kind;
     unsigned setup_called : 1, closing : 1, closed : 1, eof : 1, shut_wr : 1, host_paused : 1,
         reading : 1, lingering : 1, handle_init : 1, finished : 1, handled : 1, counted : 1,
-        watch_read : 1, ending_hooks : 1, queue : 2;
+        watch_read : 1, ending_hooks : 1, queue : 2, connecting : 1;
     socklen_t peerlen, locallen;
     /* Addresses: an IP peer inline; a named unix peer and the local address (asked for
      * rarely) on the heap, so an idle conn stays small. */
@@ -572,7 +574,7 @@ static void conn_update_reading(berth_conn_t *c)
     if (c->hooks && c->hooks->takes_input)
         want = c->watch_read && !c->closing;
     else if (c->kind != CONN_STREAM)
-        want = 0;
+        want = c->connecting; /* outbound: see conn_connect */
     else if (c->lingering)
         want = !c->eof;
     else
@@ -784,6 +786,22 @@ static int conn_setup(berth_conn_t *c)
     return rc;
 }
 
+/* tcp_congestion: the listener's congestion control on one of its TCP sockets. A refusal
+ * (EPERM: a name outside tcp_allowed_congestion_control, for a worker without
+ * CAP_NET_ADMIN) leaves the kernel's default and is said once per worker, not per conn. */
+static void set_congestion(berth_conn_t *c, int fd)
+{
+    static int warned;
+    const char *cc = c->l->cfg->tcp_congestion;
+    if (cc[0] == '\0' || fd < 0)
+        return;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc)) == 0 || warned)
+        return;
+    warned = 1;
+    log_warn("%s %s: tcp_congestion %s: %s (the kernel's default is used)", c->l->cfg->name,
+             conn_name(c), cc, strerror(errno));
+}
+
 static int stream_open(berth_conn_t *c, int fd)
 {
     int rc;
@@ -794,6 +812,8 @@ static int stream_open(berth_conn_t *c, int fd)
         rc = uv_tcp_init(&c->w->loop, &c->h.tcp);
         if (rc == 0)
             rc = uv_tcp_open(&c->h.tcp, fd); /* TCP_NODELAY comes from the listener */
+        if (rc == 0)
+            set_congestion(c, fd);
     } else {
         rc = uv_pipe_init(&c->w->loop, &c->h.pipe, 0);
         if (rc == 0)
@@ -930,9 +950,25 @@ int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb)
     c->h.handle.data = c;
     c->handle_init = 1;
     rc = uv_tcp_connect(req, &c->h.tcp, peer_sa(c), cb);
-    if (rc)
+    if (rc) {
         conn_abort(c);
-    return rc;
+        return rc;
+    }
+    set_congestion(c, conn_fd(c));
+    /* Registered for input with the connect: epoll gets IN|OUT in one ADD, and the relay
+     * that usually starts from the connect callback finds the read registration in place.
+     * Connecting first and reading after costs an ADD that fails (libuv's stopped POLLOUT
+     * watcher is still in epoll) and a MOD. No read happens before conn_connect_done():
+     * libuv reports the connect first, and the callback runs within the same loop turn. */
+    c->connecting = 1;
+    conn_update_reading(c);
+    return 0;
+}
+
+void conn_connect_done(berth_conn_t *c)
+{
+    c->connecting = 0;
+    conn_update_reading(c); /* stops, unless a hook (the relay) wants the input */
 }
 
 void conn_connected(berth_conn_t *c, struct sockaddr_storage *local)

@@ -75,6 +75,9 @@ void conn_connected(berth_conn_t *c, struct sockaddr_storage *local);
 /* An outbound conn over a socket accepted for it (host->listen_once): the fd becomes its
  * handle (closed here on error, the conn then ending on its own). 0 or a uv error. */
 int conn_adopt(berth_conn_t *c, int fd);
+/* The connect's callbacks are over (the plugin has had the peer): from here the conn reads
+ * only for a hook that takes its input. MUST follow a successful connect. */
+void conn_connect_done(berth_conn_t *c);
 /* Graceful: flush, half-close, linger for the peer's EOF. Idempotent. */
 void conn_close(berth_conn_t *c);
 /* Now, dropping queued writes (TCP: a reset). */

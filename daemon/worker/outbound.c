@@ -257,7 +257,10 @@ static void on_connect(uv_connect_t *req, int status)
         conn_connected(peer, &o->result.local);
         o->peer = NULL;
         o->result.peer = peer;
+        conn_ref(peer); /* the plugin may close it in its callback */
         outbound_finish(o, BERTH_CONNECT_OK, 0);
+        conn_connect_done(peer);
+        conn_unref(peer);
         return;
     }
     o->peer = NULL;
@@ -357,8 +360,9 @@ static void on_deadline(uv_timer_t *t)
         uv_cancel((uv_req_t *)&o->gai); /* if it already runs, on_resolved still comes */
     if (o->connecting && o->peer)
         conn_abort(o->peer); /* on_connect follows with ECANCELED */
-    if (!o->resolving)
-        outbound_finish(o, BERTH_CONNECT_TIMEOUT, ETIMEDOUT);
+    /* The plugin hears now, not when a slow resolver returns: the deadline is the only
+     * connect timer a plugin needs (the late on_resolved or on_connect finds it done). */
+    outbound_finish(o, BERTH_CONNECT_TIMEOUT, ETIMEDOUT);
 }
 
 /* The plugin's conn is ending: the attempt stops, the plugin hears ECANCELED. */

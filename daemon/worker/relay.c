@@ -169,7 +169,8 @@ static int dir_fill(relay_t *r, relay_dir_t *d)
     if (d->copy_in)
         return dir_flush(r, d); /* its input comes through relay_on_data */
     while (!d->eof && d->inpipe < d->cap) {
-        ssize_t n = splice(conn_fd(d->from), NULL, d->pipe[1], NULL, d->cap - d->inpipe,
+        size_t want = d->cap - d->inpipe;
+        ssize_t n = splice(conn_fd(d->from), NULL, d->pipe[1], NULL, want,
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             d->inpipe += (size_t)n;
@@ -179,6 +180,11 @@ static int dir_fill(relay_t *r, relay_dir_t *d)
             int rc = dir_flush(r, d);
             if (rc)
                 return rc;
+            /* Less than asked for: the socket is most likely empty, and a second splice
+             * would only say EAGAIN. epoll is level-triggered: whatever came meanwhile (or
+             * an EOF) is reported again. */
+            if ((size_t)n < want)
+                return 0;
             continue;
         }
         if (n == 0) {

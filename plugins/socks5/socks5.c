@@ -56,7 +56,7 @@ typedef enum session_state {
 typedef struct session {
     const socks5_config_t *cfg;
     socks5_parser_t *parser; /* from setup until the connect succeeds */
-    berth_timer_t *timer;    /* the handshake timer, then the connect timer */
+    berth_timer_t *timer;    /* the handshake timer */
     uint8_t *pending;        /* client bytes that came while waiting (see SOCKS5_MAX_PENDING) */
     size_t npending;
     char *user; /* the RFC 1929 name as the client sent it, escaped for logs */
@@ -558,15 +558,6 @@ static int allow_dest_cb(berth_conn_t *conn, const struct sockaddr *addr, void *
     return socks5_dest_allowed(s->cfg, (const struct sockaddr *)&ss) ? 0 : -EACCES;
 }
 
-static void on_connect_timeout(berth_conn_t *conn, void *arg)
-{
-    session_t *s = host->state(conn);
-
-    s->timer = NULL; /* fired: the host owns it now */
-    if (s->state == ST_CONNECTING)
-        fail(conn, s, SOCKS5_REP_TTL_EXPIRED);
-}
-
 /* BIND: each connection to the listening port, before it is taken as the peer. */
 static int bind_peer_cb(berth_conn_t *conn, const struct sockaddr *addr, void *arg)
 {
@@ -735,12 +726,9 @@ static void on_request(berth_conn_t *conn, session_t *s, const socks5_request_t 
         return;
     }
 
+    /* host->connect's deadline is the connect timer: it answers BERTH_CONNECT_TIMEOUT (TTL
+     * expired), also while a name is still resolving. */
     stop_timer(s);
-    s->timer = host->timer_start(conn, s->cfg->connect_ms, on_connect_timeout, NULL);
-    if (s->timer == NULL) {
-        fail(conn, s, SOCKS5_REP_GENERAL_FAILURE);
-        return;
-    }
     s->state = ST_CONNECTING;
     if (host->connect(conn, target, r->port, s->cfg->connect_ms, allow_dest_cb, on_connected,
                       NULL) < 0)

@@ -596,6 +596,52 @@ static void test_listener_bad_values(void **state)
     }
 }
 
+/* tcp_congestion: a name the kernel lists (reno is always built in), refused with file:line
+ * otherwise, and only on tcp listeners. */
+static void test_tcp_congestion(void **state)
+{
+    struct fx *f = *state;
+    char avail[512] = "", want[1024];
+    FILE *fp = fopen(CONFIG_TCP_CA_AVAILABLE, "r");
+    size_t got;
+
+    assert_non_null(fp);
+    got = fread(avail, 1, sizeof avail - 1, fp);
+    fclose(fp);
+    avail[got] = '\0';
+    avail[strcspn(avail, "\n")] = '\0';
+
+    berth_config_t *cfg = loads(f, "b.conf",
+                                HEAD "[l]\nprotocol = tcp\naddress = 127.0.0.1:1\nhandler = echo\n"
+                                     "tcp_congestion = reno\n");
+    assert_string_equal(cfg->listeners[0].tcp_congestion, "reno");
+    config_free(cfg);
+    cfg = loads(f, "b.conf", HEAD "[l]\nprotocol = tcp\naddress = 127.0.0.1:1\nhandler = echo\n");
+    assert_string_equal(cfg->listeners[0].tcp_congestion, ""); /* the kernel's default */
+    config_free(cfg);
+
+    snprintf(want, sizeof want,
+             "@/b.conf:7: tcp_congestion 'nosuchcc': not available in this kernel (available: "
+             "%s)",
+             avail);
+    FAILS(f, "b.conf",
+          HEAD "[l]\nprotocol = tcp\naddress = 127.0.0.1:1\nhandler = echo\n"
+               "tcp_congestion = nosuchcc\n",
+          want);
+    FAILS(f, "b.conf",
+          HEAD "[l]\nprotocol = tcp\naddress = 127.0.0.1:1\nhandler = echo\n"
+               "tcp_congestion = a-name-too-long-for-it\n",
+          "@/b.conf:7: tcp_congestion 'a-name-too-long-for-it': not a congestion control name "
+          "(e.g. cubic, bbr, reno)");
+    FAILS(f, "b.conf",
+          HEAD "[l]\nprotocol = tcp\naddress = 127.0.0.1:1\nhandler = echo\ntcp_congestion =\n",
+          "@/b.conf:7: tcp_congestion '': not a congestion control name (e.g. cubic, bbr, reno)");
+    FAILS(f, "b.conf",
+          HEAD "[l]\nprotocol = udp\naddress = 127.0.0.1:1\nhandler = echo\n"
+               "tcp_congestion = reno\n",
+          "@/b.conf:7: tcp_congestion: only tcp listeners have TCP sockets to set it on");
+}
+
 static void test_handler_empty(void **state)
 {
     struct fx *f = *state;
@@ -1310,6 +1356,7 @@ int main(void)
         cmocka_unit_test(test_protocol_names),
         T(test_daemon_bad_values),
         T(test_listener_bad_values),
+        T(test_tcp_congestion),
         T(test_handler_empty),
         T(test_all_errors_reported),
         T(test_syntax_errors),
