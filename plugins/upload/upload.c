@@ -52,8 +52,8 @@
 /* From this size on, a write's pwrite and its hashing run at once on two pool threads. */
 #define SPLIT_MIN_BYTES ((size_t)128 << 10)
 /* Pause reading once this much received data waits for the disk (plus one op in flight and
- * one read from the host: about 2.6 MiB of data, 2.8 MiB of buffers at most, per upload;
- * 1 MiB here halved the one-client speed, measured)... */
+ * one read, at most OP_GROW_STEP into an op by host->recv_into: about 2.8 MiB of data, 3 MiB
+ * of buffers at most, per upload; 1 MiB here halved the one-client speed, measured)... */
 #define QUEUED_HIGH ((size_t)3 << 19)
 /* ...and resume once it is down to this, not at the first byte under the mark, so a
  * connection does not flip between paused and reading on every op. */
