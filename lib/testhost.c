@@ -78,6 +78,12 @@ struct berth_conn {
     bool has_tls;
     berth_tls_info_t tls;
 
+    /* host->recv_into: the next bytes go to the plugin's buffer */
+    void *recv_buf;
+    size_t recv_len;
+    void (*recv_cb)(berth_conn_t *, void *, size_t);
+    void *recv_arg;
+
     struct berth_conn *next;
 };
 
@@ -316,6 +322,7 @@ static size_t conn_timers(const berth_testhost_t *th, const berth_conn_t *c)
 /* Ask to end `c`: finish() runs at the next settle once its work is done. */
 static void conn_end(berth_conn_t *c)
 {
+    c->recv_cb = NULL; /* an armed receive is dropped without its callback */
     if (c->finished)
         return;
     c->closed = true;
@@ -482,6 +489,27 @@ static void deliver(berth_conn_t *c, const void *data, size_t len);
 static void h_pause(berth_conn_t *c)
 {
     c->pauses++;
+    c->recv_cb = NULL;
+}
+
+static int h_recv_into(berth_conn_t *c, void *buf, size_t len,
+                       void (*cb)(berth_conn_t *, void *, size_t), void *arg)
+{
+    if (!buf || !cb || len == 0)
+        return -EINVAL;
+    if (c->datagram || c->relayed || c->outbound || c->has_tls)
+        return -ENOTSUP;
+    if (c->finished || c->closed || c->finishing || c->eof_seen || c->eof_held)
+        return -EPIPE;
+    if (c->recv_cb)
+        return -EBUSY;
+    if (c->pauses > 0)
+        return -EAGAIN;
+    c->recv_buf = buf;
+    c->recv_len = len;
+    c->recv_cb = cb;
+    c->recv_arg = arg;
+    return 0;
 }
 
 static void h_resume(berth_conn_t *c)
@@ -775,9 +803,29 @@ static void deliver(berth_conn_t *c, const void *data, size_t len)
         buf_append(&c->held, data, len);
         return;
     }
+    /* An armed receive takes the first bytes (up to its length), as the next read would;
+     * what is left goes to the next receive or to handle(). */
+    const char *p = data;
+    bool received = false;
+    while (len > 0 && c->recv_cb && !c->finished && !c->closed) {
+        size_t n = len < c->recv_len ? len : c->recv_len;
+        void (*cb)(berth_conn_t *, void *, size_t) = c->recv_cb;
+        memcpy(c->recv_buf, p, n);
+        c->recv_cb = NULL;
+        cb(c, c->recv_arg, n);
+        p += n;
+        len -= n;
+        received = true;
+        if (len > 0 && c->pauses > 0) {
+            buf_append(&c->held, p, len); /* paused in the callback: the rest waits */
+            return;
+        }
+    }
+    if ((received && len == 0) || c->finished || c->closed)
+        return;
     void (*handle)(berth_conn_t *, const void *, size_t) = HOOK(c->th, handle);
     if (handle)
-        handle(c, data, len);
+        handle(c, p, len);
 }
 
 static void deliver_eof(berth_conn_t *c)
@@ -785,6 +833,7 @@ static void deliver_eof(berth_conn_t *c)
     if (c->eof_seen)
         return;
     c->eof_seen = true;
+    c->recv_cb = NULL;
     if (c->relayed) {
         relay_eof(c);
         return;
@@ -877,6 +926,7 @@ static void fill_table(berth_host_t *h)
     h->metric_add = h_metric_add;
     h->metric_set = h_metric_set;
     h->log_fields = h_log_fields;
+    h->recv_into = h_recv_into;
 }
 
 berth_testhost_t *berth_testhost_new(const berth_handler_t *plugin, char *err, size_t errlen)

@@ -472,6 +472,11 @@ int conn_taken(const berth_conn_t *c)
     return c->hooks && c->hooks->takes_input;
 }
 
+void *conn_hooks_arg(const berth_conn_t *c, const conn_hooks_t *hooks)
+{
+    return c->hooks == hooks ? c->hooks_arg : NULL;
+}
+
 void conn_watch_read(berth_conn_t *c, int on)
 {
     assert(c->hooks && c->hooks->takes_input);

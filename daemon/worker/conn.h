@@ -96,6 +96,8 @@ void conn_set_hooks(berth_conn_t *c, const conn_hooks_t *hooks, void *arg);
 /* The hook slot is filled; by a hook that takes the input. */
 int conn_hooked(const berth_conn_t *c);
 int conn_taken(const berth_conn_t *c);
+/* The arg of c's hook slot if `hooks` fills it, else NULL. */
+void *conn_hooks_arg(const berth_conn_t *c, const conn_hooks_t *hooks);
 /* For a hook that takes input: be told when the socket is readable, or not. */
 void conn_watch_read(berth_conn_t *c, int on);
 /* Record that the peer's EOF was seen (or that nothing more is to be said to it), so a

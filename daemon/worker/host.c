@@ -16,12 +16,13 @@
 #include "worker/conn.h"
 #include "worker/host.h"
 #include "worker/outbound.h"
+#include "worker/recv_into.h"
 #include "worker/relay.h"
 #include "worker/udp_assoc.h"
 
 static int host_write(berth_conn_t *c, const void *data, size_t len)
 {
-    if (conn_taken(c) && conn_is_open(c))
+    if (conn_taken(c) && conn_is_open(c) && !recv_into_holds(c))
         return -EBUSY; /* the relay owns the socket now */
     int rc = conn_write(c, data, len);
     if (rc == 0 && conn_kind(c) != CONN_DGRAM)
@@ -31,11 +32,13 @@ static int host_write(berth_conn_t *c, const void *data, size_t len)
 
 static void host_close(berth_conn_t *c)
 {
+    recv_into_drop(c);
     conn_close(c);
 }
 
 static void host_abort(berth_conn_t *c)
 {
+    recv_into_drop(c);
     conn_abort(c);
 }
 
@@ -46,6 +49,7 @@ static int host_shutdown(berth_conn_t *c)
 
 static void host_pause(berth_conn_t *c)
 {
+    recv_into_drop(c); /* a pause stops an armed receive too */
     conn_pause(c);
 }
 
@@ -313,4 +317,6 @@ const berth_host_t berth_host_table = {
     .dgram_send = udp_assoc_send,
     .dgram_close = udp_assoc_close,
     .listen_once = bind_listen_once,
+    /* upload: receive into fd */
+    .recv_into = recv_into_arm,
 };

@@ -326,6 +326,25 @@ typedef struct berth_host {
     int (*listen_once)(berth_conn_t *conn, const struct sockaddr *addr, uint64_t timeout_ms,
                        berth_connect_allow_cb allow, berth_connect_cb cb, void *arg,
                        struct sockaddr_storage *bound);
+
+    /* upload: receive into fd */
+    /* Have the conn's next read land in a buffer the plugin owns (which it then writes to a
+     * file, say) instead of the host's read buffer and handle(): one copy fewer per byte, and
+     * reads as big as the plugin asks for. One shot: the next read from the socket (at most
+     * `len` > 0 bytes) goes into `buf`, then `cb(conn, arg, n)` runs once with the n > 0 bytes
+     * now at the start of `buf`. Later bytes go to handle() again, unless cb (or a later
+     * callback) arms another receive; the plugin asks for no more than it wants there (upload:
+     * the rest of a file's body), so its framing stays its own. `buf` MUST stay valid until cb
+     * runs or the receive is dropped. It is dropped without cb (the buffer is the plugin's
+     * again) by pause(), close(), abort() and the conn's end, and at the peer's EOF or a read
+     * error, which then reach eof() or finish() as usual. The host's backpressure does not
+     * stop an armed receive (it is bounded by `len`). Returns 0; -EBUSY if one is armed
+     * already; -EAGAIN when the conn is not reading now (paused, or the host's backpressure:
+     * arm it after resume()); -EPIPE when it is ending or at EOF; -ENOTSUP where the input is
+     * not the socket's own bytes (TLS, a datagram, a relayed conn): keep to handle() there;
+     * -EINVAL for a NULL buf or cb or len 0. Check BERTH_HOST_HAS(host, recv_into) first. */
+    int (*recv_into)(berth_conn_t *conn, void *buf, size_t len,
+                     void (*cb)(berth_conn_t *conn, void *arg, size_t n), void *arg);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */

@@ -53,8 +53,8 @@
 /* From this size on, a write's pwrite and its hashing run at once on two pool threads. */
 #define SPLIT_MIN_BYTES ((size_t)128 << 10)
 /* Pause reading once this much received data waits for the disk (plus one op in flight and
- * one read from the host: about 2.6 MiB of data, 2.8 MiB of buffers at most, per upload;
- * 1 MiB here halved the one-client speed, measured)... */
+ * one read, at most OP_GROW_STEP into an op by host->recv_into: about 2.8 MiB of data, 3 MiB
+ * of buffers at most, per upload; 1 MiB here halved the one-client speed, measured)... */
 #define QUEUED_HIGH ((size_t)3 << 19)
 /* ...and resume once it is down to this, not at the first byte under the mark, so a
  * connection does not flip between paused and reading on every op. */
@@ -155,6 +155,11 @@ typedef struct uconn {
     uint64_t body_bytes;         /* body bytes arrived, all files */
     uint64_t window_bytes;       /* body_bytes when the rate window began */
     int paused_in_window;        /* we paused the client during the window: no verdict */
+    /* host->recv_into: the WRITE op whose buffer the host reads the body into next (the pool
+     * is not given it until those bytes are in), or NULL; and whether the host said it
+     * cannot (TLS), so the body keeps coming through handle(). */
+    op_t *armed;
+    int direct_off;
 } uconn_t;
 
 static uint64_t now_ns(void)
@@ -331,6 +336,8 @@ static void set_paused(uconn_t *c, int want)
     if (c->finishing || want == c->paused)
         return;
     c->paused = want;
+    if (want)
+        c->armed = NULL; /* a pause drops the host's armed receive */
     if (want)
         c->paused_in_window = 1;
     if (want)
@@ -563,10 +570,20 @@ static int retry_later(uconn_t *c, op_t *op)
 }
 
 /* Run the queue until an op is handed to the pool or the queue is empty. */
+static void arm(uconn_t *c);
+
 static void pump(uconn_t *c)
 {
+    if (c->closing || c->finishing)
+        c->armed = NULL; /* closing or pausing dropped it */
     while (c->inflight == NULL && c->head != NULL) {
         op_t *op = c->head;
+        if (op == c->armed)
+            break; /* the host is reading into it: submitted once those bytes are in */
+        if (op->kind == OP_WRITE && op->len == 0) {
+            op_free(op_pop(c)); /* made for a receive that was not armed */
+            continue;
+        }
         switch (op->kind) {
         case OP_REPLY:
             send_frame(c, op->buf, op->len);
@@ -608,6 +625,8 @@ static void pump(uconn_t *c)
         set_paused(c, 0);
     if (c->closing && c->head == NULL && c->inflight == NULL && !c->finishing)
         host->close(c->conn);
+    else
+        arm(c);
 }
 
 static void on_retry_timer(berth_conn_t *conn, void *arg)
@@ -856,7 +875,29 @@ static void on_header(uconn_t *c, const unsigned char *data, size_t len)
     upload_frame_body(&c->frame, f->h.size);
 }
 
-static int on_data(uconn_t *c, const unsigned char *data, size_t len)
+/* Make room for at least `want` more bytes in a WRITE op (at most OP_MAX_BYTES in all). */
+static int op_grow(op_t *op, size_t want)
+{
+    if (op->len + want <= op->cap)
+        return 0;
+    /* Grow by doubling (a small file costs a small buffer), then in steps of OP_GROW_STEP, so
+     * a partly filled 1 MiB op wastes at most a step. */
+    size_t cap = op->cap ? op->cap : 16384;
+    while (cap < op->len + want)
+        cap = cap < OP_GROW_STEP ? cap * 2 : cap + OP_GROW_STEP;
+    if (cap > OP_MAX_BYTES)
+        cap = OP_MAX_BYTES;
+    unsigned char *b = realloc(op->buf, cap);
+    if (b == NULL)
+        return -ENOMEM;
+    op->buf = b;
+    op->cap = cap;
+    return 0;
+}
+
+/* Body bytes: copied into WRITE ops, or, when `direct` is the op the host read them into
+ * (host->recv_into), already there at its end. */
+static int on_data(uconn_t *c, const unsigned char *data, size_t len, op_t *direct)
 {
     ufile_t *f = c->cur;
     if (c->skipping || f == NULL)
@@ -865,6 +906,11 @@ static int on_data(uconn_t *c, const unsigned char *data, size_t len)
     file_uncharge(f, len);
     if (f->done)
         return 0; /* failed already (disk full...): the rest of the body is dropped */
+    if (direct != NULL) {
+        direct->len += len; /* recv_into asked for no more than the op has room for */
+        c->queued += len;
+        return 0;
+    }
     while (len > 0) {
         op_t *op = c->tail;
         if (op == NULL || op->kind != OP_WRITE || op->f != f || op == c->inflight ||
@@ -875,20 +921,8 @@ static int on_data(uconn_t *c, const unsigned char *data, size_t len)
         size_t n = OP_MAX_BYTES - op->len;
         if (n > len)
             n = len;
-        if (op->len + n > op->cap) {
-            /* Grow by doubling (a small file costs a small buffer), then in steps of
-             * OP_GROW_STEP, so a partly filled 1 MiB op wastes at most a step. */
-            size_t cap = op->cap ? op->cap : 16384;
-            while (cap < op->len + n)
-                cap = cap < OP_GROW_STEP ? cap * 2 : cap + OP_GROW_STEP;
-            if (cap > OP_MAX_BYTES)
-                cap = OP_MAX_BYTES;
-            unsigned char *b = realloc(op->buf, cap);
-            if (b == NULL)
-                return -ENOMEM;
-            op->buf = b;
-            op->cap = cap;
-        }
+        if (op_grow(op, n) != 0)
+            return -ENOMEM;
         memcpy(op->buf + op->len, data, n);
         op->len += n;
         c->queued += n;
@@ -914,10 +948,10 @@ static int on_end(uconn_t *c)
     return r;
 }
 
-static void upload_handle(berth_conn_t *conn, const void *data, size_t len)
+/* Bytes from the client, through handle() or (direct set) read by the host into that op. */
+static void feed(uconn_t *c, const unsigned char *in, size_t len, op_t *direct)
 {
-    uconn_t *c = host->state(conn);
-    const unsigned char *in = data;
+    berth_conn_t *conn = c->conn;
     size_t off = 0;
     char msg[160];
 
@@ -958,7 +992,7 @@ static void upload_handle(berth_conn_t *conn, const void *data, size_t len)
             break;
         case UPLOAD_FRAME_DATA:
             c->body_bytes += ev.len;
-            r = on_data(c, ev.data, ev.len);
+            r = on_data(c, ev.data, ev.len, direct);
             break;
         case UPLOAD_FRAME_END:
             r = on_end(c);
@@ -974,14 +1008,73 @@ static void upload_handle(berth_conn_t *conn, const void *data, size_t len)
             return;
         }
     }
-    pump(c);
+    pump(c); /* which arms the next receive when a body is arriving and room is left */
     if (backlogged(c))
         set_paused(c, 1);
+}
+
+static void upload_handle(berth_conn_t *conn, const void *data, size_t len)
+{
+    feed(host->state(conn), data, len, NULL);
+}
+
+static void on_recv(berth_conn_t *conn, void *arg, size_t n)
+{
+    uconn_t *c = arg;
+    op_t *op = c->armed;
+    (void)conn;
+    c->armed = NULL;
+    feed(c, op->buf + op->len, n, op);
+}
+
+/*
+ * Have the host read the body arriving straight into the WRITE op it will fill (no copy out
+ * of the host's read buffer, and reads of up to OP_GROW_STEP rather than its 64 KiB), when a
+ * stored file's body is arriving and nothing holds the client back. Otherwise, or where the
+ * host cannot (TLS, an older host), the body comes through handle() as before.
+ */
+static void arm(uconn_t *c)
+{
+    ufile_t *f = c->cur;
+
+    if (c->armed != NULL || c->direct_off || c->finishing || c->closing || c->paused ||
+        c->skipping || f == NULL || f->done || backlogged(c))
+        return;
+    if (!BERTH_HOST_HAS(host, recv_into)) {
+        c->direct_off = 1;
+        return;
+    }
+    uint64_t left = upload_frame_body_left(&c->frame);
+    if (left == 0)
+        return;
+    op_t *op = c->tail;
+    if (op == NULL || op->kind != OP_WRITE || op->f != f || op == c->inflight ||
+        op->len == OP_MAX_BYTES) {
+        if ((op = op_new(c, OP_WRITE, f)) == NULL)
+            return; /* handle() then takes the bytes, and says so if memory stays short */
+    }
+    size_t want = OP_MAX_BYTES - op->len;
+    if (want > OP_GROW_STEP)
+        want = OP_GROW_STEP;
+    if (want > left)
+        want = (size_t)left;
+    if (op->cap - op->len < want && op_grow(op, want) != 0)
+        return;
+    size_t room = op->cap - op->len;
+    if (room > left)
+        room = (size_t)left;
+    int rc = host->recv_into(c->conn, op->buf + op->len, room, on_recv, c);
+    if (rc == 0)
+        c->armed = op;
+    else if (rc == -ENOTSUP)
+        c->direct_off = 1;
+    /* -EAGAIN (the host's backpressure) and the rest: handle() takes the bytes meanwhile. */
 }
 
 static void upload_eof(berth_conn_t *conn)
 {
     uconn_t *c = host->state(conn);
+    c->armed = NULL; /* the host dropped it at the EOF */
     /* Everything it will send has arrived: replies cannot cut anything short now. */
     c->reply_now = 1;
     flush_held(c);
