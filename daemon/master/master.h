@@ -42,10 +42,15 @@ typedef struct master {
     struct agent *agent;   /* [daemon] agent: HAProxy's agent-check */
     uv_timer_t drain_wait; /* SIGTERM with drain_delay: the agent says drain until it fires */
     int draining_soon;
+    /* binary upgrade (master/upgrade.c) */
+    struct upgrade *up;
+    int handover_fd; /* -1, or the handover this image was started with */
 } master_t;
 
 /* Run the daemon on `path` until stopped; returns the exit status. */
 int master_run(const char *path);
+/* The same, started by a binary upgrade with the handover document at fd (see handover.h). */
+int master_run_handover(const char *path, int fd);
 
 /* Start a reload (or queue one behind the reload in hand); cb (MAY be NULL) is told how
  * it ended. */
