@@ -151,7 +151,8 @@ int limits_adopt(int fd, size_t len, uint32_t entries)
     if (p == MAP_FAILED)
         return -errno;
     header_t *h = p;
-    if (h->shards == 0 || h->shards > SHARDS || hlen + jlen + (size_t)h->n * sizeof(entry_t) != len) {
+    if (h->shards == 0 || h->shards > SHARDS ||
+        hlen + jlen + (size_t)h->n * sizeof(entry_t) != len) {
         munmap(p, len);
         return -EPROTO; /* another layout: not this release's table */
     }

@@ -65,8 +65,7 @@ int handover_write(const handover_t *h)
     w_printf(&b, "\nnext_generation %u\nstats %d %zu\n", h->next_generation, h->stats_fd,
              h->stats_size);
     if (h->limits_fd >= 0)
-        w_printf(&b, "limits %d %zu %" PRIu32 "\n", h->limits_fd, h->limits_len,
-                 h->limits_entries);
+        w_printf(&b, "limits %d %zu %" PRIu32 "\n", h->limits_fd, h->limits_len, h->limits_entries);
     if (h->admin_fd >= 0) {
         w_printf(&b, "admin %d ", h->admin_fd);
         w_text(&b, h->admin_path);
@@ -83,8 +82,8 @@ int handover_write(const handover_t *h)
     }
     for (size_t i = 0; i < h->nsocks; i++) {
         const ho_sock_t *s = &h->socks[i];
-        w_printf(&b, "sock %d %d %d %d %llu %llu %u ", s->fd, s->slot, s->protocol,
-                 s->quarantined, s->dev, s->ino, (unsigned)s->addrlen);
+        w_printf(&b, "sock %d %d %d %d %llu %llu %u ", s->fd, s->slot, s->protocol, s->quarantined,
+                 s->dev, s->ino, (unsigned)s->addrlen);
         for (socklen_t k = 0; k < s->addrlen; k++)
             w_printf(&b, "%02x", ((const unsigned char *)&s->addr)[k]);
         w_printf(&b, "\t");
@@ -296,8 +295,8 @@ int handover_parse(const char *text, size_t len, handover_t *h, char *err, size_
             if (h->ngens == HANDOVER_MAX_GENS)
                 FAIL("handover line %u: more than %d generations", lineno, HANDOVER_MAX_GENS);
             ho_gen_t *g = &h->gens[h->ngens];
-            bad = sscanf(line, "%u %d %" SCNu64 " %n", &g->id, &g->state, &g->kill_in_ms,
-                         &used) != 3 ||
+            bad = sscanf(line, "%u %d %" SCNu64 " %n", &g->id, &g->state, &g->kill_in_ms, &used) !=
+                      3 ||
                   (g->state != HO_SERVING && g->state != HO_DRAINING) ||
                   r_text(line + used, strlen(line + used), g->version, sizeof g->version);
             h->ngens += !bad;

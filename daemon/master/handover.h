@@ -25,7 +25,7 @@ typedef struct ho_sock {
     int slot;
     int protocol;
     int quarantined;
-    unsigned long long dev, ino; /* the unix socket file it made (0: none) */
+    unsigned long long dev, ino;  /* the unix socket file it made (0: none) */
     struct sockaddr_storage addr; /* as configured (port 0 stays 0) */
     socklen_t addrlen;
     char name[64];
@@ -37,9 +37,9 @@ enum { HO_SERVING = 1, HO_DRAINING = 2 };
 
 typedef struct ho_gen {
     unsigned id;
-    int state;            /* HO_SERVING or HO_DRAINING */
-    uint64_t kill_in_ms;  /* draining: SIGKILL what is left after this long (0: none) */
-    char version[64];     /* the berthd version whose workers these are */
+    int state;           /* HO_SERVING or HO_DRAINING */
+    uint64_t kill_in_ms; /* draining: SIGKILL what is left after this long (0: none) */
+    char version[64];    /* the berthd version whose workers these are */
 } ho_gen_t;
 
 typedef struct ho_worker {
@@ -51,19 +51,19 @@ typedef struct ho_worker {
 
 typedef struct handover {
     unsigned format;
-    char from[64];       /* the version that wrote it */
-    char exe[4096];      /* the path the upgrade executes */
+    char from[64];  /* the version that wrote it */
+    char exe[4096]; /* the path the upgrade executes */
     unsigned next_generation;
     int stats_fd;
-    size_t stats_size;   /* sizeof(stats_t) of the writer: must equal the reader's */
-    int limits_fd;       /* -1: none */
+    size_t stats_size; /* sizeof(stats_t) of the writer: must equal the reader's */
+    int limits_fd;     /* -1: none */
     size_t limits_len;
     uint32_t limits_entries;
-    int admin_fd;        /* -1: none */
+    int admin_fd; /* -1: none */
     char admin_path[108];
-    int reply_fd;        /* the berthctl upgrade connection waiting for the outcome; -1 */
-    int rollback_fd;     /* the previous image, to execute again if this one cannot start; -1 */
-    char failed[1024];   /* set by a rollback: why the newer image could not start */
+    int reply_fd;      /* the berthctl upgrade connection waiting for the outcome; -1 */
+    int rollback_fd;   /* the previous image, to execute again if this one cannot start; -1 */
+    char failed[1024]; /* set by a rollback: why the newer image could not start */
     size_t nsocks;
     ho_sock_t socks[BERTH_MAX_LISTENERS];
     size_t ngens;

@@ -865,6 +865,11 @@ static int master_main(const char *path, int hfd)
             if (!cfg_failed)
                 cfg_failed = strdup(why);
         }
+        /* The tests' way to make a new image fail after its check passed, to see it roll
+         * back: BERTH_TEST_UPGRADE_FAIL names the version that fails. */
+        const char *fail = getenv("BERTH_TEST_UPGRADE_FAIL");
+        if (!cfg_failed && fail && strcmp(fail, BERTH_VERSION) == 0)
+            cfg_failed = strdup("BERTH_TEST_UPGRADE_FAIL: this version fails after the exec");
     }
     if (cfg_failed) {
         /* Back to the previous image, which goes on; or, with none, the adopted workers. */

@@ -28,8 +28,8 @@ typedef struct adopted {
 typedef struct upgrade {
     char exe[PATH_MAX];
     char admin_path[108];
-    int self_fd;     /* this image, for a rollback from the next one; -1 */
-    int rollback_fd; /* the previous image (started by a handover, not yet ready); -1 */
+    int self_fd;       /* this image, for a rollback from the next one; -1 */
+    int rollback_fd;   /* the previous image (started by a handover, not yet ready); -1 */
     char failed[1024]; /* this image is a rollback: why the newer one could not start */
     char from[64];
     int reply_fd; /* a berthctl upgrade connection handed over, waiting for the outcome */
@@ -239,8 +239,8 @@ int upgrade_serving(const master_t *m)
 static void adopted_stop(master_t *m, adopted_t *a, int now)
 {
     uint32_t type = now ? CTL_STOP_NOW : CTL_STOP;
-    uint64_t grace = (now ? 0 : (m->active ? m->active->cfg->shutdown_timeout : 30000)) +
-                     KILL_GRACE_MS;
+    uint64_t grace =
+        (now ? 0 : (m->active ? m->active->cfg->shutdown_timeout : 30000)) + KILL_GRACE_MS;
     uint64_t at = uv_now(&m->loop) + grace;
     if (a->gen.state == HO_SERVING || now) {
         for (size_t i = 0; i < a->nworkers; i++) {
@@ -293,8 +293,7 @@ void upgrade_on_ready(master_t *m)
 
 /* ---- handing over ---- */
 
-static void ho_add_gen(handover_t *h, unsigned id, int state, uint64_t kill_in,
-                       const char *version)
+static void ho_add_gen(handover_t *h, unsigned id, int state, uint64_t kill_in, const char *version)
 {
     if (h->ngens == HANDOVER_MAX_GENS)
         return;
@@ -312,9 +311,12 @@ static void ho_add_generation(handover_t *h, const generation_t *g, int state, u
         const wproc_t *wp = &g->workers[i];
         if (wp->state == W_DEAD || wp->pid <= 0 || wp->ctl_fd < 0 || wp->slot < 0)
             continue;
-        h->workers[h->nworkers++] = (ho_worker_t){
-            .gen = g->id, .index = wp->index, .group = wp->group, .pid = wp->pid,
-            .ctl_fd = wp->ctl_fd, .slot = wp->slot};
+        h->workers[h->nworkers++] = (ho_worker_t){.gen = g->id,
+                                                  .index = wp->index,
+                                                  .group = wp->group,
+                                                  .pid = wp->pid,
+                                                  .ctl_fd = wp->ctl_fd,
+                                                  .slot = wp->slot};
     }
     if (h->nworkers == before)
         return;
@@ -373,8 +375,7 @@ static void collect(master_t *m, handover_t *h, int rollback_fd, const char *fai
                 h->workers[h->nworkers++] = a->workers[i];
         if (h->nworkers > before)
             ho_add_gen(h, a->gen.id, a->gen.state,
-                       a->kill_at > now ? a->kill_at - now : (a->kill_at ? 1 : 0),
-                       a->gen.version);
+                       a->kill_at > now ? a->kill_at - now : (a->kill_at ? 1 : 0), a->gen.version);
     }
 }
 
