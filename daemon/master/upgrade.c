@@ -396,12 +396,28 @@ static int exec_image(master_t *m, int exec_fd, int rollback_fd, const char *fai
     char fdarg[16];
     snprintf(fdarg, sizeof fdarg, "%d", hfd);
     char *argv[] = {u->exe, "-c", (char *)m->conf_path, "--handover", fdarg, NULL};
+    /* systemd's socket activation variables described this process's first start: the
+     * sockets they named come through the handover now, and numbers may have been reused. */
     extern char **environ;
+    size_t nenv = 0;
+    while (environ[nenv])
+        nenv++;
+    char **envp = calloc(nenv + 1, sizeof *envp);
+    if (envp == NULL) {
+        for (size_t i = 0; i < nfds; i++)
+            set_cloexec(fds[i], 1);
+        close(hfd);
+        return -ENOMEM;
+    }
+    for (size_t i = 0, k = 0; i < nenv; i++)
+        if (strncmp(environ[i], "LISTEN_", 7) != 0)
+            envp[k++] = environ[i];
     if (exec_fd >= 0)
-        fexecve(exec_fd, argv, environ);
+        fexecve(exec_fd, argv, envp);
     else
-        execv(u->exe, argv);
+        execve(u->exe, argv, envp);
     int e = errno;
+    free(envp);
     for (size_t i = 0; i < nfds; i++)
         set_cloexec(fds[i], 1);
     close(hfd);
