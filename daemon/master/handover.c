@@ -23,7 +23,7 @@ typedef struct wbuf {
     int failed;
 } wbuf_t;
 
-static void w_printf(wbuf_t *b, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void w_printf(wbuf_t *b, const char *fmt, ...)
 {
     if (b->failed)
         return;
