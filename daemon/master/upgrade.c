@@ -295,8 +295,10 @@ void upgrade_on_ready(master_t *m)
 
 static void ho_add_gen(handover_t *h, unsigned id, int state, uint64_t kill_in, const char *version)
 {
-    if (h->ngens == HANDOVER_MAX_GENS)
+    if (h->ngens == HANDOVER_MAX_GENS) {
+        h->nworkers = STATS_WORKERS + 1; /* marks it too big: see collect() */
         return;
+    }
     ho_gen_t *g = &h->gens[h->ngens++];
     g->id = id;
     g->state = state;
@@ -306,6 +308,8 @@ static void ho_add_gen(handover_t *h, unsigned id, int state, uint64_t kill_in, 
 
 static void ho_add_generation(handover_t *h, const generation_t *g, int state, uint64_t now)
 {
+    if (h->nworkers > STATS_WORKERS)
+        return;
     size_t before = h->nworkers;
     for (unsigned i = 0; i < g->nworkers && h->nworkers < STATS_WORKERS; i++) {
         const wproc_t *wp = &g->workers[i];
@@ -325,8 +329,8 @@ static void ho_add_generation(handover_t *h, const generation_t *g, int state, u
 }
 
 /* Everything this image holds, as a handover for `exe` (rollback_fd: the image to go back to,
- * -1 for none). */
-static void collect(master_t *m, handover_t *h, int rollback_fd, const char *failed)
+ * -1 for none). 0, or -E2BIG when more generations are alive than a handover carries. */
+static int collect(master_t *m, handover_t *h, int rollback_fd, const char *failed)
 {
     upgrade_t *u = m->up;
     uint64_t now = uv_now(&m->loop);
@@ -367,7 +371,7 @@ static void collect(master_t *m, handover_t *h, int rollback_fd, const char *fai
         ho_add_generation(h, m->starting, HO_DRAINING, now);
     for (const generation_t *g = m->old; g; g = g->next)
         ho_add_generation(h, g, HO_DRAINING, now);
-    for (size_t k = 0; k < u->ngens; k++) {
+    for (size_t k = 0; k < u->ngens && h->nworkers <= STATS_WORKERS; k++) {
         const adopted_t *a = &u->gens[k];
         size_t before = h->nworkers;
         for (size_t i = 0; i < a->nworkers && h->nworkers < STATS_WORKERS; i++)
@@ -377,6 +381,7 @@ static void collect(master_t *m, handover_t *h, int rollback_fd, const char *fai
             ho_add_gen(h, a->gen.id, a->gen.state,
                        a->kill_at > now ? a->kill_at - now : (a->kill_at ? 1 : 0), a->gen.version);
     }
+    return h->nworkers > STATS_WORKERS ? -E2BIG : 0;
 }
 
 /* Execute `exe` (or the image open at exec_fd) with the handover. Returns only on failure,
@@ -385,8 +390,9 @@ static int exec_image(master_t *m, int exec_fd, int rollback_fd, const char *fai
 {
     upgrade_t *u = m->up;
     handover_t *h = &u->ho;
-    collect(m, h, rollback_fd, failed);
-    int hfd = handover_write(h);
+    int hfd = collect(m, h, rollback_fd, failed);
+    if (hfd == 0)
+        hfd = handover_write(h);
     if (hfd < 0)
         return hfd;
     int fds[BERTH_MAX_LISTENERS + STATS_WORKERS + 8];
@@ -491,15 +497,21 @@ void upgrade_begin(master_t *m, int client_fd, admin_done_cb done, void *arg)
     log_info("upgrade: checking %s with %s", u->exe, m->conf_path);
     /* The new binary reads this very handover (its format and counters layout), then checks
      * the config and loads the plugins, without touching anything of ours. */
-    collect(m, &u->ho, -1, NULL);
-    int hfd = handover_write(&u->ho);
+    int hfd = collect(m, &u->ho, -1, NULL);
+    if (hfd == 0)
+        hfd = handover_write(&u->ho);
     int pfd[2] = {-1, -1};
     if (hfd < 0 || pipe2(pfd, O_CLOEXEC) < 0) {
         int e = hfd < 0 ? -hfd : errno;
         if (hfd >= 0)
             close(hfd);
-        char why[128];
-        snprintf(why, sizeof why, "cannot prepare the check: %s", strerror(e));
+        char why[160];
+        if (e == E2BIG)
+            snprintf(why, sizeof why,
+                     "more than %d generations are still draining; try again once they are done",
+                     HANDOVER_MAX_GENS);
+        else
+            snprintf(why, sizeof why, "cannot prepare the check: %s", strerror(e));
         check_finish(m, 0, why);
         return;
     }
