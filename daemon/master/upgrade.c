@@ -561,6 +561,14 @@ static void check_exited(master_t *m, int status)
     while (u->outlen && (u->output[u->outlen - 1] == '\n' || u->output[u->outlen - 1] == ' '))
         u->output[--u->outlen] = '\0';
     char why[UPGRADE_OUTPUT_MAX + PATH_MAX + 256];
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && (m->stopping || m->starting)) {
+        /* A reload's generation that has not started would be handed over with no one to
+         * tell it to go or stop. */
+        check_finish(m, 0,
+                     m->stopping ? "berthd is stopping"
+                                 : "a reload started during the check; try again after it");
+        return;
+    }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         log_info("upgrade: %s checked; executing it", u->exe);
         int rc = exec_image(m, -1, u->self_fd, NULL);
