@@ -8,7 +8,9 @@ it in place. Failing new binaries (one that exits at once, one that crashes, a c
 refuses, one that fails after its exec) leave the old image serving, with the reason.
 """
 import os
+import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -222,6 +224,21 @@ class Upgrade(DaemonTestCase):
         r = self.upgrade(d)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr + d.log())
         self.assertEqual(d.proc.pid, pid)
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", echo_port), b"x\n"), b"x\n")
+        self.assertEqual(d.stop(), 0)
+
+    def test_sigusr2_upgrades_and_a_reload_follows(self):
+        d = self.start()
+        pid = d.proc.pid
+        echo_port = d.port("echo")
+        self.replace(self.next_berthd)
+        os.kill(pid, signal.SIGUSR2)
+        d.wait_log("upgraded from berthd %s to %s" % (re.escape(self.old_version),
+                                                      re.escape(self.new_version)))
+        self.assertEqual(d.status()["version"], self.new_version)
+        self.assertEqual(d.proc.pid, pid)
+        # The upgraded master reloads as any other.
+        self.assertTrue(d.reload(), d.log())
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", echo_port), b"x\n"), b"x\n")
         self.assertEqual(d.stop(), 0)
 
