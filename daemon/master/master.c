@@ -660,6 +660,11 @@ static void agent_answer(void *ctx, char *buf, size_t len)
         snprintf(buf, len, "drain\n");
         return;
     }
+    if (g == NULL && upgrade_serving(m) && !m->stopping) {
+        /* A binary upgrade: the previous image's workers serve until this one's are ready. */
+        snprintf(buf, len, "up\n");
+        return;
+    }
     if (g == NULL || m->stopping) {
         snprintf(buf, len, "down\n");
         return;

@@ -13,6 +13,7 @@
 
 #include "core/limits.h"
 #include "core/log.h"
+#include "core/notify.h"
 #include "master/generation.h"
 #include "master/handover.h"
 #include "master/mcast.h"
@@ -418,11 +419,13 @@ static int exec_image(master_t *m, int exec_fd, int rollback_fd, const char *fai
     for (size_t i = 0, k = 0; i < nenv; i++)
         if (strncmp(environ[i], "LISTEN_", 7) != 0)
             envp[k++] = environ[i];
+    notify_reloading(); /* the new image says READY=1 once its generation serves */
     if (exec_fd >= 0)
         fexecve(exec_fd, argv, envp);
     else
         execve(u->exe, argv, envp);
     int e = errno;
+    notify_ready();
     free(envp);
     for (size_t i = 0; i < nfds; i++)
         set_cloexec(fds[i], 1);
@@ -644,6 +647,7 @@ int upgrade_on_failed(master_t *m, const char *why)
     char msg[1200];
     snprintf(msg, sizeof msg, "upgrade failed and could not roll back: %s", why);
     reply(u, 0, msg);
+    notify_ready(); /* systemd was told RELOADING at the exec: the adopted workers serve */
     return upgrade_serving(m);
 }
 
