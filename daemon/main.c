@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "config/tls.h"
 #include "core/log.h"
+#include "master/handover.h"
 #include "master/master.h"
 #include "master/privs.h"
 #include "worker/worker.h"
@@ -27,7 +28,8 @@ static void usage(FILE *f)
             "                     options), print every error as FILE:LINE: message, and exit\n"
             "  -V, --version      print the version and the plugin ABI version\n"
             "  -h, --help         this help\n"
-            "Runs in the foreground until SIGTERM or SIGINT; SIGHUP reloads the configuration.\n"
+            "Runs in the foreground until SIGTERM or SIGINT; SIGHUP reloads the configuration;\n"
+            "SIGUSR2 upgrades: re-executes the berthd binary at its path (berthctl upgrade).\n"
             "Exit status: 0 ok, 64 usage, 71 system failure, 78 configuration error.\n",
             BERTH_DEFAULT_CONF);
 }
@@ -125,6 +127,38 @@ static int test_config(const char *path)
     return rc == 0 ? EX_OK : EX_CONFIG;
 }
 
+/* --handover-check FD: run by a master before it executes this binary for a binary upgrade.
+ * Can this binary read the handover the running one writes (format, counters layout), and
+ * does the config check as with -t? Exits 0, or 78 with the reasons on stderr. */
+static int upgrade_check(const char *path, const char *fdarg)
+{
+    static handover_t h;
+    char err[512];
+    char *end;
+    long fd = strtol(fdarg, &end, 10);
+    if (*end || fd < 0 || fd > 1 << 20) {
+        fprintf(stderr, "berthd: --handover-check: bad descriptor '%s'\n", fdarg);
+        return EX_USAGE;
+    }
+    if (handover_read((int)fd, &h, err, sizeof err)) {
+        fprintf(stderr, "berthd %s cannot take over: %s\n", BERTH_VERSION, err);
+        return EX_CONFIG;
+    }
+    if (h.stats_size != sizeof(stats_t)) {
+        fprintf(stderr,
+                "berthd %s cannot take over from %s: the counters have another layout (%zu "
+                "bytes, %zu here); restart instead\n",
+                BERTH_VERSION, h.from, h.stats_size, sizeof(stats_t));
+        return EX_CONFIG;
+    }
+    const char *fail = getenv("BERTH_TEST_UPGRADE_CHECK_FAIL");
+    if (fail && *fail) { /* the tests' way to make a check fail after reading the handover */
+        fprintf(stderr, "%s\n", fail);
+        return EX_SOFTWARE;
+    }
+    return test_config(path);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -132,8 +166,12 @@ int main(int argc, char **argv)
         {"test", no_argument, NULL, 't'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
+        /* binary upgrade, not for people: see master/upgrade.h */
+        {"handover", required_argument, NULL, 'H'},
+        {"handover-check", required_argument, NULL, 'K'},
         {NULL, 0, NULL, 0},
     };
+    const char *handover = NULL, *handover_check = NULL;
     const char *path = BERTH_DEFAULT_CONF;
     int test = 0;
     int c;
@@ -151,6 +189,12 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return EX_OK;
+        case 'H':
+            handover = optarg;
+            break;
+        case 'K':
+            handover_check = optarg;
+            break;
         default:
             usage(stderr);
             return EX_USAGE;
@@ -161,7 +205,18 @@ int main(int argc, char **argv)
         usage(stderr);
         return EX_USAGE;
     }
+    if (handover_check)
+        return upgrade_check(path, handover_check);
     if (test)
         return test_config(path);
+    if (handover) {
+        char *end;
+        long fd = strtol(handover, &end, 10);
+        if (*end || fd < 0 || fd > 1 << 20) {
+            fprintf(stderr, "berthd: --handover: bad descriptor '%s'\n", handover);
+            return EX_USAGE;
+        }
+        return master_run_handover(path, (int)fd);
+    }
     return master_run(path);
 }

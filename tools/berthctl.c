@@ -35,6 +35,9 @@ static void usage(FILE *f)
             "  resume LISTENER  lift the quarantine of a listener whose plugin kept crashing\n"
             "  top              live view: per listener connections/s, bytes/s, errors; workers\n"
             "  status --watch N the same figures as lines, every N seconds\n"
+            "  upgrade          re-execute the berthd binary at its path (same pid, no\n"
+            "                   connection lost); waits until the new one serves or says why\n"
+            "                   it was refused (exit status 1, the old one goes on serving)\n"
             "options:\n"
             "  -s, --socket PATH   admin socket (default: $BERTH_ADMIN, or %s)\n"
             "  -c, --config FILE   take the admin socket from this config's [daemon] admin\n"
@@ -158,6 +161,8 @@ int main(int argc, char **argv)
         snprintf(request, sizeof request, "status%s\n", json ? " --json" : "");
     else if ((strcmp(cmd, "reload") == 0 || strcmp(cmd, "stop") == 0) && !json)
         snprintf(request, sizeof request, "%s\n", cmd);
+    else if (strcmp(cmd, "upgrade") == 0 && !json) /* binary upgrade: waits for the outcome */
+        snprintf(request, sizeof request, "upgrade\n");
     else if (listener && !json)
         snprintf(request, sizeof request, "resume %s\n", listener);
     else {

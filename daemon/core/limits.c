@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/stats.h"
@@ -54,6 +55,7 @@ typedef struct header {
 } header_t;
 
 static struct {
+    int fd; /* the memfd behind the mapping; 0 is never one of ours (stdin) */
     void *base;
     size_t len;
     uint32_t requested;
@@ -88,9 +90,19 @@ int limits_map(uint32_t entries)
     size_t hlen = (sizeof(header_t) + 63) & ~(size_t)63;
     size_t jlen = (size_t)STATS_WORKERS * JOURNAL * sizeof(jslot_t);
     size_t len = hlen + jlen + (size_t)n * sizeof(entry_t);
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
+    /* A memfd, so that a binary upgrade can hand the table to the new image. */
+    int fd = memfd_create("berth-limits", MFD_CLOEXEC);
+    if (fd < 0)
         return -errno;
+    void *p = ftruncate(fd, (off_t)len) == 0
+                  ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                  : MAP_FAILED;
+    if (p == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    T.fd = fd;
     header_t *h = p;
     h->n = n;
     h->shards = shards;
@@ -118,7 +130,40 @@ void limits_unmap(void)
 {
     if (T.base)
         munmap(T.base, T.len);
+    if (T.fd > 0)
+        close(T.fd);
     memset(&T, 0, sizeof T);
+}
+
+int limits_fd(size_t *len)
+{
+    *len = T.len;
+    return T.base && T.fd > 0 ? T.fd : -1;
+}
+
+int limits_adopt(int fd, size_t len, uint32_t entries)
+{
+    size_t hlen = (sizeof(header_t) + 63) & ~(size_t)63;
+    size_t jlen = (size_t)STATS_WORKERS * JOURNAL * sizeof(jslot_t);
+    if (T.base || len < hlen + jlen)
+        return -EPROTO;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    header_t *h = p;
+    if (h->shards == 0 || h->shards > SHARDS ||
+        hlen + jlen + (size_t)h->n * sizeof(entry_t) != len) {
+        munmap(p, len);
+        return -EPROTO; /* another layout: not this release's table */
+    }
+    T.fd = fd;
+    T.base = p;
+    T.len = len;
+    T.requested = entries;
+    T.h = h;
+    T.journals = (jslot_t *)(void *)((char *)p + hlen);
+    T.entries = (entry_t *)(void *)((char *)p + hlen + jlen);
+    return 0;
 }
 
 uint32_t limits_size(void)

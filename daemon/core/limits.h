@@ -47,6 +47,10 @@ enum limits_verdict {
  * 0 or -errno. The mapping is inherited by every worker. */
 int limits_map(uint32_t entries);
 void limits_unmap(void);
+/* Binary upgrade: the mapping's descriptor (close-on-exec) and length, -1 when not mapped;
+ * and the new image mapping the one it was handed (-EPROTO: another layout). */
+int limits_fd(size_t *len);
+int limits_adopt(int fd, size_t len, uint32_t entries);
 /* The per_source_table the table was mapped for (0 when not mapped); it holds at least that
  * many entries. */
 uint32_t limits_size(void);

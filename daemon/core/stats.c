@@ -5,22 +5,60 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
+
+/* A memfd rather than an anonymous mapping: a binary upgrade hands it to the new image. */
+static int stats_memfd = -1;
 
 stats_t *stats_map(void)
 {
-    void *p =
-        mmap(NULL, sizeof(stats_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
+    int fd = memfd_create("berth-stats", MFD_CLOEXEC);
+    if (fd < 0)
         return NULL;
-    stats_t *s = p; /* anonymous mappings come zeroed */
+    if (ftruncate(fd, sizeof(stats_t)) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    void *p = mmap(NULL, sizeof(stats_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    stats_memfd = fd;
+    stats_t *s = p; /* a new memfd reads as zeroes */
     s->started_ms = stats_now_ms();
     return s;
+}
+
+stats_t *stats_adopt(int fd, size_t size)
+{
+    if (size != sizeof(stats_t)) {
+        errno = EPROTO;
+        return NULL;
+    }
+    void *p = mmap(NULL, sizeof(stats_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    stats_memfd = fd;
+    return p;
+}
+
+int stats_fd(void)
+{
+    return stats_memfd;
 }
 
 void stats_unmap(stats_t *s)
 {
     if (s)
         munmap(s, sizeof *s);
+    if (stats_memfd >= 0)
+        close(stats_memfd);
+    stats_memfd = -1;
 }
 
 uint64_t stats_now_ms(void)

@@ -127,6 +127,11 @@ typedef struct stats {
 /* Map a zeroed region shared with children forked later; NULL on failure. */
 stats_t *stats_map(void);
 void stats_unmap(stats_t *s);
+/* Binary upgrade: the descriptor of the mapping (close-on-exec; -1 when none), and the new
+ * image mapping the one it was handed (NULL with errno EPROTO when `size`, the writer's
+ * sizeof(stats_t), is not ours). */
+int stats_fd(void);
+stats_t *stats_adopt(int fd, size_t size);
 /* A free listener slot, marked in use; -1 if none. */
 int stats_listener_claim(stats_t *s, int protocol, const char *name, const char *address);
 void stats_listener_release(stats_t *s, int slot);

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -222,6 +224,15 @@ char *admin_status(const admin_snapshot_t *snap, int json)
                       (unsigned long long)((now - w->started_ms) / 1000));
             first = 0;
         }
+        /* binary upgrade: the running image's version, and each live generation's */
+        sb_printf(&b, "],\"version\":");
+        json_str(&b, BERTH_VERSION);
+        sb_printf(&b, ",\"generations\":[");
+        for (size_t i = 0; i < snap->ngens; i++) {
+            sb_printf(&b, "%s{\"id\":%u,\"version\":", i ? "," : "", snap->gen_ids[i]);
+            json_str(&b, snap->gen_versions[i] ? snap->gen_versions[i] : "");
+            sb_printf(&b, "}");
+        }
         sb_printf(&b, "]}\n");
         return b.p;
     }
@@ -296,6 +307,10 @@ char *admin_status(const admin_snapshot_t *snap, int json)
                   w->generation, worker_state_name(s), (unsigned long long)atomic_load(&w->active),
                   (unsigned long long)atomic_load(&w->accepted), in, out);
     }
+    /* binary upgrade: while old workers drain, which version each generation runs */
+    for (size_t i = 0; i < snap->ngens; i++)
+        sb_printf(&b, "%sgeneration %u runs berthd %s\n", i ? "" : "\n", snap->gen_ids[i],
+                  snap->gen_versions[i] ? snap->gen_versions[i] : "?");
     return b.p;
 }
 
@@ -374,6 +389,11 @@ static void on_done(void *arg, int ok, const char *text)
     answer(c, ok, ok ? "reloaded\n" : text);
 }
 
+static void on_upgrade_done(void *arg, int ok, const char *text)
+{
+    answer(arg, ok, text);
+}
+
 static void run_request(admin_client_t *c, admin_req_t req, const char *name)
 {
     admin_t *a = c->a;
@@ -399,6 +419,18 @@ static void run_request(admin_client_t *c, admin_req_t req, const char *name)
         answer(c, 1, "stopping\n");
         a->ops->stop(a->ctx);
         break;
+    case ADMIN_REQ_UPGRADE: {
+        if (a->ops->upgrade == NULL) {
+            answer(c, 0, "this berthd cannot upgrade\n");
+            break;
+        }
+        uv_os_fd_t fd = -1;
+        if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
+            fd = -1;
+        c->running = 1;
+        a->ops->upgrade(a->ctx, fd, on_upgrade_done, c);
+        break;
+    }
     case ADMIN_REQ_RESUME: {
         char msg[256] = "";
         int ok = a->ops->resume(a->ctx, name, msg, sizeof msg);
@@ -407,7 +439,8 @@ static void run_request(admin_client_t *c, admin_req_t req, const char *name)
     }
     default:
         answer(c, 0,
-               "unknown request (try: status, status --json, reload, stop, resume LISTENER)\n");
+               "unknown request (try: status, status --json, reload, stop, resume LISTENER, "
+               "upgrade)\n");
         break;
     }
 }
@@ -528,6 +561,37 @@ static void on_connection(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
 }
 
+static admin_t *admin_listen(admin_t *a, const char *path, config_errors_t *errs);
+
+admin_t *admin_adopt(uv_loop_t *loop, const char *path, int fd, const admin_ops_t *ops, void *ctx,
+                     config_errors_t *errs)
+{
+    admin_t *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return NULL;
+    a->ops = ops;
+    a->ctx = ctx;
+    a->loop = loop;
+    a->idle_ms = ADMIN_IDLE_MS;
+    a->max_clients = ADMIN_CLIENTS_MAX;
+    a->sock.fd = fd;
+    struct sockaddr_un *sun = (struct sockaddr_un *)&a->sock.addr;
+    sun->sun_family = AF_UNIX;
+    snprintf(sun->sun_path, sizeof sun->sun_path, "%s", path);
+    a->sock.addrlen = sizeof *sun;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) { /* ours to remove at the stop */
+        a->sock.dev = st.st_dev;
+        a->sock.ino = st.st_ino;
+    }
+    return admin_listen(a, path, errs);
+}
+
+int admin_fd(const admin_t *a)
+{
+    return a && a->server_init ? a->sock.fd : -1;
+}
+
 admin_t *admin_open(uv_loop_t *loop, const char *path, const admin_ops_t *ops, void *ctx,
                     config_errors_t *errs)
 {
@@ -546,6 +610,12 @@ admin_t *admin_open(uv_loop_t *loop, const char *path, const admin_ops_t *ops, v
         free(a);
         return NULL;
     }
+    return admin_listen(a, path, errs);
+}
+
+static admin_t *admin_listen(admin_t *a, const char *path, config_errors_t *errs)
+{
+    uv_loop_t *loop = a->loop;
     uv_pipe_init(loop, &a->server, 0);
     a->server.data = a;
     a->server_init = 1;

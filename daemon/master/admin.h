@@ -1,7 +1,7 @@
 /*
  * The admin socket berthctl talks to: a unix stream socket, owner-only (0600). One
  * request per connection, a line: "status", "status --json", "reload", "stop",
- * "resume LISTENER". The answer
+ * "resume LISTENER", "upgrade". The answer
  * is a first line "ok" or "error", then the body, then EOF.
  *
  * Admin knows nothing of the master: it is handed an ops table and an opaque context at
@@ -37,6 +37,10 @@ typedef struct admin_snapshot {
     /* Per listener stats slot, the multicast groups it has joined, "224.3.29.71,ff02::1:3";
      * NULL when none. */
     const char *groups[STATS_LISTENERS];
+    /* Binary upgrade: which berthd version each live generation's workers run. */
+    size_t ngens;
+    unsigned gen_ids[32];
+    const char *gen_versions[32];
 } admin_snapshot_t;
 
 typedef struct admin_ops {
@@ -47,6 +51,11 @@ typedef struct admin_ops {
     void (*stop)(void *ctx);
     /* Lift the quarantine of listener `name`: 1, or 0 with why in msg. */
     int (*resume)(void *ctx, const char *name, char *msg, size_t msglen);
+    /* Binary upgrade: re-execute berthd. `client_fd` is the asking connection: when the
+     * upgrade goes as far as executing the new image, the image that comes out of it (the
+     * new one, or the old one again) writes the answer to it, and done is never called here;
+     * otherwise done is called exactly once. */
+    void (*upgrade)(void *ctx, int client_fd, admin_done_cb done, void *arg);
 } admin_ops_t;
 
 typedef enum admin_req {
@@ -58,6 +67,7 @@ typedef enum admin_req {
     ADMIN_REQ_RESUME, /* "resume NAME": *arg is NAME */
     ADMIN_REQ_UNKNOWN,
     ADMIN_REQ_TOO_LONG,
+    ADMIN_REQ_UPGRADE,
 } admin_req_t;
 
 /* Parse what a client sent so far (buf need not be NUL-terminated): a request once a full
@@ -70,6 +80,11 @@ admin_req_t admin_parse_request(const char *buf, size_t len, const char **arg, s
 /* Listen on `path`; NULL with errs filled on failure. ops and ctx MUST outlive it. */
 admin_t *admin_open(uv_loop_t *loop, const char *path, const admin_ops_t *ops, void *ctx,
                     config_errors_t *errs);
+/* The same on a listening socket handed over by a binary upgrade (fd, bound to path). */
+admin_t *admin_adopt(uv_loop_t *loop, const char *path, int fd, const admin_ops_t *ops, void *ctx,
+                     config_errors_t *errs);
+/* The listening descriptor (-1 once stopped), for the handover. */
+int admin_fd(const admin_t *a);
 /* Change the idle timeout and the client cap (defaults ADMIN_IDLE_MS, ADMIN_CLIENTS_MAX);
  * for tests, which cannot wait 10 s. Applies to clients that connect afterwards. */
 void admin_set_limits(admin_t *a, unsigned idle_ms, unsigned max_clients);

@@ -20,6 +20,8 @@ admin_req_t admin_parse_request(const char *buf, size_t len, const char **arg, s
         return ADMIN_REQ_RELOAD;
     if (IS("stop"))
         return ADMIN_REQ_STOP;
+    if (IS("upgrade"))
+        return ADMIN_REQ_UPGRADE;
 #undef IS
     static const char resume[] = "resume ";
     if (n > sizeof resume - 1 && memcmp(buf, resume, sizeof resume - 1) == 0) {

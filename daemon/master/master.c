@@ -37,6 +37,7 @@
 #include "master/generation.h"
 #include "master/metrics.h"
 #include "master/process.h"
+#include "master/upgrade.h"
 #include "worker/loader.h"
 
 #define TICK_MS 100
@@ -98,7 +99,9 @@ static void generation_check(master_t *m, generation_t *g)
             m->starting = NULL;
         generation_stop(g, 1);
         generation_list_push(&m->old, g);
-        if (m->active == NULL) {
+        if (m->active == NULL && upgrade_on_failed(m, why)) {
+            /* an upgraded image that could not start: the adopted workers go on */
+        } else if (m->active == NULL) {
             log_error("cannot start:");
             log_lines(BERTH_LOG_ERROR, why);
             m->exit_code = EX_CONFIG;
@@ -140,6 +143,7 @@ static void generation_check(master_t *m, generation_t *g)
     } else {
         log_info("ready: generation %u serves %zu listener(s) with %u worker(s)", g->id,
                  g->cfg->nlisteners, g->nworkers);
+        upgrade_on_ready(m);
         notify_ready();
         /* A SIGHUP (or berthctl reload) that came while the first generation started was
          * queued behind it: it runs now, with the config as it is now. */
@@ -287,7 +291,7 @@ void master_reload(master_t *m, master_reload_cb cb, void *arg)
         w->cb = cb;
         w->arg = arg;
     }
-    if (m->starting || m->active == NULL) {
+    if (m->starting || (m->active == NULL && !upgrade_serving(m))) {
         /* A reload is in hand: run one more after it, with the config as it is then. */
         m->reload_queued = 1;
         if (w) {
@@ -334,6 +338,7 @@ void master_stop(master_t *m, int now)
     if (now)
         for (generation_t *g = m->old; g; g = g->next)
             generation_stop(g, 1);
+    upgrade_stop(m, now);
     /* Nobody will accept again: close the listening sockets now (the workers close their
      * copies on STOP), so new clients are refused at once rather than left in a backlog. */
     sockets_close_all(&m->socks);
@@ -350,6 +355,8 @@ static void master_check_exit(master_t *m)
     for (generation_t *g = m->old; g; g = g->next)
         if (generation_alive(g))
             return;
+    if (upgrade_alive(m))
+        return;
     while (m->old) {
         generation_t *g = m->old;
         m->old = g->next;
@@ -550,6 +557,8 @@ static void reap_children(master_t *m)
         wproc_t *wp = find_worker(m, pid);
         if (wp)
             on_worker_exit(m, wp, status);
+        else if (upgrade_reap(m, pid, status))
+            master_check_exit(m);
     }
 }
 
@@ -565,6 +574,7 @@ static void on_tick(uv_timer_t *t)
                 respawn(m, g, wp, now);
         }
     }
+    upgrade_tick(m, now);
     generation_t *g = m->starting;
     if (g && g->state == G_STARTING && now >= g->deadline && !g->failed) {
         g->failed = 1;
@@ -667,6 +677,9 @@ static void on_signal(uv_poll_t *p, int status, int events)
         case SIGUSR1:
             master_reopen_log(m);
             break;
+        case SIGUSR2: /* binary upgrade, as berthctl upgrade */
+            upgrade_begin(m, -1, NULL, NULL);
+            break;
         }
     }
 }
@@ -681,6 +694,11 @@ static void agent_answer(void *ctx, char *buf, size_t len)
     const generation_t *g = m->active;
     if (m->draining_soon) {
         snprintf(buf, len, "drain\n");
+        return;
+    }
+    if (g == NULL && upgrade_serving(m) && !m->stopping) {
+        /* A binary upgrade: the previous image's workers serve until this one's are ready. */
+        snprintf(buf, len, "up\n");
         return;
     }
     if (g == NULL || m->stopping) {
@@ -716,6 +734,7 @@ static void admin_snapshot(void *ctx, admin_snapshot_t *out)
             out->groups[s->slot] = s->groups[0] ? s->groups : NULL;
         }
     }
+    upgrade_snapshot(m, out);
 }
 
 static void admin_reload(void *ctx, admin_done_cb done, void *arg)
@@ -750,11 +769,17 @@ static int admin_resume(void *ctx, const char *name, char *msg, size_t len)
     return 0;
 }
 
+static void admin_upgrade(void *ctx, int client_fd, admin_done_cb done, void *arg)
+{
+    upgrade_begin(ctx, client_fd, done, arg);
+}
+
 static const admin_ops_t admin_ops = {
     .snapshot = admin_snapshot,
     .reload = admin_reload,
     .stop = admin_stop_daemon,
     .resume = admin_resume,
+    .upgrade = admin_upgrade,
 };
 
 static void raise_nofile(void)
@@ -766,26 +791,35 @@ static void raise_nofile(void)
     }
 }
 
-int master_run(const char *path)
+static int master_main(const char *path, int hfd)
 {
     master_t m;
     memset(&m, 0, sizeof m);
     m.conf_path = path;
     m.signal_fd = -1;
+    m.handover_fd = hfd;
     sockets_init(&m.socks, NULL);
     int rc = 0;
 
     berth_config_t *cfg = NULL;
     config_errors_t errs = {0};
+    char *cfg_failed = NULL; /* a binary upgrade whose config fails: rolled back below */
     if (config_load_with_tls(path, &cfg, &errs)) {
-        for (size_t i = 0; i < errs.count; i++)
-            fprintf(stderr, "%s\n", errs.msgs[i]);
+        if (hfd < 0) {
+            for (size_t i = 0; i < errs.count; i++)
+                fprintf(stderr, "%s\n", errs.msgs[i]);
+            config_errors_free(&errs);
+            return EX_CONFIG;
+        }
+        cfg_failed = errors_text(&errs);
         config_errors_free(&errs);
-        return EX_CONFIG;
+        cfg = NULL;
     }
-    log_init("master", cfg->log_level, strcmp(cfg->log, "syslog") == 0);
-    log_set_format(cfg->log_json);
-    rc = open_log_file(cfg);
+    log_init("master", cfg ? cfg->log_level : BERTH_LOG_INFO,
+             cfg && strcmp(cfg->log, "syslog") == 0);
+    if (cfg)
+        log_set_format(cfg->log_json);
+    rc = cfg ? open_log_file(cfg) : 0;
     if (rc) {
         fprintf(stderr, "%s: cannot open log file %s: %s\n", path, cfg->log, strerror(-rc));
         config_free(cfg);
@@ -795,12 +829,25 @@ int master_run(const char *path)
     raise_nofile();
     signal(SIGPIPE, SIG_IGN);
 
-    m.stats = stats_map();
+    if (hfd >= 0) {
+        /* A binary upgrade: the counters, the per-source table, the sockets, the admin
+         * socket and the workers are the previous image's (see upgrade.h). */
+        char why[1200];
+        if (upgrade_adopt_early(&m, hfd, why, sizeof why)) {
+            log_error("upgrade: cannot take over: %s", why);
+            config_free(cfg);
+            free(cfg_failed);
+            upgrade_free(&m);
+            return EX_SOFTWARE;
+        }
+    } else {
+        m.stats = stats_map();
+    }
     /* Before the first fork, as the counters: every worker of every generation shares it. */
-    rc = limits_map(cfg->per_source_table);
+    rc = limits_map(cfg ? cfg->per_source_table : 1);
     if (rc) {
-        log_error("cannot map the per-source table (%u entries): %s", cfg->per_source_table,
-                  strerror(-rc));
+        log_error("cannot map the per-source table (%u entries): %s",
+                  cfg ? cfg->per_source_table : 1, strerror(-rc));
         config_free(cfg);
         stats_unmap(m.stats);
         return EX_OSERR;
@@ -822,6 +869,7 @@ int master_run(const char *path)
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGUSR1);
+    sigaddset(&mask, SIGUSR2);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     m.signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (m.signal_fd < 0) {
@@ -839,7 +887,7 @@ int master_run(const char *path)
     uv_timer_init(&m.loop, &m.drain_wait);
     m.drain_wait.data = &m;
 
-    if (cfg->agent) {
+    if (cfg && cfg->agent) {
         char why[256];
         m.agent = agent_open(&m.loop, (const struct sockaddr *)&cfg->agent_addr, &agent_ops, &m,
                              why, sizeof why);
@@ -851,7 +899,36 @@ int master_run(const char *path)
         }
     }
 
-    if (cfg->admin && cfg->admin[0]) {
+    if (upgrade_init(&m, cfg && cfg->admin ? cfg->admin : NULL))
+        log_warn("binary upgrade unavailable: cannot find this executable: %s", strerror(errno));
+    if (hfd >= 0) {
+        char why[1200];
+        if (upgrade_adopt(&m, &admin_ops, why, sizeof why)) {
+            log_error("upgrade: cannot take over: %s", why);
+            if (!cfg_failed)
+                cfg_failed = strdup(why);
+        }
+        /* The tests' way to make a new image fail after its check passed, to see it roll
+         * back: BERTH_TEST_UPGRADE_FAIL names the version that fails. */
+        const char *fail = getenv("BERTH_TEST_UPGRADE_FAIL");
+        if (!cfg_failed && fail && strcmp(fail, BERTH_VERSION) == 0)
+            cfg_failed = strdup("BERTH_TEST_UPGRADE_FAIL: this version fails after the exec");
+    }
+    if (cfg_failed) {
+        /* Back to the previous image, which goes on; or, with none, the adopted workers. */
+        if (!upgrade_on_failed(&m, cfg_failed)) {
+            log_lines(BERTH_LOG_ERROR, cfg_failed);
+            free(cfg_failed);
+            config_free(cfg);
+            rc = EX_CONFIG;
+            goto out_loop;
+        }
+        free(cfg_failed);
+        config_free(cfg);
+        cfg = NULL;
+        goto run;
+    }
+    if (hfd < 0 && cfg->admin && cfg->admin[0]) {
         m.admin = admin_open(&m.loop, cfg->admin, &admin_ops, &m, &errs);
         if (m.admin == NULL) {
             for (size_t i = 0; i < errs.count; i++)
@@ -872,6 +949,7 @@ int master_run(const char *path)
         goto out_loop;
     }
 
+    upgrade_adopt_groups(&m, cfg);
     generation_t *g = master_generation_new(&m, cfg);
     if (g == NULL) {
         config_free(cfg);
@@ -879,16 +957,22 @@ int master_run(const char *path)
         goto out_loop;
     }
     if (generation_start(g, &errs, on_ctl)) {
+        char *text = errors_text(&errs);
         for (size_t i = 0; i < errs.count; i++)
             log_error("%s", errs.msgs[i]);
         config_errors_free(&errs);
-        m.exit_code = EX_CONFIG;
         m.starting = NULL;
+        generation_stop(g, 1);
         generation_list_push(&m.old, g);
-        master_stop(&m, 1);
+        if (!upgrade_on_failed(&m, text ? text : "cannot start a generation")) {
+            m.exit_code = EX_CONFIG;
+            master_stop(&m, 1);
+        }
+        free(text);
     } else {
         m.starting = g;
     }
+run:
     uv_run(&m.loop, UV_RUN_DEFAULT);
     rc = m.exit_code;
     if (rc == 0)
@@ -912,7 +996,18 @@ out:
     sockets_close_all(&m.socks);
     if (m.signal_fd >= 0)
         close(m.signal_fd);
+    upgrade_free(&m);
     stats_unmap(m.stats);
     limits_unmap();
     return rc;
+}
+
+int master_run(const char *path)
+{
+    return master_main(path, -1);
+}
+
+int master_run_handover(const char *path, int fd)
+{
+    return master_main(path, fd);
 }

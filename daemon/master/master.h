@@ -44,10 +44,15 @@ typedef struct master {
     int draining_soon;
     struct metrics *metrics; /* metrics: [daemon] metrics, kept while its address stays */
     char *metrics_at;        /* metrics: that address as configured */
+    /* binary upgrade (master/upgrade.c) */
+    struct upgrade *up;
+    int handover_fd; /* -1, or the handover this image was started with */
 } master_t;
 
 /* Run the daemon on `path` until stopped; returns the exit status. */
 int master_run(const char *path);
+/* The same, started by a binary upgrade with the handover document at fd (see handover.h). */
+int master_run_handover(const char *path, int fd);
 
 /* Start a reload (or queue one behind the reload in hand); cb (MAY be NULL) is told how
  * it ended. */

@@ -55,6 +55,7 @@ static void child_after_fork(const process_spec_t *spec, int ctl_fd)
     signal(SIGTERM, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN); /* the master's binary upgrade */
     signal(SIGCHLD, SIG_DFL);
     /* Nothing of the master's is ours: its loop, signalfd, admin socket and the admin
      * clients it is answering (holding one open would keep berthctl waiting for EOF),

@@ -63,7 +63,7 @@ static int fake_resume(void *ctx, const char *name, char *msg, size_t len)
     return ok;
 }
 
-static const admin_ops_t fake_ops = {fake_snapshot, fake_reload, fake_stop, fake_resume};
+static const admin_ops_t fake_ops = {fake_snapshot, fake_reload, fake_stop, fake_resume, NULL};
 
 struct fx {
     char dir[64];

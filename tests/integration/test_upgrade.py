@@ -1,0 +1,300 @@
+"""Issue 17: upgrade berthd itself without dropping a connection.
+
+A second berthd is built from this tree with another version string (a CMake build dir of
+its own under the build tree, BERTH_VERSION_SUFFIX=+next, only the berthd target, through the
+first build's compiler launcher: ccache makes later runs cheap). The daemon runs from a copy
+of the first build; the copy is replaced on disk by rename, and `berthctl upgrade` re-executes
+it in place. Failing new binaries (one that exits at once, one that crashes, a config it
+refuses, one that fails after its exec) leave the old image serving, with the reason.
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import (BUILD, BERTHD, IO_TIMEOUT, SANITIZED, SRC, START_TIMEOUT, Berthd,
+                     DaemonTestCase, recv_exact, stream_echo, wait_until)
+
+BERTHCTL = os.path.join(os.path.dirname(BERTHD), "berthctl")
+SUFFIX = "+next"
+
+
+def cache_value(cache, key):
+    for line in cache.splitlines():
+        if line.startswith(key + ":"):
+            return line.split("=", 1)[1]
+    return ""
+
+
+def build_next():
+    """The path of a berthd built from this tree with the version suffix."""
+    out = os.path.join(os.path.abspath(BUILD), "upgrade-next")
+    with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
+        cache = f.read()
+    args = ["cmake", "-S", SRC, "-B", out, "-DBERTH_VERSION_SUFFIX=" + SUFFIX,
+            "-DBERTH_TESTS=OFF", "-DBERTH_FUZZ=OFF"]
+    for key in ("CMAKE_BUILD_TYPE", "CMAKE_C_COMPILER", "BERTH_SANITIZE", "BERTH_WERROR",
+                "CMAKE_C_COMPILER_LAUNCHER"):
+        v = cache_value(cache, key)
+        if v:
+            args.append("-D%s=%s" % (key, v))
+    env = dict(os.environ, CCACHE_BASEDIR=SRC)
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, env=env)
+    subprocess.run(["nice", "-n", "10", "cmake", "--build", out, "--target", "berthd", "-j2"],
+                   check=True, stdout=subprocess.DEVNULL, env=env)
+    return os.path.join(out, "berthd")
+
+
+def version_of(path):
+    return subprocess.run([path, "-V"], capture_output=True, text=True).stdout.split()[1]
+
+
+class EchoServer(threading.Thread):
+    """A plain echo server for socks5 to relay to (not berth: that would be a proxy loop)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+
+    def run(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def serve(c):
+        with c:
+            while True:
+                try:
+                    b = c.recv(65536)
+                except OSError:
+                    return
+                if not b:
+                    return
+                c.sendall(b)
+
+
+def socks5_connect(port, dest_port):
+    s = socket.create_connection(("127.0.0.2", port), timeout=IO_TIMEOUT)
+    s.sendall(b"\x05\x01\x00")
+    assert recv_exact(s, 2) == b"\x05\x00"
+    s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack("!H", dest_port))
+    rep = recv_exact(s, 10)
+    assert rep[1] == 0, rep
+    return s
+
+
+class Load(threading.Thread):
+    """Connect, echo, close, in a loop; every failure counted; the longest connect wait."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.addr = ("127.0.0.1", port)
+        self.ok = 0
+        self.failures = []
+        self.halt = threading.Event()
+
+    def run(self):
+        n = 0
+        while not self.halt.is_set():
+            msg = b"load %d\n" % n
+            n += 1
+            try:
+                if stream_echo(socket.AF_INET, self.addr, msg) == msg:
+                    self.ok += 1
+                else:
+                    self.failures.append("conn %d: short echo" % n)
+            except OSError as e:
+                self.failures.append("conn %d: %r" % (n, e))
+
+    def stop(self):
+        self.halt.set()
+        self.join(IO_TIMEOUT * 2)
+
+
+LISTENERS = """
+[echo]
+protocol = tcp
+address = 127.0.0.1:0
+handler = echo
+
+[socks]
+protocol = tcp
+address = 127.0.0.2:0
+handler = socks5
+allow_dest = 127.0.0.0/8
+"""
+
+
+class Upgrade(DaemonTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.next_berthd = build_next()
+        cls.old_version = version_of(BERTHD)
+        cls.new_version = version_of(cls.next_berthd)
+
+    def start(self, env=None):
+        self.exe = os.path.join(self.tmp, "berthd")
+        shutil.copy2(BERTHD, self.exe)
+        d = Berthd(self.tmp, LISTENERS, workers=2, env=env)
+        self._daemons.append(d)
+        d.spawn([self.exe, "-c", d.conf], wait=True)
+        return d
+
+    def replace(self, src=None, text=None):
+        """Put a new binary at the daemon's path by rename, as dpkg does."""
+        tmp = self.exe + ".new"
+        if text is not None:
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o755)
+        else:
+            shutil.copy2(src, tmp)
+        os.rename(tmp, self.exe)
+
+    def upgrade(self, d):
+        return subprocess.run([BERTHCTL, "-s", d.admin, "upgrade"], capture_output=True,
+                              text=True, timeout=START_TIMEOUT * 3)
+
+    def test_upgrade_under_load_loses_nothing(self):
+        self.assertNotEqual(self.old_version, self.new_version)
+        d = self.start()
+        pid = d.proc.pid
+        echo_port, socks_port = d.port("echo"), d.port("socks")
+        target = EchoServer()
+        target.start()
+        long_echo = socket.create_connection(("127.0.0.1", echo_port), timeout=IO_TIMEOUT)
+        long_socks = socks5_connect(socks_port, target.port)
+        for s in (long_echo, long_socks):
+            s.sendall(b"before\n")
+            self.assertEqual(recv_exact(s, 7), b"before\n")
+        loads = [Load(echo_port) for _ in range(2)]
+        for t in loads:
+            t.start()
+        wait_until(lambda: all(t.ok > 20 for t in loads), IO_TIMEOUT, what="the load to run")
+        before = d.listener("echo")["accepted"]
+        old_gen = d.status()["generation"]
+        self.replace(self.next_berthd)
+        r = self.upgrade(d)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr + d.log())
+        self.assertIn(self.new_version, r.stdout)
+        mark = sum(t.ok for t in loads)
+        wait_until(lambda: sum(t.ok for t in loads) > mark + 40, IO_TIMEOUT,
+                   what="the load to go on after the upgrade")
+        for t in loads:
+            t.stop()
+        for t in loads:
+            self.assertEqual(t.failures, [], "failed connections across the upgrade")
+        self.assertEqual(d.proc.pid, pid)
+        self.assertIsNone(d.proc.poll())
+        st = d.status()
+        self.assertEqual(st["version"], self.new_version)
+        self.assertEqual(st["pid"], pid)
+        self.assertGreater(st["generation"], old_gen)
+        # While the old workers drain (the long-lived connections hold them), status says
+        # which version each generation runs.
+        versions = {g["id"]: g["version"] for g in st["generations"]}
+        self.assertEqual(versions.get(old_gen), self.old_version, st)
+        self.assertEqual(versions.get(st["generation"]), self.new_version, st)
+        # Counters continue: nothing counted before is lost.
+        self.assertGreaterEqual(d.listener("echo", st)["accepted"],
+                                before + sum(t.ok for t in loads) - mark)
+        # The long-lived connections, held by the old workers, still work.
+        for s in (long_echo, long_socks):
+            s.sendall(b"after!\n")
+            self.assertEqual(recv_exact(s, 7), b"after!\n")
+            s.close()
+        d.wait_status(lambda s: all(w["generation"] == s["generation"] for w in s["workers"]),
+                      "the old generation to drain")
+        self.assertEqual([g["version"] for g in d.status()["generations"]], [self.new_version])
+        # And once more, from the new image to itself: the handover it writes reads back.
+        r = self.upgrade(d)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr + d.log())
+        self.assertEqual(d.proc.pid, pid)
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", echo_port), b"x\n"), b"x\n")
+        self.assertEqual(d.stop(), 0)
+
+    def test_sigusr2_upgrades_and_a_reload_follows(self):
+        d = self.start()
+        pid = d.proc.pid
+        echo_port = d.port("echo")
+        self.replace(self.next_berthd)
+        os.kill(pid, signal.SIGUSR2)
+        d.wait_log("upgraded from berthd %s to %s" % (re.escape(self.old_version),
+                                                      re.escape(self.new_version)))
+        self.assertEqual(d.status()["version"], self.new_version)
+        self.assertEqual(d.proc.pid, pid)
+        # The upgraded master reloads as any other.
+        self.assertTrue(d.reload(), d.log())
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", echo_port), b"x\n"), b"x\n")
+        self.assertEqual(d.stop(), 0)
+
+    def refused(self, d, pattern):
+        echo_port = d.port("echo")
+        pid = d.proc.pid
+        held = socket.create_connection(("127.0.0.1", echo_port), timeout=IO_TIMEOUT)
+        r = self.upgrade(d)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, pattern)
+        self.assertRegex(d.log(), "upgrade (refused|failed)")
+        self.assertEqual(d.proc.pid, pid)
+        self.assertIsNone(d.proc.poll())
+        held.sendall(b"held\n")
+        self.assertEqual(recv_exact(held, 5), b"held\n")
+        held.close()
+        self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", echo_port), b"x\n"), b"x\n")
+        self.assertEqual(d.status()["version"], self.old_version)
+        return r
+
+    def test_new_binary_that_exits_at_once_is_refused(self):
+        d = self.start()
+        self.replace(text="#!/bin/sh\nexit 3\n")
+        self.refused(d, "exited with status 3")
+
+    def test_new_binary_that_crashes_is_refused(self):
+        d = self.start()
+        self.replace(text="#!/bin/sh\nkill -SEGV $$\n")
+        self.refused(d, r"signal 11")
+
+    def test_missing_binary_is_refused(self):
+        d = self.start()
+        os.unlink(self.exe)
+        self.refused(d, "cannot execute")
+
+    def test_config_the_new_binary_refuses(self):
+        d = self.start()
+        self.replace(self.next_berthd)
+        with open(d.conf, "a") as f:
+            f.write("\n[bad]\nprotocol = tcp\naddress = 127.0.0.9:0\nhandler = nosuchplugin\n")
+        self.refused(d, "nosuchplugin")
+
+    def test_new_image_that_fails_after_its_exec_rolls_back(self):
+        d = self.start(env={"BERTH_TEST_UPGRADE_FAIL": "0.1.0" + SUFFIX})
+        pid = d.proc.pid
+        self.replace(self.next_berthd)
+        loads = [Load(d.port("echo"))]
+        loads[0].start()
+        wait_until(lambda: loads[0].ok > 20, IO_TIMEOUT, what="the load to run")
+        r = self.refused(d, "BERTH_TEST_UPGRADE_FAIL")
+        self.assertIn("going back to berthd", d.log())
+        loads[0].stop()
+        self.assertEqual(loads[0].failures, [])
+        self.assertEqual(d.proc.pid, pid)
+        self.assertEqual(d.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
