@@ -206,6 +206,7 @@ static void reload_begin(master_t *m)
     generation_t *g = NULL;
     if (config_load_with_tls(m->conf_path, &cfg, &errs) == 0) {
         log_set_level(cfg->log_level);
+        plugin_files_note(cfg, 1);
         if (limits_size() && cfg->per_source_table != limits_size())
             log_warn("per_source_table = %u takes effect at the next start; the table keeps its "
                      "%u entries (and its counts) across reloads",
@@ -755,6 +756,7 @@ int master_run(const char *path)
         return EX_OSERR;
     }
     plugin_set_trusted_uid(getuid()); /* workers check plugins after dropping to `user` */
+    plugin_files_note(cfg, 0);
     raise_nofile();
     signal(SIGPIPE, SIG_IGN);
 

@@ -206,6 +206,21 @@ static int host_listener_tls_verify(const berth_listener_t *l)
     }
 }
 
+/* declared options */
+static const void *host_listener_options(const berth_listener_t *l)
+{
+    return l->opts;
+}
+
+/* timers: restart */
+static int host_timer_restart(berth_timer_t *timer, uint64_t ms)
+{
+    if (timer == NULL)
+        return -EINVAL;
+    conn_timer_restart(timer, ms);
+    return 0;
+}
+
 const berth_host_t berth_host_table = {
     .abi_version = BERTH_ABI_VERSION,
     .size = sizeof(berth_host_t),
@@ -239,4 +254,8 @@ const berth_host_t berth_host_table = {
     .balancer_addr = host_balancer_addr,
     .multicast_group = host_multicast_group,
     .listener_tls_verify = host_listener_tls_verify,
+    /* declared options */
+    .listener_options = host_listener_options,
+    /* timers: restart */
+    .timer_restart = host_timer_restart,
 };
