@@ -429,8 +429,12 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     int prev = wp->state;
     generation_worker_leaves(g, wp);
     int lk = -1, hook = STATS_HOOK_NONE;
-    if (wp->slot >= 0 && prev != W_STOPPING)
+    if (wp->slot >= 0 && (prev != W_STOPPING || WIFSIGNALED(status)))
         crash_site(m, g, wp->slot, &lk, &hook); /* before settle clears what it held */
+    /* Still loading its plugins (its generation failed and stopped it meanwhile): it never
+     * got to drain anything. */
+    int preparing = hook == STATS_HOOK_LOAD || hook == STATS_HOOK_CHECK_OPTION ||
+                    hook == STATS_HOOK_LISTENER_OPEN;
     wp->state = W_DEAD;
     wp->pid = 0;
     process_ctl_close(wp);
@@ -440,9 +444,16 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
         limits_settle(wp->slot);
     wp->slot = -1;
     if (prev == W_STOPPING) {
-        if (WIFSIGNALED(status))
-            log_warn("worker %u of generation %u killed by signal %d (%s) while draining",
-                     wp->index + 1, g->id, WTERMSIG(status), strsignal(WTERMSIG(status)));
+        if (WIFSIGNALED(status)) {
+            char site[400];
+            describe_site(g, lk, hook, site, sizeof site);
+            if (preparing)
+                log_error("worker %u of generation %u crashed (signal %d) %s before it was ready",
+                          wp->index + 1, g->id, WTERMSIG(status), site);
+            else
+                log_warn("worker %u of generation %u killed by signal %d (%s) while draining",
+                         wp->index + 1, g->id, WTERMSIG(status), strsignal(WTERMSIG(status)));
+        }
         if (generation_alive(g) == 0 && g->state == G_DRAINING) {
             log_debug("generation %u has drained", g->id);
             generation_list_remove(&m->old, g);
@@ -460,9 +471,13 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     describe_listeners(g, wp, served, sizeof served);
     if (prev == W_STARTING && g->state == G_STARTING) {
         if (!g->failed) {
-            char text[800];
-            snprintf(text, sizeof text, "%s: worker %u of generation %u %s before it was ready",
-                     g->cfg->path, wp->index + 1, g->id, what);
+            char text[800], site[400] = "";
+            if (WIFSIGNALED(status) && hook != STATS_HOOK_NONE) {
+                site[0] = ' ';
+                describe_site(g, lk, hook, site + 1, sizeof site - 1);
+            }
+            snprintf(text, sizeof text, "%s: worker %u of generation %u %s%s before it was ready",
+                     g->cfg->path, wp->index + 1, g->id, what, site);
             g->failed = 1;
             g->fail_text = strdup(text);
         }
