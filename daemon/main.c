@@ -150,7 +150,8 @@ static int prepare_plugins_watched(const berth_config_t *cfg, config_errors_t *e
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     int rc = 0;
-    if (WIFSIGNALED(status)) {
+    /* Left in a plugin hook: it died there (a signal, or a sanitizer's exit). */
+    if (WIFSIGNALED(status) || atomic_load(&st->cur_hook) != STATS_HOOK_NONE) {
         report_crash(cfg, st, status, errs);
         rc = -EINVAL;
     } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {

@@ -429,7 +429,7 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     int prev = wp->state;
     generation_worker_leaves(g, wp);
     int lk = -1, hook = STATS_HOOK_NONE;
-    if (wp->slot >= 0 && (prev != W_STOPPING || WIFSIGNALED(status)))
+    if (wp->slot >= 0)
         crash_site(m, g, wp->slot, &lk, &hook); /* before settle clears what it held */
     /* Still loading its plugins (its generation failed and stopped it meanwhile): it never
      * got to drain anything. */
@@ -444,15 +444,20 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
         limits_settle(wp->slot);
     wp->slot = -1;
     if (prev == W_STOPPING) {
-        if (WIFSIGNALED(status)) {
+        int died = WIFSIGNALED(status) || WEXITSTATUS(status) != 0;
+        if (died && preparing) {
             char site[400];
             describe_site(g, lk, hook, site, sizeof site);
-            if (preparing)
+            if (WIFSIGNALED(status))
                 log_error("worker %u of generation %u crashed (signal %d) %s before it was ready",
                           wp->index + 1, g->id, WTERMSIG(status), site);
             else
-                log_warn("worker %u of generation %u killed by signal %d (%s) while draining",
-                         wp->index + 1, g->id, WTERMSIG(status), strsignal(WTERMSIG(status)));
+                log_error("worker %u of generation %u crashed (exit status %d) %s before it was "
+                          "ready",
+                          wp->index + 1, g->id, WEXITSTATUS(status), site);
+        } else if (WIFSIGNALED(status)) {
+            log_warn("worker %u of generation %u killed by signal %d (%s) while draining",
+                     wp->index + 1, g->id, WTERMSIG(status), strsignal(WTERMSIG(status)));
         }
         if (generation_alive(g) == 0 && g->state == G_DRAINING) {
             log_debug("generation %u has drained", g->id);
@@ -472,7 +477,7 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     if (prev == W_STARTING && g->state == G_STARTING) {
         if (!g->failed) {
             char text[800], site[400] = "";
-            if (WIFSIGNALED(status) && hook != STATS_HOOK_NONE) {
+            if (hook != STATS_HOOK_NONE) {
                 site[0] = ' ';
                 describe_site(g, lk, hook, site + 1, sizeof site - 1);
             }
