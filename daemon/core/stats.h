@@ -33,6 +33,10 @@ typedef struct stats_listener {
     /* PROXY protocol: a peer outside proxy_from, or a header missing, malformed or late */
     _Atomic uint64_t refused_proxy;
     _Atomic uint64_t refused_source; /* per_source or rate */
+    /* plugin version: the plugin name and version string of the generation serving it,
+     * written by its workers when they start serving (berthctl status) */
+    char plugin[32];
+    char plugin_version[32];
 } stats_listener_t;
 
 enum { WORKER_FREE = 0, WORKER_STARTING, WORKER_READY, WORKER_DRAINING };

@@ -462,6 +462,16 @@ static void worker_go(worker_t *w)
         return;
     w->accepting = 1;
     atomic_store(&w->st->state, WORKER_READY);
+    /* Which build serves each listener now, for berthctl status. Every worker of the
+     * generation writes the same bytes; the old generation no longer writes. */
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        berth_listener_t *l = &w->listeners[i];
+        if (l->st == NULL || l->plugin == NULL)
+            continue;
+        snprintf(l->st->plugin, sizeof l->st->plugin, "%s", l->plugin->desc.name);
+        snprintf(l->st->plugin_version, sizeof l->st->plugin_version, "%s",
+                 l->plugin->desc.version ? l->plugin->desc.version : "");
+    }
     for (size_t i = 0; i < w->nlisteners; i++)
         listener_poll_start(&w->listeners[i]);
 }

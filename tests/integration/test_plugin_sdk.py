@@ -10,10 +10,11 @@ import subprocess
 import textwrap
 import time
 
-from harness import (BERTHD, IO_TIMEOUT, PLUGIN_DIR, Berthd, DaemonTestCase, built_test_plugin,
+from harness import (BERTHD, BUILD, IO_TIMEOUT, PLUGIN_DIR, Berthd, DaemonTestCase, built_test_plugin,
                      check_config, line_request, recv_until, sanitizer_reports, stream_connect)
 
 EXIT_CONFIG = 78
+BERTHCTL = os.path.join(BUILD, "berthctl")
 
 
 def berthd(*argv, env=None):
@@ -309,3 +310,65 @@ class ErrorMessages(SdkCase):
         os.rename(tmp, so)
         self.assertTrue(d.reload(), d.log())
         self.assertEqual(len(re.findall("overwritten in place", d.log())), 1)
+
+
+class PluginVersions(SdkCase):
+
+    def test_status_names_the_build_that_serves_across_a_hot_swap(self):
+        plugdir = os.path.join(self.tmp, "plugins")
+        os.mkdir(plugdir, 0o755)
+        so = os.path.join(plugdir, "g.so")
+        shutil.copy(built_test_plugin("good"), so)
+        d = self.daemon(f"""
+            [g]
+            protocol = tcp
+            address = 127.0.0.1:0
+            handler = {so}
+            """, workers=2, wait=True)
+        d.wait_status(lambda st: d.listener("g", st)["plugin_version"] == "1", "version 1")
+        self.assertEqual(d.listener("g")["plugin"], "good")
+        r = subprocess.run([BERTHCTL, "-s", d.admin, "status"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertIn("[g] plugin good version 1\n", r.stdout)
+        # A new build renamed into place and a reload: status says which one serves.
+        tmp = so + ".new"
+        shutil.copy(built_test_plugin("good2"), tmp)
+        os.rename(tmp, so)
+        self.assertTrue(d.reload(), d.log())
+        d.wait_status(lambda st: d.listener("g", st)["plugin_version"] == "2", "version 2")
+        r = subprocess.run([BERTHCTL, "-s", d.admin, "status"], capture_output=True, text=True,
+                           timeout=60)
+        self.assertIn("[g] plugin good version 2\n", r.stdout)
+        d.wait_log(r"generation 2 loaded %s: plugin 'good' version 2" % re.escape(so))
+
+    def test_berthctl_plugins_describes_each_plugin_of_the_config(self):
+        path = self.conf(f"""
+            [socks]
+            protocol = tcp
+            address = 127.0.0.1:0
+            handler = socks5
+
+            [e1]
+            protocol = tcp
+            address = 127.0.0.2:0
+            handler = echo
+
+            [e2]
+            protocol = udp
+            address = 127.0.0.1:0
+            handler = echo
+
+            [cxx]
+            protocol = tcp
+            address = 127.0.0.3:0
+            handler = {built_test_plugin("cxx")}
+            """)
+        r = subprocess.run([BERTHCTL, "-c", path, "plugins"], capture_output=True, text=True,
+                           timeout=60, env=dict(os.environ, BERTHD=BERTHD))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out = r.stdout
+        self.assertIn("[socks]\nsocks5 ", out)
+        self.assertRegex(out, r"(?m)^  auth_fail_block +duration")
+        self.assertIn("[e1], [e2]\necho 1.0 (plugin ABI 1", out)
+        self.assertIn("[cxx]\ncxx 2.5-cxx (plugin ABI 1", out)
+        self.assertRegex(out, r"(?m)^  style +enum plain\|upper, default plain$")
