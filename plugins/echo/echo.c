@@ -23,10 +23,6 @@ static void echo_handle(berth_conn_t *conn, const void *data, size_t len)
 static const berth_option_t echo_options[] = {{.name = NULL}};
 
 BERTH_HANDLER = {
-    BERTH_HANDLER_INIT("echo"),
-    .version = "1.0",
-    .load = echo_load,
-    .handle = echo_handle,
-    .options = echo_options,
-    .options_size = 0,
+    BERTH_HANDLER_INIT("echo"), .version = "1.0",        .load = echo_load,
+    .handle = echo_handle,      .options = echo_options, /* none */
 };

@@ -15,7 +15,8 @@
 #include <cstdio>
 #include <string>
 
-namespace {
+namespace
+{
 
 const berth_host_t *host;
 
@@ -111,8 +112,8 @@ int cxx_setup(berth_conn_t *conn)
 {
     const cxx_opts &o = options_of(conn);
     auto *st = static_cast<conn_state *>(host->state(conn));
-    if (o.idle_ms > 0 && (st->idle = host->timer_start(conn, o.idle_ms, on_idle, nullptr)) ==
-                             nullptr)
+    if (o.idle_ms > 0 &&
+        (st->idle = host->timer_start(conn, o.idle_ms, on_idle, nullptr)) == nullptr)
         return -ENOMEM;
     return 0;
 }
@@ -121,8 +122,8 @@ std::string dump(const cxx_opts &o)
 {
     char buf[512];
     std::snprintf(buf, sizeof buf,
-                  "greeting=%s shout=%d repeat=%" PRId64 " idle_close=%" PRIu64
-                  " max_line=%" PRIu64 " peers=%zu log_path=%s style=%s\n",
+                  "greeting=%s shout=%d repeat=%" PRId64 " idle_close=%" PRIu64 " max_line=%" PRIu64
+                  " peers=%zu log_path=%s style=%s\n",
                   o.greeting, o.upper, o.repeat, o.idle_ms, o.max_line, o.peers.count,
                   o.log_path ? o.log_path : "(none)", modes[o.style]);
     return buf;
