@@ -153,6 +153,8 @@ static int parse_value(const berth_option_t *o, const char *text, void *slot, ch
         char bad[128];
         int rc =
             berth_cidr_list_parse(&list, text, (o->flags & BERTH_OPT_PORTS) != 0, bad, sizeof bad);
+        if (rc != 0)
+            berth_cidr_list_free(&list); /* a failed parse keeps what it had grown */
         if (rc == -ENOMEM) {
             snprintf(err, errlen, "%s: out of memory", o->name);
             return rc;
