@@ -7,6 +7,7 @@
  * to the test host (settle()), as it does on berthd's loop.
  */
 #include <berth/testhost.h>
+#include <berth/options.h>
 #include <berth/units.h>
 
 #include <arpa/inet.h>
@@ -36,6 +37,7 @@ struct berth_listener {
     struct sockaddr_storage local;
     socklen_t local_len;
     void *state;
+    void *opts; /* the declared options, parsed (host->listener_options) */
     bool opened;
     size_t work_queued;
     struct berth_listener *next;
@@ -600,6 +602,27 @@ static berth_timer_t *h_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb
     return t;
 }
 
+static int h_timer_restart(berth_timer_t *timer, uint64_t ms)
+{
+    if (timer == NULL)
+        return -EINVAL;
+    berth_testhost_t *th = timer->conn->th;
+    for (struct berth_timer *t = th->timers; t; t = t->next) {
+        if (t == timer) {
+            t->due = th->now + ms;
+            t->seq = th->timer_seq++;
+            return 0;
+        }
+    }
+    fputs("berth-testhost: timer_restart() on a timer that already fired or was stopped\n", stderr);
+    abort();
+}
+
+static const void *h_listener_options(const berth_listener_t *l)
+{
+    return l->opts;
+}
+
 static void h_timer_stop(berth_timer_t *timer)
 {
     berth_testhost_t *th = timer->conn->th;
@@ -927,6 +950,8 @@ static void fill_table(berth_host_t *h)
     h->metric_set = h_metric_set;
     h->log_fields = h_log_fields;
     h->recv_into = h_recv_into;
+    h->listener_options = h_listener_options;
+    h->timer_restart = h_timer_restart;
 }
 
 berth_testhost_t *berth_testhost_new(const berth_handler_t *plugin, char *err, size_t errlen)
@@ -954,6 +979,13 @@ berth_testhost_t *berth_testhost_new(const berth_handler_t *plugin, char *err, s
     if (!plugin->name || !plugin->handle) {
         snprintf(err, errlen, "the descriptor has no %s", plugin->name ? "handle" : "name");
         return NULL;
+    }
+    if (PLUGIN_HAS(plugin, options_size) && plugin->options) {
+        char why[256];
+        if (berth_options_check_table(plugin->options, plugin->options_size, why, sizeof why)) {
+            snprintf(err, errlen, "%s: declared options: %s", plugin->name, why);
+            return NULL;
+        }
     }
     berth_testhost_t *th = xcalloc(1, sizeof *th);
     fill_table(&th->host);
@@ -1033,6 +1065,8 @@ void berth_testhost_free(berth_testhost_t *th)
         berth_listener_t *next = l->next;
         if (l->opened && lclose)
             lclose(l, l->state);
+        if (PLUGIN_HAS(th->plugin, options_size))
+            berth_options_free(th->plugin->options, l->opts);
         for (size_t i = 0; i < l->n_options * 2; i++)
             free(l->options[i]);
         free(l->options);
@@ -1103,6 +1137,28 @@ berth_listener_t *berth_testhost_listener(berth_testhost_t *th, const char *name
     l->next = th->listeners;
     th->listeners = l;
 
+    /* As berthd: the declared options first (FILE:LINE errors there; here the key), then
+     * check_option for every key, for what the table cannot say. */
+    const berth_option_t *table = PLUGIN_HAS(th->plugin, options_size) ? th->plugin->options : NULL;
+    if (table) {
+        l->opts = xcalloc(1, th->plugin->options_size);
+        for (const berth_option_t *o = table; o->name; o++) {
+            const char *text = o->def;
+            for (size_t i = 0; i < n; i++)
+                if (strcmp(l->options[i * 2], o->name) == 0)
+                    text = l->options[i * 2 + 1]; /* the last one wins */
+            if (text == NULL) {
+                if (o->flags & BERTH_OPT_REQUIRED) {
+                    snprintf(err, errlen, "%s is required by plugin '%s' (%s)", o->name,
+                             th->plugin->name, o->help ? o->help : "no help");
+                    return NULL;
+                }
+                continue;
+            }
+            if (berth_option_parse(o, text, (char *)l->opts + o->offset, err, errlen) < 0)
+                return NULL;
+        }
+    }
     int (*check)(berth_listener_t *, const char *, const char *, char *, size_t) =
         HOOK(th, check_option);
     for (size_t i = 0; i < n; i++) {
@@ -1115,14 +1171,15 @@ berth_listener_t *berth_testhost_listener(berth_testhost_t *th, const char *name
             continue;
         }
         if (!check) {
-            snprintf(err, errlen, "%s: unknown key (the plugin has no check_option)", key);
+            if (table && berth_options_find(table, key))
+                continue;
+            snprintf(err, errlen, "unknown key '%s' (plugin '%s')", key, th->plugin->name);
             return NULL;
         }
-        char msg[512] = "";
-        if (check(l, key, value, msg, sizeof msg) < 0) {
-            snprintf(err, errlen, "%s: %s", key, msg[0] ? msg : "refused");
+        snprintf(err, errlen, "%s: plugin '%s' refused it", key, th->plugin->name);
+        if (check(l, key, value, err, errlen) < 0)
             return NULL;
-        }
+        err[0] = '\0';
     }
     int (*open)(berth_listener_t *, void **, char *, size_t) = HOOK(th, listener_open);
     if (open) {

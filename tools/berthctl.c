@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -38,6 +39,8 @@ static void usage(FILE *f)
             "  upgrade          re-execute the berthd binary at its path (same pid, no\n"
             "                   connection lost); waits until the new one serves or says why\n"
             "                   it was refused (exit status 1, the old one goes on serving)\n"
+            "  plugins          each plugin the config names: its version, ABI and options\n"
+            "                   (berthd --plugin-help; reads the config, not the daemon)\n"
             "options:\n"
             "  -s, --socket PATH   admin socket (default: $BERTH_ADMIN, or %s)\n"
             "  -c, --config FILE   take the admin socket from this config's [daemon] admin\n"
@@ -62,6 +65,51 @@ static int admin_from_config(const char *path, char **out)
     return *out ? 0 : -1;
 }
 
+/* plugins: every plugin file the config names, described by `berthd --plugin-help` (the
+ * only code that maps plugins is berthd's; berthctl never loads one). */
+static int plugins_command(const char *conf)
+{
+    berth_config_t *cfg = NULL;
+    config_errors_t errs = {0};
+    if (config_load(conf, &cfg, &errs)) {
+        for (size_t i = 0; i < errs.count; i++)
+            fprintf(stderr, "%s\n", errs.msgs[i]);
+        config_errors_free(&errs);
+        return EXIT_CONFIG;
+    }
+    const char *berthd = getenv("BERTHD");
+    if (berthd == NULL || berthd[0] == '\0')
+        berthd = BERTH_BERTHD_PATH;
+    int rc = 0;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const char *path = cfg->listeners[i].plugin_path;
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = strcmp(cfg->listeners[k].plugin_path, path) == 0;
+        if (seen)
+            continue;
+        printf("%s[", i ? "\n" : "");
+        for (size_t k = i, n = 0; k < cfg->nlisteners; k++)
+            if (strcmp(cfg->listeners[k].plugin_path, path) == 0)
+                printf("%s%s", n++ ? "], [" : "", cfg->listeners[k].name);
+        printf("]\n");
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            execl(berthd, berthd, "--plugin-help", path, "-c", conf, (char *)NULL);
+            fprintf(stderr, "berthctl: cannot run %s: %s\n", berthd, strerror(errno));
+            _exit(EX_UNAVAILABLE);
+        }
+        int status = 0;
+        while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            rc = EXIT_ERROR;
+    }
+    config_free(cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -75,6 +123,7 @@ int main(int argc, char **argv)
     };
     const char *sock = getenv("BERTH_ADMIN");
     char *from_cfg = NULL;
+    const char *conf = BERTH_DEFAULT_CONF;
     long timeout = 120;
     int json = 0, c;
     long watch = 0; /* status --watch N */
@@ -88,6 +137,7 @@ int main(int argc, char **argv)
             from_cfg = NULL;
             if (admin_from_config(optarg, &from_cfg))
                 return EXIT_CONFIG;
+            conf = optarg;
             sock = from_cfg;
             break;
         case 't':
@@ -122,6 +172,10 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[optind++];
     const char *listener = NULL;
+    if (strcmp(cmd, "plugins") == 0 && optind == argc && !json) {
+        free(from_cfg);
+        return plugins_command(conf);
+    }
     if (strcmp(cmd, "resume") == 0) {
         if (optind >= argc || strlen(argv[optind]) == 0 || strlen(argv[optind]) > 63 ||
             strpbrk(argv[optind], " \t\r\n")) {

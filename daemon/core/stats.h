@@ -56,6 +56,10 @@ typedef struct stats_listener {
     _Atomic uint64_t closed[STATS_CLOSED_REASONS];
     _Atomic uint64_t duration_ms_sum;
     _Atomic uint64_t duration_buckets[STATS_DURATION_BUCKETS + 1]; /* last: over every bound */
+    /* plugin version: the plugin name and version string of the generation serving it,
+     * written by its workers when they start serving (berthctl status) */
+    char plugin[32];
+    char plugin_version[32];
 } stats_listener_t;
 
 enum { WORKER_FREE = 0, WORKER_STARTING, WORKER_READY, WORKER_DRAINING };

@@ -185,6 +185,11 @@ char *admin_status(const admin_snapshot_t *snap, int json)
                 sb_printf(&b, "null");
             sb_printf(&b, ",\"groups\":");
             json_groups(&b, snap->groups[i]);
+            /* plugin version */
+            sb_printf(&b, ",\"plugin\":");
+            json_str(&b, l->plugin);
+            sb_printf(&b, ",\"plugin_version\":");
+            json_str(&b, l->plugin_version);
             sb_printf(&b,
                       ",\"active\":%llu,\"accepted\":%llu,\"refused_acl\":%llu,"
                       "\"refused_limit\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
@@ -289,6 +294,12 @@ char *admin_status(const admin_snapshot_t *snap, int json)
         if (l->in_use && (ok || bad))
             sb_printf(&b, "[%s] TLS handshakes: %llu done, %llu failed\n", l->name, ok, bad);
     }
+    /* plugin version: which build serves, so a hot swap can be told apart */
+    for (int i = 0; i < STATS_LISTENERS; i++)
+        if (st->listeners[i].in_use && st->listeners[i].plugin[0])
+            sb_printf(
+                &b, "[%s] plugin %s version %s\n", st->listeners[i].name, st->listeners[i].plugin,
+                st->listeners[i].plugin_version[0] ? st->listeners[i].plugin_version : "(none)");
     for (int i = 0; i < STATS_LISTENERS; i++)
         if (st->listeners[i].in_use && snap->groups[i])
             sb_printf(&b, "[%s] has joined multicast groups %s\n", st->listeners[i].name,

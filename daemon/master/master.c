@@ -243,6 +243,7 @@ static void reload_begin(master_t *m)
     if (config_load_with_tls(m->conf_path, &cfg, &errs) == 0) {
         log_set_level(cfg->log_level);
         log_set_format(cfg->log_json);
+        plugin_files_note(cfg, 1);
         if (limits_size() && cfg->per_source_table != limits_size())
             log_warn("per_source_table = %u takes effect at the next start; the table keeps its "
                      "%u entries (and its counts) across reloads",
@@ -471,8 +472,12 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     int prev = wp->state;
     generation_worker_leaves(g, wp);
     int lk = -1, hook = STATS_HOOK_NONE;
-    if (wp->slot >= 0 && prev != W_STOPPING)
+    if (wp->slot >= 0)
         crash_site(m, g, wp->slot, &lk, &hook); /* before settle clears what it held */
+    /* Still loading its plugins (its generation failed and stopped it meanwhile): it never
+     * got to drain anything. */
+    int preparing = hook == STATS_HOOK_LOAD || hook == STATS_HOOK_CHECK_OPTION ||
+                    hook == STATS_HOOK_LISTENER_OPEN;
     wp->state = W_DEAD;
     wp->pid = 0;
     process_ctl_close(wp);
@@ -482,9 +487,21 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
         limits_settle(wp->slot);
     wp->slot = -1;
     if (prev == W_STOPPING) {
-        if (WIFSIGNALED(status))
+        int died = WIFSIGNALED(status) || WEXITSTATUS(status) != 0;
+        if (died && preparing) {
+            char site[400];
+            describe_site(g, lk, hook, site, sizeof site);
+            if (WIFSIGNALED(status))
+                log_error("worker %u of generation %u crashed (signal %d) %s before it was ready",
+                          wp->index + 1, g->id, WTERMSIG(status), site);
+            else
+                log_error("worker %u of generation %u crashed (exit status %d) %s before it was "
+                          "ready",
+                          wp->index + 1, g->id, WEXITSTATUS(status), site);
+        } else if (WIFSIGNALED(status)) {
             log_warn("worker %u of generation %u killed by signal %d (%s) while draining",
                      wp->index + 1, g->id, WTERMSIG(status), strsignal(WTERMSIG(status)));
+        }
         if (generation_alive(g) == 0 && g->state == G_DRAINING) {
             log_debug("generation %u has drained", g->id);
             generation_list_remove(&m->old, g);
@@ -502,9 +519,13 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     describe_listeners(g, wp, served, sizeof served);
     if (prev == W_STARTING && g->state == G_STARTING) {
         if (!g->failed) {
-            char text[800];
-            snprintf(text, sizeof text, "%s: worker %u of generation %u %s before it was ready",
-                     g->cfg->path, wp->index + 1, g->id, what);
+            char text[800], site[400] = "";
+            if (hook != STATS_HOOK_NONE) {
+                site[0] = ' ';
+                describe_site(g, lk, hook, site + 1, sizeof site - 1);
+            }
+            snprintf(text, sizeof text, "%s: worker %u of generation %u %s%s before it was ready",
+                     g->cfg->path, wp->index + 1, g->id, what, site);
             g->failed = 1;
             g->fail_text = strdup(text);
         }
@@ -826,6 +847,7 @@ static int master_main(const char *path, int hfd)
         return EX_OSERR;
     }
     plugin_set_trusted_uid(getuid()); /* workers check plugins after dropping to `user` */
+    plugin_files_note(cfg, 0);
     raise_nofile();
     signal(SIGPIPE, SIG_IGN);
 

@@ -1206,6 +1206,14 @@ berth_timer_t *conn_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb cb,
     return (berth_timer_t *)t;
 }
 
+void conn_timer_restart(berth_timer_t *timer, uint64_t ms)
+{
+    conn_timer_t *t = (conn_timer_t *)timer;
+    /* A fired timer is closed and freed: the contract forbids restarting one. */
+    assert(!uv_is_closing((uv_handle_t *)&t->t));
+    uv_timer_start(&t->t, on_conn_timer, ms, 0);
+}
+
 void conn_timer_stop(berth_timer_t *timer)
 {
     conn_timer_t *t = (conn_timer_t *)timer;

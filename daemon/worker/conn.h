@@ -113,6 +113,8 @@ void conn_resume(berth_conn_t *c);
 size_t conn_write_queue_size(const berth_conn_t *c);
 berth_timer_t *conn_timer_start(berth_conn_t *c, uint64_t ms, berth_timer_cb cb, void *arg);
 void conn_timer_stop(berth_timer_t *timer);
+/* Re-arm a timer that has not fired: it fires `ms` from now (host->timer_restart). */
+void conn_timer_restart(berth_timer_t *timer, uint64_t ms);
 /* Pool work for c; -EAGAIN when its listener has WORK_QUEUE_MAX items queued or running. */
 int conn_work(berth_conn_t *c, berth_work_fn work, berth_done_cb done, void *arg);
 #define WORK_QUEUE_MAX 64

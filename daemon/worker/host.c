@@ -272,6 +272,21 @@ static void host_metric_set(berth_metric_t *m, int64_t value)
     atomic_store_explicit(&sm->value, value, memory_order_relaxed);
 }
 
+/* declared options */
+static const void *host_listener_options(const berth_listener_t *l)
+{
+    return l->opts;
+}
+
+/* timers: restart */
+static int host_timer_restart(berth_timer_t *timer, uint64_t ms)
+{
+    if (timer == NULL)
+        return -EINVAL;
+    conn_timer_restart(timer, ms);
+    return 0;
+}
+
 const berth_host_t berth_host_table = {
     .abi_version = BERTH_ABI_VERSION,
     .size = sizeof(berth_host_t),
@@ -319,4 +334,8 @@ const berth_host_t berth_host_table = {
     .listen_once = bind_listen_once,
     /* upload: receive into fd */
     .recv_into = recv_into_arm,
+    /* declared options */
+    .listener_options = host_listener_options,
+    /* timers: restart */
+    .timer_restart = host_timer_restart,
 };

@@ -8,11 +8,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config/plugin_opts.h"
+#include "core/log.h"
+
 /* The smallest descriptor we can make sense of: everything up to and including `name`. */
 #define MIN_DESC_SIZE (offsetof(berth_handler_t, name) + sizeof(const char *))
 
 int plugin_check_descriptor(const berth_handler_t *h, const char *path, char *err, size_t errlen)
 {
+    if (h->abi_version == 0) {
+        snprintf(err, errlen,
+                 "%s: plugin descriptor is not initialised (abi_version 0): start it with "
+                 "BERTH_HANDLER = { BERTH_HANDLER_INIT(\"name\"), ... }",
+                 path);
+        return -EPROTO;
+    }
     if (h->abi_version != BERTH_ABI_VERSION) {
         snprintf(err, errlen, "%s: plugin ABI version %u, this berthd speaks version %u", path,
                  h->abi_version, BERTH_ABI_VERSION);
@@ -97,6 +107,7 @@ int plugin_open(const char *path, const berth_host_t *host, plugin_t **out, char
                 size_t errlen)
 {
     int rc = 0;
+    char table_err[512];
     plugin_t *p = calloc(1, sizeof *p);
     if (p == NULL || (p->path = strdup(path)) == NULL) {
         snprintf(err, errlen, "%s: out of memory", path);
@@ -117,7 +128,12 @@ int plugin_open(const char *path, const berth_host_t *host, plugin_t **out, char
     }
     const berth_handler_t *h = dlsym(p->dl, BERTH_HANDLER_SYMBOL);
     if (h == NULL) {
-        snprintf(err, errlen, "%s: not a berth plugin: no symbol '%s'", path, BERTH_HANDLER_SYMBOL);
+        snprintf(err, errlen,
+                 "%s: not a berth plugin: no symbol '%s' exported (the usual causes: hidden "
+                 "visibility, a descriptor not defined with BERTH_HANDLER under "
+                 "-fvisibility=hidden; or C++ without extern \"C\", a mangled name; "
+                 "'nm -D' lists what it exports)",
+                 path, BERTH_HANDLER_SYMBOL);
         rc = -ENOENT;
         goto out;
     }
@@ -128,6 +144,13 @@ int plugin_open(const char *path, const berth_host_t *host, plugin_t **out, char
     if (p->desc.name == NULL) {
         snprintf(err, errlen, "%s: plugin descriptor has no name", path);
         rc = -EPROTO;
+        goto out;
+    }
+    rc =
+        plugin_opts_check_table(p->desc.options, p->desc.options_size, table_err, sizeof table_err);
+    if (rc) {
+        snprintf(err, errlen, "%s: plugin '%s' declares a bad option table: %s", path, p->desc.name,
+                 table_err);
         goto out;
     }
     if (p->desc.load) {
@@ -158,4 +181,59 @@ void plugin_close(plugin_t *p)
         dlclose(p->dl);
     free(p->path);
     free(p);
+}
+
+/* What a plugin file was when last seen, per path (the master's own memory). */
+typedef struct plugin_stamp {
+    char *path;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    struct plugin_stamp *next;
+} plugin_stamp_t;
+
+static plugin_stamp_t *stamps;
+
+static void note_file(const char *path, int warn)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return; /* the workers say why */
+    plugin_stamp_t *s = stamps;
+    while (s && strcmp(s->path, path) != 0)
+        s = s->next;
+    if (s == NULL) {
+        s = calloc(1, sizeof *s);
+        if (s == NULL || (s->path = strdup(path)) == NULL) {
+            free(s);
+            return;
+        }
+        s->next = stamps;
+        stamps = s;
+    } else if (warn && s->dev == st.st_dev && s->ino == st.st_ino &&
+               (s->size != st.st_size || s->mtime.tv_sec != st.st_mtim.tv_sec ||
+                s->mtime.tv_nsec != st.st_mtim.tv_nsec)) {
+        log_warn("%s was overwritten in place (same inode, new content): workers that still "
+                 "have it mapped may crash; install a plugin as a new file renamed over the old "
+                 "one (install(1), or cp to a temporary name and mv)",
+                 path);
+    }
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    s->size = st.st_size;
+    s->mtime = st.st_mtim;
+}
+
+void plugin_files_note(const berth_config_t *cfg, int warn)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const char *path = cfg->listeners[i].plugin_path;
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = cfg->listeners[k].plugin_path &&
+                   strcmp(cfg->listeners[k].plugin_path, path ? path : "") == 0;
+        if (path && !seen)
+            note_file(path, warn);
+    }
 }

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include "berth/handler.h"
+#include "config/config.h"
 
 typedef struct plugin {
     char *path;
@@ -32,5 +33,10 @@ void plugin_close(plugin_t *p);
 
 /* The checks alone, on a descriptor as read from a file of `path` (for tests and -t). */
 int plugin_check_descriptor(const berth_handler_t *h, const char *path, char *err, size_t errlen);
+
+/* The master, at start (warn 0) and at each reload (warn 1): remember each plugin file's
+ * inode, size and mtime, and warn when a reload finds the same inode with new content (a
+ * `cp` over a mapped .so, which crashes the workers that have it mapped). */
+void plugin_files_note(const berth_config_t *cfg, int warn);
 
 #endif

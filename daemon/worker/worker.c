@@ -20,6 +20,7 @@
 
 #include "core/control.h"
 #include "core/limits.h"
+#include "config/plugin_opts.h"
 #include "core/log.h"
 #include "worker/conn.h"
 #include "worker/proxy_stage.h"
@@ -74,13 +75,20 @@ int worker_prepare(worker_t *w, config_errors_t *errs)
         plugin_t *p = find_plugin(w, lc->plugin_path);
         if (p == NULL) {
             err[0] = '\0';
-            if (plugin_open(lc->plugin_path, &berth_host_table, &p, err, sizeof err)) {
+            /* load() runs in there: a crash names this listener and load(). */
+            conn_plugin_scope_t sc = conn_plugin_enter(w, l, STATS_HOOK_LOAD);
+            int rc = plugin_open(lc->plugin_path, &berth_host_table, &p, err, sizeof err);
+            conn_plugin_leave(w, sc);
+            if (rc) {
                 config_errors_add(errs, lc->file, lc->handler_line, "handler '%s': %s", lc->handler,
                                   err);
                 failed = 1;
                 continue;
             }
             w->plugins[w->nplugins++] = p;
+            if (w->st != NULL && w->index == 0)
+                log_info("generation %u loaded %s: plugin '%s' version %s", w->generation, p->path,
+                         p->desc.name, p->desc.version ? p->desc.version : "(none)");
         }
         l->plugin = p;
         if (p->desc.handle == NULL) {
@@ -91,21 +99,33 @@ int worker_prepare(worker_t *w, config_errors_t *errs)
             continue;
         }
         int bad_option = 0;
+        /* Declared options first: parsed by the host, with FILE:LINE errors. check_option
+         * then sees every key, for what the table cannot say. */
+        if (p->desc.options && plugin_opts_parse(p->desc.options, p->desc.options_size,
+                                                 p->desc.name, lc, &l->opts, errs))
+            bad_option = 1;
         for (size_t k = 0; k < lc->noptions; k++) {
             const config_option_t *o = &lc->options[k];
+            int declared = plugin_opts_find(p->desc.options, o->key) != NULL;
+            if (declared && l->opts == NULL)
+                continue; /* the table refused something: reported above */
             if (p->desc.check_option == NULL) {
-                config_errors_add(errs, o->file, o->line,
-                                  "unknown key '%s' (plugin '%s' takes no options)", o->key,
-                                  p->desc.name);
+                if (declared)
+                    continue;
+                char known[512];
+                plugin_opts_names(p->desc.options, known, sizeof known);
+                config_errors_add(errs, o->file, o->line, "unknown key '%s' (plugin '%s' %s)",
+                                  o->key, p->desc.name, known);
                 bad_option = 1;
                 continue;
             }
-            snprintf(err, sizeof err, "plugin '%s' refused it", p->desc.name);
+            /* The host adds FILE:LINE only: the plugin's message names the key. */
+            snprintf(err, sizeof err, "%s: plugin '%s' refused it", o->key, p->desc.name);
             conn_plugin_scope_t sc = conn_plugin_enter(w, l, STATS_HOOK_CHECK_OPTION);
             int bad = p->desc.check_option(l, o->key, o->value, err, sizeof err);
             conn_plugin_leave(w, sc);
             if (bad) {
-                config_errors_add(errs, o->file, o->line, "%s: %s", o->key, err);
+                config_errors_add(errs, o->file, o->line, "%s", err);
                 bad_option = 1;
             }
         }
@@ -139,6 +159,9 @@ void worker_release(worker_t *w)
             conn_plugin_leave(w, sc);
         }
         l->opened = 0;
+        if (l->plugin)
+            plugin_opts_free(l->plugin->desc.options, l->opts);
+        l->opts = NULL;
         tls_listener_close(l);
     }
     for (size_t i = 0; i < w->nplugins; i++)
@@ -450,6 +473,16 @@ static void worker_go(worker_t *w)
         return;
     w->accepting = 1;
     atomic_store(&w->st->state, WORKER_READY);
+    /* Which build serves each listener now, for berthctl status. Every worker of the
+     * generation writes the same bytes; the old generation no longer writes. */
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        berth_listener_t *l = &w->listeners[i];
+        if (l->st == NULL || l->plugin == NULL)
+            continue;
+        snprintf(l->st->plugin, sizeof l->st->plugin, "%s", l->plugin->desc.name);
+        snprintf(l->st->plugin_version, sizeof l->st->plugin_version, "%s",
+                 l->plugin->desc.version ? l->plugin->desc.version : "");
+    }
     for (size_t i = 0; i < w->nlisteners; i++)
         listener_poll_start(&w->listeners[i]);
 }

@@ -34,6 +34,7 @@ struct berth_listener {
     const config_listener_t *cfg;
     plugin_t *plugin;
     void *state; /* from listener_open */
+    void *opts;  /* the plugin's declared options, parsed (config/plugin_opts.c) */
     int opened;  /* listener_open succeeded: listener_close is owed */
     int fd;
     int slot;

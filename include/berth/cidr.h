@@ -6,6 +6,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct berth_cidr {
     int family;       /* AF_INET, AF_INET6, or AF_UNSPEC for "*" (any address) */
     uint8_t addr[16]; /* network byte order; IPv4 in the first 4 bytes */
@@ -42,4 +46,7 @@ int berth_cidr_list_match(const berth_cidr_list_t *list, const struct sockaddr *
 int berth_cidr_permit(const berth_cidr_list_t *allow, const berth_cidr_list_t *deny,
                       const struct sockaddr *addr);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -24,6 +24,17 @@
  *
  * Threading: every callback runs on the worker's loop thread, except the `work` function
  * given to host->work(), which runs on a thread pool and MUST NOT call into the host.
+ *
+ * State and processes: every worker process loads the plugin and opens each listener for
+ * itself, so per-listener state (listener_open) and anything a plugin keeps in globals is
+ * per worker, and rebuilt at every reload (a new generation is new processes). State that
+ * must be shared between workers or survive a reload lives outside the plugin: a file, a
+ * database, shared memory the plugin maps itself, or `workers = 1`.
+ *
+ * Languages: the header is C11 and C++11 or later, warning-free under -Wall -Wextra
+ * -pedantic; BERTH_HANDLER and BERTH_HANDLER_INIT use designated initializers, so a plugin
+ * in C++ needs C++20 (g++ -std=c++20). In C++ BERTH_HANDLER gives the descriptor C linkage
+ * and external visibility itself: no `extern "C"` block is needed around it.
  */
 #ifndef BERTH_HANDLER_H
 #define BERTH_HANDLER_H
@@ -31,6 +42,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+
+#include <berth/cidr.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -44,6 +57,15 @@ extern "C" {
 #else
 #define BERTH_EXPORT
 #define BERTH_PRINTF(f, a)
+#endif
+
+/* In C++ every member of the descriptor and of an option entry is zero unless given, as in C,
+ * without g++'s -Wmissing-field-initializers on designated initializers. No layout change.
+ * A member appended to berth_handler_t or berth_option_t takes it too. */
+#ifdef __cplusplus
+#define BERTH_ZERO_ = {}
+#else
+#define BERTH_ZERO_
 #endif
 
 /* A connection (stream listeners) or one datagram and its replies (datagram listeners).
@@ -151,6 +173,56 @@ typedef void (*berth_dgram_cb)(berth_conn_t *conn, berth_dgram_t *d, const void 
                                const struct sockaddr *from, void *arg);
 
 /*
+ * Declared options (berth_handler_t.options): a table the host checks and parses for the
+ * plugin, with FILE:LINE errors, before check_option and listener_open run. Each parsed value
+ * is stored at `offset` in a zeroed struct of `options_size` bytes per listener, which
+ * host->listener_options returns. The C type at `offset`, per type:
+ *
+ *   BERTH_OPT_STRING     const char *         the text (NULL when unset with no default)
+ *   BERTH_OPT_PATH       const char *         an absolute path ("/..."), not checked on disk
+ *   BERTH_OPT_BOOL       int                  yes/no, true/false, on/off, 1/0 -> 1 or 0
+ *   BERTH_OPT_INT        int64_t              decimal, within [min, max]
+ *   BERTH_OPT_DURATION   uint64_t             milliseconds ("250ms", "10s", "5m", "1h"),
+ *                                             within [min, max]
+ *   BERTH_OPT_SIZE       uint64_t             bytes ("512", "64K", "10M", "2G"), within
+ *                                             [min, max]
+ *   BERTH_OPT_CIDR_LIST  berth_cidr_list_t    "10.0.0.0/8, ::1" (with BERTH_OPT_PORTS each
+ *                                             entry MAY end in ":port"); see <berth/cidr.h>
+ *   BERTH_OPT_ENUM       int                  the index of the value in `choices`
+ *
+ * Strings and lists are owned by the host and valid until listener_close() returns. min and
+ * max bound INT, DURATION and SIZE (inclusive; both 0: no bound but the type's own). An
+ * option the config does not set takes `def` (config text, parsed like a value from the
+ * file), or else zero / NULL / an empty list. BERTH_OPT_REQUIRED makes leaving it out an
+ * error. The table ends with an entry whose name is NULL.
+ */
+typedef enum berth_option_type {
+    BERTH_OPT_STRING = 1,
+    BERTH_OPT_BOOL = 2,
+    BERTH_OPT_INT = 3,
+    BERTH_OPT_DURATION = 4,
+    BERTH_OPT_SIZE = 5,
+    BERTH_OPT_CIDR_LIST = 6,
+    BERTH_OPT_PATH = 7,
+    BERTH_OPT_ENUM = 8,
+} berth_option_type_t;
+
+#define BERTH_OPT_REQUIRED 0x1u /* the config MUST set it */
+#define BERTH_OPT_PORTS 0x2u    /* CIDR_LIST: entries MAY carry ":port" */
+
+typedef struct berth_option {
+    const char *name BERTH_ZERO_;         /* the key in the listener section */
+    berth_option_type_t type BERTH_ZERO_; /* BERTH_OPT_* */
+    unsigned flags BERTH_ZERO_;           /* BERTH_OPT_REQUIRED, BERTH_OPT_PORTS */
+    size_t offset BERTH_ZERO_;            /* offsetof(the plugin's options struct, member) */
+    const char *def BERTH_ZERO_;          /* the default as config text, or NULL */
+    int64_t min BERTH_ZERO_;              /* INT, DURATION (ms), SIZE (bytes): inclusive bounds */
+    int64_t max BERTH_ZERO_;
+    const char *const *choices BERTH_ZERO_; /* ENUM: the accepted words, NULL-terminated */
+    const char *help BERTH_ZERO_;           /* one line, for berthd --plugin-help */
+} berth_option_t;
+
+/*
  * What the host gives a plugin. Handed to load(); valid until the plugin is unloaded.
  */
 typedef struct berth_host {
@@ -238,7 +310,12 @@ typedef struct berth_host {
      * bounded buffers, reading one side only while the other can take it, EOF carried as
      * shutdown(SHUT_WR), `idle_ms` without traffic ends it (0: no limit). Afterwards the
      * plugin's handle() is no longer called for `conn`; `done` (MAY be NULL) runs once
-     * with the byte counts, then both connections close and finish() runs. */
+     * with the byte counts, then both connections close and finish() runs.
+     * Before relay(): every byte read from `conn` until then went to handle() (the plugin
+     * forwards with host->write(peer, ...) what it has to; nothing is held back for the
+     * relay), and host->write() to `peer` works like on any conn (its bytes go out before
+     * the relay's). relay() MAY be called on a conn the plugin has paused (host->pause while
+     * connecting): the relay reads both sides whatever the plugin's pause count. */
     int (*relay)(berth_conn_t *conn, berth_conn_t *peer, uint64_t idle_ms, berth_relay_cb done,
                  void *arg);
 
@@ -345,6 +422,17 @@ typedef struct berth_host {
      * -EINVAL for a NULL buf or cb or len 0. Check BERTH_HOST_HAS(host, recv_into) first. */
     int (*recv_into)(berth_conn_t *conn, void *buf, size_t len,
                      void (*cb)(berth_conn_t *conn, void *arg, size_t n), void *arg);
+
+    /* declared options: the listener's parsed options struct (see berth_option_t), or NULL
+     * when the plugin declares no table. Valid from check_option until listener_close.
+     * Check BERTH_HOST_HAS(host, listener_options) first. */
+    const void *(*listener_options)(const berth_listener_t *l);
+
+    /* timers: restart. Re-arm a timer that has not fired yet to fire `ms` from now, in place
+     * (an idle timeout pushed back on each read, without a stop and a start). 0, or -EINVAL
+     * for a NULL timer. The rule of timer_start holds: once its callback has run the timer is
+     * gone and MUST NOT be restarted. Check BERTH_HOST_HAS(host, timer_restart) first. */
+    int (*timer_restart)(berth_timer_t *timer, uint64_t ms);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */
@@ -364,49 +452,67 @@ typedef struct berth_host {
  *   listener_close(l, state) for each listener; unload()
  */
 typedef struct berth_handler {
-    uint32_t abi_version; /* BERTH_ABI_VERSION */
-    uint32_t size;        /* sizeof(berth_handler_t) */
-    const char *name;     /* short name for logs, e.g. "echo" */
-    const char *version;  /* the plugin's own version string; MAY be NULL */
-    size_t conn_size;     /* bytes of zeroed per-connection state (host->state) */
+    uint32_t abi_version BERTH_ZERO_; /* BERTH_ABI_VERSION */
+    uint32_t size BERTH_ZERO_;        /* sizeof(berth_handler_t) */
+    const char *name BERTH_ZERO_;     /* short name for logs, e.g. "echo" */
+    const char *version BERTH_ZERO_;  /* the plugin's own version string; MAY be NULL */
+    size_t conn_size BERTH_ZERO_;     /* bytes of zeroed per-connection state (host->state) */
 
     /* Once per process. Keep `host`; return 0 or a negative errno. */
-    int (*load)(const berth_host_t *host);
-    void (*unload)(void);
+    int (*load)(const berth_host_t *host) BERTH_ZERO_;
+    void (*unload)(void) BERTH_ZERO_;
 
-    /* A key of the listener's section that the daemon does not know. Return 0 to accept it;
-     * else write a message (no file or line: the host adds them) to err and return
-     * -EINVAL. Keys the plugin rejects fail the whole config. */
+    /* A key of the listener's section that the daemon does not know, for what a declared
+     * option table (below) cannot say: called for every such key, after the table (if any)
+     * parsed it. Return 0 to accept it; else write a message to err and return -EINVAL. The
+     * host adds FILE:LINE and nothing else, so the message names the key itself
+     * ("max_keys: want 1 to 1000, not 0"). Keys the plugin rejects fail the whole config.
+     * A key that is neither in the table nor accepted here (check_option NULL) is an
+     * unknown key. */
     int (*check_option)(berth_listener_t *l, const char *key, const char *value, char *err,
-                        size_t errlen);
-    /* Build per-listener state once all options are checked (read them with host->option).
-     * Return 0 or a negative errno with a message in err. */
-    int (*listener_open)(berth_listener_t *l, void **state, char *err, size_t errlen);
-    void (*listener_close)(berth_listener_t *l, void *state);
+                        size_t errlen) BERTH_ZERO_;
+    /* Build per-listener state once all options are checked (read them with
+     * host->listener_options or host->option). Return 0 or a negative errno with a message
+     * in err. The state is per worker process: see "State and processes" above. */
+    int (*listener_open)(berth_listener_t *l, void **state, char *err, size_t errlen) BERTH_ZERO_;
+    void (*listener_close)(berth_listener_t *l, void *state) BERTH_ZERO_;
 
-    void (*worker_start)(void);
-    void (*worker_stop)(void);
+    void (*worker_start)(void) BERTH_ZERO_;
+    void (*worker_stop)(void) BERTH_ZERO_;
 
     /* A new connection (stream) or datagram. Return 0, or a negative errno to refuse it
      * (the host closes it and calls finish()). */
-    int (*setup)(berth_conn_t *conn);
+    int (*setup)(berth_conn_t *conn) BERTH_ZERO_;
     /* Bytes read (stream: any chunk, no framing; datagram: one whole datagram). `data` is
      * valid only during the call. On a datagram listener each datagram is a conn of its
      * own: setup(), one handle(), and finish() once handle() has returned and no timer or
      * work the plugin started on it is pending (or when it calls close). */
-    void (*handle)(berth_conn_t *conn, const void *data, size_t len);
+    void (*handle)(berth_conn_t *conn, const void *data, size_t len) BERTH_ZERO_;
     /* The peer sent EOF on a stream. If NULL, the host closes the conn once its writes are
      * flushed; else the plugin decides (e.g. host->close after its replies). */
-    void (*eof)(berth_conn_t *conn);
+    void (*eof)(berth_conn_t *conn) BERTH_ZERO_;
     /* The conn ends, for whatever reason. Called exactly once per successful or failed
      * setup(). Release everything but the state memory, which the host frees. */
-    void (*finish)(berth_conn_t *conn);
+    void (*finish)(berth_conn_t *conn) BERTH_ZERO_;
+
+    /* declared options: the table (ended by an entry with a NULL name; MAY be NULL) and the
+     * size of the struct its offsets point into. See berth_option_t. */
+    const berth_option_t *options BERTH_ZERO_;
+    size_t options_size BERTH_ZERO_;
 } berth_handler_t;
 
-/* Start a descriptor: `BERTH_HANDLER = { BERTH_HANDLER_INIT("echo"), .handle = ... };` */
+/* Start a descriptor: `BERTH_HANDLER = { BERTH_HANDLER_INIT("echo"), .handle = ... };`
+ * (members in the order declared above, as C++20 requires). A descriptor without it has
+ * abi_version 0, which berthd refuses as not initialised. */
 #define BERTH_HANDLER_INIT(plugin_name)                                                            \
     .abi_version = BERTH_ABI_VERSION, .size = sizeof(berth_handler_t), .name = (plugin_name)
+#ifdef __cplusplus
+/* A namespace-scope const has internal linkage in C++: `extern "C"` gives it external C
+ * linkage (an unmangled, exported symbol) while the initializer keeps it a definition. */
+#define BERTH_HANDLER extern "C" BERTH_EXPORT const berth_handler_t berth_handler
+#else
 #define BERTH_HANDLER BERTH_EXPORT const berth_handler_t berth_handler
+#endif
 #define BERTH_HANDLER_SYMBOL "berth_handler"
 
 #ifdef __cplusplus

@@ -53,11 +53,13 @@ berth_testhost_t *berth_testhost_open(const char *so_path, char *err, size_t err
  * worker_start ran, then unload(); frees everything. NULL is fine. */
 void berth_testhost_free(berth_testhost_t *th);
 
-/* A listener section. `options` is "key", "value", ..., NULL: each key goes to the plugin's
- * check_option, as berthd does for keys it does not know, except `address`, which the test
- * host keeps as the listener's local address ("127.0.0.1:1080", "[::1]:53" or "unix:/path";
- * default 127.0.0.1:1). Then listener_open. NULL with the plugin's message in err (prefixed
- * with the key for a check_option refusal, as berthd prefixes file and line). */
+/* A listener section. `options` is "key", "value", ..., NULL, as berthd hands a plugin the
+ * keys it does not know itself: the plugin's declared options (berth_handler_t.options) are
+ * parsed first, with the daemon's own parsers and defaults (host->listener_options), then
+ * every key goes to check_option. `address` is the test host's: the listener's local address
+ * ("127.0.0.1:1080", "[::1]:53" or "unix:/path"; default 127.0.0.1:1). Then listener_open.
+ * NULL with the message in err: the table's (naming the key) or the plugin's own, as berthd
+ * reports them after FILE:LINE. */
 berth_listener_t *berth_testhost_listener(berth_testhost_t *th, const char *name,
                                           berth_protocol_t protocol, const char *const *options,
                                           char *err, size_t errlen);

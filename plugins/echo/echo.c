@@ -18,9 +18,11 @@ static void echo_handle(berth_conn_t *conn, const void *data, size_t len)
         host->abort(conn);
 }
 
+/* No options: the empty table says so (berthd --plugin-help echo, and an unknown key's
+ * message). */
+static const berth_option_t echo_options[] = {{.name = NULL}};
+
 BERTH_HANDLER = {
-    BERTH_HANDLER_INIT("echo"),
-    .version = "1.0",
-    .load = echo_load,
-    .handle = echo_handle,
+    BERTH_HANDLER_INIT("echo"), .version = "1.0",        .load = echo_load,
+    .handle = echo_handle,      .options = echo_options, /* none */
 };

@@ -776,7 +776,7 @@ static void consume(berth_conn_t *conn, session_t *s, const uint8_t *p, size_t l
 
 static int socks5_load(const berth_host_t *h)
 {
-    if (h->abi_version != BERTH_ABI_VERSION || !BERTH_HOST_HAS(h, relay))
+    if (h->abi_version != BERTH_ABI_VERSION || !BERTH_HOST_HAS(h, listener_options))
         return -ENOTSUP;
     host = h;
     return 0;
@@ -803,7 +803,8 @@ static int socks5_listener_open(berth_listener_t *l, void **state, char *err, si
         snprintf(err, errlen, "socks5 serves stream listeners only (protocol tcp or unix)");
         return -EINVAL;
     }
-    rc = socks5_config_build(host, listener_option, l, &cfg, err, errlen);
+    rc =
+        socks5_config_build(host, host->listener_options(l), listener_option, l, &cfg, err, errlen);
     if (rc < 0)
         return rc;
     if (cfg->certificate && (!BERTH_HOST_HAS(host, listener_tls_verify) ||
@@ -964,6 +965,8 @@ BERTH_HANDLER = {
     .conn_size = sizeof(session_t),
     .load = socks5_load,
     .check_option = socks5_check_option,
+    .options = socks5_options,
+    .options_size = sizeof(socks5_opts_t),
     .listener_open = socks5_listener_open,
     .listener_close = socks5_listener_close,
     .setup = socks5_setup,

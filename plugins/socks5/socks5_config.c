@@ -9,79 +9,53 @@
 
 #include "socks5_proto.h"
 
-/* `certificate` is method 0 (no auth) on the wire: the TLS handshake already proved who the
- * client is. */
-static int parse_auth(const char *value, uint8_t *method, uint8_t *certificate)
-{
-    *certificate = 0;
-    if (strcmp(value, "none") == 0) {
-        *method = SOCKS5_METHOD_NONE;
-    } else if (strcmp(value, "password") == 0) {
-        *method = SOCKS5_METHOD_PASSWORD;
-    } else if (strcmp(value, "certificate") == 0) {
-        *method = SOCKS5_METHOD_NONE;
-        *certificate = 1;
-    } else {
-        return -EINVAL;
+static const char *const auth_choices[] = {"none", "password", "certificate", NULL};
+
+#define OPT(n, t, f, member, d, lo, hi, ch, h)                                                     \
+    {                                                                                              \
+        .name = n, .type = t, .flags = f, .offset = offsetof(socks5_opts_t, member), .def = d,     \
+        .min = lo, .max = hi, .choices = ch, .help = h                                             \
     }
-    return 0;
-}
+#define DAY_MS (24 * 3600 * 1000LL)
 
-#define AUTH_VALUES "none, password or certificate"
-
-/* A duration; `positive`: 0 is refused (a zero handshake or connect timeout would refuse
- * every client). */
-static int parse_ms(const berth_host_t *host, const char *key, const char *value, int positive,
-                    uint64_t *ms, char *err, size_t errlen)
-{
-    if (host->parse_duration(value, ms) < 0 || (positive && *ms == 0)) {
-        snprintf(err, errlen, "%s: '%s' is not a %sduration (e.g. 500ms, 10s, 5m)", key, value,
-                 positive ? "positive " : "");
-        return -EINVAL;
-    }
-    return 0;
-}
-
-static int parse_limit(const char *key, const char *value, unsigned *out, char *err, size_t errlen)
-{
-    char *end;
-    unsigned long n;
-
-    errno = 0;
-    n = value[0] >= '0' && value[0] <= '9' ? strtoul(value, &end, 10) : 0;
-    if (value[0] < '0' || value[0] > '9' || *end != '\0' || errno != 0 || n > 100000) {
-        snprintf(err, errlen, "%s: '%s' is not a count from 0 to 100000", key, value);
-        return -EINVAL;
-    }
-    *out = (unsigned)n;
-    return 0;
-}
-
-static int parse_rules(berth_cidr_list_t *list, const char *key, const char *value, char *err,
-                       size_t errlen)
-{
-    char bad[128];
-
-    if (berth_cidr_list_parse(list, value, 1, bad, sizeof(bad)) < 0) {
-        snprintf(err, errlen, "%s: '%s' is not an address or CIDR with an optional :port", key,
-                 bad);
-        return -EINVAL;
-    }
-    return 0;
-}
-
-static int parse_onoff(const berth_host_t *host, const char *key, const char *value, uint8_t *out,
-                       char *err, size_t errlen)
-{
-    int b;
-
-    if (host->parse_bool(value, &b) < 0) {
-        snprintf(err, errlen, "%s: '%s' is not on or off", key, value);
-        return -EINVAL;
-    }
-    *out = b ? 1 : 0;
-    return 0;
-}
+const berth_option_t socks5_options[] = {
+    OPT("auth", BERTH_OPT_ENUM, 0, auth, "none", 0, 0, auth_choices,
+        "none, password (RFC 1929, needs users) or certificate (the TLS client certificate)"),
+    OPT("users", BERTH_OPT_STRING, 0, users, NULL, 0, 0, NULL,
+        "a file of name:crypt(3)-hash lines; required by auth = password"),
+    OPT("allow_dest", BERTH_OPT_CIDR_LIST, BERTH_OPT_PORTS, allow_dest, NULL, 0, 0, NULL,
+        "destinations a CONNECT may reach; none by default (never an open proxy)"),
+    OPT("deny_dest", BERTH_OPT_CIDR_LIST, BERTH_OPT_PORTS, deny_dest, NULL, 0, 0, NULL,
+        "destinations carved out of allow_dest"),
+    OPT("handshake_timeout", BERTH_OPT_DURATION, 0, handshake_ms, "10s", 1, DAY_MS, NULL,
+        "from accept until the request is read"),
+    OPT("connect_timeout", BERTH_OPT_DURATION, 0, connect_ms, "10s", 1, DAY_MS, NULL,
+        "from the request until the destination answers"),
+    OPT("relay_idle_timeout", BERTH_OPT_DURATION, 0, idle_ms, "5m", 0, 0, NULL,
+        "no traffic either way for this long ends a relay; 0: never"),
+    OPT("auth_fail_limit", BERTH_OPT_INT, 0, fail_limit, "5", 0, 100000, NULL,
+        "wrong passwords per source and window before throttling; 0: off"),
+    OPT("auth_fail_window", BERTH_OPT_DURATION, 0, fail_window_ms, "1m", 1, DAY_MS, NULL,
+        "the window wrong passwords are counted in"),
+    OPT("auth_fail_block", BERTH_OPT_DURATION, 0, fail_block_ms, "1m", 1, DAY_MS, NULL,
+        "how long a source is refused after 2 x auth_fail_limit"),
+    OPT("udp", BERTH_OPT_BOOL, 0, udp, "off", 0, 0, NULL,
+        "serve UDP ASSOCIATE (RFC 1928 section 7); tcp listeners only"),
+    OPT("udp_address", BERTH_OPT_STRING, 0, udp_address, NULL, 0, 0, NULL,
+        "ADDR, ADDR:PORT, ADDR:PORT-PORT or :PORT-PORT the relay binds; default: the address "
+        "the client reached, an ephemeral port"),
+    OPT("udp_idle_timeout", BERTH_OPT_DURATION, 0, udp_idle_ms, "2m", 1, DAY_MS, NULL,
+        "an association with no datagram either way for this long ends"),
+    OPT("udp_associations", BERTH_OPT_INT, 0, udp_max, "64", 1, 100000, NULL,
+        "UDP associations at once, per listener in each worker"),
+    OPT("udp_queue", BERTH_OPT_INT, 0, udp_queue, "16", 1, 4096, NULL,
+        "datagrams of one association waiting for a name to resolve; more are dropped"),
+    OPT("bind", BERTH_OPT_BOOL, 0, bind, "off", 0, 0, NULL,
+        "serve BIND (RFC 1928 section 6); tcp listeners only"),
+    OPT("bind_timeout", BERTH_OPT_DURATION, 0, bind_ms, "1m", 1, DAY_MS, NULL,
+        "how long a BIND waits for its one incoming connection"),
+    {.name = NULL},
+};
 
 static int parse_port(const char *text, size_t len, unsigned *port)
 {
@@ -165,46 +139,13 @@ int socks5_parse_udp_address(const char *value, struct sockaddr_storage *addr, u
 int socks5_config_check(const berth_host_t *host, const char *key, const char *value, char *err,
                         size_t errlen)
 {
-    uint64_t ms;
-
-    if (strcmp(key, "auth") == 0) {
-        uint8_t m, c;
-
-        if (parse_auth(value, &m, &c) < 0) {
-            snprintf(err, errlen, "auth: '%s' is not " AUTH_VALUES, value);
-            return -EINVAL;
-        }
-        return 0;
-    }
+    (void)host;
     if (strcmp(key, "users") == 0) {
         socks5_users_t *users;
         int rc = socks5_users_load(value, &users, err, errlen);
 
         socks5_users_free(users);
         return rc < 0 ? -EINVAL : 0;
-    }
-    if (strcmp(key, "allow_dest") == 0 || strcmp(key, "deny_dest") == 0) {
-        berth_cidr_list_t list = {0};
-        int rc = parse_rules(&list, key, value, err, errlen);
-
-        berth_cidr_list_free(&list);
-        return rc;
-    }
-    if (strcmp(key, "handshake_timeout") == 0 || strcmp(key, "connect_timeout") == 0)
-        return parse_ms(host, key, value, 1, &ms, err, errlen);
-    if (strcmp(key, "relay_idle_timeout") == 0)
-        return parse_ms(host, key, value, 0, &ms, err, errlen);
-    if (strcmp(key, "auth_fail_window") == 0 || strcmp(key, "auth_fail_block") == 0)
-        return parse_ms(host, key, value, 1, &ms, err, errlen);
-    if (strcmp(key, "auth_fail_limit") == 0) {
-        unsigned n;
-
-        return parse_limit(key, value, &n, err, errlen);
-    }
-    if (strcmp(key, "udp") == 0 || strcmp(key, "bind") == 0) {
-        uint8_t b;
-
-        return parse_onoff(host, key, value, &b, err, errlen);
     }
     if (strcmp(key, "udp_address") == 0) {
         struct sockaddr_storage ss;
@@ -219,19 +160,10 @@ int socks5_config_check(const berth_host_t *host, const char *key, const char *v
         }
         return 0;
     }
-    if (strcmp(key, "udp_idle_timeout") == 0 || strcmp(key, "bind_timeout") == 0)
-        return parse_ms(host, key, value, 1, &ms, err, errlen);
-    if (strcmp(key, "udp_associations") == 0 || strcmp(key, "udp_queue") == 0) {
-        unsigned n;
-
-        if (parse_limit(key, value, &n, err, errlen) < 0)
-            return -EINVAL;
-        if (n == 0) {
-            snprintf(err, errlen, "%s: must be at least 1 (udp = off turns UDP off)", key);
-            return -EINVAL;
-        }
-        return 0;
-    }
+    /* The rest of the table was parsed and bounded by the host. */
+    for (const berth_option_t *o = socks5_options; o->name != NULL; o++)
+        if (strcmp(o->name, key) == 0)
+            return 0;
     snprintf(err, errlen,
              "unknown option '%s' for socks5 (known: auth, users, allow_dest, deny_dest, "
              "handshake_timeout, connect_timeout, relay_idle_timeout, auth_fail_limit, "
@@ -253,102 +185,76 @@ void socks5_config_free(socks5_config_t *cfg)
     free(cfg);
 }
 
-int socks5_config_build(const berth_host_t *host, socks5_option_fn get, void *ctx,
-                        socks5_config_t **out, char *err, size_t errlen)
+/* The config owns its rules: the host's parsed lists live only as long as the listener's
+ * options, and socks5_config_free frees these. */
+static int copy_rules(berth_cidr_list_t *to, const berth_cidr_list_t *from)
+{
+    to->count = 0;
+    to->items = NULL;
+    if (from->count == 0)
+        return 0;
+    to->items = malloc(from->count * sizeof(*from->items));
+    if (to->items == NULL)
+        return -ENOMEM;
+    memcpy(to->items, from->items, from->count * sizeof(*from->items));
+    to->count = from->count;
+    return 0;
+}
+
+int socks5_config_build(const berth_host_t *host, const socks5_opts_t *o, socks5_option_fn get,
+                        void *ctx, socks5_config_t **out, char *err, size_t errlen)
 {
     socks5_config_t *cfg;
-    const char *v, *users;
     int rc = 0;
 
+    (void)host;
+    (void)get; /* keys outside the table, read as text */
+    (void)ctx;
     *out = NULL;
     cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    cfg->method = SOCKS5_METHOD_NONE;
-    cfg->handshake_ms = SOCKS5_DEFAULT_HANDSHAKE_MS;
-    cfg->connect_ms = SOCKS5_DEFAULT_CONNECT_MS;
-    cfg->idle_ms = SOCKS5_DEFAULT_IDLE_MS;
-    cfg->fail_limit = SOCKS5_DEFAULT_FAIL_LIMIT;
-    cfg->fail_window_ms = SOCKS5_DEFAULT_FAIL_WINDOW_MS;
-    cfg->fail_block_ms = SOCKS5_DEFAULT_FAIL_BLOCK_MS;
-    cfg->udp_idle_ms = SOCKS5_DEFAULT_UDP_IDLE_MS;
-    cfg->udp_max = SOCKS5_DEFAULT_UDP_ASSOCIATIONS;
-    cfg->udp_queue = SOCKS5_DEFAULT_UDP_QUEUE;
-    cfg->bind_ms = SOCKS5_DEFAULT_BIND_MS;
+    cfg->method = o->auth == SOCKS5_AUTH_PASSWORD ? SOCKS5_METHOD_PASSWORD : SOCKS5_METHOD_NONE;
+    cfg->certificate = o->auth == SOCKS5_AUTH_CERTIFICATE;
+    cfg->handshake_ms = o->handshake_ms;
+    cfg->connect_ms = o->connect_ms;
+    cfg->idle_ms = o->idle_ms;
+    cfg->fail_limit = (unsigned)o->fail_limit;
+    cfg->fail_window_ms = o->fail_window_ms;
+    cfg->fail_block_ms = o->fail_block_ms;
+    cfg->udp = o->udp != 0;
+    cfg->bind = o->bind != 0;
+    cfg->udp_idle_ms = o->udp_idle_ms;
+    cfg->udp_max = (unsigned)o->udp_max;
+    cfg->udp_queue = (unsigned)o->udp_queue;
+    cfg->bind_ms = o->bind_ms;
 
-    if ((v = get(ctx, "auth")) != NULL && parse_auth(v, &cfg->method, &cfg->certificate) < 0) {
-        snprintf(err, errlen, "auth: '%s' is not " AUTH_VALUES, v);
-        rc = -EINVAL;
-        goto out;
-    }
-    users = get(ctx, "users");
-    if (cfg->method == SOCKS5_METHOD_PASSWORD && users == NULL) {
+    if (cfg->method == SOCKS5_METHOD_PASSWORD && o->users == NULL) {
         snprintf(err, errlen, "auth = password needs users = FILE");
         rc = -EINVAL;
         goto out;
     }
-    if (cfg->method == SOCKS5_METHOD_NONE && users != NULL) {
+    if (cfg->method == SOCKS5_METHOD_NONE && o->users != NULL) {
         /* Most likely a forgotten `auth = password`: refuse rather than run an open door. */
         snprintf(err, errlen, "users is set but auth is %s: add auth = password",
                  cfg->certificate ? "certificate" : "none");
         rc = -EINVAL;
         goto out;
     }
-    if (users != NULL && (rc = socks5_users_load(users, &cfg->users, err, errlen)) < 0)
+    if (o->users != NULL && (rc = socks5_users_load(o->users, &cfg->users, err, errlen)) < 0)
         goto out;
-    if ((v = get(ctx, "allow_dest")) != NULL &&
-        (rc = parse_rules(&cfg->allow_dest, "allow_dest", v, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "deny_dest")) != NULL &&
-        (rc = parse_rules(&cfg->deny_dest, "deny_dest", v, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "handshake_timeout")) != NULL &&
-        (rc = parse_ms(host, "handshake_timeout", v, 1, &cfg->handshake_ms, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "connect_timeout")) != NULL &&
-        (rc = parse_ms(host, "connect_timeout", v, 1, &cfg->connect_ms, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "relay_idle_timeout")) != NULL &&
-        (rc = parse_ms(host, "relay_idle_timeout", v, 0, &cfg->idle_ms, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "auth_fail_limit")) != NULL &&
-        (rc = parse_limit("auth_fail_limit", v, &cfg->fail_limit, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "auth_fail_window")) != NULL &&
-        (rc = parse_ms(host, "auth_fail_window", v, 1, &cfg->fail_window_ms, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "auth_fail_block")) != NULL &&
-        (rc = parse_ms(host, "auth_fail_block", v, 1, &cfg->fail_block_ms, err, errlen)) < 0)
-        goto out;
-    /* Every key was checked one by one already (check_option): only the values are read. */
-    if ((v = get(ctx, "udp")) != NULL &&
-        (rc = parse_onoff(host, "udp", v, &cfg->udp, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "bind")) != NULL &&
-        (rc = parse_onoff(host, "bind", v, &cfg->bind, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "udp_address")) != NULL &&
-        socks5_parse_udp_address(v, &cfg->udp_addr, &cfg->udp_port, &cfg->udp_port_last) < 0) {
-        snprintf(err, errlen, "udp_address: '%s' is not ADDR[:PORT[-PORT]]", v);
-        rc = -EINVAL;
+    if (copy_rules(&cfg->allow_dest, &o->allow_dest) < 0 ||
+        copy_rules(&cfg->deny_dest, &o->deny_dest) < 0) {
+        snprintf(err, errlen, "out of memory");
+        rc = -ENOMEM;
         goto out;
     }
-    if ((v = get(ctx, "udp_idle_timeout")) != NULL &&
-        (rc = parse_ms(host, "udp_idle_timeout", v, 1, &cfg->udp_idle_ms, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "bind_timeout")) != NULL &&
-        (rc = parse_ms(host, "bind_timeout", v, 1, &cfg->bind_ms, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "udp_associations")) != NULL &&
-        (rc = parse_limit("udp_associations", v, &cfg->udp_max, err, errlen)) < 0)
-        goto out;
-    if ((v = get(ctx, "udp_queue")) != NULL &&
-        (rc = parse_limit("udp_queue", v, &cfg->udp_queue, err, errlen)) < 0)
-        goto out;
-    if (cfg->udp && (cfg->udp_max == 0 || cfg->udp_queue == 0)) {
-        snprintf(err, errlen, "udp_associations and udp_queue must be at least 1");
+    if (o->udp_address != NULL &&
+        socks5_parse_udp_address(o->udp_address, &cfg->udp_addr, &cfg->udp_port,
+                                 &cfg->udp_port_last) < 0) {
+        snprintf(err, errlen, "udp_address: '%s' is not ADDR[:PORT[-PORT]]", o->udp_address);
         rc = -EINVAL;
         goto out;
     }

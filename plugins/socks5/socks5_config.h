@@ -35,17 +35,6 @@
 #include "socks5_throttle.h"
 #include "socks5_users.h"
 
-#define SOCKS5_DEFAULT_HANDSHAKE_MS (10u * 1000u)
-#define SOCKS5_DEFAULT_CONNECT_MS (10u * 1000u)
-#define SOCKS5_DEFAULT_IDLE_MS (5u * 60u * 1000u)
-#define SOCKS5_DEFAULT_FAIL_LIMIT 5u
-#define SOCKS5_DEFAULT_FAIL_WINDOW_MS (60u * 1000u)
-#define SOCKS5_DEFAULT_FAIL_BLOCK_MS (60u * 1000u)
-#define SOCKS5_DEFAULT_UDP_IDLE_MS (2u * 60u * 1000u)
-#define SOCKS5_DEFAULT_UDP_ASSOCIATIONS 64u
-#define SOCKS5_DEFAULT_UDP_QUEUE 16u
-#define SOCKS5_DEFAULT_BIND_MS (60u * 1000u)
-
 typedef struct socks5_config {
     uint8_t method;               /* SOCKS5_METHOD_NONE or SOCKS5_METHOD_PASSWORD */
     uint8_t certificate;          /* auth = certificate (method is then NONE) */
@@ -74,16 +63,44 @@ typedef struct socks5_config {
     unsigned *udp_active;
 } socks5_config_t;
 
-/* How options are read: host->option for a listener, or a test's table. */
+/* The declared options (socks5_options), as the host parses them for each listener. */
+enum { SOCKS5_AUTH_NONE = 0, SOCKS5_AUTH_PASSWORD = 1, SOCKS5_AUTH_CERTIFICATE = 2 };
+typedef struct socks5_opts {
+    int auth; /* SOCKS5_AUTH_*: the index in the table's choices */
+    const char *users;
+    berth_cidr_list_t allow_dest;
+    berth_cidr_list_t deny_dest;
+    uint64_t handshake_ms;
+    uint64_t connect_ms;
+    uint64_t idle_ms;
+    int64_t fail_limit;
+    uint64_t fail_window_ms;
+    uint64_t fail_block_ms;
+    /* UDP ASSOCIATE and BIND */
+    int udp;
+    int bind;
+    const char *udp_address; /* checked by socks5_config_check */
+    uint64_t udp_idle_ms;
+    int64_t udp_max;
+    int64_t udp_queue;
+    uint64_t bind_ms;
+} socks5_opts_t;
+
+/* The table the descriptor declares: types, bounds, defaults, help. */
+extern const berth_option_t socks5_options[];
+
+/* How options outside the table are read: host->option for a listener, or a test's table. */
 typedef const char *(*socks5_option_fn)(void *ctx, const char *key);
 
-/* One key of the listener section: 0, or -EINVAL with a message in err. */
+/* One key of the listener section, after the host parsed the table's: what the table cannot
+ * say (the users file must load) and keys outside it. 0, or -EINVAL with a message in err
+ * that names the key. */
 int socks5_config_check(const berth_host_t *host, const char *key, const char *value, char *err,
                         size_t errlen);
-/* Every option at once, with the checks that span keys. 0 and a config in *out, or a
- * negative errno with a message in err. */
-int socks5_config_build(const berth_host_t *host, socks5_option_fn get, void *ctx,
-                        socks5_config_t **out, char *err, size_t errlen);
+/* Every option at once, from the parsed table `o` (and `get` for keys outside it), with the
+ * checks that span keys. 0 and a config in *out, or a negative errno with a message in err. */
+int socks5_config_build(const berth_host_t *host, const socks5_opts_t *o, socks5_option_fn get,
+                        void *ctx, socks5_config_t **out, char *err, size_t errlen);
 void socks5_config_free(socks5_config_t *cfg);
 
 /* May a CONNECT reach `addr` (its port included)? Denied if deny_dest matches; else allowed

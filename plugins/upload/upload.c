@@ -67,16 +67,6 @@
 #define RETRY_MS 5
 #define HOLD_MAX ((size_t)64 << 10)
 
-#define DEFAULT_MAX_SIZE ((uint64_t)1 << 30)
-#define DEFAULT_MAX_HEADER ((uint64_t)64 << 10)
-#define MAX_HEADER_LIMIT ((uint64_t)16 << 20)
-#define MIN_HEADER_LIMIT ((uint64_t)64)
-#define DEFAULT_MAX_PENDING ((uint64_t)4 << 30)
-#define DEFAULT_HEADER_TIMEOUT_MS 10000
-#define DEFAULT_MIN_RATE 1024
-#define DEFAULT_MIN_RATE_WINDOW_MS 30000
-#define DEFAULT_MIN_FREE_PCT 5
-
 static const berth_host_t *host;
 
 typedef struct upload_listener {
@@ -1165,51 +1155,60 @@ static int parse_min_free(const char *v, uint64_t *bytes, unsigned *pct)
     return host->parse_size(v, bytes) == 0 && *bytes <= INT64_MAX ? 0 : -EINVAL;
 }
 
+/* The options, declared: the host parses them (with FILE:LINE errors) into upload_opts_t
+ * before check_option, which keeps what a table cannot say: dir must be a folder, min_free is
+ * a size or a percentage. */
+typedef struct upload_opts {
+    const char *dir;
+    uint64_t max_size;
+    uint64_t max_header;
+    uint64_t max_pending;
+    uint64_t header_ms;
+    uint64_t min_rate;
+    uint64_t min_rate_window;
+    const char *min_free;
+    int overwrite;
+    int do_fsync;
+} upload_opts_t;
+
+#define OPT(n, t, f, member, d, lo, hi, h)                                                         \
+    {                                                                                              \
+        .name = n, .type = t, .flags = f, .offset = offsetof(upload_opts_t, member), .def = d,     \
+        .min = lo, .max = hi, .choices = NULL, .help = h                                           \
+    }
+
+static const berth_option_t upload_options[] = {
+    OPT("dir", BERTH_OPT_PATH, BERTH_OPT_REQUIRED, dir, NULL, 0, 0,
+        "the folder uploads are stored in (an existing directory)"),
+    OPT("max_size", BERTH_OPT_SIZE, 0, max_size, "1G", 0, INT64_MAX,
+        "the largest file_size a header may announce"),
+    OPT("max_header", BERTH_OPT_SIZE, 0, max_header, "64K", 64, 16 << 20,
+        "the largest JSON header"),
+    OPT("max_pending", BERTH_OPT_SIZE, 0, max_pending, "4G", 1, INT64_MAX,
+        "bytes announced and not yet received, over a worker's connections"),
+    OPT("header_timeout", BERTH_OPT_DURATION, 0, header_ms, "10s", 1, UINT32_MAX,
+        "from accept, or the end of a file, until a whole header"),
+    OPT("min_rate", BERTH_OPT_SIZE, 0, min_rate, "1K", 0, UINT32_MAX,
+        "body bytes per second a sender must keep up (0: no floor)"),
+    OPT("min_rate_window", BERTH_OPT_DURATION, 0, min_rate_window, "30s", 1, UINT32_MAX,
+        "the window min_rate is judged over"),
+    OPT("min_free", BERTH_OPT_STRING, 0, min_free, "5%", 0, 0,
+        "space kept free on dir's file system: a size (1G) or a percentage (0% to 99%)"),
+    OPT("overwrite", BERTH_OPT_BOOL, 0, overwrite, "no", 0, 0,
+        "replace a file of the same name (else the upload is refused)"),
+    OPT("fsync", BERTH_OPT_BOOL, 0, do_fsync, "yes", 0, 0,
+        "fsync each file and the folder before answering ok"),
+    {.name = NULL},
+};
+
 static int upload_check_option(berth_listener_t *l, const char *key, const char *value, char *err,
                                size_t errlen)
 {
-    uint64_t n;
-    int b;
-
+    (void)l;
     if (strcmp(key, "dir") == 0)
         return check_dir(value, err, errlen);
-    if (strcmp(key, "max_size") == 0) {
-        if (host->parse_size(value, &n) != 0 || n > INT64_MAX) {
-            snprintf(err, errlen, "max_size: not a size: %s", value);
-            return -EINVAL;
-        }
-        return 0;
-    }
-    if (strcmp(key, "max_header") == 0) {
-        if (host->parse_size(value, &n) != 0 || n < MIN_HEADER_LIMIT || n > MAX_HEADER_LIMIT) {
-            snprintf(err, errlen, "max_header: want a size from 64 to 16M, not %s", value);
-            return -EINVAL;
-        }
-        return 0;
-    }
-    if (strcmp(key, "header_timeout") == 0 || strcmp(key, "min_rate_window") == 0) {
-        if (host->parse_duration(value, &n) != 0 || n == 0 || n > UINT32_MAX) {
-            snprintf(err, errlen, "%s: want a duration over 0 (10s), not %s", key, value);
-            return -EINVAL;
-        }
-        return 0;
-    }
-    if (strcmp(key, "min_rate") == 0) {
-        if (host->parse_size(value, &n) != 0 || n > UINT32_MAX) {
-            snprintf(err, errlen, "min_rate: want bytes per second (1K; 0 for none), not %s",
-                     value);
-            return -EINVAL;
-        }
-        return 0;
-    }
-    if (strcmp(key, "max_pending") == 0) {
-        if (host->parse_size(value, &n) != 0 || n == 0 || n > INT64_MAX) {
-            snprintf(err, errlen, "max_pending: want a size over 0, not %s", value);
-            return -EINVAL;
-        }
-        return 0;
-    }
     if (strcmp(key, "min_free") == 0) {
+        uint64_t n;
         unsigned pct;
         if (parse_min_free(value, &n, &pct) != 0) {
             snprintf(err, errlen,
@@ -1218,13 +1217,9 @@ static int upload_check_option(berth_listener_t *l, const char *key, const char 
         }
         return 0;
     }
-    if (strcmp(key, "overwrite") == 0 || strcmp(key, "fsync") == 0) {
-        if (host->parse_bool(value, &b) != 0) {
-            snprintf(err, errlen, "%s: want yes or no, not %s", key, value);
-            return -EINVAL;
-        }
-        return 0;
-    }
+    for (const berth_option_t *o = upload_options; o->name; o++)
+        if (strcmp(o->name, key) == 0)
+            return 0; /* the host checked it */
     snprintf(err, errlen,
              "unknown key \"%s\" for the upload handler (dir, max_size, max_header, "
              "max_pending, min_free, header_timeout, min_rate, min_rate_window, overwrite, fsync)",
@@ -1252,7 +1247,6 @@ static void upload_listener_close(berth_listener_t *l, void *state)
 
 static int upload_listener_open(berth_listener_t *l, void **state, char *err, size_t errlen)
 {
-    const char *v;
     int r = -EINVAL;
 
     berth_protocol_t proto = host->listener_protocol(l);
@@ -1264,47 +1258,28 @@ static int upload_listener_open(berth_listener_t *l, void **state, char *err, si
     if (ls == NULL)
         return -ENOMEM;
     ls->dirfd = -1;
-    ls->max_size = DEFAULT_MAX_SIZE;
-    ls->max_header = DEFAULT_MAX_HEADER;
-    ls->do_fsync = 1;
-    ls->max_pending = DEFAULT_MAX_PENDING;
-    ls->header_ms = DEFAULT_HEADER_TIMEOUT_MS;
-    ls->min_rate = DEFAULT_MIN_RATE;
-    ls->min_rate_window = DEFAULT_MIN_RATE_WINDOW_MS;
-    ls->min_free_pct = DEFAULT_MIN_FREE_PCT;
 
-    /* check_option() has vetted every value present; read them again for real. */
-    if ((v = host->option(l, "dir")) == NULL) {
-        snprintf(err, errlen, "dir is required: the folder uploads are stored in");
+    /* Parsed and checked by the host (upload_options) and check_option. */
+    const upload_opts_t *o = host->listener_options(l);
+    if ((r = check_dir(o->dir, err, errlen)) != 0)
         goto fail;
-    }
-    if ((r = check_dir(v, err, errlen)) != 0)
-        goto fail;
-    if ((ls->dir = strdup(v)) == NULL) {
+    if ((ls->dir = strdup(o->dir)) == NULL) {
         r = -ENOMEM;
         goto fail;
     }
-    if ((v = host->option(l, "max_size")) != NULL && host->parse_size(v, &ls->max_size) != 0)
-        goto bad;
-    if ((v = host->option(l, "max_header")) != NULL && host->parse_size(v, &ls->max_header) != 0)
-        goto bad;
-    if ((v = host->option(l, "max_pending")) != NULL && host->parse_size(v, &ls->max_pending) != 0)
-        goto bad;
-    if ((v = host->option(l, "header_timeout")) != NULL &&
-        host->parse_duration(v, &ls->header_ms) != 0)
-        goto bad;
-    if ((v = host->option(l, "min_rate")) != NULL && host->parse_size(v, &ls->min_rate) != 0)
-        goto bad;
-    if ((v = host->option(l, "min_rate_window")) != NULL &&
-        host->parse_duration(v, &ls->min_rate_window) != 0)
-        goto bad;
-    if ((v = host->option(l, "min_free")) != NULL &&
-        parse_min_free(v, &ls->min_free, &ls->min_free_pct) != 0)
-        goto bad;
-    if ((v = host->option(l, "overwrite")) != NULL && host->parse_bool(v, &ls->overwrite) != 0)
-        goto bad;
-    if ((v = host->option(l, "fsync")) != NULL && host->parse_bool(v, &ls->do_fsync) != 0)
-        goto bad;
+    ls->max_size = o->max_size;
+    ls->max_header = o->max_header;
+    ls->max_pending = o->max_pending;
+    ls->header_ms = o->header_ms;
+    ls->min_rate = o->min_rate;
+    ls->min_rate_window = o->min_rate_window;
+    ls->overwrite = o->overwrite;
+    ls->do_fsync = o->do_fsync;
+    if (parse_min_free(o->min_free, &ls->min_free, &ls->min_free_pct) != 0) {
+        snprintf(err, errlen, "min_free: bad value %s", o->min_free);
+        r = -EINVAL;
+        goto fail;
+    }
     ls->dirfd = open(ls->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (ls->dirfd < 0) {
         r = -errno;
@@ -1317,9 +1292,6 @@ static int upload_listener_open(berth_listener_t *l, void **state, char *err, si
     upload_metrics_open(host, l);
     *state = ls;
     return 0;
-bad:
-    snprintf(err, errlen, "bad value: %s", v);
-    r = -EINVAL;
 fail:
     upload_listener_close(l, ls);
     return r;
@@ -1343,8 +1315,8 @@ static void upload_worker_start(void)
 
 static int upload_load(const berth_host_t *h)
 {
-    /* Every member used here is in the first ABI version's table. */
-    if (!BERTH_HOST_HAS(h, work))
+    /* The declared options need listener_options, the last member used here. */
+    if (!BERTH_HOST_HAS(h, listener_options))
         return -ENOTSUP;
     host = h;
     return 0;
@@ -1363,4 +1335,6 @@ BERTH_HANDLER = {
     .handle = upload_handle,
     .eof = upload_eof,
     .finish = upload_finish,
+    .options = upload_options,
+    .options_size = sizeof(upload_opts_t),
 };

@@ -198,7 +198,7 @@ class Requests(DaemonTestCase):
         for handler, option, why in (
                 (built_test_plugin("badabi"), "", r"badabi\.so: plugin ABI version 42"),
                 (built_test_plugin("good"), "greeting = reject-me",
-                 r"%s:\d+: greeting: good plugin refuses" % re.escape(self.d.conf))):
+                 r"%s:\d+: good plugin refuses greeting" % re.escape(self.d.conf))):
             self.d.write_config(textwrap.dedent(self.listeners) + textwrap.dedent(f"""
                 [plugin]
                 protocol = tcp

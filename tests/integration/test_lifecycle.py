@@ -280,7 +280,7 @@ class Reload(LifecycleCase):
             (built_test_plugin("badabi"), "", r"badabi\.so.*ABI"),
             (built_test_plugin("nosym"), "", r"nosym\.so.*berth_handler"),
             (built_test_plugin("good"), "greeting = reject-me",
-             r"%s:\d+: greeting: good plugin refuses" % re.escape(self.d.conf)),
+             r"%s:\d+: good plugin refuses greeting" % re.escape(self.d.conf)),
         ]
         c = stream_connect(*self.tcp)
         ports = []

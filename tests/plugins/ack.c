@@ -41,7 +41,7 @@ static int ack_check_option(berth_listener_t *l, const char *key, const char *va
     if (strcmp(key, "group") == 0) {
         int b;
         if (host->parse_bool(value, &b) < 0) {
-            snprintf(err, errlen, "expected yes or no");
+            snprintf(err, errlen, "%s: expected yes or no", key);
             return -EINVAL;
         }
         if (b && !BERTH_HOST_HAS(host, multicast_group)) {
@@ -56,12 +56,12 @@ static int ack_check_option(berth_listener_t *l, const char *key, const char *va
     }
     size_t n = strlen(value);
     if (n == 0 || n > ACK_MAX) {
-        snprintf(err, errlen, "must be 1 to %d characters", ACK_MAX);
+        snprintf(err, errlen, "%s: must be 1 to %d characters", key, ACK_MAX);
         return -EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
         if ((unsigned char)value[i] < 0x20 || (unsigned char)value[i] > 0x7e) {
-            snprintf(err, errlen, "must be printable ASCII");
+            snprintf(err, errlen, "%s: must be printable ASCII", key);
             return -EINVAL;
         }
     }

@@ -2,7 +2,10 @@
  * crashy: echoes, except that a line "crash" makes the worker segfault and "abort" makes it
  * abort(): the plugin crash a worker must contain. Everything else is echoed back as is.
  * Option `crash_open_if = PATH`: listener_open segfaults while PATH exists (a worker that
- * crashes before it is ready, for the respawn backoff).
+ * crashes before it is ready, for the respawn backoff). Option `crash_in = check_option`:
+ * check_option segfaults on that key. load() segfaults while the file named by the
+ * environment's CRASHY_LOAD_IF exists (load runs before any option is known): the crash
+ * `berthd -t` and a reload must name as "crashy.so load()".
  */
 #include <berth/handler.h>
 
@@ -15,8 +18,13 @@
 
 static const berth_host_t *host;
 
+static void segfault(void);
+
 static int crashy_load(const berth_host_t *h)
 {
+    const char *flag = getenv("CRASHY_LOAD_IF");
+    if (flag != NULL && access(flag, F_OK) == 0)
+        segfault();
     host = h;
     return 0;
 }
@@ -34,7 +42,9 @@ static int crashy_check_option(berth_listener_t *l, const char *key, const char 
 {
     if (strcmp(key, "crash_open_if") == 0 && value[0] == '/')
         return 0;
-    snprintf(err, errlen, "unknown key (crashy knows crash_open_if = /PATH)");
+    if (strcmp(key, "crash_in") == 0 && strcmp(value, "check_option") == 0)
+        segfault();
+    snprintf(err, errlen, "%s: unknown key (crashy knows crash_open_if = /PATH)", key);
     return -EINVAL;
 }
 

@@ -59,12 +59,12 @@ static int greeting_ok(const char *v, char *err, size_t errlen)
 {
     size_t n = strlen(v);
     if (n == 0 || n > GREETING_MAX) {
-        snprintf(err, errlen, "must be 1 to %d characters", GREETING_MAX);
+        snprintf(err, errlen, "greeting: must be 1 to %d characters", GREETING_MAX);
         return -EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
         if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e) {
-            snprintf(err, errlen, "must be printable ASCII");
+            snprintf(err, errlen, "greeting: must be printable ASCII");
             return -EINVAL;
         }
     }
@@ -83,7 +83,7 @@ static int good_check_option(berth_listener_t *l, const char *key, const char *v
     if (strcmp(key, "slow") == 0) {
         int b;
         if (host->parse_bool(value, &b)) {
-            snprintf(err, errlen, "expected a boolean");
+            snprintf(err, errlen, "%s: expected a boolean", key);
             return -EINVAL;
         }
         return 0;
@@ -91,7 +91,7 @@ static int good_check_option(berth_listener_t *l, const char *key, const char *v
     if (strcmp(key, "open_delay") == 0) {
         uint64_t ms;
         if (host->parse_duration(value, &ms) || ms > 60000) {
-            snprintf(err, errlen, "expected a duration up to 1m");
+            snprintf(err, errlen, "%s: expected a duration up to 1m", key);
             return -EINVAL;
         }
         return 0;

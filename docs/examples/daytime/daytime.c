@@ -43,11 +43,11 @@ static int daytime_check_option(berth_listener_t *l, const char *key, const char
     enum format f;
     (void)l;
     if (strcmp(key, "format") != 0) {
-        snprintf(err, errlen, "unknown key (daytime takes: format)");
+        snprintf(err, errlen, "%s: unknown key (daytime takes: format)", key);
         return -EINVAL;
     }
     if (parse_format(value, &f) < 0) {
-        snprintf(err, errlen, "want rfc3339 or unix, not \"%s\"", value);
+        snprintf(err, errlen, "format: want rfc3339 or unix, not \"%s\"", value);
         return -EINVAL;
     }
     return 0;

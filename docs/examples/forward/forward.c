@@ -71,19 +71,20 @@ static int forward_check_option(berth_listener_t *l, const char *key, const char
     (void)l;
     if (strcmp(key, "to") == 0) {
         if (parse_to(value, &t) < 0) {
-            snprintf(err, errlen, "want HOST:PORT (a name, an IPv4 address or [IPv6]:PORT)");
+            snprintf(err, errlen, "to: want HOST:PORT (a name, an IPv4 address or [IPv6]:PORT)");
             return -EINVAL;
         }
         return 0;
     }
     if (strcmp(key, "connect_timeout") == 0 || strcmp(key, "relay_timeout") == 0) {
         if (host->parse_duration(value, &ms) < 0) {
-            snprintf(err, errlen, "want a duration such as 10s or 5m");
+            snprintf(err, errlen, "%s: want a duration such as 10s or 5m", key);
             return -EINVAL;
         }
         return 0;
     }
-    snprintf(err, errlen, "unknown key (forward takes: to, connect_timeout, relay_timeout)");
+    snprintf(err, errlen, "%s: unknown key (forward takes: to, connect_timeout, relay_timeout)",
+             key);
     return -EINVAL;
 }
 

@@ -97,7 +97,7 @@ static int hashd_check_option(berth_listener_t *l, const char *key, const char *
     (void)value;
     if (strcmp(key, "rounds") != 0 && strcmp(key, "line_timeout") != 0 &&
         strcmp(key, "max_line") != 0) {
-        snprintf(err, errlen, "unknown key (hashd takes: rounds, line_timeout, max_line)");
+        snprintf(err, errlen, "%s: unknown key (hashd takes: rounds, line_timeout, max_line)", key);
         return -EINVAL;
     }
     return 0; /* the values are checked together in listener_open, which `berthd -t` runs */

@@ -43,11 +43,11 @@ static int hello_check_option(berth_listener_t *l, const char *key, const char *
 {
     (void)l;
     if (strcmp(key, "greeting") != 0) {
-        snprintf(err, errlen, "unknown key (hello takes: greeting)");
+        snprintf(err, errlen, "%s: unknown key (hello takes: greeting)", key);
         return -EINVAL;
     }
     if (strlen(value) > GREETING_MAX || strpbrk(value, "\r\n") != NULL) {
-        snprintf(err, errlen, "want one line of at most %d bytes", GREETING_MAX);
+        snprintf(err, errlen, "greeting: want one line of at most %d bytes", GREETING_MAX);
         return -EINVAL;
     }
     return 0;

@@ -1,5 +1,6 @@
-/* Unit tests for the socks5 options and destination rules (socks5_config.c). The host
- * table holds the daemon's own duration parser, as berthd hands it to the plugin. */
+/* Unit tests for the socks5 options and destination rules (socks5_config.c). The values go
+ * through the daemon's own parser of declared options (config/plugin_opts.c), as berthd
+ * parses them for the plugin, then through the plugin's check_option and build. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 #include "socks5_config.h"
 #include "socks5_proto.h"
 #include "berth/units.h"
+#include "config/plugin_opts.h"
 
 static berth_host_t host = {
     .abi_version = BERTH_ABI_VERSION,
@@ -43,33 +45,83 @@ static int check(const char *key, const char *value, char *err, size_t errlen)
     return socks5_config_check(&host, key, value, err, errlen);
 }
 
+/* The host's half: kv parsed against socks5_options as berthd does, FILE:LINE errors and
+ * all. 0 and *out, or -EINVAL with the first message in err. */
+static int parse(const char **kv, socks5_opts_t **out, char *err, size_t errlen)
+{
+    config_option_t opts[16];
+    config_listener_t lc;
+    config_errors_t errs = {0};
+    size_t n = 0;
+    void *parsed = NULL;
+    int rc;
+
+    memset(&lc, 0, sizeof(lc));
+    for (; kv[0] != NULL && n < 16; kv += 2, n++)
+        opts[n] = (config_option_t){(char *)kv[0], (char *)kv[1], "t.conf", (int)n + 2};
+    lc.name = (char *)"socks";
+    lc.file = "t.conf";
+    lc.line = 1;
+    lc.options = opts;
+    lc.noptions = n;
+    rc = plugin_opts_parse(socks5_options, sizeof(socks5_opts_t), "socks5", &lc, &parsed, &errs);
+    snprintf(err, errlen, "%s", errs.count ? errs.msgs[0] : "");
+    config_errors_free(&errs);
+    *out = parsed;
+    return rc;
+}
+
+static void test_table(void **state)
+{
+    char err[512];
+
+    assert_int_equal(
+        plugin_opts_check_table(socks5_options, sizeof(socks5_opts_t), err, sizeof(err)), 0);
+}
+
+static int check_value(const char *key, const char *value, char *err, size_t errlen)
+{
+    const char *kv[] = {key, value, NULL};
+    socks5_opts_t *o = NULL;
+    int rc = parse(kv, &o, err, errlen);
+
+    plugin_opts_free(socks5_options, o);
+    return rc;
+}
+
 static void test_check_options(void **state)
 {
     char err[512];
 
-    assert_int_equal(check("auth", "none", err, sizeof(err)), 0);
-    assert_int_equal(check("auth", "password", err, sizeof(err)), 0);
-    assert_int_equal(check("auth", "gssapi", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check_value("auth", "none", err, sizeof(err)), 0);
+    assert_int_equal(check_value("auth", "password", err, sizeof(err)), 0);
+    assert_int_equal(check_value("auth", "gssapi", err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "gssapi"));
+    assert_non_null(strstr(err, "t.conf:2: auth:"));
 
     assert_int_equal(
-        check("allow_dest", "127.0.0.0/8, ::1, [::1]:8080 10.0.0.0/8:443", err, sizeof(err)), 0);
-    assert_int_equal(check("deny_dest", "127.0.0.1:22", err, sizeof(err)), 0);
-    assert_int_equal(check("allow_dest", "127.0.0.1/33", err, sizeof(err)), -EINVAL);
+        check_value("allow_dest", "127.0.0.0/8, ::1, [::1]:8080 10.0.0.0/8:443", err, sizeof(err)),
+        0);
+    assert_int_equal(check_value("deny_dest", "127.0.0.1:22", err, sizeof(err)), 0);
+    assert_int_equal(check_value("allow_dest", "127.0.0.1/33", err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "allow_dest"));
-    assert_int_equal(check("deny_dest", "example.com", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check_value("deny_dest", "example.com", err, sizeof(err)), -EINVAL);
 
-    assert_int_equal(check("handshake_timeout", "250ms", err, sizeof(err)), 0);
-    assert_int_equal(check("connect_timeout", "1m", err, sizeof(err)), 0);
-    assert_int_equal(check("connect_timeout", "0", err, sizeof(err)), -EINVAL);
-    assert_int_equal(check("handshake_timeout", "soon", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check_value("handshake_timeout", "250ms", err, sizeof(err)), 0);
+    assert_int_equal(check_value("connect_timeout", "1m", err, sizeof(err)), 0);
+    assert_int_equal(check_value("connect_timeout", "0", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check_value("handshake_timeout", "soon", err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "soon"));
-    assert_int_equal(check("relay_idle_timeout", "0", err, sizeof(err)), 0);
-    assert_int_equal(check("relay_idle_timeout", "-1s", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check_value("relay_idle_timeout", "0", err, sizeof(err)), 0);
+    assert_int_equal(check_value("relay_idle_timeout", "-1s", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check_value("auth_fail_limit", "100000", err, sizeof(err)), 0);
+    assert_int_equal(check_value("auth_fail_limit", "100001", err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "auth_fail_limit: want an integer 0..100000"));
 
+    /* What the table cannot say, and keys outside it: the plugin's check_option. */
     assert_int_equal(check("users", "/nonexistent/users", err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "/nonexistent/users"));
-
+    assert_int_equal(check("auth", "none", err, sizeof(err)), 0);
     assert_int_equal(check("alow_dest", "127.0.0.1", err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "unknown option 'alow_dest'"));
 }
@@ -77,9 +129,13 @@ static void test_check_options(void **state)
 static socks5_config_t *build(const char **kv, int want_rc, const char *want_err)
 {
     socks5_config_t *cfg = NULL;
+    socks5_opts_t *o = NULL;
     char err[512] = "";
-    int rc = socks5_config_build(&host, table_get, kv, &cfg, err, sizeof(err));
+    int rc = parse(kv, &o, err, sizeof(err));
 
+    if (rc == 0)
+        rc = socks5_config_build(&host, o, table_get, kv, &cfg, err, sizeof(err));
+    plugin_opts_free(socks5_options, o);
     assert_int_equal(rc, want_rc);
     if (want_err != NULL && strstr(err, want_err) == NULL)
         fail_msg("error '%s' does not mention '%s'", err, want_err);
@@ -243,15 +299,17 @@ static void test_udp_bind_options(void **state)
     socks5_config_free(cfg);
 
     assert_null(build(bad_range, -EINVAL, "udp_address"));
-    assert_int_equal(check("udp", "maybe", err, sizeof(err)), -EINVAL);
-    assert_non_null(strstr(err, "udp"));
-    assert_int_equal(check("udp_queue", "0", err, sizeof(err)), -EINVAL);
-    assert_int_equal(check("udp_associations", "0", err, sizeof(err)), -EINVAL);
-    assert_int_equal(check("udp_idle_timeout", "0", err, sizeof(err)), -EINVAL);
-    assert_int_equal(check("bind_timeout", "soon", err, sizeof(err)), -EINVAL);
+    /* The table's keys, checked by the host with FILE:LINE... */
+    assert_int_equal(check_value("udp", "maybe", err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "t.conf:2: udp:"));
+    assert_int_equal(check_value("udp_queue", "0", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check_value("udp_associations", "0", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check_value("udp_idle_timeout", "0", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check_value("bind_timeout", "soon", err, sizeof(err)), -EINVAL);
+    assert_int_equal(check_value("bind", "off", err, sizeof(err)), 0);
+    /* ... and the address form, which the table cannot say: the plugin's check_option. */
     assert_int_equal(check("udp_address", "example.com:53", err, sizeof(err)), -EINVAL);
     assert_int_equal(check("udp_address", ":4000-4001", err, sizeof(err)), 0);
-    assert_int_equal(check("bind", "off", err, sizeof(err)), 0);
 }
 
 static void test_udp_address_forms(void **state)
@@ -327,6 +385,7 @@ static void test_bind_peer(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table),
         cmocka_unit_test(test_check_options),
         cmocka_unit_test(test_defaults_allow_nothing),
         cmocka_unit_test(test_rules),
