@@ -108,6 +108,10 @@ typedef struct berth_config {
     struct sockaddr_storage agent_addr;
     socklen_t agent_addrlen;
     uint64_t drain_delay;
+    /* sandbox: each worker confines itself (worker/sandbox.c). Both 0 by default: on, and a
+     * denied system call fails with EPERM; sandbox_kill kills the worker instead (SIGSYS). */
+    int sandbox_off;
+    int sandbox_kill;
 
     config_listener_t *listeners;
     size_t nlisteners;

@@ -49,6 +49,9 @@ enum daemon_key {
     DK_AGENT,
     DK_DRAIN_DELAY,
     DK_PER_SOURCE_TABLE_FULL,
+    /* sandbox */
+    DK_SANDBOX,
+    DK_SANDBOX_VIOLATION,
     DK_COUNT,
 };
 

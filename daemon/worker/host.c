@@ -13,6 +13,7 @@
 #include "config/tls.h"
 #include "core/log.h"
 #include "worker/conn.h"
+#include "worker/sandbox.h"
 #include "worker/host.h"
 #include "worker/outbound.h"
 #include "worker/relay.h"
@@ -239,4 +240,8 @@ const berth_host_t berth_host_table = {
     .balancer_addr = host_balancer_addr,
     .multicast_group = host_multicast_group,
     .listener_tls_verify = host_listener_tls_verify,
+    /* sandbox: declared access */
+    .allow_path = sandbox_allow_path,
+    .allow_connect = sandbox_allow_connect,
+    .allow_bind = sandbox_allow_bind,
 };
