@@ -23,6 +23,7 @@
 #include "worker/host.h"
 #include "worker/loader.h"
 #include "worker/worker.h"
+#include "worker/sandbox.h"
 
 static void usage(FILE *f)
 {
@@ -220,10 +221,12 @@ static int test_config(const char *path)
     }
     for (size_t i = 0; i < errs.count; i++)
         fprintf(stderr, "%s\n", errs.msgs[i]);
-    if (rc == 0)
-        printf("%s: configuration OK (%zu listener%s)\n", path, cfg->nlisteners,
-               cfg->nlisteners == 1 ? "" : "s");
-    else if (errs.count)
+    if (rc == 0) {
+        char sandbox[300];
+        sandbox_describe(cfg, sandbox, sizeof sandbox);
+        printf("%s: configuration OK (%zu listener%s)\n%s\n", path, cfg->nlisteners,
+               cfg->nlisteners == 1 ? "" : "s", sandbox);
+    } else if (errs.count)
         fprintf(stderr, "%s: %zu error%s\n", path, config_errors_total(&errs),
                 config_errors_total(&errs) == 1 ? "" : "s");
     config_errors_free(&errs);

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #define TH_WORK_PER_LISTENER 64 /* as berthd: host->work says -EAGAIN beyond it */
@@ -38,6 +39,10 @@ struct berth_listener {
     socklen_t local_len;
     void *state;
     void *opts; /* the declared options, parsed (host->listener_options) */
+    /* sandbox declarations (host->allow_connect, allow_bind): ports, or BERTH_PORT_ANY */
+    int connect_ports[32], bind_ports[32];
+    size_t n_connect, n_bind;
+    unsigned paths; /* allow_path calls */
     bool opened;
     size_t work_queued;
     struct berth_listener *next;
@@ -618,6 +623,68 @@ static int h_timer_restart(berth_timer_t *timer, uint64_t ms)
     abort();
 }
 
+/* The sandbox's declarations: checked as berthd checks them and recorded, so that
+ * connect_ok can refuse a connect the plugin never declared, as a confined worker would. */
+static int allow_port(berth_listener_t *l, int port, int *ports, size_t *n)
+{
+    if (port != BERTH_PORT_ANY && (port < 0 || port > 65535))
+        return -EINVAL;
+    if (l->th->started)
+        return -EBUSY; /* confined once it serves */
+    if (*n == 32)
+        return -ENOMEM;
+    ports[(*n)++] = port;
+    return 0;
+}
+
+static int h_allow_connect(berth_listener_t *l, int port)
+{
+    return allow_port(l, port, l->connect_ports, &l->n_connect);
+}
+
+static int h_allow_bind(berth_listener_t *l, int port)
+{
+    return allow_port(l, port, l->bind_ports, &l->n_bind);
+}
+
+static int h_allow_path(berth_listener_t *l, const char *path, unsigned access)
+{
+    struct stat st;
+    if (!path || path[0] != '/' || access == 0 ||
+        (access & ~(BERTH_ACCESS_READ | BERTH_ACCESS_WRITE)))
+        return -EINVAL;
+    if (l->th->started)
+        return -EBUSY;
+    if (stat(path, &st) < 0)
+        return -ENOENT;
+    l->paths++;
+    return 0;
+}
+
+static bool connect_declared(const berth_listener_t *l, uint16_t port)
+{
+    for (size_t i = 0; l && i < l->n_connect; i++)
+        if (l->connect_ports[i] == BERTH_PORT_ANY || l->connect_ports[i] == port)
+            return true;
+    return false;
+}
+
+/* Not simulated by this test host: a plugin that needs them is tested against berthd. */
+static int h_dgram_open(berth_conn_t *conn, const struct sockaddr *addr, uint16_t port_last,
+                        uint32_t max_queued, berth_dgram_cb cb, void *arg, berth_dgram_t **out)
+{
+    (void)conn, (void)addr, (void)port_last, (void)max_queued, (void)cb, (void)arg, (void)out;
+    return -ENOTSUP;
+}
+
+static int h_listen_once(berth_conn_t *conn, const struct sockaddr *addr, uint64_t timeout_ms,
+                         berth_connect_allow_cb allow, berth_connect_cb cb, void *arg,
+                         struct sockaddr_storage *bound)
+{
+    (void)conn, (void)addr, (void)timeout_ms, (void)allow, (void)cb, (void)arg, (void)bound;
+    return -ENOTSUP;
+}
+
 static const void *h_listener_options(const berth_listener_t *l)
 {
     return l->opts;
@@ -952,6 +1019,12 @@ static void fill_table(berth_host_t *h)
     h->recv_into = h_recv_into;
     h->listener_options = h_listener_options;
     h->timer_restart = h_timer_restart;
+    h->allow_path = h_allow_path;
+    h->allow_connect = h_allow_connect;
+    h->allow_bind = h_allow_bind;
+    /* dgram_local_addr, dgram_send and dgram_close stay NULL: no dgram is ever opened. */
+    h->dgram_open = h_dgram_open;
+    h->listen_once = h_listen_once;
 }
 
 berth_testhost_t *berth_testhost_new(const berth_handler_t *plugin, char *err, size_t errlen)
@@ -1458,6 +1531,19 @@ berth_conn_t *berth_testhost_connect_ok(berth_testhost_t *th, size_t i, const ch
     r->pub.answered = true;
     berth_conn_t *c = r->pub.conn;
     th->depth++;
+    if (!connect_declared(c->listener, r->pub.port)) {
+        /* berthd's worker sandbox refuses a connect its listener never declared. */
+        h_log(c, BERTH_LOG_WARN,
+              "berth-testhost: connect to port %u refused: the listener declared no "
+              "allow_connect for it (berthd's sandbox would refuse it too)",
+              r->pub.port);
+        res.error = BERTH_CONNECT_FAILED;
+        res.sys_errno = EACCES;
+        r->cb(c, &res, r->arg);
+        th->depth--;
+        after_plugin(th);
+        return NULL;
+    }
     if (r->allow && r->allow(c, (const struct sockaddr *)&res.remote, r->arg) != 0) {
         res.error = BERTH_CONNECT_DENIED;
         r->cb(c, &res, r->arg);

@@ -120,6 +120,10 @@ typedef struct berth_config {
     struct sockaddr_storage metrics_addr;
     socklen_t metrics_addrlen;
     int log_json; /* log_format = json (default text) */
+    /* sandbox: each worker confines itself (worker/sandbox.c). Both 0 by default: on, and a
+     * denied system call fails with EPERM; sandbox_kill kills the worker instead (SIGSYS). */
+    int sandbox_off;
+    int sandbox_kill;
 
     config_listener_t *listeners;
     size_t nlisteners;

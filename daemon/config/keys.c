@@ -243,6 +243,33 @@ static int set_log_format(struct parse *p, void *obj, const char *value, char *e
     return -EINVAL;
 }
 
+/* sandbox: sandbox = on|off, sandbox_violation = eperm|kill */
+static int set_sandbox(struct parse *p, void *obj, const char *value, char *err, size_t errlen)
+{
+    berth_config_t *cfg = obj;
+    int on;
+
+    if (berth_parse_bool(value, &on) == 0) {
+        cfg->sandbox_off = !on;
+        return 0;
+    }
+    snprintf(err, errlen, "must be on or off");
+    return -EINVAL;
+}
+
+static int set_sandbox_violation(struct parse *p, void *obj, const char *value, char *err,
+                                 size_t errlen)
+{
+    berth_config_t *cfg = obj;
+
+    if (strcmp(value, "eperm") == 0 || strcmp(value, "kill") == 0) {
+        cfg->sandbox_kill = value[0] == 'k';
+        return 0;
+    }
+    snprintf(err, errlen, "must be eperm or kill");
+    return -EINVAL;
+}
+
 #define DK(field) offsetof(berth_config_t, field)
 
 static const struct key daemon_keys[DK_COUNT] = {
@@ -273,6 +300,11 @@ static const struct key daemon_keys[DK_COUNT] = {
     [DK_METRICS] = {.name = "metrics", .type = KEY_CUSTOM, .set = set_metrics},
     /* logs: json */
     [DK_LOG_FORMAT] = {.name = "log_format", .type = KEY_CUSTOM, .set = set_log_format},
+    /* sandbox */
+    [DK_SANDBOX] = {.name = "sandbox", .type = KEY_CUSTOM, .set = set_sandbox},
+    [DK_SANDBOX_VIOLATION] = {.name = "sandbox_violation",
+                              .type = KEY_CUSTOM,
+                              .set = set_sandbox_violation},
 };
 
 /* ---- listener sections ----------------------------------------------------------------- */

@@ -49,8 +49,11 @@ enum daemon_key {
     DK_AGENT,
     DK_DRAIN_DELAY,
     DK_PER_SOURCE_TABLE_FULL,
-    DK_METRICS, /* metrics: the /metrics endpoint */
+    DK_METRICS,    /* metrics: the /metrics endpoint */
     DK_LOG_FORMAT, /* logs: json */
+    /* sandbox */
+    DK_SANDBOX,
+    DK_SANDBOX_VIOLATION,
     DK_COUNT,
 };
 

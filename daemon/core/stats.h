@@ -100,6 +100,10 @@ typedef struct stats_worker {
     _Atomic int cur_hook;
     /* This worker's share of each listener's `active`, so the master can settle a crash. */
     _Atomic uint32_t active_by_listener[STATS_LISTENERS];
+    /* sandbox: what the worker applied to itself (worker/sandbox.c) before serving. */
+    _Atomic int sandbox_landlock_abi; /* 0: no Landlock */
+    _Atomic uint32_t sandbox_rules;
+    _Atomic int sandbox_seccomp;
 } stats_worker_t;
 
 /* metrics: one plugin counter or gauge of one listener (host->metric). */

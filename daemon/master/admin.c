@@ -220,13 +220,19 @@ char *admin_status(const admin_snapshot_t *snap, int json)
             sb_printf(&b,
                       "%s{\"index\":%u,\"pid\":%d,\"generation\":%u,\"state\":\"%s\","
                       "\"active\":%llu,\"accepted\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-                      "\"uptime_s\":%llu}",
+                      "\"uptime_s\":%llu"
+                      /* sandbox */
+                      ",\"sandbox\":{\"landlock_abi\":%d,\"rules\":%u,\"seccomp\":%s}}",
                       first ? "" : ",", w->index + 1, (int)w->pid, w->generation,
                       worker_state_name(s), (unsigned long long)atomic_load(&w->active),
                       (unsigned long long)atomic_load(&w->accepted),
                       (unsigned long long)atomic_load(&w->bytes_in),
                       (unsigned long long)atomic_load(&w->bytes_out),
-                      (unsigned long long)((now - w->started_ms) / 1000));
+                      (unsigned long long)((now - w->started_ms) / 1000),
+                      /* sandbox */
+                      atomic_load(&w->sandbox_landlock_abi),
+                      (unsigned)atomic_load(&w->sandbox_rules),
+                      atomic_load(&w->sandbox_seccomp) ? "true" : "false");
             first = 0;
         }
         /* binary upgrade: the running image's version, and each live generation's */

@@ -39,6 +39,7 @@
 #include "master/process.h"
 #include "master/upgrade.h"
 #include "worker/loader.h"
+#include "worker/sandbox.h"
 
 #define TICK_MS 100
 
@@ -144,6 +145,11 @@ static void generation_check(master_t *m, generation_t *g)
         log_info("ready: generation %u serves %zu listener(s) with %u worker(s)", g->id,
                  g->cfg->nlisteners, g->nworkers);
         upgrade_on_ready(m);
+        char sandbox[300]; /* sandbox: what the workers applied, or why not */
+        if (sandbox_describe(g->cfg, sandbox, sizeof sandbox))
+            log_warn("%s", sandbox);
+        else
+            log_info("%s", sandbox);
         notify_ready();
         /* A SIGHUP (or berthctl reload) that came while the first generation started was
          * queued behind it: it runs now, with the config as it is now. */
@@ -536,7 +542,11 @@ static void on_worker_exit(master_t *m, wproc_t *wp, int status)
     uint64_t now = uv_now(&m->loop);
     char site[400];
     describe_site(g, lk, hook, site, sizeof site);
-    if (WIFSIGNALED(status))
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) /* sandbox: seccomp killed it */
+        log_error("worker %u of generation %u crashed (signal %d) %s: a sandbox violation (a "
+                  "denied system call, sandbox_violation = kill)",
+                  wp->index + 1, g->id, WTERMSIG(status), site);
+    else if (WIFSIGNALED(status))
         log_error("worker %u of generation %u crashed (signal %d) %s", wp->index + 1, g->id,
                   WTERMSIG(status), site);
     else

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "worker/bind_listen.h"
 #include "worker/conn.h"
+#include "worker/sandbox.h"
 #include "worker/host.h"
 #include "worker/outbound.h"
 #include "worker/recv_into.h"
@@ -338,4 +339,8 @@ const berth_host_t berth_host_table = {
     .listener_options = host_listener_options,
     /* timers: restart */
     .timer_restart = host_timer_restart,
+    /* sandbox: declared access */
+    .allow_path = sandbox_allow_path,
+    .allow_connect = sandbox_allow_connect,
+    .allow_bind = sandbox_allow_bind,
 };

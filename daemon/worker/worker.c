@@ -29,6 +29,7 @@
 #include "worker/host.h"
 #include "worker/worker.h"
 #include "worker/tls.h"
+#include "worker/sandbox.h"
 
 #define ACCEPT_BATCH 64
 #define DGRAM_BATCH 64
@@ -171,6 +172,7 @@ void worker_release(worker_t *w)
     w->plugins = NULL;
     w->listeners = NULL;
     w->nplugins = w->nlisteners = 0;
+    sandbox_forget(); /* sandbox: the declarations named these listeners */
 }
 
 /* ---- concurrency slots ---- */
@@ -602,6 +604,25 @@ int worker_run(const worker_spec_t *spec)
             w.plugins[i]->desc.worker_start();
             conn_plugin_leave(&w, sc);
         }
+    /* sandbox: confine this worker before it serves anyone and before libuv's pool starts
+     * threads: from here on it reaches only what its listeners declared. */
+    sandbox_result_t sb;
+    char sb_why[512];
+    if (sandbox_apply(&w, &sb, sb_why, sizeof sb_why)) {
+        char text[CTL_TEXT_MAX];
+        snprintf(text, sizeof text,
+                 "%s: worker cannot confine itself (sandbox = off to run "
+                 "without): %s",
+                 w.cfg->path, sb_why);
+        ctl_send(w.ctl_fd, CTL_FAILED, text);
+        goto out;
+    }
+    atomic_store(&w.st->sandbox_landlock_abi, sb.landlock_abi);
+    atomic_store(&w.st->sandbox_rules, sb.rules);
+    atomic_store(&w.st->sandbox_seccomp, sb.seccomp);
+    if (sb.seccomp)
+        log_debug("sandbox: Landlock ABI %d with %u rules, seccomp deny-list", sb.landlock_abi,
+                  sb.rules);
 
     uv_poll_init(&w.loop, &w.ctl, w.ctl_fd);
     w.ctl.data = &w;

@@ -433,6 +433,24 @@ typedef struct berth_host {
      * for a NULL timer. The rule of timer_start holds: once its callback has run the timer is
      * gone and MUST NOT be restarted. Check BERTH_HOST_HAS(host, timer_restart) first. */
     int (*timer_restart)(berth_timer_t *timer, uint64_t ms);
+
+    /* sandbox: declared access. Each worker confines itself (Landlock, seccomp) once its
+     * listeners are open; from then on it reaches only what its listeners declared here, in
+     * listener_open (once the worker has confined itself, -EBUSY), plus what every worker needs
+     * (shared libraries, resolver files, the time zone, the log). Check BERTH_HOST_HAS(host,
+     * allow_bind) first: an older host has no sandbox and needs no declaration.
+     *   allow_path: `path` (absolute, existing; a folder covers everything under it) with
+     *     BERTH_ACCESS_READ and/or BERTH_ACCESS_WRITE (create, write, rename, remove, truncate).
+     *   allow_connect: outbound TCP to `port`, or BERTH_PORT_ANY (host->connect needs it).
+     *   allow_bind: binding a TCP socket to `port` (0: an ephemeral port), or BERTH_PORT_ANY.
+     * Everything else fails with EACCES (files, TCP) or EPERM (execve, ptrace, mount...).
+     * 0, -EINVAL, -ENOENT (no such path) or -ENOMEM. */
+#define BERTH_ACCESS_READ 1u
+#define BERTH_ACCESS_WRITE 2u
+#define BERTH_PORT_ANY (-1)
+    int (*allow_path)(berth_listener_t *l, const char *path, unsigned access);
+    int (*allow_connect)(berth_listener_t *l, int port);
+    int (*allow_bind)(berth_listener_t *l, int port);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */

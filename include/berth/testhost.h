@@ -29,6 +29,9 @@
  *     answer it. The peer it makes is a conn like any other: feed it (bytes from the remote
  *     end), read its output (bytes the plugin or a relay sent to the remote end).
  *   - host->relay() moves bytes between the two conns as the test feeds them.
+ *   - The sandbox declarations (allow_path, allow_connect, allow_bind) are checked and
+ *     recorded, and a connect to a port never declared fails as in a confined worker.
+ *   - dgram_open and listen_once (SOCKS5 UDP and BIND) are not simulated: -ENOTSUP.
  * A conn stays readable after finish() until berth_testhost_free(), so a test can inspect
  * what a closed conn was sent.
  */
@@ -117,9 +120,12 @@ typedef struct berth_testhost_connect {
 } berth_testhost_connect_t;
 size_t berth_testhost_connects(const berth_testhost_t *th);
 const berth_testhost_connect_t *berth_testhost_connect_at(const berth_testhost_t *th, size_t i);
-/* Answers connect i: `remote` ("127.0.0.1:80") is first offered to the plugin's `allow`
- * callback (a refusal gives BERTH_CONNECT_DENIED), then a peer conn is made and the
- * callback runs. Returns the peer, or NULL when refused. `local` MAY be NULL. */
+/* Answers connect i: unless the listener declared the port to the sandbox
+ * (host->allow_connect, as berthd's confined workers need), the connect fails with
+ * BERTH_CONNECT_FAILED and EACCES, as it would there. Else `remote` ("127.0.0.1:80") is
+ * offered to the plugin's `allow` callback (a refusal gives BERTH_CONNECT_DENIED), then a
+ * peer conn is made and the callback runs. Returns the peer, or NULL when refused. `local`
+ * MAY be NULL. */
 berth_conn_t *berth_testhost_connect_ok(berth_testhost_t *th, size_t i, const char *remote,
                                         const char *local);
 void berth_testhost_connect_fail(berth_testhost_t *th, size_t i, berth_connect_error_t error,

@@ -362,6 +362,7 @@ class PackageTest(unittest.TestCase):
         # The installed config and unit check out.
         p = run(["/usr/sbin/berthd", "-t", "-c", CONF])
         self.assertIn("configuration OK", p.stdout)
+        self.assertIn("sandbox on", p.stdout)  # the workers' own sandbox, by default
         with open(UNIT) as a, open(UNIT_IN_TREE) as b:
             self.assertEqual(a.read(), b.read(), "the packaged unit is packaging/berthd.service")
         verify = ["systemd-analyze", "verify"]
@@ -388,6 +389,13 @@ class PackageTest(unittest.TestCase):
         pids = [str(w["pid"]) for w in st["workers"]]
         users = run(["ps", "-o", "user=", "-p", ",".join(pids)]).stdout.split()
         self.assertEqual(users, ["berth"] * len(pids), self.daemon_log())
+        # Each worker confined itself (the unit's SystemCallFilter lets its calls through).
+        for w in st["workers"]:
+            self.assertTrue(w["sandbox"]["seccomp"], self.daemon_log())
+        allowed = " ".join(unit.get("SystemCallFilter", [])).split()
+        for call in ("landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
+                     "seccomp"):
+            self.assertIn(call, allowed)
         master_user = run(["ps", "-o", "user=", "-p", str(proc.pid)]).stdout.strip()
         self.assertEqual(master_user, "root")
         self.assertEqual(oct(os.stat("/run/berth/admin.sock").st_mode & 0o777), "0o600")

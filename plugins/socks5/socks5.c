@@ -823,6 +823,20 @@ static int socks5_listener_open(berth_listener_t *l, void **state, char *err, si
         socks5_config_free(cfg);
         return -EINVAL;
     }
+    /* sandbox: CONNECT reaches any port allow_dest lets through (the allow_dest check is
+     * ours, per address, in allow_dest_cb). */
+    if (BERTH_HOST_HAS(host, allow_bind) && (rc = host->allow_connect(l, BERTH_PORT_ANY)) < 0) {
+        snprintf(err, errlen, "cannot declare outbound access to the sandbox: %s", strerror(-rc));
+        socks5_config_free(cfg);
+        return rc;
+    }
+    /* sandbox: BIND listens on an ephemeral port of the worker's own (bind_listen_socket). */
+    if (cfg->bind && BERTH_HOST_HAS(host, allow_bind) && (rc = host->allow_bind(l, 0)) < 0) {
+        snprintf(err, errlen, "cannot declare BIND's listening ports to the sandbox: %s",
+                 strerror(-rc));
+        socks5_config_free(cfg);
+        return rc;
+    }
     if (cfg->allow_dest.count == 0)
         host->log_listener(l, BERTH_LOG_WARN,
                            "no allow_dest: every CONNECT is refused until allow_dest says what "

@@ -1286,6 +1286,13 @@ static int upload_listener_open(berth_listener_t *l, void **state, char *err, si
         snprintf(err, errlen, "dir %s: %s", ls->dir, strerror(errno));
         goto fail;
     }
+    /* sandbox: the worker may read and write the upload folder and nothing else of ours. */
+    if (BERTH_HOST_HAS(host, allow_bind) &&
+        (r = host->allow_path(l, ls->dir, BERTH_ACCESS_READ | BERTH_ACCESS_WRITE)) != 0) {
+        snprintf(err, errlen, "dir %s: cannot declare it to the sandbox: %s", ls->dir,
+                 strerror(-r));
+        goto fail;
+    }
     ls->l = l;
     ls->next = listeners;
     listeners = ls;

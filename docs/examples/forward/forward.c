@@ -10,6 +10,8 @@
  *     reading in setup() so they wait in the kernel, and resumes just before relay().
  *   - The peer from a successful connect is the plugin's until it hands it to relay() or
  *     closes it.
+ *   - berthd's worker sandbox lets a worker connect only where its listeners declared
+ *     (host->allow_connect in listener_open).
  * Options: `to` (required), `connect_timeout` (default 10s), `relay_timeout` (default 5m).
  */
 #include <berth/handler.h>
@@ -108,6 +110,17 @@ static int forward_listener_open(berth_listener_t *l, void **state, char *err, s
         host->parse_duration(v, &t->connect_ms);
     if ((v = host->option(l, "relay_timeout")) != NULL)
         host->parse_duration(v, &t->idle_ms);
+    /* berthd confines each worker to what its listeners declare: this one connects out to
+     * the target's port, and nowhere else. */
+    if (BERTH_HOST_HAS(host, allow_connect)) {
+        int rc = host->allow_connect(l, t->port);
+        if (rc < 0) {
+            snprintf(err, errlen, "cannot declare the connect to port %u: %s", t->port,
+                     strerror(-rc));
+            free(t);
+            return rc;
+        }
+    }
     *state = t;
     return 0;
 }
