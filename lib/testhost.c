@@ -102,6 +102,27 @@ struct berth_timer {
     struct berth_timer *next;
 };
 
+/* A datagram socket bound for a conn (host->dgram_open): what the plugin sent on it, kept
+ * for the test; what the test injects reaches the plugin's callback. */
+typedef struct sent_dgram {
+    char host[256];
+    uint16_t port;
+    char *data;
+    size_t len;
+} sent_dgram_t;
+
+struct berth_dgram {
+    berth_conn_t *conn;
+    struct sockaddr_storage local;
+    socklen_t local_len;
+    berth_dgram_cb cb;
+    void *arg;
+    bool closed;
+    sent_dgram_t *sent;
+    size_t n_sent;
+    struct berth_dgram *next;
+};
+
 typedef struct work_item {
     berth_conn_t *conn;
     berth_work_fn work;
@@ -120,6 +141,7 @@ struct berth_metric {
 
 typedef struct connect_req {
     berth_testhost_connect_t pub;
+    uint64_t deadline; /* listen_once: when it times out (0: never) */
     berth_connect_allow_cb allow;
     berth_connect_cb cb;
     void *arg;
@@ -139,6 +161,8 @@ struct berth_testhost {
     connect_req_t *connects;
     size_t n_connects, cap_connects;
     struct berth_metric *metrics;
+    struct berth_dgram *dgrams; /* every one opened, newest first; kept until free */
+    uint16_t next_port;         /* for port-0 binds: 50000, 50001, ... */
     buf_t log;
     bool verbose;
     int depth; /* > 0 while inside a test-host entry point that calls the plugin */
@@ -367,6 +391,9 @@ static void settle(berth_testhost_t *th)
             }
             if (c->relay_peer && !c->relay_finished)
                 relay_finish(c, -ECANCELED);
+            for (berth_dgram_t *d = th->dgrams; d; d = d->next)
+                if (d->conn == c)
+                    d->closed = true; /* closed with their conn, no callback after */
             timers_drop_conn(th, c);
             c->finished = true;
             c->closed = true;
@@ -669,20 +696,160 @@ static bool connect_declared(const berth_listener_t *l, uint16_t port)
     return false;
 }
 
-/* Not simulated by this test host: a plugin that needs them is tested against berthd. */
-static int h_dgram_open(berth_conn_t *conn, const struct sockaddr *addr, uint16_t port_last,
-                        uint32_t max_queued, berth_dgram_cb cb, void *arg, berth_dgram_t **out)
+static void set_port(struct sockaddr_storage *ss, uint16_t port)
 {
-    (void)conn, (void)addr, (void)port_last, (void)max_queued, (void)cb, (void)arg, (void)out;
-    return -ENOTSUP;
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+    else if (ss->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
 }
 
-static int h_listen_once(berth_conn_t *conn, const struct sockaddr *addr, uint64_t timeout_ms,
+static uint16_t get_port(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    if (ss->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    return 0;
+}
+
+static socklen_t sa_len(const struct sockaddr *sa)
+{
+    return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+static int h_connect(berth_conn_t *c, const char *host, uint16_t port, uint64_t timeout_ms,
+                     berth_connect_allow_cb allow, berth_connect_cb cb, void *arg);
+
+static bool bind_declared(const berth_listener_t *l, uint16_t port)
+{
+    for (size_t i = 0; l && i < l->n_bind; i++)
+        if (l->bind_ports[i] == BERTH_PORT_ANY || l->bind_ports[i] == port)
+            return true;
+    return false;
+}
+
+/* Has `c` a connect or a listen_once not answered yet? (Either fills berthd's one slot.) */
+static bool conn_busy(const berth_conn_t *c)
+{
+    const berth_testhost_t *th = c->th;
+    for (size_t i = 0; i < th->n_connects; i++)
+        if (th->connects[i].pub.conn == c && !th->connects[i].pub.answered)
+            return true;
+    return c->relayed;
+}
+
+static int h_dgram_open(berth_conn_t *c, const struct sockaddr *addr, uint16_t port_last,
+                        uint32_t max_queued, berth_dgram_cb cb, void *arg, berth_dgram_t **out)
+{
+    (void)port_last;  /* the test host never finds a port taken: the range's first */
+    (void)max_queued; /* names are never resolved here, so nothing waits for them */
+    if (!addr || !cb || !out || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+        return -EINVAL;
+    if (c->finished || c->closed)
+        return -EPIPE;
+    if (conn_busy(c))
+        return -EALREADY;
+    berth_testhost_t *th = c->th;
+    berth_dgram_t *d = xcalloc(1, sizeof *d);
+    d->conn = c;
+    memcpy(&d->local, addr, sa_len(addr));
+    d->local_len = sa_len(addr);
+    if (get_port(&d->local) == 0)
+        set_port(&d->local, th->next_port++);
+    d->cb = cb;
+    d->arg = arg;
+    d->next = th->dgrams;
+    th->dgrams = d;
+    *out = d;
+    return 0;
+}
+
+static const struct sockaddr *h_dgram_local_addr(const berth_dgram_t *d, socklen_t *len)
+{
+    if (len)
+        *len = d->local_len;
+    return (const struct sockaddr *)&d->local;
+}
+
+/* A literal address is offered to `allow`; a name is recorded as it is (the test host
+ * resolves nothing: a test reads the name back with berth_testhost_dgram_sent). */
+static int h_dgram_send(berth_dgram_t *d, const char *host, uint16_t port, const void *data,
+                        size_t len, berth_connect_allow_cb allow, void *arg)
+{
+    if (d->closed || !host)
+        return -EINVAL;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1)
+        in->sin_family = AF_INET;
+    else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1)
+        in6->sin6_family = AF_INET6;
+    if (ss.ss_family != 0) {
+        set_port(&ss, port);
+        if (allow && allow(d->conn, (const struct sockaddr *)&ss, arg) != 0)
+            return -EACCES;
+    }
+    sent_dgram_t *p = realloc(d->sent, (d->n_sent + 1) * sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    d->sent = p;
+    sent_dgram_t *e = &d->sent[d->n_sent++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->host, sizeof e->host, "%s", host);
+    e->port = port;
+    e->data = xcalloc(1, len);
+    memcpy(e->data, data, len);
+    e->len = len;
+    return 0;
+}
+
+static void h_dgram_close(berth_dgram_t *d)
+{
+    d->closed = true;
+}
+
+static int h_listen_once(berth_conn_t *c, const struct sockaddr *addr, uint64_t timeout_ms,
                          berth_connect_allow_cb allow, berth_connect_cb cb, void *arg,
                          struct sockaddr_storage *bound)
 {
-    (void)conn, (void)addr, (void)timeout_ms, (void)allow, (void)cb, (void)arg, (void)bound;
-    return -ENOTSUP;
+    if (!addr || !cb || !bound || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+        return -EINVAL;
+    if (c->finished || c->closed)
+        return -EPIPE;
+    if (conn_busy(c))
+        return -EALREADY;
+    berth_testhost_t *th = c->th;
+    uint16_t want = ntohs(addr->sa_family == AF_INET6
+                              ? ((const struct sockaddr_in6 *)(const void *)addr)->sin6_port
+                              : ((const struct sockaddr_in *)(const void *)addr)->sin_port);
+    if (!bind_declared(c->listener, want)) {
+        /* berthd's worker sandbox refuses a bind its listener never declared. */
+        h_log(c, BERTH_LOG_WARN,
+              "berth-testhost: listen_once on port %u refused: the listener declared no "
+              "allow_bind for it (berthd's sandbox would refuse it too)",
+              want);
+        return -EACCES;
+    }
+    memset(bound, 0, sizeof *bound);
+    memcpy(bound, addr, sa_len(addr));
+    if (get_port(bound) == 0)
+        set_port(bound, th->next_port++);
+    char text[INET6_ADDRSTRLEN] = "";
+    inet_ntop(bound->ss_family,
+              bound->ss_family == AF_INET6
+                  ? (const void *)&((struct sockaddr_in6 *)bound)->sin6_addr
+                  : (const void *)&((struct sockaddr_in *)bound)->sin_addr,
+              text, sizeof text);
+    int rc = h_connect(c, text, get_port(bound), timeout_ms, allow, cb, arg);
+    if (rc < 0)
+        return rc;
+    connect_req_t *r = &th->connects[th->n_connects - 1];
+    r->pub.listen = true;
+    r->deadline = timeout_ms ? th->now + timeout_ms : 0;
+    return 0;
 }
 
 static const void *h_listener_options(const berth_listener_t *l)
@@ -1022,8 +1189,10 @@ static void fill_table(berth_host_t *h)
     h->allow_path = h_allow_path;
     h->allow_connect = h_allow_connect;
     h->allow_bind = h_allow_bind;
-    /* dgram_local_addr, dgram_send and dgram_close stay NULL: no dgram is ever opened. */
     h->dgram_open = h_dgram_open;
+    h->dgram_local_addr = h_dgram_local_addr;
+    h->dgram_send = h_dgram_send;
+    h->dgram_close = h_dgram_close;
     h->listen_once = h_listen_once;
 }
 
@@ -1064,6 +1233,7 @@ berth_testhost_t *berth_testhost_new(const berth_handler_t *plugin, char *err, s
     fill_table(&th->host);
     th->plugin = plugin;
     th->verbose = getenv("BERTH_TESTHOST_VERBOSE") != NULL;
+    th->next_port = 50000;
     last_host = th;
     int (*load)(const berth_host_t *) = HOOK(th, load);
     if (load) {
@@ -1165,6 +1335,14 @@ void berth_testhost_free(berth_testhost_t *th)
         struct berth_timer *next = t->next;
         free(t);
         t = next;
+    }
+    for (berth_dgram_t *d = th->dgrams; d;) {
+        berth_dgram_t *next = d->next;
+        for (size_t i = 0; i < d->n_sent; i++)
+            free(d->sent[i].data);
+        free(d->sent);
+        free(d);
+        d = next;
     }
     for (struct berth_metric *m = th->metrics; m;) {
         struct berth_metric *next = m->next;
@@ -1450,6 +1628,20 @@ void berth_testhost_advance(berth_testhost_t *th, uint64_t ms)
         after_plugin(th);
     }
     th->now = target;
+    for (size_t i = 0; i < th->n_connects; i++) {
+        connect_req_t *r = &th->connects[i];
+        if (!r->pub.listen || r->pub.answered || r->deadline == 0 || th->now < r->deadline)
+            continue;
+        r->pub.answered = true;
+        berth_connect_result_t res;
+        memset(&res, 0, sizeof res);
+        res.error = BERTH_CONNECT_TIMEOUT;
+        res.sys_errno = ETIMEDOUT;
+        th->depth++;
+        r->cb(r->pub.conn, &res, r->arg);
+        th->depth--;
+        after_plugin(th);
+    }
     th->depth++;
     relay_idle_check(th);
     th->depth--;
@@ -1531,6 +1723,31 @@ berth_conn_t *berth_testhost_connect_ok(berth_testhost_t *th, size_t i, const ch
     r->pub.answered = true;
     berth_conn_t *c = r->pub.conn;
     th->depth++;
+    if (r->pub.listen) {
+        /* listen_once: `remote` is the peer connecting in. One `allow` refuses is reset and
+         * the listen goes on; the first it accepts becomes the peer. */
+        if (r->allow && r->allow(c, (const struct sockaddr *)&res.remote, r->arg) != 0) {
+            r->pub.answered = false;
+            th->depth--;
+            after_plugin(th);
+            return NULL;
+        }
+        berth_conn_t *peer = conn_new(th, NULL, remote);
+        peer->outbound = true;
+        parse_addr_or_die(r->pub.host[0] && strchr(r->pub.host, ':') ? "[::1]:1" : "127.0.0.1:1",
+                          &peer->local, &peer->local_len);
+        inet_pton(peer->local.ss_family, r->pub.host,
+                  peer->local.ss_family == AF_INET6
+                      ? (void *)&((struct sockaddr_in6 *)&peer->local)->sin6_addr
+                      : (void *)&((struct sockaddr_in *)&peer->local)->sin_addr);
+        set_port(&peer->local, r->pub.port);
+        res.local = peer->local;
+        res.peer = peer;
+        r->cb(c, &res, r->arg);
+        th->depth--;
+        after_plugin(th);
+        return peer;
+    }
     if (!connect_declared(c->listener, r->pub.port)) {
         /* berthd's worker sandbox refuses a connect its listener never declared. */
         h_log(c, BERTH_LOG_WARN,
@@ -1575,6 +1792,65 @@ void berth_testhost_connect_fail(berth_testhost_t *th, size_t i, berth_connect_e
     r->cb(r->pub.conn, &res, r->arg);
     th->depth--;
     after_plugin(th);
+}
+
+size_t berth_testhost_dgrams(const berth_conn_t *c)
+{
+    size_t n = 0;
+    for (const berth_dgram_t *d = c->th->dgrams; d; d = d->next)
+        n += d->conn == c;
+    return n;
+}
+
+berth_dgram_t *berth_testhost_dgram_at(const berth_conn_t *c, size_t i)
+{
+    /* In the order they were opened: the list is newest first. */
+    size_t n = berth_testhost_dgrams(c), k = 0;
+    if (i >= n)
+        return NULL;
+    for (berth_dgram_t *d = c->th->dgrams; d; d = d->next)
+        if (d->conn == c && k++ == n - 1 - i)
+            return d;
+    return NULL;
+}
+
+int berth_testhost_dgram_recv(berth_dgram_t *d, const char *from, const void *data, size_t len)
+{
+    if (d->closed)
+        return -EPIPE;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    parse_addr_or_die(from, &ss, &sl);
+    berth_testhost_t *th = d->conn->th;
+    th->depth++;
+    d->cb(d->conn, d, data, len, (const struct sockaddr *)&ss, d->arg);
+    th->depth--;
+    after_plugin(th);
+    return 0;
+}
+
+size_t berth_testhost_dgram_sent_count(const berth_dgram_t *d)
+{
+    return d->n_sent;
+}
+
+const void *berth_testhost_dgram_sent(const berth_dgram_t *d, size_t i, const char **host,
+                                      uint16_t *port, size_t *len)
+{
+    if (i >= d->n_sent)
+        return NULL;
+    if (host)
+        *host = d->sent[i].host;
+    if (port)
+        *port = d->sent[i].port;
+    if (len)
+        *len = d->sent[i].len;
+    return d->sent[i].data;
+}
+
+bool berth_testhost_dgram_closed(const berth_dgram_t *d)
+{
+    return d->closed;
 }
 
 bool berth_testhost_relay_done(const berth_conn_t *c, berth_relay_stats_t *stats)

@@ -31,7 +31,9 @@
  *   - host->relay() moves bytes between the two conns as the test feeds them.
  *   - The sandbox declarations (allow_path, allow_connect, allow_bind) are checked and
  *     recorded, and a connect to a port never declared fails as in a confined worker.
- *   - dgram_open and listen_once (SOCKS5 UDP and BIND) are not simulated: -ENOTSUP.
+ *   - host->dgram_* sockets record what the plugin sends (names unresolved, as given); the
+ *     test injects datagrams. host->listen_once is answered like a connect: the test names
+ *     the peer that connects in; it times out as time moves past its timeout.
  * A conn stays readable after finish() until berth_testhost_free(), so a test can inspect
  * what a closed conn was sent.
  */
@@ -117,6 +119,7 @@ typedef struct berth_testhost_connect {
     uint16_t port;
     uint64_t timeout_ms;
     bool answered;
+    bool listen; /* a host->listen_once (host, port: where it listens), not a connect */
 } berth_testhost_connect_t;
 size_t berth_testhost_connects(const berth_testhost_t *th);
 const berth_testhost_connect_t *berth_testhost_connect_at(const berth_testhost_t *th, size_t i);
@@ -130,6 +133,23 @@ berth_conn_t *berth_testhost_connect_ok(berth_testhost_t *th, size_t i, const ch
                                         const char *local);
 void berth_testhost_connect_fail(berth_testhost_t *th, size_t i, berth_connect_error_t error,
                                  int sys_errno);
+
+/* A listen_once is listed with the connects (listen set). connect_ok(i, peer, NULL) is a
+ * peer connecting in: the plugin's `allow` sees it first; one it refuses is reset and the
+ * listen goes on (NULL, still unanswered). connect_fail ends it as for a connect. */
+
+/* The datagram sockets a conn opened (host->dgram_open), in order; the i-th, or NULL. */
+size_t berth_testhost_dgrams(const berth_conn_t *conn);
+berth_dgram_t *berth_testhost_dgram_at(const berth_conn_t *conn, size_t i);
+/* A datagram arriving on `d` from `from` ("127.0.0.1:5353"): the plugin's callback runs.
+ * -EPIPE if the socket is closed (by the plugin, or with its conn). */
+int berth_testhost_dgram_recv(berth_dgram_t *d, const char *from, const void *data, size_t len);
+/* What the plugin sent on `d`: the i-th datagram, its destination as the plugin gave it (an
+ * address or a name: nothing is resolved) and port; NULL past the last. */
+size_t berth_testhost_dgram_sent_count(const berth_dgram_t *d);
+const void *berth_testhost_dgram_sent(const berth_dgram_t *d, size_t i, const char **host,
+                                      uint16_t *port, size_t *len);
+bool berth_testhost_dgram_closed(const berth_dgram_t *d);
 
 /* Relay results: the stats handed to the relay's done callback, once it has run. */
 bool berth_testhost_relay_done(const berth_conn_t *conn, berth_relay_stats_t *stats);

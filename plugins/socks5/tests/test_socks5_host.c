@@ -6,6 +6,7 @@
 #include <berth/testhost.h>
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -231,6 +232,119 @@ static void test_bad_option_is_refused(void **unused)
     berth_testhost_free(th);
 }
 
+/* UDP ASSOCIATE: the reply names the client-facing socket; a datagram from the client goes
+ * to its destination through the other socket, the answer comes back wrapped; strangers and
+ * fragments are dropped; the association ends with its TCP connection. */
+static void test_udp_associate(void **unused)
+{
+    (void)unused;
+    fixture_t *f = open_socks5((const char *[]){"allow_dest", "127.0.0.0/8", "udp", "on", NULL});
+    berth_conn_t *c = greeted(f);
+    static const unsigned char req[] = {5, 3, 0, 1, 0, 0, 0, 0, 0, 0}; /* "any port" */
+    assert_int_equal(berth_testhost_feed(c, req, sizeof req), 0);
+    assert_int_equal(berth_testhost_dgrams(c), 2);
+    berth_dgram_t *client = berth_testhost_dgram_at(c, 0), *dest = berth_testhost_dgram_at(c, 1);
+    /* BND: the listener's address (the test host's 127.0.0.1) and the socket's port. */
+    socklen_t len;
+    const struct sockaddr_in *bnd =
+        (const struct sockaddr_in *)berth_testhost_table(f->th)->dgram_local_addr(client, &len);
+    unsigned char want[10] = {5, 0, 0, 1, 127, 0, 0, 1, 0, 0};
+    memcpy(want + 8, &bnd->sin_port, 2);
+    expect_output(c, want, sizeof want);
+
+    /* client -> 127.0.0.1:5353 */
+    static const unsigned char up[] = {0, 0, 0, 1, 127, 0, 0, 1, 0x14, 0xe9, 'p', 'i', 'n', 'g'};
+    assert_int_equal(berth_testhost_dgram_recv(client, "127.0.0.1:40001", up, sizeof up), 0);
+    assert_int_equal(berth_testhost_dgram_sent_count(dest), 1);
+    const char *host;
+    uint16_t port;
+    size_t n;
+    const char *data = berth_testhost_dgram_sent(dest, 0, &host, &port, &n);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 5353);
+    assert_int_equal(n, 4);
+    assert_memory_equal(data, "ping", 4);
+
+    /* the answer, wrapped with its source, to the client's address and port */
+    assert_int_equal(berth_testhost_dgram_recv(dest, "127.0.0.1:5353", "pong", 4), 0);
+    assert_int_equal(berth_testhost_dgram_sent_count(client), 1);
+    data = berth_testhost_dgram_sent(client, 0, &host, &port, &n);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 40001);
+    static const unsigned char down[] = {0, 0, 0, 1, 127, 0, 0, 1, 0x14, 0xe9, 'p', 'o', 'n', 'g'};
+    assert_int_equal(n, sizeof down);
+    assert_memory_equal(data, down, sizeof down);
+
+    /* a stranger, another port of the client, a fragment: dropped */
+    assert_int_equal(berth_testhost_dgram_recv(client, "127.0.0.2:40001", up, sizeof up), 0);
+    assert_int_equal(berth_testhost_dgram_recv(client, "127.0.0.1:40002", up, sizeof up), 0);
+    unsigned char frag[sizeof up];
+    memcpy(frag, up, sizeof up);
+    frag[2] = 1;
+    assert_int_equal(berth_testhost_dgram_recv(client, "127.0.0.1:40001", frag, sizeof frag), 0);
+    assert_int_equal(berth_testhost_dgram_sent_count(dest), 1);
+
+    /* the control connection ends: so does the association */
+    berth_testhost_reset(c);
+    assert_true(berth_testhost_finished(c));
+    assert_true(berth_testhost_dgram_closed(client));
+    assert_true(berth_testhost_dgram_closed(dest));
+    berth_testhost_free(f->th);
+}
+
+/* BIND: the first reply names the listening port, the second the peer; a peer other than
+ * DST.ADDR is refused and the wait goes on; then the two are relayed. */
+static void test_bind(void **unused)
+{
+    (void)unused;
+    fixture_t *f = open_socks5((const char *[]){"allow_dest", "127.0.0.0/8", "bind", "on", NULL});
+    berth_conn_t *c = greeted(f);
+    static const unsigned char req[] = {5, 2, 0, 1, 127, 0, 0, 7, 0, 0};
+    assert_int_equal(berth_testhost_feed(c, req, sizeof req), 0);
+    assert_int_equal(berth_testhost_connects(f->th), 1);
+    const berth_testhost_connect_t *l = berth_testhost_connect_at(f->th, 0);
+    assert_true(l->listen);
+    unsigned char first[10] = {
+        5, 0, 0, 1, 127, 0, 0, 1, (unsigned char)(l->port >> 8), (unsigned char)l->port};
+    expect_output(c, first, sizeof first);
+
+    assert_null(berth_testhost_connect_ok(f->th, 0, "127.0.0.9:6000", NULL)); /* not DST.ADDR */
+    assert_false(berth_testhost_connect_at(f->th, 0)->answered);
+    size_t n;
+    berth_testhost_output(c, &n);
+    assert_int_equal(n, 0);
+
+    berth_conn_t *peer = berth_testhost_connect_ok(f->th, 0, "127.0.0.7:6000", NULL);
+    assert_non_null(peer);
+    static const unsigned char second[] = {5, 0, 0, 1, 127, 0, 0, 7, 0x17, 0x70};
+    expect_output(c, second, sizeof second);
+    assert_true(berth_testhost_relayed(c));
+    assert_int_equal(berth_testhost_feed(peer, "hello", 5), 0);
+    expect_output(c, "hello", 5);
+    berth_testhost_free(f->th);
+}
+
+static void test_bind_timeout(void **unused)
+{
+    (void)unused;
+    fixture_t *f = open_socks5(
+        (const char *[]){"allow_dest", "127.0.0.0/8", "bind", "on", "bind_timeout", "5s", NULL});
+    berth_conn_t *c = greeted(f);
+    static const unsigned char req[] = {5, 2, 0, 1, 127, 0, 0, 7, 0, 0};
+    assert_int_equal(berth_testhost_feed(c, req, sizeof req), 0);
+    size_t n;
+    berth_testhost_output(c, &n);
+    berth_testhost_consume(c, n);
+    berth_testhost_advance(f->th, 4999);
+    assert_false(berth_testhost_closed(c));
+    berth_testhost_advance(f->th, 1);
+    const unsigned char *out = berth_testhost_output(c, &n);
+    assert_true(n >= 2);
+    assert_int_equal(out[1], 6); /* TTL expired */
+    assert_true(berth_testhost_finished(c));
+    berth_testhost_free(f->th);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,6 +356,9 @@ int main(void)
         cmocka_unit_test(test_bad_version_is_dropped),
         cmocka_unit_test(test_client_gone_while_connecting),
         cmocka_unit_test(test_bad_option_is_refused),
+        cmocka_unit_test(test_udp_associate),
+        cmocka_unit_test(test_bind),
+        cmocka_unit_test(test_bind_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
