@@ -15,6 +15,8 @@
  *   - An idle timer stopped while a line is hashed and re-armed with each answer (a fired
  *     timer is gone: never stop it again; the host stops what is left when the conn ends).
  *   - Framing by lines with a bound (`max_line`): a client cannot grow memory without limit.
+ *   - Declared options: a table the host checks and parses, so the plugin has no option code
+ *     (no check_option, no listener_open) and `berthd --plugin-help hashd` lists them.
  * Options: rounds (default 100000), line_timeout (default 30s), max_line (default 1K).
  */
 #include <berth/handler.h>
@@ -27,8 +29,11 @@
 
 static const berth_host_t *host;
 
+/* Per listener, as the host parsed it from the declared options below. */
 struct settings {
-    uint64_t rounds, idle_ms, max_line;
+    int64_t rounds;    /* BERTH_OPT_INT */
+    uint64_t idle_ms;  /* BERTH_OPT_DURATION: milliseconds */
+    uint64_t max_line; /* BERTH_OPT_SIZE: bytes */
 };
 
 struct job {
@@ -51,78 +56,27 @@ struct hashd_conn {
 
 static int hashd_load(const berth_host_t *h)
 {
+    if (!BERTH_HOST_HAS(h, listener_options))
+        return -ENOTSUP; /* a berthd older than declared options */
     host = h;
     return 0;
 }
 
-static int parse_count(const char *value, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(value, &end, 10);
-    if (errno != 0 || *end != '\0' || end == value || value[0] == '-' || v < min || v > max)
-        return -EINVAL;
-    *out = v;
-    return 0;
-}
-
-static int read_settings(berth_listener_t *l, struct settings *s, char *err, size_t errlen)
-{
-    const char *v;
-    s->rounds = 100000;
-    s->idle_ms = 30000;
-    s->max_line = 1024;
-    if ((v = host->option(l, "rounds")) != NULL &&
-        parse_count(v, 1, UINT64_C(1000000000), &s->rounds) < 0) {
-        snprintf(err, errlen, "rounds: want a whole number from 1 to 1000000000");
-        return -EINVAL;
+/* Declared options: berthd checks and parses them (FILE:LINE errors, `berthd --plugin-help
+ * hashd` lists them) and hands the listener a parsed struct (host->listener_options). */
+#define OPT(n, t, member, d, lo, hi, h)                                                            \
+    {                                                                                              \
+        .name = n, .type = t, .offset = offsetof(struct settings, member), .def = d, .min = lo,    \
+        .max = hi, .help = h                                                                       \
     }
-    if ((v = host->option(l, "line_timeout")) != NULL &&
-        (host->parse_duration(v, &s->idle_ms) < 0 || s->idle_ms == 0)) {
-        snprintf(err, errlen, "line_timeout: want a duration such as 30s");
-        return -EINVAL;
-    }
-    if ((v = host->option(l, "max_line")) != NULL &&
-        (host->parse_size(v, &s->max_line) < 0 || s->max_line < 1 || s->max_line > 65536)) {
-        snprintf(err, errlen, "max_line: want a size from 1 to 64K");
-        return -EINVAL;
-    }
-    return 0;
-}
-
-static int hashd_check_option(berth_listener_t *l, const char *key, const char *value, char *err,
-                              size_t errlen)
-{
-    (void)l;
-    (void)value;
-    if (strcmp(key, "rounds") != 0 && strcmp(key, "line_timeout") != 0 &&
-        strcmp(key, "max_line") != 0) {
-        snprintf(err, errlen, "%s: unknown key (hashd takes: rounds, line_timeout, max_line)", key);
-        return -EINVAL;
-    }
-    return 0; /* the values are checked together in listener_open, which `berthd -t` runs */
-}
-
-static int hashd_listener_open(berth_listener_t *l, void **state, char *err, size_t errlen)
-{
-    struct settings *s = calloc(1, sizeof *s);
-    if (s == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -ENOMEM;
-    }
-    if (read_settings(l, s, err, errlen) < 0) {
-        free(s);
-        return -EINVAL;
-    }
-    *state = s;
-    return 0;
-}
-
-static void hashd_listener_close(berth_listener_t *l, void *state)
-{
-    (void)l;
-    free(state);
-}
+static const berth_option_t hashd_options[] = {
+    OPT("rounds", BERTH_OPT_INT, rounds, "100000", 1, 1000000000,
+        "how many times each line is hashed (the CPU work per line)"),
+    OPT("line_timeout", BERTH_OPT_DURATION, idle_ms, "30s", 1, 24 * 3600 * 1000LL,
+        "a client that sends no line for this long is closed"),
+    OPT("max_line", BERTH_OPT_SIZE, max_line, "1K", 1, 65536, "the longest line taken"),
+    {.name = NULL},
+};
 
 /* On a pool thread: only the job's own memory, no host calls. */
 static void hash_work(void *arg)
@@ -146,7 +100,7 @@ static void on_idle(berth_conn_t *conn, void *arg)
 
 static void arm_idle(berth_conn_t *conn, struct hashd_conn *c)
 {
-    const struct settings *s = host->listener_state(conn);
+    const struct settings *s = host->listener_options(host->listener(conn));
     if (c->idle != NULL)
         host->timer_stop(c->idle);
     c->idle = host->timer_start(conn, s->idle_ms, on_idle, NULL);
@@ -180,7 +134,7 @@ static void hash_done(berth_conn_t *conn, void *arg, int status)
 /* Starts a job for the first whole line in the buffer, if any and none is running. */
 static void take_lines(berth_conn_t *conn, struct hashd_conn *c)
 {
-    const struct settings *s = host->listener_state(conn);
+    const struct settings *s = host->listener_options(host->listener(conn));
     char *nl;
     size_t len;
     struct job *j;
@@ -205,7 +159,7 @@ static void take_lines(berth_conn_t *conn, struct hashd_conn *c)
         host->abort(conn);
         return;
     }
-    j->rounds = s->rounds;
+    j->rounds = (uint64_t)s->rounds;
     j->len = len;
     memcpy(j->line, c->buf, len);
     memmove(c->buf, nl + 1, c->len - len - 1);
@@ -227,7 +181,7 @@ static void take_lines(berth_conn_t *conn, struct hashd_conn *c)
 
 static int hashd_setup(berth_conn_t *conn)
 {
-    const struct settings *s = host->listener_state(conn);
+    const struct settings *s = host->listener_options(host->listener(conn));
     struct hashd_conn *c = host->state(conn);
     c->cap = QUEUED * (s->max_line + 1);
     c->buf = malloc(c->cap);
@@ -272,11 +226,10 @@ BERTH_HANDLER = {
     .version = "1.0",
     .conn_size = sizeof(struct hashd_conn),
     .load = hashd_load,
-    .check_option = hashd_check_option,
-    .listener_open = hashd_listener_open,
-    .listener_close = hashd_listener_close,
     .setup = hashd_setup,
     .handle = hashd_handle,
     .eof = hashd_eof,
     .finish = hashd_finish,
+    .options = hashd_options,
+    .options_size = sizeof(struct settings),
 };
