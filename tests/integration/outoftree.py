@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 
-from harness import BUILD, IO_TIMEOUT
+from harness import BUILD, IO_TIMEOUT, SANITIZED
 
 
 def run(argv, **kw):
@@ -69,10 +69,16 @@ class Install:
         return pkg_config(self.pcdir, *self.defines, *args)
 
     def make(self, folder, *targets):
-        """`make TARGETS` in an example's folder, with pkg-config pointed at the install."""
+        """`make TARGETS` in an example's folder, with pkg-config pointed at the install. In
+        a sanitizer build the installed libraries (berth-testhost) are instrumented by clang,
+        so the example is built the same way to link with them."""
         pc = shlex.join(["pkg-config", *self.defines])
-        return run(["make", "-C", folder, "PKG_CONFIG=" + pc,
-                    "CFLAGS=-O2 -g -Wall -Wextra -Werror", *targets], env=pkg_env(self.pcdir))
+        flags = ["CFLAGS=-O2 -g -Wall -Wextra -Werror"]
+        if SANITIZED:
+            san = "-fsanitize=address,undefined -fno-omit-frame-pointer"
+            flags = ["CC=clang", "CFLAGS=-O1 -g -Wall -Wextra -Werror " + san, "LDFLAGS=" + san]
+        return run(["make", "-C", folder, "PKG_CONFIG=" + pc, *flags, *targets],
+                   env=pkg_env(self.pcdir))
 
 
 def exported_symbols(so):

@@ -5,6 +5,8 @@ import re
 import shutil
 import signal
 import socket
+import time
+import threading
 import unittest
 
 from harness import (BERTHD, IO_TIMEOUT, PLUGIN_DIR, Berthd, DaemonTestCase,
@@ -148,7 +150,26 @@ class Syslog(DaemonTestCase):
         rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.addCleanup(rx.close)
         rx.bind(sock_path)
-        rx.settimeout(IO_TIMEOUT)
+        # Read from the start, in a thread: a unix datagram socket queues only
+        # net.unix.max_dgram_qlen (10) messages, and syslog(3) blocks the sender on a full
+        # queue, so a reader that waited for the daemon to serve first would deadlock it.
+        got, lock, stop = [], threading.Lock(), threading.Event()
+        rx.settimeout(0.2)
+
+        def drain():
+            while not stop.is_set():
+                try:
+                    m = rx.recv(65536).decode("utf-8", "replace")
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                with lock:
+                    got.append(m)
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        self.addCleanup(reader.join, IO_TIMEOUT)
+        self.addCleanup(stop.set)
         d = SyslogBerthd(self.tmp, f"""
             [echo]
             protocol = tcp
@@ -159,14 +180,17 @@ class Syslog(DaemonTestCase):
         d.start()
         d.wait_serving()
         port = d.port("echo")
-        got = []
 
         def until(pred, what):
-            while not any(pred(m) for m in got):
-                try:
-                    got.append(rx.recv(65536).decode("utf-8", "replace"))
-                except socket.timeout:
-                    self.fail("no syslog message %s; got %r\n%s" % (what, got, d.log()))
+            deadline = time.monotonic() + IO_TIMEOUT
+            while True:
+                with lock:
+                    if any(pred(m) for m in got):
+                        return
+                    seen = list(got)
+                if time.monotonic() > deadline:
+                    self.fail("no syslog message %s; got %r\n%s" % (what, seen, d.log()))
+                time.sleep(0.02)
         # daemon.info is <30>, daemon.debug <31>: the master's ready line, a worker's line.
         until(lambda m: m.startswith("<30>") and "ready: generation 1" in m, "ready")
         d.signal(signal.SIGTERM)
