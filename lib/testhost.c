@@ -431,6 +431,13 @@ static void h_log_listener(berth_listener_t *l, berth_log_level_t level, const c
     va_end(ap);
 }
 
+/* Every level is kept: a test reads the whole log (berth_testhost_log). */
+static int h_log_enabled(berth_log_level_t level)
+{
+    (void)level;
+    return 1;
+}
+
 /* Fields as " key=value" after the message, as berthd's text log writes them. */
 BERTH_PRINTF(5, 6)
 static void h_log_fields(berth_conn_t *conn, berth_log_level_t level,
@@ -1025,6 +1032,7 @@ static void fill_table(berth_host_t *h)
     /* dgram_local_addr, dgram_send and dgram_close stay NULL: no dgram is ever opened. */
     h->dgram_open = h_dgram_open;
     h->listen_once = h_listen_once;
+    h->log_enabled = h_log_enabled;
 }
 
 berth_testhost_t *berth_testhost_new(const berth_handler_t *plugin, char *err, size_t errlen)
