@@ -458,6 +458,13 @@ static void h_log_listener(berth_listener_t *l, berth_log_level_t level, const c
     va_end(ap);
 }
 
+/* Every level is kept: a test reads the whole log (berth_testhost_log). */
+static int h_log_enabled(berth_log_level_t level)
+{
+    (void)level;
+    return 1;
+}
+
 /* Fields as " key=value" after the message, as berthd's text log writes them. */
 BERTH_PRINTF(5, 6)
 static void h_log_fields(berth_conn_t *conn, berth_log_level_t level,
@@ -1194,6 +1201,7 @@ static void fill_table(berth_host_t *h)
     h->dgram_send = h_dgram_send;
     h->dgram_close = h_dgram_close;
     h->listen_once = h_listen_once;
+    h->log_enabled = h_log_enabled;
 }
 
 berth_testhost_t *berth_testhost_new(const berth_handler_t *plugin, char *err, size_t errlen)

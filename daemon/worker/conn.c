@@ -54,7 +54,7 @@ struct berth_conn {
     conn_kind_t kind;
     unsigned setup_called : 1, closing : 1, closed : 1, eof : 1, shut_wr : 1, host_paused : 1,
         reading : 1, lingering : 1, handle_init : 1, finished : 1, handled : 1, counted : 1,
-        watch_read : 1, ending_hooks : 1, queue : 2, connecting : 1;
+        watch_read : 1, ending_hooks : 1, queue : 2, connecting : 1, nodelay_due : 1, sent : 1;
     socklen_t peerlen, locallen;
     /* Addresses: an IP peer inline; a named unix peer and the local address (asked for
      * rarely) on the heap, so an idle conn stays small. */
@@ -982,7 +982,26 @@ void conn_connected(berth_conn_t *c, struct sockaddr_storage *local)
     memset(local, 0, sizeof *local);
     if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)local, &len))
         memset(local, 0, sizeof *local);
-    uv_tcp_nodelay(&c->h.tcp, 1);
+    c->nodelay_due = 1; /* set by conn_sending(), when it can matter */
+}
+
+/* TCP_NODELAY on an outbound socket, set only once Nagle could hold something back. Nagle
+ * delays a segment smaller than the MSS only while sent data is unacknowledged: a fresh
+ * connection's first send, if it fits in the smallest MSS a TCP peer may announce (536
+ * bytes), always leaves at once. So the option is set before any later send, or before a
+ * first one that is bigger; a session that sends one request upstream (the common short
+ * CONNECT) never pays the setsockopt, and no send waits on Nagle either way. */
+#define NAGLE_SAFE_FIRST 536
+
+void conn_sending(berth_conn_t *c, size_t len)
+{
+    if (!c->nodelay_due)
+        return;
+    if (c->sent || len > NAGLE_SAFE_FIRST) {
+        c->nodelay_due = 0;
+        uv_tcp_nodelay(&c->h.tcp, 1);
+    }
+    c->sent = 1;
 }
 
 int conn_adopt(berth_conn_t *c, int fd)
@@ -1066,6 +1085,7 @@ int conn_write_wire(berth_conn_t *c, const void *data, size_t len)
     if (len == 0)
         return 0;
     conn_touch(c);
+    conn_sending(c, len);
     size_t off = 0;
     if (c->nwrites == 0) {
         /* The common case, nothing queued: write straight away, no copy. */

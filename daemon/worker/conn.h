@@ -70,8 +70,11 @@ void conn_datagram(berth_conn_t *c, const void *data, size_t len);
 /* An outbound conn: a TCP handle connecting to the address given to conn_new(); `cb`
  * gets `req` back. */
 int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb);
-/* A connect succeeded: learn the local address, set TCP_NODELAY. */
+/* A connect succeeded: learn the local address; TCP_NODELAY follows with conn_sending(). */
 void conn_connected(berth_conn_t *c, struct sockaddr_storage *local);
+/* `len` bytes are about to be sent on the socket by other means than conn_write (a splice):
+ * sets an outbound socket's TCP_NODELAY when Nagle could delay them (see conn.c). */
+void conn_sending(berth_conn_t *c, size_t len);
 /* An outbound conn over a socket accepted for it (host->listen_once): the fd becomes its
  * handle (closed here on error, the conn then ending on its own). 0 or a uv error. */
 int conn_adopt(berth_conn_t *c, int fd);

@@ -343,4 +343,6 @@ const berth_host_t berth_host_table = {
     .allow_path = sandbox_allow_path,
     .allow_connect = sandbox_allow_connect,
     .allow_bind = sandbox_allow_bind,
+    /* logs: level check */
+    .log_enabled = log_enabled,
 };

@@ -135,6 +135,7 @@ static int dir_flush(relay_t *r, relay_dir_t *d)
             return rc;
     }
     while (d->inpipe > 0 && !d->blocked) {
+        conn_sending(d->to, d->inpipe);
         ssize_t n = splice(d->pipe[0], NULL, conn_fd(d->to), NULL, d->inpipe,
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {

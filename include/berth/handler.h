@@ -451,6 +451,11 @@ typedef struct berth_host {
     int (*allow_path)(berth_listener_t *l, const char *path, unsigned access);
     int (*allow_connect)(berth_listener_t *l, int port);
     int (*allow_bind)(berth_listener_t *l, int port);
+
+    /* logs: level check. Nonzero if a line at `level` would be written now (the level can
+     * change on reload, so ask each time): a plugin skips formatting a line that would be
+     * dropped. Check BERTH_HOST_HAS(host, log_enabled) first. */
+    int (*log_enabled)(berth_log_level_t level);
 } berth_host_t;
 
 /* True if the host's table has member `m` (a plugin built against a newer header). */

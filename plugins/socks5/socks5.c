@@ -200,6 +200,12 @@ static void log_session(berth_conn_t *conn, session_t *s)
     if (s->logged)
         return;
     s->logged = 1;
+    /* A connection that never said a word (a port probe, a health check) is no session; nor
+     * is each attempt of a throttled brute force (one line per source and minute says it). */
+    berth_log_level_t level =
+        (s->heard || s->rep != 0xFF) && !s->quiet ? BERTH_LOG_INFO : BERTH_LOG_DEBUG;
+    if (BERTH_HOST_HAS(host, log_enabled) && !host->log_enabled(level))
+        return; /* nothing formatted for a line that would be dropped */
     format_addr(&s->remote, remote, sizeof(remote));
     if (s->relayed) {
         if (s->relay_error == 0)
@@ -216,10 +222,6 @@ static void log_session(berth_conn_t *conn, session_t *s)
     } else {
         snprintf(outcome, sizeof(outcome), "%s", s->outcome ? s->outcome : "closed");
     }
-    /* A connection that never said a word (a port probe, a health check) is no session; nor
-     * is each attempt of a throttled brute force (one line per source and minute says it). */
-    berth_log_level_t level =
-        (s->heard || s->rep != 0xFF) && !s->quiet ? BERTH_LOG_INFO : BERTH_LOG_DEBUG;
     char duration[32];
 
     snprintf(duration, sizeof(duration), "%llu.%03llus", (unsigned long long)(ms / 1000),

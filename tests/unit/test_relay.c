@@ -17,7 +17,7 @@ static struct {
     uint64_t idle_ms;
     int relayed, relay_done, finished, relay_error, relay_rc;
     uint64_t up, down;
-    berth_conn_t *client;
+    berth_conn_t *client, *peer;
 } T;
 
 static void t_relay_done(berth_conn_t *c, const berth_relay_stats_t *st, void *arg)
@@ -35,6 +35,7 @@ static void t_connected(berth_conn_t *c, const berth_connect_result_t *r, void *
     (void)arg;
     assert_int_equal(r->error, BERTH_CONNECT_OK);
     assert_int_equal(H->write(c, "ok", 2), 0); /* a reply before the relay, like SOCKS5 */
+    T.peer = r->peer;
     T.relay_rc = H->relay(c, r->peer, T.idle_ms, t_relay_done, NULL);
     T.relayed = 1;
 }
@@ -120,6 +121,48 @@ static void test_client_half_closes_first(void **state)
     assert_int_equal(T.relay_error, 0);
     assert_int_equal(T.up, 4);
     assert_int_equal(T.down, 9);
+}
+
+static int peer_nodelay(void)
+{
+    int on = -1;
+    socklen_t len = sizeof on;
+    assert_int_equal(getsockopt(conn_fd(T.peer), IPPROTO_TCP, TCP_NODELAY, &on, &len), 0);
+    return on;
+}
+
+/* TCP_NODELAY on the outbound socket is set once Nagle could hold a send back: not for a
+ * first send that fits in the smallest MSS, always before the second one. */
+static void test_outbound_nodelay_when_it_matters(void **state)
+{
+    (void)state;
+    fx_t f;
+    int cli, dst;
+    start(&f, 0, &cli, &dst);
+    assert_int_equal(peer_nodelay(), 0);
+    char buf[4096];
+    assert_int_equal(send(cli, "ping", 4, 0), 4);
+    assert_int_equal(fx_read(&f, dst, buf, 4), 4);
+    assert_int_equal(peer_nodelay(), 0); /* one small send: Nagle cannot delay it */
+    assert_int_equal(send(cli, "again", 5, 0), 5);
+    assert_int_equal(fx_read(&f, dst, buf, 5), 5);
+    assert_int_equal(peer_nodelay(), 1);
+    close(cli);
+    close(dst);
+    fx_run_until(&f, &T.relay_done);
+    while (T.finished < 1)
+        uv_run(&f.w.loop, UV_RUN_ONCE);
+    fx_end(&f);
+
+    /* A first send bigger than 536 bytes could leave a short tail behind: set before it. */
+    start(&f, 0, &cli, &dst);
+    memset(buf, 'x', sizeof buf);
+    assert_int_equal(send(cli, buf, 1000, 0), 1000);
+    assert_int_equal(fx_read(&f, dst, buf, 1000), 1000);
+    assert_int_equal(peer_nodelay(), 1);
+    shutdown(cli, SHUT_WR);
+    shutdown(dst, SHUT_WR);
+    finish(&f, cli, dst);
 }
 
 static void test_destination_half_closes_first(void **state)
@@ -240,6 +283,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_client_half_closes_first),
         cmocka_unit_test(test_destination_half_closes_first),
+        cmocka_unit_test(test_outbound_nodelay_when_it_matters),
         cmocka_unit_test(test_large_transfer_to_a_late_reader),
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_peer_resets),
