@@ -173,6 +173,13 @@ static int r_text(const char *s, size_t n, char *out, size_t outlen)
     return 0;
 }
 
+/* A tab or a carriage return, which w_text writes as a space: never in an address or a
+ * name (systemd's FileDescriptorName= has no control characters). */
+static int lossy(const char *s)
+{
+    return strpbrk(s, "\t\r") != NULL;
+}
+
 static int hexval(char c)
 {
     if (c >= '0' && c <= '9')
@@ -339,7 +346,7 @@ int handover_parse(const char *text, size_t len, handover_t *h, char *err, size_
             char *at = is_m ? h->metrics_at : h->agent_at;
             bad = sscanf(line, "%ld %n", &fd, &used) != 1 || parse_fd(fd) < 0 ||
                   r_text(line + used, strlen(line + used), at, sizeof h->metrics_at) ||
-                  at[0] == '\0';
+                  at[0] == '\0' || lossy(at);
             if (!bad)
                 *(is_m ? &h->metrics_fd : &h->agent_fd) = (int)fd;
         } else if (KEY("activation")) {
@@ -349,7 +356,7 @@ int handover_parse(const char *text, size_t len, handover_t *h, char *err, size_
             bad = sscanf(line, "%ld %n", &fd, &used) != 1 || parse_fd(fd) < 0 ||
                   r_text(line + used, strlen(line + used), h->passed[h->npassed].name,
                          sizeof h->passed[h->npassed].name) ||
-                  h->passed[h->npassed].name[0] == '\0';
+                  h->passed[h->npassed].name[0] == '\0' || lossy(h->passed[h->npassed].name);
             if (!bad)
                 h->passed[h->npassed++].fd = (int)fd;
         } else if (KEY("end")) {

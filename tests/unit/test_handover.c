@@ -193,6 +193,8 @@ static void test_refused(void **state)
     refused("berth-handover 1\nexe /b\nstats 3 10\nagent x a:1\nend\n", "malformed agent");
     refused("berth-handover 1\nexe /b\nstats 3 10\nactivation 3 \nend\n",
             "malformed activation"); /* a nameless passed socket */
+    refused("berth-handover 1\nexe /b\nstats 3 10\nactivation 3 a\tb\nend\n",
+            "malformed activation"); /* a tab would not write back */
 }
 
 /* The limits: HANDOVER_MAX_GENS generations, BERTH_MAX_LISTENERS sockets. */
