@@ -937,6 +937,26 @@ static int master_main(const char *path, int hfd)
             cfg_failed = strdup("BERTH_TEST_UPGRADE_FAIL: this version fails after the exec");
 #endif
     }
+    /* The agent-check: a binary upgrade handed it over (kept if the config names it still). */
+    if (cfg && m.agent && (!cfg->agent || strcmp(agent_at(m.agent), cfg->agent) != 0)) {
+        agent_close(m.agent);
+        m.agent = NULL;
+    }
+    if (cfg && cfg->agent && m.agent == NULL && !cfg_failed) {
+        char why[256];
+        m.agent = agent_open(&m.loop, (const struct sockaddr *)&cfg->agent_addr, cfg->agent,
+                             &agent_ops, &m, why, sizeof why);
+        if (m.agent == NULL && hfd >= 0) {
+            char text[512];
+            snprintf(text, sizeof text, "agent %s: %s", cfg->agent, why);
+            cfg_failed = strdup(text); /* an upgrade: roll back */
+        } else if (m.agent == NULL) {
+            log_error("agent %s: %s", cfg->agent, why);
+            config_free(cfg);
+            rc = EX_OSERR;
+            goto out_loop;
+        }
+    }
     if (cfg_failed) {
         /* Back to the previous image, which goes on; or, with none, the adopted workers. */
         if (!upgrade_on_failed(&m, cfg_failed)) {
@@ -957,23 +977,6 @@ static int master_main(const char *path, int hfd)
             for (size_t i = 0; i < errs.count; i++)
                 log_error("%s", errs.msgs[i]);
             config_errors_free(&errs);
-            config_free(cfg);
-            rc = EX_OSERR;
-            goto out_loop;
-        }
-    }
-
-    /* The agent-check: a binary upgrade handed it over (kept if the config names it still). */
-    if (m.agent && (!cfg->agent || strcmp(agent_at(m.agent), cfg->agent) != 0)) {
-        agent_close(m.agent);
-        m.agent = NULL;
-    }
-    if (cfg->agent && m.agent == NULL) {
-        char why[256];
-        m.agent = agent_open(&m.loop, (const struct sockaddr *)&cfg->agent_addr, cfg->agent,
-                             &agent_ops, &m, why, sizeof why);
-        if (m.agent == NULL) {
-            log_error("agent %s: %s", cfg->agent, why);
             config_free(cfg);
             rc = EX_OSERR;
             goto out_loop;

@@ -451,11 +451,22 @@ class UpgradeSocketActivated(DaemonTestCase):
                 "-l", path, "--fdname=echo-tcp:echo-unix", "--", exe, "-c", d.conf]
         d.proc = harness._Proc(argv, stdout=d.logf, stderr=subprocess.STDOUT, env=d.env,
                                pass_fds=[n])
-        wait_until(lambda: os.path.exists(path), what="systemd-socket-activate listening")
-        first = socket.socket(socket.AF_UNIX)  # what makes it start berthd
-        self.addCleanup(first.close)
-        first.settimeout(IO_TIMEOUT)
-        first.connect(path)
+        first = []  # the connection that makes it start berthd
+
+        def connect_first():
+            # The file appears at bind(), a moment before listen(): refused until then.
+            c = socket.socket(socket.AF_UNIX)
+            c.settimeout(IO_TIMEOUT)
+            try:
+                c.connect(path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                c.close()
+                return False
+            first.append(c)
+            self.addCleanup(c.close)
+            return True
+
+        wait_until(connect_first, what="systemd-socket-activate listening")
         wait_until(d.serving, what="berthd to serve")
         tcp.close()  # only berthd holds the tcp socket now
         ino = os.stat(path).st_ino
