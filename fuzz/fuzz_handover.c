@@ -28,7 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         assert(err[0] != '\0');
         return 0;
     }
-    assert(a.nsocks <= BERTH_MAX_LISTENERS && a.ngens <= HANDOVER_MAX_GENS);
+    assert(a.nsocks <= BERTH_MAX_LISTENERS && a.ngens <= HANDOVER_MAX_GENS &&
+           a.npassed <= BERTH_MAX_LISTENERS);
     int fd = handover_write(&a);
     if (fd < 0)
         return 0;
@@ -41,6 +42,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < a.nsocks; i++)
         assert(a.socks[i].fd == b.socks[i].fd && a.socks[i].addrlen == b.socks[i].addrlen &&
                memcmp(&a.socks[i].addr, &b.socks[i].addr, a.socks[i].addrlen) == 0);
+    assert(a.metrics_fd == b.metrics_fd && a.agent_fd == b.agent_fd && a.npassed == b.npassed);
+    assert(strcmp(a.metrics_at, b.metrics_at) == 0 && strcmp(a.agent_at, b.agent_at) == 0);
+    for (size_t i = 0; i < a.npassed; i++)
+        assert(a.passed[i].fd == b.passed[i].fd && strcmp(a.passed[i].name, b.passed[i].name) == 0);
     for (size_t i = 0; i < a.nworkers; i++)
         assert(a.workers[i].pid == b.workers[i].pid && a.workers[i].ctl_fd == b.workers[i].ctl_fd);
     return 0;

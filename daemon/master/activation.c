@@ -74,6 +74,33 @@ size_t activation_count(void)
     return npassed;
 }
 
+int activation_fd(size_t i, const char **name)
+{
+    if (i >= npassed)
+        return -1;
+    *name = passed[i].name;
+    return passed[i].fd;
+}
+
+int activation_adopt(int fd, const char *name)
+{
+    init_done = 1;
+    passed_t *p = realloc(passed, (npassed + 1) * sizeof *passed);
+    char *copy = strdup(name);
+    if (p == NULL || copy == NULL) {
+        free(copy);
+        if (p)
+            passed = p;
+        close(fd);
+        return -ENOMEM;
+    }
+    passed = p;
+    passed[npassed].fd = fd;
+    passed[npassed++].name = copy;
+    log_info("systemd passed socket %s (fd %d), held since before the upgrade", name, fd);
+    return 0;
+}
+
 int activation_check(const berth_config_t *cfg, config_errors_t *errs)
 {
     int rc = activation_init();

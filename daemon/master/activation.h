@@ -19,6 +19,13 @@
 int activation_init(void);
 /* How many sockets were passed (0 when not socket-activated). */
 size_t activation_count(void);
+/* binary upgrade: passed socket i (< activation_count()), for the handover: its descriptor
+ * (close-on-exec: the upgrade clears that for the exec) and its FileDescriptorName=. */
+int activation_fd(size_t i, const char **name);
+/* binary upgrade: the image started by a handover holds the passed sockets the previous one
+ * held (systemd's environment is gone by then); called before activation_init, which then
+ * reads no environment. 0, or -ENOMEM. */
+int activation_adopt(int fd, const char *name);
 /* Every passed socket must be named by a listener of `cfg`: 0, or -EINVAL with one error
  * per socket that no listener names. */
 int activation_check(const berth_config_t *cfg, config_errors_t *errs);

@@ -19,9 +19,17 @@ typedef struct agent_ops {
     void (*answer)(void *ctx, char *buf, size_t len);
 } agent_ops_t;
 
-/* Listen on addr. NULL with a message in err on failure. */
-agent_t *agent_open(uv_loop_t *loop, const struct sockaddr *addr, const agent_ops_t *ops, void *ctx,
-                    char *err, size_t errlen);
+/* Listen on addr (`at`: the address as configured, kept for a handover). NULL with a message
+ * in err on failure. */
+agent_t *agent_open(uv_loop_t *loop, const struct sockaddr *addr, const char *at,
+                    const agent_ops_t *ops, void *ctx, char *err, size_t errlen);
+/* binary upgrade: answer on `fd`, the listening socket the previous image handed over for
+ * `at`. NULL with a message in err on failure (fd is closed then). */
+agent_t *agent_adopt(uv_loop_t *loop, int fd, const char *at, const agent_ops_t *ops, void *ctx,
+                     char *err, size_t errlen);
+/* The listening descriptor, for a handover (-1 if none), and its address as configured. */
+int agent_fd(const agent_t *a);
+const char *agent_at(const agent_t *a);
 /* Stop listening; the agent is freed once its handle has closed. NULL is fine. */
 void agent_close(agent_t *a);
 

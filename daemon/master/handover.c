@@ -15,6 +15,7 @@ void handover_init(handover_t *h)
 {
     memset(h, 0, sizeof *h);
     h->stats_fd = h->limits_fd = h->admin_fd = h->reply_fd = h->rollback_fd = -1;
+    h->metrics_fd = h->agent_fd = -1;
 }
 
 typedef struct wbuf {
@@ -105,6 +106,22 @@ int handover_write(const handover_t *h)
         w_printf(&b, "worker %u %u %u %d %d %d\n", w->gen, w->index, w->group, (int)w->pid,
                  w->ctl_fd, w->slot);
     }
+    /* appended to format 1: a reader that does not know them skips them */
+    if (h->metrics_fd >= 0) {
+        w_printf(&b, "metrics %d ", h->metrics_fd);
+        w_text(&b, h->metrics_at);
+        w_printf(&b, "\n");
+    }
+    if (h->agent_fd >= 0) {
+        w_printf(&b, "agent %d ", h->agent_fd);
+        w_text(&b, h->agent_at);
+        w_printf(&b, "\n");
+    }
+    for (size_t i = 0; i < h->npassed; i++) {
+        w_printf(&b, "activation %d ", h->passed[i].fd);
+        w_text(&b, h->passed[i].name);
+        w_printf(&b, "\n");
+    }
     w_printf(&b, "end\n");
     int fd = -1, rc = 0;
     if (b.failed) {
@@ -154,6 +171,13 @@ static int r_text(const char *s, size_t n, char *out, size_t outlen)
     }
     out[o] = '\0';
     return 0;
+}
+
+/* A tab or a carriage return, which w_text writes as a space: never in an address or a
+ * name (systemd's FileDescriptorName= has no control characters). */
+static int lossy(const char *s)
+{
+    return strpbrk(s, "\t\r") != NULL;
 }
 
 static int hexval(char c)
@@ -316,6 +340,25 @@ int handover_parse(const char *text, size_t len, handover_t *h, char *err, size_
                     bad &= h->gens[k].id != w->gen;
             }
             h->nworkers += !bad;
+        } else if (KEY("metrics") || KEY("agent")) {
+            long fd;
+            int is_m = KEY("metrics");
+            char *at = is_m ? h->metrics_at : h->agent_at;
+            bad = sscanf(line, "%ld %n", &fd, &used) != 1 || parse_fd(fd) < 0 ||
+                  r_text(line + used, strlen(line + used), at, sizeof h->metrics_at) ||
+                  at[0] == '\0' || lossy(at);
+            if (!bad)
+                *(is_m ? &h->metrics_fd : &h->agent_fd) = (int)fd;
+        } else if (KEY("activation")) {
+            if (h->npassed == BERTH_MAX_LISTENERS)
+                FAIL("handover line %u: more than %d passed sockets", lineno, BERTH_MAX_LISTENERS);
+            long fd;
+            bad = sscanf(line, "%ld %n", &fd, &used) != 1 || parse_fd(fd) < 0 ||
+                  r_text(line + used, strlen(line + used), h->passed[h->npassed].name,
+                         sizeof h->passed[h->npassed].name) ||
+                  h->passed[h->npassed].name[0] == '\0' || lossy(h->passed[h->npassed].name);
+            if (!bad)
+                h->passed[h->npassed++].fd = (int)fd;
         } else if (KEY("end")) {
             ended = 1;
         } /* else: a key a newer writer added; skipped */
@@ -375,6 +418,10 @@ size_t handover_fds(const handover_t *h, int *out, size_t max)
         ADD(h->socks[i].fd);
     for (size_t i = 0; i < h->nworkers; i++)
         ADD(h->workers[i].ctl_fd);
+    ADD(h->metrics_fd);
+    ADD(h->agent_fd);
+    for (size_t i = 0; i < h->npassed; i++)
+        ADD(h->passed[i].fd);
 #undef ADD
     return n;
 }

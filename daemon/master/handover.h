@@ -19,6 +19,8 @@
 #define HANDOVER_FORMAT 1
 #define HANDOVER_MAX_GENS 32
 #define HANDOVER_TEXT_MAX (256 * 1024) /* far above what the limits below can write */
+/* every descriptor a handover can name: see handover_fds */
+#define HANDOVER_MAX_FDS (2 * BERTH_MAX_LISTENERS + STATS_WORKERS + 8)
 
 typedef struct ho_sock {
     int fd;
@@ -70,6 +72,16 @@ typedef struct handover {
     ho_gen_t gens[HANDOVER_MAX_GENS];
     size_t nworkers;
     ho_worker_t workers[STATS_WORKERS];
+    /* appended to format 1 (older readers skip them) */
+    int metrics_fd;       /* the /metrics listener; -1: none */
+    char metrics_at[256]; /* its [daemon] metrics as configured, so a reload keeps it */
+    int agent_fd;         /* the agent-check listener; -1: none */
+    char agent_at[256];   /* its [daemon] agent as configured */
+    size_t npassed;       /* the sockets systemd passed (socket activation), held for life */
+    struct {
+        int fd;
+        char name[256]; /* FileDescriptorName= */
+    } passed[BERTH_MAX_LISTENERS];
 } handover_t;
 
 void handover_init(handover_t *h);

@@ -919,32 +919,43 @@ static int master_main(const char *path, int hfd)
     uv_timer_init(&m.loop, &m.drain_wait);
     m.drain_wait.data = &m;
 
-    if (cfg && cfg->agent) {
+    if (upgrade_init(&m, cfg && cfg->admin ? cfg->admin : NULL))
+        log_warn("binary upgrade unavailable: cannot find this executable: %s", strerror(errno));
+    if (hfd >= 0) {
+        char why[1200];
+        if (upgrade_adopt(&m, &admin_ops, &agent_ops, why, sizeof why)) {
+            log_error("upgrade: cannot take over: %s", why);
+            if (!cfg_failed)
+                cfg_failed = strdup(why);
+        }
+#ifdef BERTH_UPGRADE_TEST_HOOKS
+        /* Test builds only (cmake -DBERTH_UPGRADE_TEST_HOOKS=ON, docs/upgrade.md): a new image
+         * that fails after its check passed, to see it roll back. The variable names the
+         * version that fails. */
+        const char *fail = getenv("BERTH_TEST_UPGRADE_FAIL");
+        if (!cfg_failed && fail && strcmp(fail, BERTH_VERSION) == 0)
+            cfg_failed = strdup("BERTH_TEST_UPGRADE_FAIL: this version fails after the exec");
+#endif
+    }
+    /* The agent-check: a binary upgrade handed it over (kept if the config names it still). */
+    if (cfg && m.agent && (!cfg->agent || strcmp(agent_at(m.agent), cfg->agent) != 0)) {
+        agent_close(m.agent);
+        m.agent = NULL;
+    }
+    if (cfg && cfg->agent && m.agent == NULL && !cfg_failed) {
         char why[256];
-        m.agent = agent_open(&m.loop, (const struct sockaddr *)&cfg->agent_addr, &agent_ops, &m,
-                             why, sizeof why);
-        if (m.agent == NULL) {
+        m.agent = agent_open(&m.loop, (const struct sockaddr *)&cfg->agent_addr, cfg->agent,
+                             &agent_ops, &m, why, sizeof why);
+        if (m.agent == NULL && hfd >= 0) {
+            char text[512];
+            snprintf(text, sizeof text, "agent %s: %s", cfg->agent, why);
+            cfg_failed = strdup(text); /* an upgrade: roll back */
+        } else if (m.agent == NULL) {
             log_error("agent %s: %s", cfg->agent, why);
             config_free(cfg);
             rc = EX_OSERR;
             goto out_loop;
         }
-    }
-
-    if (upgrade_init(&m, cfg && cfg->admin ? cfg->admin : NULL))
-        log_warn("binary upgrade unavailable: cannot find this executable: %s", strerror(errno));
-    if (hfd >= 0) {
-        char why[1200];
-        if (upgrade_adopt(&m, &admin_ops, why, sizeof why)) {
-            log_error("upgrade: cannot take over: %s", why);
-            if (!cfg_failed)
-                cfg_failed = strdup(why);
-        }
-        /* The tests' way to make a new image fail after its check passed, to see it roll
-         * back: BERTH_TEST_UPGRADE_FAIL names the version that fails. */
-        const char *fail = getenv("BERTH_TEST_UPGRADE_FAIL");
-        if (!cfg_failed && fail && strcmp(fail, BERTH_VERSION) == 0)
-            cfg_failed = strdup("BERTH_TEST_UPGRADE_FAIL: this version fails after the exec");
     }
     if (cfg_failed) {
         /* Back to the previous image, which goes on; or, with none, the adopted workers. */

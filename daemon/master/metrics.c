@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
+
+#define UV__ERR_FROM(e) (-(e)) /* libuv's error codes are -errno on unix */
 
 typedef struct metrics_client {
     union {
@@ -47,16 +50,46 @@ struct metrics {
     metrics_client_t *clients; /* newest first */
     unsigned nclients;
     int closing;
+    /* binary upgrade (metrics_pause): the listener's handle is closed, its socket kept in
+     * paused_fd, and `quiet` is called once the clients it had are gone */
+    int server_open; /* the server handle is open (or its close callback is owed) */
+    int is_unix;
+    unsigned live; /* clients not yet freed */
+    int paused_fd;
+    void (*quiet)(void *arg);
+    void *quiet_arg;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* a unix socket's, to unlink */
 };
+
+/* Nothing left open: free a closed one; tell a paused one's waiter. */
+static void settle(metrics_t *m)
+{
+    if (m->server_open || m->live)
+        return;
+    if (m->closing) {
+        if (m->paused_fd >= 0)
+            close(m->paused_fd);
+        if (m->path[0])
+            unlink(m->path);
+        free(m);
+        return;
+    }
+    void (*cb)(void *) = m->quiet;
+    m->quiet = NULL;
+    if (cb)
+        cb(m->quiet_arg);
+}
 
 static void client_closed(uv_handle_t *h)
 {
     metrics_client_t *c = h->data;
     if (--c->closes > 0)
         return;
+    metrics_t *m = c->m;
     metrics_buf_free(&c->out);
     free(c);
+    m->live--;
+    settle(m);
 }
 
 static void client_end(metrics_client_t *c)
@@ -196,6 +229,7 @@ static void on_connection(uv_stream_t *server, int status)
         return; /* it waits in the backlog for the next accept */
     }
     c->m = m;
+    m->live++;
     if (unix_sock)
         uv_pipe_init(m->loop, &c->h.pipe, 0);
     else
@@ -230,9 +264,8 @@ static void on_connection(uv_stream_t *server, int status)
 static void server_closed(uv_handle_t *h)
 {
     metrics_t *m = h->data;
-    if (m->path[0])
-        unlink(m->path);
-    free(m);
+    m->server_open = 0;
+    settle(m);
 }
 
 metrics_t *metrics_open(uv_loop_t *loop, const struct sockaddr *addr, socklen_t addrlen,
@@ -245,6 +278,9 @@ metrics_t *metrics_open(uv_loop_t *loop, const struct sockaddr *addr, socklen_t 
     }
     m->loop = loop;
     m->stats = stats;
+    m->server_open = 1;
+    m->paused_fd = -1;
+    m->is_unix = addr->sa_family == AF_UNIX;
     int rc;
     if (addr->sa_family == AF_UNIX) {
         const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
@@ -259,7 +295,20 @@ metrics_t *metrics_open(uv_loop_t *loop, const struct sockaddr *addr, socklen_t 
             memcpy(m->path, un->sun_path, n);
             m->path[n] = '\0';
             unlink(m->path); /* a stale socket of an earlier run */
-            rc = uv_pipe_bind(&m->server.pipe, m->path);
+            /* Bound here, not by uv_pipe_bind: libuv removes the file of a pipe it bound
+             * when the handle closes, and a binary upgrade closes the handle (metrics_pause)
+             * with the socket going on in the next image. settle() removes it at the end. */
+            int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+            rc = fd < 0 ? UV__ERR_FROM(errno) : 0;
+            if (rc == 0 && bind(fd, addr, addrlen) < 0)
+                rc = UV__ERR_FROM(errno);
+            if (rc == 0)
+                rc = uv_pipe_open(&m->server.pipe, fd);
+            if (rc && fd >= 0) {
+                if (rc != UV_EADDRINUSE)
+                    unlink(m->path);
+                close(fd);
+            }
             if (rc)
                 m->path[0] = '\0'; /* not ours to remove */
         }
@@ -272,10 +321,123 @@ metrics_t *metrics_open(uv_loop_t *loop, const struct sockaddr *addr, socklen_t 
         rc = uv_listen(&m->server.stream, 128, on_connection);
     if (rc) {
         snprintf(err, errlen, "%s", uv_strerror(rc));
+        m->closing = 1;
         uv_close(&m->server.handle, server_closed);
         return NULL;
     }
     return m;
+}
+
+metrics_t *metrics_adopt(uv_loop_t *loop, int fd, const stats_t *stats, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int listening = 0;
+    socklen_t ll = sizeof listening;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0 || !listening) {
+        snprintf(err, errlen, "descriptor %d is not a listening socket", fd);
+        close(fd);
+        return NULL;
+    }
+    metrics_t *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        snprintf(err, errlen, "out of memory");
+        close(fd);
+        return NULL;
+    }
+    m->loop = loop;
+    m->stats = stats;
+    m->server_open = 1;
+    m->paused_fd = -1;
+    m->is_unix = ss.ss_family == AF_UNIX;
+    int rc;
+    if (ss.ss_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)&ss;
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+        size_t n = sl > off ? strnlen(un->sun_path, sl - off) : 0;
+        uv_pipe_init(loop, &m->server.pipe, 0);
+        m->server.handle.data = m;
+        rc = uv_pipe_open(&m->server.pipe, fd);
+        if (rc == 0 && n > 0 && n < sizeof m->path) {
+            memcpy(m->path, un->sun_path, n);
+            m->path[n] = '\0';
+        }
+    } else {
+        uv_tcp_init(loop, &m->server.tcp);
+        m->server.handle.data = m;
+        rc = uv_tcp_open(&m->server.tcp, fd);
+    }
+    if (rc) {
+        close(fd); /* not the handle's yet */
+    } else {
+        /* listen() again on a listening socket only sets the backlog: the connections that
+         * waited in it during the exec are accepted now. */
+        rc = uv_listen(&m->server.stream, 128, on_connection);
+    }
+    if (rc) {
+        snprintf(err, errlen, "%s", uv_strerror(rc));
+        m->path[0] = '\0'; /* not removed: a failed adoption leaves it to whoever goes on */
+        m->closing = 1;
+        uv_close(&m->server.handle, server_closed);
+        return NULL;
+    }
+    return m;
+}
+
+int metrics_fd(const metrics_t *m)
+{
+    uv_os_fd_t fd = -1;
+    if (m == NULL || m->closing)
+        return -1;
+    if (m->paused_fd >= 0)
+        return m->paused_fd;
+    return uv_fileno(&m->server.handle, &fd) < 0 ? -1 : fd;
+}
+
+int metrics_pause(metrics_t *m, void (*quiet)(void *arg), void *arg)
+{
+    if (m == NULL || m->closing || m->paused_fd >= 0)
+        return -EINVAL;
+    uv_os_fd_t fd = -1;
+    if (uv_fileno(&m->server.handle, &fd) < 0)
+        return -EBADF;
+    m->paused_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (m->paused_fd < 0)
+        return -errno;
+    m->quiet = quiet;
+    m->quiet_arg = arg;
+    uv_close(&m->server.handle, server_closed);
+    return 0;
+}
+
+int metrics_resume(metrics_t *m)
+{
+    if (m == NULL || m->closing || m->paused_fd < 0)
+        return 0;
+    m->quiet = NULL;
+    if (m->server_open)
+        return -EBUSY; /* its close callback has not run yet */
+    int rc;
+    if (m->is_unix) {
+        uv_pipe_init(m->loop, &m->server.pipe, 0);
+        m->server.handle.data = m;
+        rc = uv_pipe_open(&m->server.pipe, m->paused_fd);
+    } else {
+        uv_tcp_init(m->loop, &m->server.tcp);
+        m->server.handle.data = m;
+        rc = uv_tcp_open(&m->server.tcp, m->paused_fd);
+    }
+    m->server_open = 1;
+    if (rc == 0) {
+        m->paused_fd = -1; /* the handle's now */
+        rc = uv_listen(&m->server.stream, 128, on_connection);
+    }
+    if (rc) {
+        log_error("metrics: cannot listen again after the upgrade failed: %s", uv_strerror(rc));
+        uv_close(&m->server.handle, server_closed);
+    }
+    return rc;
 }
 
 const char *metrics_where(const metrics_t *m, char *buf, size_t len)
@@ -308,7 +470,11 @@ void metrics_close(metrics_t *m)
     if (m == NULL || m->closing)
         return;
     m->closing = 1;
+    m->quiet = NULL;
     while (m->clients)
         client_end(m->clients);
-    uv_close(&m->server.handle, server_closed);
+    if (m->paused_fd >= 0 && !m->server_open)
+        settle(m); /* paused: the handle is closed already (freed now or by the last client) */
+    else if (!uv_is_closing(&m->server.handle))
+        uv_close(&m->server.handle, server_closed);
 }

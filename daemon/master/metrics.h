@@ -31,6 +31,19 @@ typedef struct metrics metrics_t;
  * message in err on failure. */
 metrics_t *metrics_open(uv_loop_t *loop, const struct sockaddr *addr, socklen_t addrlen,
                         const stats_t *stats, char *err, size_t errlen);
+/* binary upgrade: serve on `fd`, a listening socket the previous image handed over (tcp or
+ * unix: its path, from the socket, is removed at the close as for one opened here). NULL
+ * with a message in err on failure (fd is closed then). */
+metrics_t *metrics_adopt(uv_loop_t *loop, int fd, const stats_t *stats, char *err, size_t errlen);
+/* The listening descriptor, for a handover; -1 if none. */
+int metrics_fd(const metrics_t *m);
+/* binary upgrade: stop accepting (the socket stays open: connections wait in its backlog,
+ * and metrics_fd names it) and call quiet(arg) once the clients already accepted are gone,
+ * from the loop, so an exec cuts no scrape. 0 or -errno. */
+int metrics_pause(metrics_t *m, void (*quiet)(void *arg), void *arg);
+/* Accept again after a pause (the exec failed); quiet is not called any more. 0 or a uv
+ * error (logged; the listener is gone then). */
+int metrics_resume(metrics_t *m);
 /* Where it listens, as "127.0.0.1:9187", "[::1]:9187" or the path (a port 0 resolved). */
 const char *metrics_where(const metrics_t *m, char *buf, size_t len);
 /* Stop listening and drop every client; freed once the handles have closed (a unix socket's

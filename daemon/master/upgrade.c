@@ -14,9 +14,12 @@
 #include "core/limits.h"
 #include "core/log.h"
 #include "core/notify.h"
+#include "master/activation.h"
+#include "master/agent.h"
 #include "master/generation.h"
 #include "master/handover.h"
 #include "master/mcast.h"
+#include "master/metrics.h"
 
 /* A generation handed over by the previous image: workers this image only supervises. */
 typedef struct adopted {
@@ -34,6 +37,9 @@ typedef struct upgrade {
     char failed[1024]; /* this image is a rollback: why the newer one could not start */
     char from[64];
     int reply_fd; /* a berthctl upgrade connection handed over, waiting for the outcome */
+    /* what the previous image handed that an older release does not: a rollback to it
+     * hands over only these (it would not know the others, and they would hold its ports) */
+    int had_metrics, had_agent, had_passed;
     adopted_t gens[HANDOVER_MAX_GENS];
     size_t ngens;
     size_t adopted_socks[BERTH_MAX_LISTENERS]; /* registry indices holding one user for them */
@@ -48,6 +54,9 @@ typedef struct upgrade {
     admin_done_cb done;
     void *done_arg;
     int client_fd;
+    /* checked: the exec waits (at most UPGRADE_QUIET_MS) for the scrapes in progress */
+    int exec_pending;
+    uint64_t exec_deadline;
     handover_t ho; /* scratch: large, kept off the stack */
 } upgrade_t;
 
@@ -102,10 +111,20 @@ int upgrade_adopt_early(master_t *m, int fd, char *err, size_t errlen)
     if (rc)
         return rc;
     /* Whatever happens next, these must not leak into workers or a later exec. */
-    int fds[BERTH_MAX_LISTENERS + STATS_WORKERS + 8];
+    int fds[HANDOVER_MAX_FDS];
     size_t nfds = handover_fds(h, fds, sizeof fds / sizeof fds[0]);
     for (size_t i = 0; i < nfds; i++)
         set_cloexec(fds[i], 1);
+    u->had_metrics = h->metrics_fd >= 0;
+    u->had_agent = h->agent_fd >= 0;
+    u->had_passed = h->npassed > 0;
+    /* socket activation: systemd's sockets, held for the master's life, before the config's
+     * first check looks for them */
+    for (size_t i = 0; i < h->npassed; i++)
+        if ((rc = activation_adopt(h->passed[i].fd, h->passed[i].name)) != 0) {
+            snprintf(err, errlen, "the sockets systemd passed: %s", strerror(-rc));
+            return rc;
+        }
     snprintf(u->exe, sizeof u->exe, "%s", h->exe);
     snprintf(u->from, sizeof u->from, "%s", h->from);
     snprintf(u->failed, sizeof u->failed, "%s", h->failed);
@@ -126,7 +145,8 @@ int upgrade_adopt_early(master_t *m, int fd, char *err, size_t errlen)
     return 0;
 }
 
-int upgrade_adopt(master_t *m, const admin_ops_t *ops, char *err, size_t errlen)
+int upgrade_adopt(master_t *m, const admin_ops_t *ops, const agent_ops_t *agent_ops, char *err,
+                  size_t errlen)
 {
     upgrade_t *u = m->up;
     handover_t *h = &u->ho;
@@ -171,6 +191,25 @@ int upgrade_adopt(master_t *m, const admin_ops_t *ops, char *err, size_t errlen)
         if (m->admin == NULL || errs.count) {
             snprintf(err, errlen, "admin socket: %s", errs.count ? errs.msgs[0] : "out of memory");
             config_errors_free(&errs);
+            return -EINVAL;
+        }
+    }
+    /* The /metrics and agent-check listeners: connections that came during the exec waited
+     * in their backlogs. The config decides afterwards whether they stay (master.c). */
+    char why[256];
+    if (h->metrics_fd >= 0) {
+        m->metrics = metrics_adopt(&m->loop, h->metrics_fd, m->stats, why, sizeof why);
+        m->metrics_at = m->metrics ? strdup(h->metrics_at) : NULL;
+        if (m->metrics == NULL || m->metrics_at == NULL) {
+            snprintf(err, errlen, "metrics %s: %s", h->metrics_at,
+                     m->metrics ? "out of memory" : why);
+            return -EINVAL;
+        }
+    }
+    if (h->agent_fd >= 0) {
+        m->agent = agent_adopt(&m->loop, h->agent_fd, h->agent_at, agent_ops, m, why, sizeof why);
+        if (m->agent == NULL) {
+            snprintf(err, errlen, "agent %s: %s", h->agent_at, why);
             return -EINVAL;
         }
     }
@@ -330,8 +369,9 @@ static void ho_add_generation(handover_t *h, const generation_t *g, int state, u
 }
 
 /* Everything this image holds, as a handover for `exe` (rollback_fd: the image to go back to,
- * -1 for none). 0, or -E2BIG when more generations are alive than a handover carries. */
-static int collect(master_t *m, handover_t *h, int rollback_fd, const char *failed)
+ * -1 for none; back: a rollback, to the image that handed this one over). 0, or -E2BIG when
+ * more generations are alive than a handover carries. */
+static int collect(master_t *m, handover_t *h, int rollback_fd, const char *failed, int back)
 {
     upgrade_t *u = m->up;
     uint64_t now = uv_now(&m->loop);
@@ -349,6 +389,25 @@ static int collect(master_t *m, handover_t *h, int rollback_fd, const char *fail
     snprintf(h->admin_path, sizeof h->admin_path, "%s", u->admin_path);
     h->reply_fd = u->reply_fd >= 0 ? u->reply_fd : u->client_fd;
     h->rollback_fd = rollback_fd;
+    /* Appended keys. Going back, only what the previous image handed over itself: a release
+     * older than them would skip the lines and keep the sockets open, unused, holding the
+     * address it binds again. Not listed, they close at the exec (close-on-exec). */
+    if (m->metrics && m->metrics_at && (!back || u->had_metrics)) {
+        h->metrics_fd = metrics_fd(m->metrics);
+        snprintf(h->metrics_at, sizeof h->metrics_at, "%s", m->metrics_at);
+    }
+    if (m->agent && (!back || u->had_agent)) {
+        h->agent_fd = agent_fd(m->agent);
+        snprintf(h->agent_at, sizeof h->agent_at, "%s", agent_at(m->agent));
+    }
+    for (size_t i = 0; i < activation_count() && (!back || u->had_passed); i++) {
+        const char *name = NULL;
+        int fd = activation_fd(i, &name);
+        if (fd < 0)
+            break;
+        h->passed[h->npassed].fd = fd;
+        snprintf(h->passed[h->npassed++].name, sizeof h->passed[0].name, "%s", name);
+    }
     for (size_t i = 0; i < m->socks.n; i++) {
         const lsock_t *s = &m->socks.socks[i];
         if (s->fd < 0)
@@ -391,12 +450,12 @@ static int exec_image(master_t *m, int exec_fd, int rollback_fd, const char *fai
 {
     upgrade_t *u = m->up;
     handover_t *h = &u->ho;
-    int hfd = collect(m, h, rollback_fd, failed);
+    int hfd = collect(m, h, rollback_fd, failed, exec_fd >= 0 && rollback_fd < 0);
     if (hfd == 0)
         hfd = handover_write(h);
     if (hfd < 0)
         return hfd;
-    int fds[BERTH_MAX_LISTENERS + STATS_WORKERS + 8];
+    int fds[HANDOVER_MAX_FDS];
     size_t nfds = handover_fds(h, fds, sizeof fds / sizeof fds[0]);
     for (size_t i = 0; i < nfds; i++)
         set_cloexec(fds[i], 0);
@@ -480,9 +539,9 @@ static void on_check_output(uv_poll_t *p, int status, int events)
 void upgrade_begin(master_t *m, int client_fd, admin_done_cb done, void *arg)
 {
     upgrade_t *u = up_get(m);
-    const char *busy = u == NULL                   ? "out of memory"
-                       : m->stopping               ? "berthd is stopping"
-                       : u->check_pid > 0          ? "an upgrade is in progress"
+    const char *busy = u == NULL                             ? "out of memory"
+                       : m->stopping                         ? "berthd is stopping"
+                       : u->check_pid > 0 || u->exec_pending ? "an upgrade is in progress"
                        : m->starting || !m->active ? "a reload or an upgrade is in progress"
                        : u->exe[0] == '\0'         ? "the executable's path is not known"
                                                    : NULL;
@@ -500,7 +559,7 @@ void upgrade_begin(master_t *m, int client_fd, admin_done_cb done, void *arg)
     log_info("upgrade: checking %s with %s", u->exe, m->conf_path);
     /* The new binary reads this very handover (its format and counters layout), then checks
      * the config and loads the plugins, without touching anything of ours. */
-    int hfd = collect(m, &u->ho, -1, NULL);
+    int hfd = collect(m, &u->ho, -1, NULL, 0);
     if (hfd == 0)
         hfd = handover_write(&u->ho);
     int pfd[2] = {-1, -1};
@@ -554,6 +613,32 @@ void upgrade_begin(master_t *m, int client_fd, admin_done_cb done, void *arg)
     }
 }
 
+static void exec_now(master_t *m)
+{
+    upgrade_t *u = m->up;
+    u->exec_pending = 0;
+    if (m->stopping || m->starting) {
+        metrics_resume(m->metrics);
+        check_finish(m, 0,
+                     m->stopping ? "berthd is stopping"
+                                 : "a reload started during the upgrade; try again after it");
+        return;
+    }
+    log_info("upgrade: %s checked; executing it", u->exe);
+    int rc = exec_image(m, -1, u->self_fd, NULL);
+    char why[PATH_MAX + 128];
+    snprintf(why, sizeof why, "cannot execute %s: %s", u->exe, strerror(-rc));
+    metrics_resume(m->metrics);
+    check_finish(m, 0, why);
+}
+
+static void on_quiet(void *arg)
+{
+    master_t *m = arg;
+    if (m->up && m->up->exec_pending)
+        exec_now(m);
+}
+
 static void check_exited(master_t *m, int status)
 {
     upgrade_t *u = m->up;
@@ -573,10 +658,16 @@ static void check_exited(master_t *m, int status)
         return;
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        log_info("upgrade: %s checked; executing it", u->exe);
-        int rc = exec_image(m, -1, u->self_fd, NULL);
-        snprintf(why, sizeof why, "cannot execute %s: %s", u->exe, strerror(-rc));
-        check_finish(m, 0, why);
+        /* The /metrics listener stops accepting (new scrapes wait in its backlog for the new
+         * image) and the exec waits for the scrapes already accepted: the exec would cut
+         * them. The agent-check answers at accept and keeps nothing open. */
+        if (m->metrics && metrics_pause(m->metrics, on_quiet, m) == 0) {
+            u->exec_pending = 1;
+            u->exec_deadline = uv_now(&m->loop) + UPGRADE_QUIET_MS;
+            log_debug("upgrade: %s checked; executing it once the scrapes in progress end", u->exe);
+            return;
+        }
+        exec_now(m);
         return;
     }
     char how[96];
@@ -653,6 +744,11 @@ int upgrade_on_failed(master_t *m, const char *why)
 
 void upgrade_stop(master_t *m, int now)
 {
+    if (m->up && m->up->exec_pending) {
+        m->up->exec_pending = 0;
+        metrics_resume(m->metrics);
+        check_finish(m, 0, "berthd is stopping");
+    }
     if (m->up && m->up->check_pid > 0)
         kill(m->up->check_pid, SIGKILL);
     if (m->up)
@@ -666,6 +762,11 @@ void upgrade_tick(master_t *m, uint64_t now)
     upgrade_t *u = m->up;
     if (u == NULL)
         return;
+    if (u->exec_pending && now >= u->exec_deadline) {
+        log_warn("upgrade: scrapes of /metrics still open after %d ms; executing anyway",
+                 UPGRADE_QUIET_MS);
+        exec_now(m);
+    }
     if (u->check_pid > 0 && now >= u->check_deadline) {
         log_error("upgrade: the check of %s did not end within %d s; killing it", u->exe,
                   UPGRADE_CHECK_MS / 1000);

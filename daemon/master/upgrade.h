@@ -15,10 +15,12 @@
 #include <sys/types.h>
 
 #include "master/admin.h"
+#include "master/agent.h"
 #include "master/master.h"
 
 #define UPGRADE_CHECK_MS 30000 /* the new binary's check must end by then */
 #define UPGRADE_OUTPUT_MAX 8192
+#define UPGRADE_QUIET_MS 2000 /* checked, the exec waits this long at most for open scrapes */
 
 struct generation;
 
@@ -28,7 +30,8 @@ int upgrade_init(master_t *m, const char *admin_path);
  * table (before the loop runs). 0, or -errno with the reason in err. */
 int upgrade_adopt_early(master_t *m, int fd, char *err, size_t errlen);
 /* ... then the admin socket, listening sockets and the workers (the loop is initialised). */
-int upgrade_adopt(master_t *m, const admin_ops_t *ops, char *err, size_t errlen);
+int upgrade_adopt(master_t *m, const admin_ops_t *ops, const agent_ops_t *agent_ops, char *err,
+                  size_t errlen);
 /* Multicast memberships of adopted sockets are those of the config that made them: taken
  * from the matching listeners of cfg before its generation acquires them. */
 void upgrade_adopt_groups(master_t *m, const berth_config_t *cfg);

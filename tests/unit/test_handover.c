@@ -59,6 +59,16 @@ static void test_round_trip(void **state)
     a.workers[1] = (ho_worker_t){.gen = 7, .index = 1, .pid = 101, .ctl_fd = 21, .slot = 1};
     a.workers[2] =
         (ho_worker_t){.gen = 5, .index = 0, .group = 1, .pid = 90, .ctl_fd = 22, .slot = 2};
+    /* the keys appended to format 1 */
+    a.metrics_fd = 30;
+    snprintf(a.metrics_at, sizeof a.metrics_at, "/run/berth/metrics\\ sock");
+    a.agent_fd = 31;
+    snprintf(a.agent_at, sizeof a.agent_at, "[::1]:8081");
+    a.npassed = 2;
+    a.passed[0].fd = 3;
+    snprintf(a.passed[0].name, sizeof a.passed[0].name, "echo-tcp");
+    a.passed[1].fd = 4;
+    snprintf(a.passed[1].name, sizeof a.passed[1].name, "name with spaces");
     int fd = handover_write(&a);
     assert_true(fd >= 0);
     char err[256] = "";
@@ -91,19 +101,47 @@ static void test_round_trip(void **state)
     assert_int_equal(b.nworkers, 3);
     assert_int_equal(b.workers[2].group, 1);
     assert_int_equal(b.workers[2].pid, 90);
-    int fds[16];
-    assert_int_equal(handover_fds(&b, fds, 16), 5 + 2 + 3);
+    assert_int_equal(b.metrics_fd, 30);
+    assert_string_equal(b.metrics_at, a.metrics_at);
+    assert_int_equal(b.agent_fd, 31);
+    assert_string_equal(b.agent_at, "[::1]:8081");
+    assert_int_equal(b.npassed, 2);
+    assert_int_equal(b.passed[1].fd, 4);
+    assert_string_equal(b.passed[1].name, "name with spaces");
+    int fds[HANDOVER_MAX_FDS];
+    assert_int_equal(handover_fds(&b, fds, HANDOVER_MAX_FDS), 5 + 2 + 3 + 2 + 2);
+}
+
+/* The keys appended to format 1 are optional: a document without them (as an earlier writer
+ * made it) reads with none; with them, each is read. */
+static void test_appended_keys_are_optional(void **state)
+{
+    char err[256] = "";
+    assert_int_equal(parse("berth-handover 1\nexe /b\nstats 3 10\nend\n", err, sizeof err), 0);
+    assert_int_equal(a.metrics_fd, -1);
+    assert_int_equal(a.agent_fd, -1);
+    assert_int_equal(a.npassed, 0);
+    assert_int_equal(parse("berth-handover 1\nexe /b\nstats 3 10\nmetrics 12 127.0.0.1:9\n"
+                           "agent 13 127.0.0.1:8\nactivation 3 a\nactivation 4 b\nend\n",
+                           err, sizeof err),
+                     0);
+    assert_int_equal(a.metrics_fd, 12);
+    assert_string_equal(a.metrics_at, "127.0.0.1:9");
+    assert_int_equal(a.agent_fd, 13);
+    assert_int_equal(a.npassed, 2);
+    assert_string_equal(a.passed[1].name, "b");
 }
 
 /* A release reads the format before it; a key it does not know is skipped. */
 static void test_older_and_unknown_keys(void **state)
 {
     char err[256] = "";
-    assert_int_equal(parse("berth-handover 1\nexe /b\nstats 3 10\nmetrics 12 127.0.0.1:9\n"
+    assert_int_equal(parse("berth-handover 1\nexe /b\nstats 3 10\nfrom_the_future 12 x:9\n"
                            "end\nafter the end is not read\n",
                            err, sizeof err),
                      0);
     assert_int_equal(a.stats_fd, 3);
+    assert_int_equal(a.metrics_fd, -1);
     assert_int_equal(a.admin_fd, -1);
     assert_int_equal(a.reply_fd, -1);
 }
@@ -150,6 +188,13 @@ static void test_refused(void **state)
             "malformed sock"); /* a nameless socket */
     refused("berth-handover 1\nexe /b\nfailed bad escape \\t\nstats 3 10\nend\n",
             "malformed failed");
+    refused("berth-handover 1\nexe /b\nstats 3 10\nmetrics 12\nend\n", "malformed metrics");
+    refused("berth-handover 1\nexe /b\nstats 3 10\nmetrics -1 a:1\nend\n", "malformed metrics");
+    refused("berth-handover 1\nexe /b\nstats 3 10\nagent x a:1\nend\n", "malformed agent");
+    refused("berth-handover 1\nexe /b\nstats 3 10\nactivation 3 \nend\n",
+            "malformed activation"); /* a nameless passed socket */
+    refused("berth-handover 1\nexe /b\nstats 3 10\nactivation 3 a\tb\nend\n",
+            "malformed activation"); /* a tab would not write back */
 }
 
 /* The limits: HANDOVER_MAX_GENS generations, BERTH_MAX_LISTENERS sockets. */
@@ -172,6 +217,11 @@ static void test_limits(void **state)
         n += (size_t)snprintf(t + n, cap - n, "sock %u 0 0 0 0 0 1 0a\tn\ta\tb\n", i + 4);
     snprintf(t + n, cap - n, "end\n");
     refused(t, "more than");
+    n = (size_t)snprintf(t, cap, "berth-handover 1\nexe /b\nstats 3 10\n");
+    for (unsigned i = 0; i <= BERTH_MAX_LISTENERS; i++)
+        n += (size_t)snprintf(t + n, cap - n, "activation %u n%u\n", i + 4, i);
+    snprintf(t + n, cap - n, "end\n");
+    refused(t, "more than");
     free(t);
 }
 
@@ -180,6 +230,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_older_and_unknown_keys),
+        cmocka_unit_test(test_appended_keys_are_optional),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_limits),
     };
