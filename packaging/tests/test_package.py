@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -458,6 +459,63 @@ class PackageTest(unittest.TestCase):
             pwd.getpwnam("berth")
         with self.assertRaises(KeyError):
             grp.getgrnam("berth")
+
+    def test_package_upgrade_under_load(self):
+        """dpkg -i of a version-bumped rebuild over the running daemon: the postinst runs
+        berthctl upgrade, the binary is re-executed in place (same pid) and a client load
+        loses no connection (issue 17)."""
+        out = os.path.join(self.tmp, "next-debs")
+        run([os.path.join(SRC, "packaging", "build-deb"), "-o", out], timeout=1500,
+            env=dict(os.environ, TMPDIR=self.tmp, BERTH_DEB_SUFFIX="+upgradetest1",
+                     LINTIAN="no"))
+        next_debs = [glob.glob(os.path.join(out, f"{p}_*+upgradetest1_*.deb"))[0]
+                     for p in PACKAGES]
+
+        self.install()
+        unit = read_unit(UNIT)
+        proc = self.start_as_unit(unit)
+        st = wait_until(self.serving, 20, "berthd to serve")
+        old_version = st["version"]
+        self.assertFalse(old_version.endswith("+upgradetest1"), old_version)
+
+        held = socket.create_connection(("127.0.0.1", self.echo_port), timeout=IO_TIMEOUT)
+        self.addCleanup(held.close)
+        held.sendall(b"before\n")
+        self.assertEqual(held.recv(100), b"before\n")
+
+        done, failures, count = threading.Event(), [], [0]
+
+        def load():
+            while not done.is_set():
+                try:
+                    got = tcp_exchange(self.echo_port, b"load\n", 5)
+                    if got != b"load\n":
+                        failures.append(repr(got))
+                    count[0] += 1
+                except OSError as e:
+                    failures.append(repr(e))
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        self.addCleanup(loader.join, 60)
+        self.addCleanup(done.set)
+        wait_until(lambda: count[0] > 50, 60, "the load to run")
+
+        p = run(["dpkg", "-i", *next_debs],
+                env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        st = wait_until(lambda: (lambda s: s if s and s["version"].endswith("+upgradetest1")
+                                 else None)(self.status()), 60, "the new version to serve")
+        self.assertEqual(st["pid"], proc.pid, "the master's pid is kept")
+        before = count[0]
+        wait_until(lambda: count[0] > before + 50, 60, "the load to go on")
+        done.set()
+        loader.join(60)
+        self.assertEqual(failures, [], p.stdout + p.stderr + self.daemon_log())
+        held.sendall(b"after\n")
+        self.assertEqual(held.recv(100), b"after\n")
+        self.assertIn("upgraded", p.stdout + p.stderr)
+
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(60), 0, self.daemon_log())
 
     # A users-file line for the socks5 example: sha512crypt of "not-a-real-password".
     USERS_LINE = ("alice:$6$berthtestsalt$N7NQfoKQXYfQfeP7lLFWdDlHJMx8FdUaMuPgKvVlyaP7Tdpj8q6G"
