@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "core/log.h"
+#include "master/listen.h"
 
 #define UV__ERR_FROM(e) (-(e)) /* libuv's error codes are -errno on unix */
 
@@ -59,7 +61,22 @@ struct metrics {
     void (*quiet)(void *arg);
     void *quiet_arg;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* a unix socket's, to unlink */
+    dev_t dev; /* ... only while the file there is still the one we bound */
+    ino_t ino;
 };
+
+/* Remember which file at m->path is ours, so that closing removes that one only (a reload
+ * that moved the socket, or another process's file put there since, is left alone). */
+static void own_path(metrics_t *m)
+{
+    struct stat st;
+    if (m->path[0] && stat(m->path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        m->dev = st.st_dev;
+        m->ino = st.st_ino;
+    } else {
+        m->path[0] = '\0';
+    }
+}
 
 /* Nothing left open: free a closed one; tell a paused one's waiter. */
 static void settle(metrics_t *m)
@@ -69,7 +86,8 @@ static void settle(metrics_t *m)
     if (m->closing) {
         if (m->paused_fd >= 0)
             close(m->paused_fd);
-        if (m->path[0])
+        struct stat st;
+        if (m->path[0] && stat(m->path, &st) == 0 && st.st_dev == m->dev && st.st_ino == m->ino)
             unlink(m->path);
         free(m);
         return;
@@ -205,7 +223,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     if (nread < 0) {
-        client_end(c); /* EOF or an error: before the answer, nobody to answer */
+        /* A client that half-closes after its request (printf ... | nc) still gets the whole
+         * answer: with one queued, only reading stops, and on_written (or the deadline) ends
+         * it. Before an answer, or on an error, there is nobody to answer. */
+        if (nread == UV_EOF && c->answered) {
+            uv_read_stop(&c->h.stream);
+            return;
+        }
+        client_end(c);
         return;
     }
     if (c->answered)
@@ -225,8 +250,24 @@ static void on_connection(uv_stream_t *server, int status)
     int unix_sock = server->type == UV_NAMED_PIPE;
     metrics_client_t *c = calloc(1, sizeof *c);
     if (c == NULL) {
-        log_warn("metrics: out of memory for a client");
-        return; /* it waits in the backlog for the next accept */
+        /* libuv has accept()ed it already and polls the server again only once it is taken:
+         * take it into a handle of our own and close it, or /metrics would stop for good. */
+        static union {
+            uv_handle_t handle;
+            uv_stream_t stream;
+            uv_tcp_t tcp;
+            uv_pipe_t pipe;
+        } drop;
+        log_warn("metrics: out of memory for a client; closing it");
+        if (drop.handle.loop != NULL && uv_is_closing(&drop.handle))
+            return; /* the previous one is still closing: the next turn takes it */
+        if (unix_sock)
+            uv_pipe_init(m->loop, &drop.pipe, 0);
+        else
+            uv_tcp_init(m->loop, &drop.tcp);
+        uv_accept(server, &drop.stream);
+        uv_close(&drop.handle, NULL);
+        return;
     }
     c->m = m;
     m->live++;
@@ -294,23 +335,30 @@ metrics_t *metrics_open(uv_loop_t *loop, const struct sockaddr *addr, socklen_t 
         } else {
             memcpy(m->path, un->sun_path, n);
             m->path[n] = '\0';
-            unlink(m->path); /* a stale socket of an earlier run */
-            /* Bound here, not by uv_pipe_bind: libuv removes the file of a pipe it bound
-             * when the handle closes, and a binary upgrade closes the handle (metrics_pause)
-             * with the socket going on in the next image. settle() removes it at the end. */
-            int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-            rc = fd < 0 ? UV__ERR_FROM(errno) : 0;
-            if (rc == 0 && bind(fd, addr, addrlen) < 0)
-                rc = UV__ERR_FROM(errno);
-            if (rc == 0)
-                rc = uv_pipe_open(&m->server.pipe, fd);
-            if (rc && fd >= 0) {
-                if (rc != UV_EADDRINUSE)
-                    unlink(m->path);
-                close(fd);
+            /* The listeners' rules: a stale socket file is replaced; a live one (another
+             * berthd's) or a file that is not a socket is an error, never removed. Bound
+             * here, not by uv_pipe_bind: libuv removes the file of a pipe it bound when the
+             * handle closes, and a binary upgrade closes the handle (metrics_pause) with the
+             * socket going on in the next image. settle() removes it at the end. */
+            lsock_t ls;
+            char why[512];
+            if (listen_open_unix(m->path, 0600, 128, "metrics", &ls, why, sizeof why) < 0) {
+                snprintf(err, errlen, "%s", why);
+                m->path[0] = '\0';
+                m->closing = 1;
+                uv_close(&m->server.handle, server_closed);
+                return NULL;
             }
-            if (rc)
-                m->path[0] = '\0'; /* not ours to remove */
+            free(ls.address);
+            free(ls.name);
+            rc = uv_pipe_open(&m->server.pipe, ls.fd);
+            if (rc) {
+                unlink(m->path);
+                close(ls.fd);
+                m->path[0] = '\0';
+            } else {
+                own_path(m);
+            }
         }
     } else {
         uv_tcp_init(loop, &m->server.tcp);
@@ -362,6 +410,7 @@ metrics_t *metrics_adopt(uv_loop_t *loop, int fd, const stats_t *stats, char *er
         if (rc == 0 && n > 0 && n < sizeof m->path) {
             memcpy(m->path, un->sun_path, n);
             m->path[n] = '\0';
+            own_path(m);
         }
     } else {
         uv_tcp_init(loop, &m->server.tcp);

@@ -353,6 +353,29 @@ scrape_configs:
         self.assertEqual(status, 200)
         self.assertIn('berth_reloads_total{result="ok"} 2', body)
 
+        # A path that holds a file which is not a socket, or another process's live socket,
+        # is an error naming it, never removed; the socket in use goes on serving.
+        plain = os.path.join(self.tmp, "not-a-socket")
+        with open(plain, "w") as f:
+            f.write("keep me\n")
+        self.d.set_daemon_key("metrics", plain)
+        self.assertFalse(self.d.reload())
+        with open(plain) as f:
+            self.assertEqual(f.read(), "keep me\n")
+        self.assertIn("not a socket", self.d.log())
+        live = os.path.join(self.tmp, "someone-else.sock")
+        other_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(other_server.close)
+        other_server.bind(live)
+        other_server.listen(4)
+        ino = os.stat(live).st_ino
+        self.d.set_daemon_key("metrics", live)
+        self.assertFalse(self.d.reload())
+        self.assertEqual(os.stat(live).st_ino, ino)
+        self.assertIn("in use by another process", self.d.log())
+        status, _, body = http_get(socket.AF_UNIX, other)
+        self.assertEqual(status, 200)
+
     def test_hostile_clients_cost_only_themselves(self):
         self.start("metrics = 127.0.0.1:0\n", workers=1)
         family, addr = metrics_addr(self.d)
