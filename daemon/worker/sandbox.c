@@ -291,11 +291,14 @@ static int landlock_apply(worker_t *w, int abi, unsigned *rules, char *why, size
         char dir[4096];
         snprintf(dir, sizeof dir, "%s", w->cfg->log);
         char *slash = strrchr(dir, '/');
-        if (slash == dir)
-            slash[1] = '\0';
-        else
+        if (slash == dir) {
+            /* A log right under / : a right on its folder would be one on every file of the
+             * system. The file alone, then (a reopen after a rotation is refused). */
+            rc = add_path(&rs, w->cfg->log, LANDLOCK_ACCESS_FS_WRITE_FILE, 0);
+        } else {
             *slash = '\0';
-        rc = add_path(&rs, dir, LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_MAKE_REG, 0);
+            rc = add_path(&rs, dir, LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_MAKE_REG, 0);
+        }
     }
     for (size_t i = 0; rc == 0 && i < ndecls; i++) {
         const decl_t *d = &decls[i];
