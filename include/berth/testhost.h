@@ -54,7 +54,8 @@ typedef struct berth_testhost berth_testhost_t;
 berth_testhost_t *berth_testhost_new(const berth_handler_t *plugin, char *err, size_t errlen);
 /* The same for a built plugin file: dlopen()s it and reads its `berth_handler`. */
 berth_testhost_t *berth_testhost_open(const char *so_path, char *err, size_t errlen);
-/* Ends every open conn (finish), closes every listener (listener_close), calls worker_stop if
+/* Runs the done callback of every queued work item with -ECANCELED (its work never runs),
+ * ends every open conn (finish), closes every listener (listener_close), calls worker_stop if
  * worker_start ran, then unload(); frees everything. NULL is fine. */
 void berth_testhost_free(berth_testhost_t *th);
 
