@@ -140,6 +140,17 @@ def wait_until(pred, timeout, what):
         time.sleep(0.05)
 
 
+def recv_n(sock, n):
+    """n bytes from sock (fewer only if it closes first): one recv may return part."""
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def tcp_exchange(port, send, expect_len):
     with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as s:
         if send:
@@ -481,7 +492,7 @@ class PackageTest(unittest.TestCase):
         held = socket.create_connection(("127.0.0.1", self.echo_port), timeout=IO_TIMEOUT)
         self.addCleanup(held.close)
         held.sendall(b"before\n")
-        self.assertEqual(held.recv(100), b"before\n")
+        self.assertEqual(recv_n(held, 7), b"before\n")
 
         done, failures, count = threading.Event(), [], [0]
 
@@ -511,7 +522,7 @@ class PackageTest(unittest.TestCase):
         loader.join(60)
         self.assertEqual(failures, [], p.stdout + p.stderr + self.daemon_log())
         held.sendall(b"after\n")
-        self.assertEqual(held.recv(100), b"after\n")
+        self.assertEqual(recv_n(held, 6), b"after\n")
         self.assertIn("upgraded", p.stdout + p.stderr)
 
         proc.send_signal(signal.SIGTERM)

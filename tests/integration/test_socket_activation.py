@@ -24,6 +24,18 @@ def echo_once(sock, data):
     return harness.recv_exact(sock, len(data), strict=True)
 
 
+def connect_when_listening(sock, path):
+    """connect() to the unix socket systemd-socket-activate made: its file appears at bind(),
+    a moment before listen(), so ECONNREFUSED then means "not yet", not "refused"."""
+    def attempt():
+        try:
+            sock.connect(path)
+            return True
+        except ConnectionRefusedError:
+            return False
+    wait_until(attempt, what="systemd-socket-activate to listen on " + path)
+
+
 @unittest.skipUnless(ACTIVATE, "systemd-socket-activate is not installed")
 class SocketActivation(DaemonTestCase):
     def activated(self, listeners, names, tcp):
@@ -77,7 +89,7 @@ class SocketActivation(DaemonTestCase):
         # in the backlog and is served once the workers are.
         first = socket.socket(socket.AF_UNIX)
         first.settimeout(IO_TIMEOUT)
-        first.connect(self.path)
+        connect_when_listening(first, self.path)
         self.assertEqual(echo_once(first, b"first\n"), b"first\n")
         wait_until(d.serving, what="berthd to serve")
         self.tcp.close()  # only berthd holds the tcp socket now
@@ -105,7 +117,7 @@ class SocketActivation(DaemonTestCase):
                 self.assertEqual(echo_once(c, b"after\n"), b"after\n")
             with socket.socket(socket.AF_UNIX) as c:
                 c.settimeout(IO_TIMEOUT)
-                c.connect(self.path)
+                connect_when_listening(c, self.path)
                 self.assertEqual(echo_once(c, b"after\n"), b"after\n")
         first.close()
 
@@ -118,7 +130,7 @@ class SocketActivation(DaemonTestCase):
             """
         d = self.activated(listeners, "echo-tcp:stray", self.tcp)
         with socket.socket(socket.AF_UNIX) as c:
-            c.connect(self.path)
+            connect_when_listening(c, self.path)
             self.assertEqual(d.proc.wait(IO_TIMEOUT * 2), 78)
         self.assertRegex(d.log(), r'systemd passed a socket named "stray" '
                                   r'\(FileDescriptorName=stray, fd 4\) but no listener section '
@@ -138,7 +150,7 @@ class SocketActivation(DaemonTestCase):
             """
         d = self.activated(listeners, "echo-tcp:echo-unix", self.tcp)
         with socket.socket(socket.AF_UNIX) as c:
-            c.connect(self.path)
+            connect_when_listening(c, self.path)
             self.assertEqual(d.proc.wait(IO_TIMEOUT * 2), 78)
         self.assertIn("the socket systemd passed as echo-unix is a unix stream socket; "
                       "protocol = udp wants a inet datagram one", d.log())

@@ -191,7 +191,7 @@ class Upgrade(DaemonTestCase):
         loads = [Load(echo_port) for _ in range(2)]
         for t in loads:
             t.start()
-        wait_until(lambda: all(t.ok > 20 for t in loads), IO_TIMEOUT, what="the load to run")
+        wait_until(lambda: all(t.ok > 20 for t in loads), START_TIMEOUT, what="the load to run")
         before = d.listener("echo")["accepted"]
         old_gen = d.status()["generation"]
         self.replace(self.next_berthd)
@@ -199,7 +199,7 @@ class Upgrade(DaemonTestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr + d.log())
         self.assertIn(self.new_version, r.stdout)
         mark = sum(t.ok for t in loads)
-        wait_until(lambda: sum(t.ok for t in loads) > mark + 40, IO_TIMEOUT,
+        wait_until(lambda: sum(t.ok for t in loads) > mark + 40, START_TIMEOUT,
                    what="the load to go on after the upgrade")
         for t in loads:
             t.stop()
@@ -287,13 +287,13 @@ class Upgrade(DaemonTestCase):
         self.refused(d, "nosuchplugin")
 
     def test_new_image_that_fails_after_its_exec_rolls_back(self):
-        d = self.start(env={"BERTH_TEST_UPGRADE_FAIL": "0.1.0" + SUFFIX})
+        d = self.start(env={"BERTH_TEST_UPGRADE_FAIL": self.new_version})
         pid = d.proc.pid
         self.replace(self.next_berthd)
         loads = [Load(d.port("echo"))]
         loads[0].start()
-        wait_until(lambda: loads[0].ok > 20, IO_TIMEOUT, what="the load to run")
-        r = self.refused(d, "BERTH_TEST_UPGRADE_FAIL")
+        wait_until(lambda: loads[0].ok > 20, START_TIMEOUT, what="the load to run")
+        self.refused(d, "BERTH_TEST_UPGRADE_FAIL")
         self.assertIn("going back to berthd", d.log())
         loads[0].stop()
         self.assertEqual(loads[0].failures, [])
@@ -327,7 +327,7 @@ class Upgrade(DaemonTestCase):
         metrics_ino = os.stat(addr).st_ino if family == socket.AF_UNIX else None
         load = Load(d.port("echo"))
         load.start()
-        wait_until(lambda: load.ok > 20, IO_TIMEOUT, what="the load to run")
+        wait_until(lambda: load.ok > 20, START_TIMEOUT, what="the load to run")
         halt = threading.Event()
         scrapes, checks = [], []
         failures = []
@@ -361,20 +361,20 @@ class Upgrade(DaemonTestCase):
                    threading.Thread(target=checker, daemon=True)]
         for t in threads:
             t.start()
-        wait_until(lambda: len(scrapes) > 5 and len(checks) > 5, IO_TIMEOUT,
+        wait_until(lambda: len(scrapes) > 5 and len(checks) > 5, START_TIMEOUT,
                    what="scrapes and checks to run")
         self.replace(self.next_berthd)
         r = self.upgrade(d)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr + d.log())
         n = len(scrapes), len(checks)
-        wait_until(lambda: len(scrapes) > n[0] + 5 and len(checks) > n[1] + 5, IO_TIMEOUT,
+        wait_until(lambda: len(scrapes) > n[0] + 5 and len(checks) > n[1] + 5, START_TIMEOUT,
                    what="scrapes and checks after the upgrade")
         # And back (the image the upgrade made hands its own adopted listeners on).
         self.replace(BERTHD)
         r = self.upgrade(d)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr + d.log())
         n = len(scrapes), len(checks)
-        wait_until(lambda: len(scrapes) > n[0] + 5 and len(checks) > n[1] + 5, IO_TIMEOUT,
+        wait_until(lambda: len(scrapes) > n[0] + 5 and len(checks) > n[1] + 5, START_TIMEOUT,
                    what="scrapes and checks after the second upgrade")
         halt.set()
         for t in threads:
@@ -479,14 +479,14 @@ class UpgradeSocketActivated(DaemonTestCase):
         serves()
         load = Load(port)
         load.start()
-        wait_until(lambda: load.ok > 20, IO_TIMEOUT, what="the load to run")
+        wait_until(lambda: load.ok > 20, START_TIMEOUT, what="the load to run")
         for binary in (self.next_berthd, BERTHD):
             os.rename(shutil.copy2(binary, exe + ".new"), exe)
             r = subprocess.run([BERTHCTL, "-s", d.admin, "upgrade"], capture_output=True,
                                text=True, timeout=START_TIMEOUT * 3)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr + d.log())
             mark = load.ok
-            wait_until(lambda: load.ok > mark + 20, IO_TIMEOUT, what="the load to go on")
+            wait_until(lambda: load.ok > mark + 20, START_TIMEOUT, what="the load to go on")
         load.stop()
         self.assertEqual(load.failures, [])
         self.assertEqual(d.log().count("systemd passed socket echo-tcp (fd 3), held since "
