@@ -1,11 +1,12 @@
 /*
  * The connection core: the one owner of `struct berth_conn` (see conn.h).
  *
- * Lifetime: a conn is freed only when its uv handle has closed (close_cb), its pending
- * work and connects have come back (refs == 0), and finish() has run. Writes own their
- * bytes until write_cb. A graceful close flushes queued writes, then half-closes and reads
- * (discarding) until the peer's EOF or a short linger bound, so the peer sees our last bytes
- * instead of a reset caused by data it sent that we never read.
+ * Lifetime: a conn is freed only when its socket's close is done (conn_close_done, a loop
+ * turn after the close), its pending work and connects have come back (refs == 0), and
+ * finish() has run. The socket lives in the worker's edge-triggered set (io.h). Bytes the
+ * socket would not take wait in the conn's write queue, copied. A graceful close flushes queued
+ * writes, then half-closes and reads (discarding) until the peer's EOF or a short linger bound, so
+ * the peer sees our last bytes instead of a reset caused by data it sent that we never read.
  */
 #include <arpa/inet.h>
 #include <assert.h>
@@ -673,7 +674,7 @@ static void conn_close_done(berth_conn_t *c)
 }
 
 /* Close the socket now (queued writes are dropped); the conn's end completes through
- * io_post, as a uv handle's close did. */
+ * io_post, as uv_close did. */
 static void conn_end_handle(berth_conn_t *c)
 {
     q_remove(c);
@@ -1007,6 +1008,7 @@ void conn_datagram(berth_conn_t *c, const void *data, size_t len)
 int conn_connect(berth_conn_t *c, conn_connect_cb cb, void *arg)
 {
     assert(c->kind == CONN_OUTBOUND && !c->handle_init);
+    c->refs = 1; /* the socket, from here to its close (or now, on failure) */
     const struct sockaddr *sa = peer_sa(c);
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -1026,7 +1028,6 @@ int conn_connect(berth_conn_t *c, conn_connect_cb cb, void *arg)
     }
     /* One EPOLL_CTL_ADD for all the socket will be watched for: the connect's completion
      * (output), the relay's input after it, and the peer's EOF. */
-    c->refs = 1;
     c->is_tcp = 1;
     c->handle_init = 1;
     int rc = io_start(&c->w->io, &c->w->loop, &c->io, fd, conn_io_cb);

@@ -10,9 +10,10 @@
  * error, or after idle_ms without a byte either way.
  *
  * The relay adds no event registration of its own: it is a hook on both conns that takes
- * their input, so the conns' own uv streams (already in epoll) report readiness
- * (conn_watch_read), and when a socket cannot take more, the relay hands a bounded piece of
- * the pipe to conn_write, whose completion (on_writes_done) says the socket has room again.
+ * their input, so the conns' own sockets (already in the worker's set, io.h) report
+ * readiness (conn_watch_read; on_readable says when a splice found a socket dry), and when a socket
+ * cannot take more, the relay hands a bounded piece of the pipe to conn_write, whose completion
+ * (on_writes_done) says the socket has room again.
  *
  * A TLS client cannot be spliced (its socket carries records, not the plaintext): its
  * directions copy. Down, the pipe is emptied through conn_write (which encrypts) instead of
