@@ -1,11 +1,12 @@
 /*
  * The connection core: the one owner of `struct berth_conn` (see conn.h).
  *
- * Lifetime: a conn is freed only when its uv handle has closed (close_cb), its pending
- * work and connects have come back (refs == 0), and finish() has run. Writes own their
- * bytes until write_cb. A graceful close flushes queued writes, then half-closes and reads
- * (discarding) until the peer's EOF or a short linger bound, so the peer sees our last bytes
- * instead of a reset caused by data it sent that we never read.
+ * Lifetime: a conn is freed only when its socket's close is done (conn_close_done, a loop
+ * turn after the close), its pending work and connects have come back (refs == 0), and
+ * finish() has run. The socket lives in the worker's edge-triggered set (io.h). Bytes the
+ * socket would not take wait in the conn's write queue, copied. A graceful close flushes queued
+ * writes, then half-closes and reads (discarding) until the peer's EOF or a short linger bound, so
+ * the peer sees our last bytes instead of a reset caused by data it sent that we never read.
  */
 #include <arpa/inet.h>
 #include <assert.h>
@@ -16,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -23,6 +26,7 @@
 #include "core/log.h"
 #include "berth/units.h"
 #include "worker/conn.h"
+#include "worker/io.h"
 #include "worker/proxy_stage.h"
 #include "worker/source.h"
 #include "worker/tls.h"
@@ -33,12 +37,12 @@ struct berth_conn {
     worker_t *w;
     berth_listener_t *l;
     berth_conn_t *prev, *next; /* the worker's list of live conns */
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } h;
+    io_t io;                   /* the socket, in the worker's edge-triggered set (io.h) */
+    /* Bytes the socket would not take yet, in order; nwrites counts the entries. */
+    struct write_req *wq_head, *wq_tail;
+    size_t wq_bytes;
+    conn_connect_cb connect_cb; /* an outbound connect not yet reported */
+    void *connect_arg;
     /* The idle list of the listener, or the worker's linger list while closing (see
      * conn_timer): one timer per worker instead of one per conn. */
     berth_conn_t *qprev, *qnext;
@@ -50,11 +54,17 @@ struct berth_conn {
     char *name;
     int refs; /* the handle, pending work, connect, a callback in progress */
     int plugin_pauses;
-    unsigned nwrites; /* uv_write requests in flight */
+    unsigned nwrites; /* entries in the write queue */
     conn_kind_t kind;
     unsigned setup_called : 1, closing : 1, closed : 1, eof : 1, shut_wr : 1, host_paused : 1,
         reading : 1, lingering : 1, handle_init : 1, finished : 1, handled : 1, counted : 1,
         watch_read : 1, ending_hooks : 1, queue : 2, connecting : 1, nodelay_due : 1, sent : 1;
+    /* The socket's state as the edge-triggered set last said it (io.h): input may be waiting
+     * (cleared only by a read that found the socket dry), the peer's EOF has been seen,
+     * output has room; the socket is closed and the close not yet finished; a half-close
+     * waits for the write queue; a connect completed inside connect() itself; TCP. */
+    unsigned readable : 1, rdhup : 1, writable : 1, io_closing : 1, shut_pending : 1,
+        connect_now : 1, is_tcp : 1;
     socklen_t peerlen, locallen;
     /* Addresses: an IP peer inline; a named unix peer and the local address (asked for
      * rarely) on the heap, so an idle conn stays small. */
@@ -81,9 +91,8 @@ typedef struct conn_timer {
 } conn_timer_t;
 
 typedef struct write_req {
-    uv_write_t req;
-    berth_conn_t *c;
-    size_t len;
+    struct write_req *next;
+    size_t len, off;
     char data[];
 } write_req_t;
 
@@ -100,6 +109,7 @@ static void conn_maybe_finish(berth_conn_t *c);
 static void conn_end_handle(berth_conn_t *c);
 static void timers_stop_all(berth_conn_t *c);
 static void conn_update_reading(berth_conn_t *c);
+static void conn_io_cb(io_t *io, unsigned events);
 
 /* ---- calling plugin code ---- */
 
@@ -257,10 +267,9 @@ unsigned conn_writes_pending(const berth_conn_t *c)
 
 int conn_fd(const berth_conn_t *c)
 {
-    uv_os_fd_t fd = -1;
-    if (c->kind == CONN_DGRAM || !c->handle_init || c->closed || uv_fileno(&c->h.handle, &fd) != 0)
+    if (c->kind == CONN_DGRAM || !c->handle_init || c->closed || c->io_closing)
         return -1;
-    return fd;
+    return c->io.fd;
 }
 
 void *conn_state(berth_conn_t *c)
@@ -499,98 +508,125 @@ static void hooks_on_close(berth_conn_t *c)
     }
 }
 
-/* ---- reading ---- */
+/* ---- reading ----
+ *
+ * The socket is in the worker's edge-triggered set (io.h): an event says input arrived, and
+ * none comes again until more does. So the conn remembers it (readable) until a read finds
+ * the socket dry, and whenever it wants input while readable, it reads, at once or through
+ * io_post. That is level-triggered input, from edges, without an epoll_ctl when a pause or a
+ * hook changes what the conn wants. */
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+#define READS_PER_EVENT 16 /* then the rest waits its turn behind other sockets */
+
+static worker_t *conn_w(const berth_conn_t *c)
 {
-    berth_conn_t *c = h->data;
-    worker_t *w = c->w;
-    /* A hook that takes the input reads the socket itself: an empty buffer makes libuv
-     * report readiness (UV_ENOBUFS) without reading. */
-    if (c->hooks && c->hooks->takes_input && c->tls == NULL) {
-        *buf = uv_buf_init(NULL, 0);
-        return;
-    }
-    /* read_cb follows alloc_cb at once, so one buffer per loop serves every conn: an idle
-     * connection holds no read buffer. */
-    if (!w->readbuf_busy) {
-        w->readbuf_busy = 1;
-        *buf = uv_buf_init(w->readbuf, (unsigned)w->readbuf_size);
-    } else {
-        *buf = uv_buf_init(NULL, 0);
-    }
+    return c->w;
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void conn_post(berth_conn_t *c)
 {
-    berth_conn_t *c = s->data;
-    if (buf->base == c->w->readbuf)
-        c->w->readbuf_busy = 0;
-    if (nread == 0)
-        return;
-    if (nread == UV_ENOBUFS && c->hooks && c->hooks->takes_input) {
-        if (c->hooks->on_readable)
-            c->hooks->on_readable(c, c->hooks_arg);
-        return;
-    }
-    if (nread > 0) {
-        conn_touch(c);
-        conn_count_in(c, (size_t)nread);
-        if (c->lingering || c->closing)
-            return; /* discarded: we are only waiting for the peer's EOF */
-        if (c->tls)
-            tls_conn_input(c->tls, buf->base, (size_t)nread);
-        else
-            call_handle(c, buf->base, (size_t)nread);
-        return;
-    }
-    if (nread == UV_EOF) {
-        c->eof = 1;
-        conn_update_reading(c);
-        if (c->lingering || c->closing) {
-            if (c->nwrites == 0)
-                conn_end_handle(c);
-            return;
-        }
-        if (c->tls) {
-            tls_conn_eof(c->tls); /* unless its close_notify already said so */
-            return;
-        }
-        if (c->l->plugin->desc.eof)
-            call_eof(c);
-        else
-            conn_close(c);
-        return;
-    }
-    /* A reset or other error: nothing more can be said to this peer. */
-    if (nread != UV_ECONNRESET)
-        atomic_fetch_add(&c->l->st->errors, 1);
-    log_debug("%s %s: read: %s", c->l->cfg->name, conn_name(c), uv_strerror((int)nread));
+    io_post(&conn_w(c)->io, &c->io);
+}
+
+/* The input ended or failed: what on_read did with libuv's UV_EOF and errors. */
+static void conn_read_eof(berth_conn_t *c)
+{
     c->eof = 1;
+    c->readable = 0;
+    conn_update_reading(c);
+    if (c->lingering || c->closing) {
+        if (c->nwrites == 0)
+            conn_end_handle(c);
+        return;
+    }
+    if (c->tls) {
+        tls_conn_eof(c->tls); /* unless its close_notify already said so */
+        return;
+    }
+    if (c->l->plugin->desc.eof)
+        call_eof(c);
+    else
+        conn_close(c);
+}
+
+static void conn_read_error(berth_conn_t *c, int err)
+{
+    /* A reset or other error: nothing more can be said to this peer. */
+    if (err != ECONNRESET)
+        atomic_fetch_add(&c->l->st->errors, 1);
+    log_debug("%s %s: read: %s", c->l->cfg->name, conn_name(c), strerror(err));
+    c->eof = 1;
+    c->readable = 0;
     conn_abort(c);
+}
+
+/* The conn wants input and the socket may have some. */
+static void conn_read(berth_conn_t *c)
+{
+    worker_t *w = c->w;
+    for (int i = 0; i < READS_PER_EVENT; i++) {
+        if (!c->readable || !c->reading || c->io_closing)
+            return;
+        if (c->hooks && c->hooks->takes_input && c->tls == NULL) {
+            /* The hook reads the socket itself (handle() may just have handed it over),
+             * and says whether it read it dry. */
+            if (c->hooks->on_readable && c->hooks->on_readable(c, c->hooks_arg) && !c->rdhup)
+                c->readable = 0;
+            if (c->readable && c->reading && !c->io_closing)
+                conn_post(c); /* more may be there: its turn comes again */
+            return;
+        }
+        /* handle() returns before the next read, so one buffer per worker serves every
+         * conn: an idle connection holds no read buffer. */
+        ssize_t n = read(c->io.fd, w->readbuf, w->readbuf_size);
+        if (n > 0) {
+            conn_touch(c);
+            conn_count_in(c, (size_t)n);
+            /* A short read found the socket dry, unless its EOF is waiting behind. */
+            if ((size_t)n < w->readbuf_size && !c->rdhup)
+                c->readable = 0;
+            if (c->lingering || c->closing)
+                continue; /* discarded: we are only waiting for the peer's EOF */
+            if (c->tls)
+                tls_conn_input(c->tls, w->readbuf, (size_t)n);
+            else
+                call_handle(c, w->readbuf, (size_t)n);
+            continue;
+        }
+        if (n == 0) {
+            conn_read_eof(c);
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            c->readable = 0;
+            return;
+        }
+        conn_read_error(c, errno);
+        return;
+    }
+    if (c->readable && c->reading && !c->io_closing)
+        conn_post(c);
 }
 
 static void conn_update_reading(berth_conn_t *c)
 {
     /* Datagrams are read by their listener; outbound conns only through a hook. */
-    if (c->kind == CONN_DGRAM || !c->handle_init || c->closed || uv_is_closing(&c->h.handle))
+    if (c->kind == CONN_DGRAM || !c->handle_init || c->closed || c->io_closing)
         return;
     int want;
     if (c->hooks && c->hooks->takes_input)
         want = c->watch_read && !c->closing;
     else if (c->kind != CONN_STREAM)
-        want = c->connecting; /* outbound: see conn_connect */
+        want = 0;
     else if (c->lingering)
         want = !c->eof;
     else
         want = !c->closing && !c->eof && !c->host_paused && c->plugin_pauses == 0;
-    if (want && !c->reading) {
-        if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
-            c->reading = 1;
-    } else if (!want && c->reading) {
-        uv_read_stop(&c->h.stream);
-        c->reading = 0;
-    }
+    c->reading = want ? 1 : 0;
+    if (want && c->readable)
+        conn_post(c); /* input that came while it was not wanted */
     if (c->tls && c->reading)
         tls_conn_kick(c->tls); /* input decrypted before a pause is delivered now */
 }
@@ -612,14 +648,33 @@ static void timers_stop_all(berth_conn_t *c)
     }
 }
 
-static void on_handle_closed(uv_handle_t *h)
+static void wq_free(berth_conn_t *c)
 {
-    berth_conn_t *c = h->data;
+    while (c->wq_head) {
+        write_req_t *r = c->wq_head;
+        c->wq_head = r->next;
+        free(r);
+    }
+    c->wq_tail = NULL;
+    c->wq_bytes = 0;
+    c->nwrites = 0;
+}
+
+/* The socket was closed (conn_end_handle) and the loop has come round: what uv_close's
+ * callback did. A connect still pending hears it was cancelled first. */
+static void conn_close_done(berth_conn_t *c)
+{
+    if (c->connect_cb) {
+        conn_connect_cb cb = c->connect_cb;
+        c->connect_cb = NULL;
+        cb(c, c->connect_arg, -ECANCELED);
+    }
     c->closed = 1;
     conn_unref(c);
 }
 
-/* Close the uv handle now (queued writes are cancelled). */
+/* Close the socket now (queued writes are dropped); the conn's end completes through
+ * io_post, as uv_close did. */
 static void conn_end_handle(berth_conn_t *c)
 {
     q_remove(c);
@@ -631,13 +686,18 @@ static void conn_end_handle(berth_conn_t *c)
         }
         return;
     }
-    if (!c->handle_init || uv_is_closing(&c->h.handle))
+    if (!c->handle_init || c->io_closing)
         return;
     c->reading = 0;
     hooks_on_close(c); /* a relay ends here, which may close this handle itself */
-    if (uv_is_closing(&c->h.handle))
+    if (c->io_closing)
         return;
-    uv_close(&c->h.handle, on_handle_closed);
+    c->io_closing = 1;
+    io_stop(&c->w->io, &c->io);
+    close(c->io.fd);
+    c->io.fd = -1;
+    wq_free(c);
+    conn_post(c);
 }
 
 /* All queued writes are out and we are closing: linger for the peer's EOF, or end now. */
@@ -701,7 +761,7 @@ void conn_abort(berth_conn_t *c)
     if (conn_begin_end(c))
         return;
     int fd;
-    if (!c->eof && c->handle_init && c->h.handle.type == UV_TCP && (fd = conn_fd(c)) >= 0) {
+    if (!c->eof && c->handle_init && c->is_tcp && (fd = conn_fd(c)) >= 0) {
         struct linger lg = {1, 0}; /* a reset: the peer must not take this for a clean end */
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     }
@@ -807,30 +867,33 @@ static void set_congestion(berth_conn_t *c, int fd)
              conn_name(c), cc, strerror(errno));
 }
 
-static int stream_open(berth_conn_t *c, int fd)
+/* The socket (non-blocking already: accept4, socket() or listen_once made it so) joins the
+ * worker's set. It holds the conn until its close is done. On failure the socket is closed
+ * and the conn ends on its own, after the caller is done with it. */
+static int conn_attach(berth_conn_t *c, int fd, int is_tcp)
 {
-    int rc;
-    /* The handle holds the conn until its close callback. */
     c->refs = 1;
     c->closed = 0;
-    if (c->l->cfg->protocol == BERTH_PROTO_TCP) {
-        rc = uv_tcp_init(&c->w->loop, &c->h.tcp);
-        if (rc == 0)
-            rc = uv_tcp_open(&c->h.tcp, fd); /* TCP_NODELAY comes from the listener */
-        if (rc == 0)
-            set_congestion(c, fd);
-    } else {
-        rc = uv_pipe_init(&c->w->loop, &c->h.pipe, 0);
-        if (rc == 0)
-            rc = uv_pipe_open(&c->h.pipe, fd);
-    }
-    c->h.handle.data = c;
+    c->is_tcp = is_tcp ? 1 : 0;
     c->handle_init = 1;
+    int rc = io_start(&c->w->io, &c->w->loop, &c->io, fd, conn_io_cb);
     if (rc) {
         close(fd);
-        conn_end_handle(c);
-        return rc;
+        c->io.fd = -1;
+        c->io_closing = 1;
+        conn_post(c);
     }
+    return rc;
+}
+
+static int stream_open(berth_conn_t *c, int fd)
+{
+    int is_tcp = c->l->cfg->protocol == BERTH_PROTO_TCP;
+    int rc = conn_attach(c, fd, is_tcp);
+    if (rc)
+        return rc;
+    if (is_tcp)
+        set_congestion(c, fd); /* TCP_NODELAY comes from the listener */
     if (c->l->cfg->idle_timeout)
         q_append(c, Q_IDLE);
     return 0;
@@ -942,45 +1005,80 @@ void conn_datagram(berth_conn_t *c, const void *data, size_t len)
     conn_unref(c);
 }
 
-int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb)
+int conn_connect(berth_conn_t *c, conn_connect_cb cb, void *arg)
 {
     assert(c->kind == CONN_OUTBOUND && !c->handle_init);
-    c->refs = 1; /* the handle */
-    int rc = uv_tcp_init(&c->w->loop, &c->h.tcp);
+    c->refs = 1; /* the socket, from here to its close (or now, on failure) */
+    const struct sockaddr *sa = peer_sa(c);
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        c->closed = 1;
+        conn_unref(c);
+        return -e;
+    }
+    set_congestion(c, fd);
+    int now = connect(fd, sa, c->peerlen) == 0;
+    if (!now && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        c->closed = 1;
+        conn_unref(c);
+        return -e;
+    }
+    /* One EPOLL_CTL_ADD for all the socket will be watched for: the connect's completion
+     * (output), the relay's input after it, and the peer's EOF. */
+    c->is_tcp = 1;
+    c->handle_init = 1;
+    int rc = io_start(&c->w->io, &c->w->loop, &c->io, fd, conn_io_cb);
     if (rc) {
+        close(fd);
+        c->io.fd = -1;
+        c->handle_init = 0;
         c->closed = 1;
         conn_unref(c);
         return rc;
     }
-    c->h.handle.data = c;
-    c->handle_init = 1;
-    rc = uv_tcp_connect(req, &c->h.tcp, peer_sa(c), cb);
-    if (rc) {
-        conn_abort(c);
-        return rc;
-    }
-    set_congestion(c, conn_fd(c));
-    /* Registered for input with the connect: epoll gets IN|OUT in one ADD, and the relay
-     * that usually starts from the connect callback finds the read registration in place.
-     * Connecting first and reading after costs an ADD that fails (libuv's stopped POLLOUT
-     * watcher is still in epoll) and a MOD. No read happens before conn_connect_done():
-     * libuv reports the connect first, and the callback runs within the same loop turn. */
     c->connecting = 1;
-    conn_update_reading(c);
+    c->connect_cb = cb;
+    c->connect_arg = arg;
+    if (now) {
+        c->connect_now = 1; /* reported from the loop, never from inside this call */
+        conn_post(c);
+    }
     return 0;
+}
+
+/* The connect completed (or failed): tell its owner. No getsockopt(SO_ERROR) on success:
+ * writable without an error or hang-up means connected. */
+static void conn_connect_report(berth_conn_t *c, unsigned events)
+{
+    int status = 0;
+    if (events & (IO_ERR | IO_HUP)) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        status = -(err ? err : ECONNREFUSED);
+    } else {
+        c->writable = 1;
+    }
+    conn_connect_cb cb = c->connect_cb;
+    c->connect_cb = NULL;
+    cb(c, c->connect_arg, status);
 }
 
 void conn_connect_done(berth_conn_t *c)
 {
     c->connecting = 0;
-    conn_update_reading(c); /* stops, unless a hook (the relay) wants the input */
+    conn_update_reading(c); /* from here it reads only for a hook that takes its input */
 }
 
 void conn_connected(berth_conn_t *c, struct sockaddr_storage *local)
 {
-    int len = sizeof *local;
+    socklen_t len = sizeof *local;
     memset(local, 0, sizeof *local);
-    if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)local, &len))
+    if (getsockname(c->io.fd, (struct sockaddr *)local, &len) < 0)
         memset(local, 0, sizeof *local);
     c->nodelay_due = 1; /* set by conn_sending(), when it can matter */
 }
@@ -999,7 +1097,8 @@ void conn_sending(berth_conn_t *c, size_t len)
         return;
     if (c->sent || len > NAGLE_SAFE_FIRST) {
         c->nodelay_due = 0;
-        uv_tcp_nodelay(&c->h.tcp, 1);
+        int one = 1;
+        setsockopt(c->io.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     c->sent = 1;
 }
@@ -1007,53 +1106,111 @@ void conn_sending(berth_conn_t *c, size_t len)
 int conn_adopt(berth_conn_t *c, int fd)
 {
     assert(c->kind == CONN_OUTBOUND && !c->handle_init);
-    c->refs = 1; /* the handle */
-    int rc = uv_tcp_init(&c->w->loop, &c->h.tcp);
-    if (rc) {
-        close(fd);
-        c->closed = 1;
-        conn_unref(c);
+    int rc = conn_attach(c, fd, 1);
+    if (rc)
         return rc;
-    }
-    c->h.handle.data = c;
-    c->handle_init = 1;
-    rc = uv_tcp_open(&c->h.tcp, fd);
-    if (rc) {
-        close(fd);
-        conn_abort(c);
-        return rc;
-    }
-    uv_tcp_nodelay(&c->h.tcp, 1);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return 0;
 }
 
 /* ---- writing ---- */
 
-static void on_write(uv_write_t *req, int status)
+/* A write failed: nothing more can be said to this peer. */
+static void conn_write_failed(berth_conn_t *c, int err)
 {
-    write_req_t *r = req->data;
-    berth_conn_t *c = r->c;
-    free(r);
-    assert(c->nwrites > 0);
-    c->nwrites--;
-    if (status < 0 && status != UV_ECANCELED) {
-        log_debug("%s %s: write: %s", c->l->cfg->name, conn_name(c), uv_strerror(status));
-        if (status != UV_EPIPE && status != UV_ECONNRESET)
-            atomic_fetch_add(&c->l->st->errors, 1);
-        c->eof = 1;
-        conn_abort(c);
-        return;
-    }
-    if (c->closed)
-        return;
-    if (c->host_paused && uv_stream_get_write_queue_size(&c->h.stream) <= low_watermark(c)) {
+    log_debug("%s %s: write: %s", c->l->cfg->name, conn_name(c), strerror(err));
+    if (err != EPIPE && err != ECONNRESET)
+        atomic_fetch_add(&c->l->st->errors, 1);
+    c->eof = 1;
+    conn_abort(c);
+}
+
+/* The write queue has emptied: what uv_write's callbacks did. */
+static void conn_writes_done(berth_conn_t *c)
+{
+    if (c->host_paused && c->wq_bytes <= low_watermark(c)) {
         c->host_paused = 0;
         conn_update_reading(c);
+    }
+    if (c->shut_pending && !c->io_closing) {
+        c->shut_pending = 0;
+        shutdown(c->io.fd, SHUT_WR);
     }
     if (c->closing && c->nwrites == 0)
         conn_flushed(c);
     else if (c->nwrites == 0 && c->hooks && c->hooks->on_writes_done)
         c->hooks->on_writes_done(c, c->hooks_arg);
+}
+
+#define FLUSH_IOV 64
+
+/* The socket has room: send what is queued, in as few calls as it takes. */
+static void conn_flush(berth_conn_t *c)
+{
+    while (c->wq_head && !c->io_closing) {
+        struct iovec iov[FLUSH_IOV];
+        int n = 0;
+        for (write_req_t *r = c->wq_head; r && n < FLUSH_IOV; r = r->next, n++)
+            iov[n] = (struct iovec){r->data + r->off, r->len - r->off};
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t sent = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL);
+        if (sent < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                c->writable = 0;
+                return;
+            }
+            conn_write_failed(c, errno);
+            return;
+        }
+        size_t left = (size_t)sent;
+        c->wq_bytes -= left;
+        while (left > 0) {
+            write_req_t *r = c->wq_head;
+            size_t rest = r->len - r->off;
+            if (left < rest) {
+                r->off += left;
+                break;
+            }
+            left -= rest;
+            c->wq_head = r->next;
+            if (c->wq_head == NULL)
+                c->wq_tail = NULL;
+            c->nwrites--;
+            free(r);
+        }
+    }
+    if (c->wq_head == NULL && !c->io_closing)
+        conn_writes_done(c);
+}
+
+/* What the worker's set says of the socket (or IO_POSTED: a read or a close to finish). */
+static void conn_io_cb(io_t *io, unsigned events)
+{
+    berth_conn_t *c = (berth_conn_t *)((char *)io - offsetof(berth_conn_t, io));
+    if (c->io_closing) {
+        if (events & IO_POSTED)
+            conn_close_done(c); /* may free c */
+        return;
+    }
+    if (events & (IO_IN | IO_HUP | IO_ERR))
+        c->readable = 1;
+    if (events & (IO_HUP | IO_ERR))
+        c->rdhup = 1;
+    if (c->connect_cb) {
+        if ((events & (IO_OUT | IO_ERR | IO_HUP)) || c->connect_now)
+            conn_connect_report(c, events & (IO_ERR | IO_HUP));
+        return;
+    }
+    if (events & (IO_OUT | IO_ERR | IO_HUP)) {
+        c->writable = 1;
+        if (c->wq_head)
+            conn_flush(c);
+    }
+    if (c->readable && c->reading && !c->io_closing)
+        conn_read(c);
 }
 
 static int dgram_send(berth_conn_t *c, const void *data, size_t len)
@@ -1087,35 +1244,39 @@ int conn_write_wire(berth_conn_t *c, const void *data, size_t len)
     conn_touch(c);
     conn_sending(c, len);
     size_t off = 0;
-    if (c->nwrites == 0) {
+    if (c->wq_head == NULL) {
         /* The common case, nothing queued: write straight away, no copy. */
-        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-        int n = uv_try_write(&c->h.stream, &b, 1);
-        if (n > 0)
+        ssize_t n;
+        do
+            n = send(c->io.fd, data, len, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+        if (n >= 0) {
             off = (size_t)n;
-        else if (n != UV_EAGAIN && n != UV_ENOSYS) {
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            int e = errno;
             c->eof = 1;
             conn_abort(c);
-            return n == UV_EPIPE || n == UV_ECONNRESET ? -EPIPE : n;
+            return e == EPIPE || e == ECONNRESET ? -EPIPE : -e;
         }
         if (off == len)
             return 0;
+        c->writable = 0; /* short or refused: the socket is full until it says otherwise */
     }
     write_req_t *r = malloc(sizeof *r + (len - off));
     if (r == NULL)
         return -ENOMEM;
     memcpy(r->data, (const char *)data + off, len - off);
     r->len = len - off;
-    r->c = c;
-    r->req.data = r;
-    uv_buf_t b = uv_buf_init(r->data, (unsigned)r->len);
-    int rc = uv_write(&r->req, &c->h.stream, &b, 1, on_write);
-    if (rc) {
-        free(r);
-        return rc;
-    }
+    r->off = 0;
+    r->next = NULL;
+    if (c->wq_tail)
+        c->wq_tail->next = r;
+    else
+        c->wq_head = r;
+    c->wq_tail = r;
+    c->wq_bytes += r->len;
     c->nwrites++;
-    if (!c->host_paused && uv_stream_get_write_queue_size(&c->h.stream) > c->l->cfg->write_buffer) {
+    if (!c->host_paused && c->wq_bytes > c->l->cfg->write_buffer) {
         c->host_paused = 1;
         conn_update_reading(c);
     }
@@ -1136,30 +1297,22 @@ int conn_write(berth_conn_t *c, const void *data, size_t len)
     return tls_conn_write(c->tls, data, len);
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-    free(req);
-}
-
 int conn_shutdown(berth_conn_t *c)
 {
     if (c->kind == CONN_DGRAM)
         return -ENOTSUP;
-    if (c->closing || c->closed)
+    if (c->closing || c->closed || c->io_closing || !c->handle_init)
         return -EPIPE;
     if (c->shut_wr)
         return 0;
-    uv_shutdown_t *req = malloc(sizeof *req);
-    if (req == NULL)
-        return -ENOMEM;
     if (c->tls)
         tls_conn_close_notify(c->tls);
-    int rc = uv_shutdown(req, &c->h.stream, on_shutdown);
-    if (rc) {
-        free(req);
-        return rc;
-    }
     c->shut_wr = 1;
+    /* After what is queued, as uv_shutdown did. */
+    if (c->wq_head)
+        c->shut_pending = 1;
+    else
+        shutdown(c->io.fd, SHUT_WR);
     return 0;
 }
 
@@ -1181,7 +1334,7 @@ size_t conn_write_queue_size(const berth_conn_t *c)
 {
     if (c->kind == CONN_DGRAM || !c->handle_init || c->closed)
         return 0;
-    return uv_stream_get_write_queue_size(&c->h.stream);
+    return c->wq_bytes;
 }
 
 /* ---- timers and pool work ---- */

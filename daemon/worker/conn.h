@@ -1,12 +1,13 @@
 /*
  * The connection core. conn.c alone owns `struct berth_conn` (it is opaque everywhere else):
- * its uv handle, its lifetime, its I/O, its timers and pool work. What builds on a conn
+ * its socket, its lifetime, its I/O, its timers and pool work. What builds on a conn
  * (relay, outbound) uses the functions below and the one hook slot a conn has; plugin calls
  * made from here go through conn_plugin_enter/leave, which record the hook being run in
  * shared memory for the master's crash report.
  *
- * Lifetime: a conn is freed once its uv handle has closed, every ref (pending work,
- * connect, a callback in progress) has been given back, and finish() has run.
+ * Lifetime: a conn is freed once its socket has closed (it lives in the worker's
+ * edge-triggered set, io.h, not in a libuv stream), every ref (pending work, connect, a
+ * callback in progress) has been given back, and finish() has run.
  */
 #ifndef BERTH_CONN_H
 #define BERTH_CONN_H
@@ -29,8 +30,10 @@ typedef struct conn_hooks {
     /* The last queued write completed. */
     void (*on_writes_done)(berth_conn_t *c, void *arg);
     /* With conn_watch_read() on: the socket is readable (or at EOF or in error); the hook
-     * reads it itself, from conn_fd(). */
-    void (*on_readable)(berth_conn_t *c, void *arg);
+     * reads it itself, from conn_fd(). It returns nonzero when it read the socket dry (a
+     * read said EAGAIN, or gave less than asked for), 0 when more may be waiting: the conn
+     * then calls it again (after other sockets' turns) for as long as it watches. */
+    int (*on_readable)(berth_conn_t *c, void *arg);
     /* On a conn with a layer (TLS) and a hook that takes its input: the layer's plaintext
      * (the socket is read by the conn, not the hook); data NULL and len 0 at the peer's EOF. */
     void (*on_data)(berth_conn_t *c, void *arg, const void *data, size_t len);
@@ -67,9 +70,12 @@ void conn_hold_source(berth_conn_t *c, int32_t entry);
 const struct sockaddr *conn_balancer_addr(const berth_conn_t *c, socklen_t *len);
 /* One datagram: setup(), handle(), and the conn ends once nothing is pending on it. */
 void conn_datagram(berth_conn_t *c, const void *data, size_t len);
-/* An outbound conn: a TCP handle connecting to the address given to conn_new(); `cb`
- * gets `req` back. */
-int conn_connect(berth_conn_t *c, uv_connect_t *req, uv_connect_cb cb);
+/* How an outbound connect ended: 0, or a negative errno (-ECANCELED: the conn ended first). */
+typedef void (*conn_connect_cb)(berth_conn_t *c, void *arg, int status);
+/* An outbound conn: a TCP socket connecting to the address given to conn_new(); `cb` is
+ * called from the loop, never from inside this call. 0, or a negative errno (the conn is
+ * then gone). */
+int conn_connect(berth_conn_t *c, conn_connect_cb cb, void *arg);
 /* A connect succeeded: learn the local address; TCP_NODELAY follows with conn_sending(). */
 void conn_connected(berth_conn_t *c, struct sockaddr_storage *local);
 /* `len` bytes are about to be sent on the socket by other means than conn_write (a splice):

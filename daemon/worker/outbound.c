@@ -14,6 +14,7 @@
  * BERTH_CONNECT_FAILED and ECANCELED), so the plugin can always free its arg there.
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <ifaddrs.h>
 #include <netdb.h>
@@ -36,7 +37,6 @@ typedef struct outbound {
     struct addrinfo literal;
     struct sockaddr_storage literal_addr;
     berth_conn_t *peer; /* the attempt in progress */
-    uv_connect_t creq;
     uv_timer_t timer;
     int pending; /* callbacks libuv owes us: gai, connect, timer close */
     unsigned resolving : 1, connecting : 1, done : 1, timed_out : 1, cancelled : 1, any_allowed : 1,
@@ -247,10 +247,10 @@ static int outbound_over(outbound_t *o)
     return 1;
 }
 
-static void on_connect(uv_connect_t *req, int status)
+static void on_connect(berth_conn_t *peer, void *arg, int status)
 {
-    outbound_t *o = req->data;
-    berth_conn_t *peer = o->peer;
+    outbound_t *o = arg;
+    assert(peer == o->peer);
     o->connecting = 0;
     o->pending--;
     if (status == 0 && !o->done && !o->cancelled) {
@@ -314,8 +314,7 @@ static void try_next(outbound_t *o)
             outbound_finish(o, BERTH_CONNECT_FAILED, ENOMEM);
             return;
         }
-        o->creq.data = o;
-        int rc = conn_connect(peer, &o->creq, on_connect);
+        int rc = conn_connect(peer, on_connect, o);
         if (rc) {
             o->result.error = map_error(rc);
             o->result.sys_errno = -rc;

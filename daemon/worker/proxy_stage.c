@@ -23,7 +23,7 @@ typedef struct proxy_stage {
 } proxy_stage_t;
 
 static void stage_on_close(berth_conn_t *c, void *arg);
-static void stage_on_readable(berth_conn_t *c, void *arg);
+static int stage_on_readable(berth_conn_t *c, void *arg);
 
 static const conn_hooks_t stage_hooks = {
     .on_close = stage_on_close,
@@ -119,14 +119,16 @@ static void stage_done(berth_conn_t *c, proxy_stage_t *s, const unsigned char *r
     conn_begin(c, rest, n);
 }
 
-static void stage_on_readable(berth_conn_t *c, void *arg)
+static int stage_on_readable(berth_conn_t *c, void *arg)
 {
     proxy_stage_t *s = arg;
     unsigned char buf[STAGE_READ];
     int fd = conn_fd(c);
     ssize_t got = fd < 0 ? -1 : recv(fd, buf, sizeof buf, 0);
-    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
+    if (got < 0 && errno == EINTR)
+        return 0;
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 1;
     if (got <= 0) {
         /* The peer left (or reset) before a whole header: a port check if it sent nothing. */
         conn_mark_eof(c);
@@ -136,7 +138,7 @@ static void stage_on_readable(berth_conn_t *c, void *arg)
             stage_end(c, s);
             conn_close(c);
         }
-        return;
+        return 1;
     }
     conn_touch(c);
     conn_count_in(c, (size_t)got);
@@ -146,6 +148,7 @@ static void stage_on_readable(berth_conn_t *c, void *arg)
         stage_fail(c, s, berth_proxy_strerror(rc));
     else if (rc == 1)
         stage_done(c, s, buf + used, (size_t)got - used);
+    return (size_t)got < sizeof buf; /* a short read found the socket dry */
 }
 
 void proxy_stage_start(berth_conn_t *c)

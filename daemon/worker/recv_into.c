@@ -43,10 +43,11 @@ static void unhook(recv_into_t *r)
         free(r);
 }
 
-static void on_readable(berth_conn_t *c, void *arg)
+static int on_readable(berth_conn_t *c, void *arg)
 {
     recv_into_t *r = arg;
     int fd = conn_fd(c);
+    int dry = 0;
 
     r->running = 1;
     for (int i = 0; i < READS_PER_WAKE && r->hooked && r->buf != NULL; i++) {
@@ -57,8 +58,10 @@ static void on_readable(berth_conn_t *c, void *arg)
         ssize_t n = read(fd, r->buf, r->len);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            dry = 1;
             break; /* stays armed */
+        }
         if (n <= 0) {
             /* EOF or an error: the conn's own read finds it again and says so (eof(),
              * or an abort and finish()). */
@@ -67,6 +70,8 @@ static void on_readable(berth_conn_t *c, void *arg)
         }
         conn_touch(c);
         conn_count_in(c, (size_t)n);
+        /* Less than asked for: the socket is empty; more is a new edge (io.h). */
+        int short_read = (size_t)n < r->len;
         recv_into_cb cb = r->cb;
         void *cb_arg = r->arg;
         r->buf = NULL; /* one shot: the callback may arm the next */
@@ -74,12 +79,17 @@ static void on_readable(berth_conn_t *c, void *arg)
             conn_plugin_enter(conn_worker(c), conn_listener(c), STATS_HOOK_HANDLE);
         cb(c, cb_arg, (size_t)n);
         conn_plugin_leave(conn_worker(c), sc);
+        if (short_read) {
+            dry = 1;
+            break;
+        }
     }
     r->running = 0;
     if (r->hooked && r->buf == NULL)
         unhook(r); /* frees r */
     else if (!r->hooked)
         free(r);
+    return dry;
 }
 
 /* The conn ends (its handle closes, the drain deadline): let go of it. */

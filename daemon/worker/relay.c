@@ -10,9 +10,10 @@
  * error, or after idle_ms without a byte either way.
  *
  * The relay adds no event registration of its own: it is a hook on both conns that takes
- * their input, so the conns' own uv streams (already in epoll) report readiness
- * (conn_watch_read), and when a socket cannot take more, the relay hands a bounded piece of
- * the pipe to conn_write, whose completion (on_writes_done) says the socket has room again.
+ * their input, so the conns' own sockets (already in the worker's set, io.h) report
+ * readiness (conn_watch_read; on_readable says when a splice found a socket dry), and when a socket
+ * cannot take more, the relay hands a bounded piece of the pipe to conn_write, whose completion
+ * (on_writes_done) says the socket has room again.
  *
  * A TLS client cannot be spliced (its socket carries records, not the plaintext): its
  * directions copy. Down, the pipe is emptied through conn_write (which encrypts) instead of
@@ -53,6 +54,7 @@ typedef struct relay_dir {
     uint64_t bytes;                          /* bytes delivered to `to` */
     unsigned eof : 1, done : 1, blocked : 1; /* blocked: a backlog write to `to` is pending */
     unsigned copy_in : 1, copy_out : 1;      /* `from` / `to` is TLS: copy, never splice */
+    unsigned dry : 1; /* the last dir_fill read `from` dry (EAGAIN, a short splice, EOF) */
 } relay_dir_t;
 
 struct relay {
@@ -167,6 +169,7 @@ static int dir_flush(relay_t *r, relay_dir_t *d)
 /* Take what `from` has, as far as the pipe has room. */
 static int dir_fill(relay_t *r, relay_dir_t *d)
 {
+    d->dry = 0;
     if (d->copy_in)
         return dir_flush(r, d); /* its input comes through relay_on_data */
     while (!d->eof && d->inpipe < d->cap) {
@@ -181,22 +184,27 @@ static int dir_fill(relay_t *r, relay_dir_t *d)
             int rc = dir_flush(r, d);
             if (rc)
                 return rc;
-            /* Less than asked for: the socket is most likely empty, and a second splice
-             * would only say EAGAIN. epoll is level-triggered: whatever came meanwhile (or
-             * an EOF) is reported again. */
-            if ((size_t)n < want)
+            /* Less than asked for: the socket is empty, and a second splice would only say
+             * EAGAIN. Whatever comes meanwhile is a new edge of the conn's socket (io.h),
+             * and a waiting EOF keeps it readable. */
+            if ((size_t)n < want) {
+                d->dry = 1;
                 return 0;
+            }
             continue;
         }
         if (n == 0) {
             d->eof = 1;
+            d->dry = 1;
             conn_mark_eof(d->from);
             break;
         }
         if (errno == EINTR)
             continue;
-        if (errno == EAGAIN)
+        if (errno == EAGAIN) {
+            d->dry = 1;
             return 0;
+        }
         return -errno;
     }
     return dir_flush(r, d);
@@ -217,12 +225,16 @@ static void relay_after(relay_t *r, int rc)
 }
 
 /* A side's socket is readable (or at EOF, or in error). */
-static void relay_on_readable(berth_conn_t *c, void *arg)
+static int relay_on_readable(berth_conn_t *c, void *arg)
 {
     relay_t *r = arg;
     if (r->ended || !r->started)
-        return;
-    relay_after(r, dir_fill(r, &r->dir[c == r->peer]));
+        return 0;
+    relay_dir_t *d = &r->dir[c == r->peer];
+    int rc = dir_fill(r, d);
+    int dry = d->dry; /* relay_after may free r */
+    relay_after(r, rc);
+    return dry;
 }
 
 /* Plaintext from a TLS client (data NULL: its end): straight to the peer's write queue, and

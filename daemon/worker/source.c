@@ -53,7 +53,7 @@ typedef struct waiter {
 } waiter_t;
 
 static void wait_on_close(berth_conn_t *c, void *arg);
-static void wait_on_readable(berth_conn_t *c, void *arg);
+static int wait_on_readable(berth_conn_t *c, void *arg);
 
 static const conn_hooks_t wait_hooks = {
     .on_close = wait_on_close,
@@ -71,10 +71,11 @@ static void wait_on_close(berth_conn_t *c, void *arg)
     free(wt);
 }
 
-static void wait_on_readable(berth_conn_t *c, void *arg)
+static int wait_on_readable(berth_conn_t *c, void *arg)
 {
     (void)arg;
     conn_watch_read(c, 0);
+    return 0; /* nothing was read: it waits for when the conn begins */
 }
 
 static void wait_retry(berth_conn_t *c, void *arg)

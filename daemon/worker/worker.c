@@ -647,6 +647,7 @@ int worker_run(const worker_spec_t *spec)
     status = 0;
 out:
     /* Anything still open (a plugin's stray handle) is closed before the loop is. */
+    io_loop_close(&w.io);
     uv_walk(&w.loop, walk_close, NULL);
     uv_run(&w.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&w.loop))

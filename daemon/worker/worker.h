@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "config/config.h"
+#include "worker/io.h"
 #include "worker/loader.h"
 #include "core/stats.h"
 
@@ -84,7 +85,7 @@ typedef struct worker {
     uv_timer_t drain_timer;
     char *readbuf;
     size_t readbuf_size;
-    int readbuf_busy;
+    io_loop_t io; /* conn.c's sockets: io.h */
 } worker_t;
 
 /* Run a worker to its end; returns the process exit status. */

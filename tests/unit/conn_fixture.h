@@ -86,6 +86,10 @@ static inline void fx_end(fx_t *f)
     /* Every conn gave its slot back. */
     assert_int_equal(atomic_load(&f->ls[0].st->active), FX_BASE);
     assert_int_equal(atomic_load(&f->ls[1].st->active), FX_BASE);
+    /* Every conn's socket left the worker's set. */
+    assert_int_equal(f->w.io.nused, 0);
+    assert_null(f->w.io.post_head);
+    io_loop_close(&f->w.io);
     uv_walk(&f->w.loop, fx_walk_close, NULL);
     uv_run(&f->w.loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->w.loop), 0);
