@@ -165,11 +165,12 @@ fail:
 }
 
 /*
- * Start writing out each whole UPLOAD_WRITEBACK_STEP as it is complete (SYNC_FILE_RANGE_WRITE
- * alone queues the pages' writes and returns): the disk works while bytes still arrive, and
- * the commit's fsync waits for the writes in flight instead of starting the whole file. With
- * UPLOAD_WRITEBACK_LAG > 0 (an A/B build) the step that many behind is also waited for. Only
- * a hint: a file system without sync_file_range just leaves it all to the fsync.
+ * Start writing out each whole UPLOAD_WRITEBACK_STEP as it is complete: SYNC_FILE_RANGE_WRITE
+ * alone queues the pages' writes, waiting only for room in the disk's queue. The disk works
+ * while bytes still arrive, and the commit's fsync waits for the writes in flight instead of
+ * starting the whole file. With UPLOAD_WRITEBACK_LAG > 0 (an A/B build) the step that many
+ * behind is also waited for. Only a hint: a file system without sync_file_range just leaves
+ * it all to the fsync.
  */
 static int writeback(upload_store_t *s)
 {
