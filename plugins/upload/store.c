@@ -165,11 +165,12 @@ fail:
 }
 
 /*
- * Start writing out each whole UPLOAD_WRITEBACK_STEP as it is complete, and wait for the one
- * UPLOAD_WRITEBACK_LAG steps before it (the pattern of a streaming writer that will fsync):
- * the disk works while bytes still arrive, and the commit's fsync finds at most LAG + 1 steps
- * dirty. Only a hint: a file
- * system without sync_file_range just leaves it all to the fsync.
+ * Start writing out each whole UPLOAD_WRITEBACK_STEP as it is complete: SYNC_FILE_RANGE_WRITE
+ * alone queues the pages' writes, waiting only for room in the disk's queue. The disk works
+ * while bytes still arrive, and the commit's fsync waits for the writes in flight instead of
+ * starting the whole file. With UPLOAD_WRITEBACK_LAG > 0 (an A/B build) the step that many
+ * behind is also waited for. Only a hint: a file system without sync_file_range just leaves
+ * it all to the fsync.
  */
 static int writeback(upload_store_t *s)
 {
@@ -182,7 +183,7 @@ static int writeback(upload_store_t *s)
             return 0;
         }
         const off_t lag = (off_t)(UPLOAD_WRITEBACK_LAG * UPLOAD_WRITEBACK_STEP);
-        if (at >= lag &&
+        if (UPLOAD_WRITEBACK_LAG > 0 && at >= lag &&
             sync_file_range(s->fd, at - lag, (off_t)UPLOAD_WRITEBACK_STEP,
                             SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
                                 SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&

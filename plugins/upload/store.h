@@ -19,15 +19,19 @@
 typedef struct evp_md_ctx_st upload_md_ctx_t; /* OpenSSL's EVP_MD_CTX */
 
 /* With writeback set, the step in which written bytes are handed to the disk, and how many
- * steps may be in flight (started, not yet waited for) behind the one just started. Both can
- * be set with -D for an A/B build; 32 MiB steps or a lag of 2 measured no better than 8 MiB
- * and 1 (bench/README.md): the waits cost ~20 ms a GiB, the final fsync is journal and cache
- * flush, not the dirty tail. */
+ * steps may be in flight (started, not yet waited for) behind the one just started before the
+ * writer waits for the oldest; 0: never wait, the commit's fsync waits for them all. Both can
+ * be set with -D for an A/B build. Waiting (lag 1, then 8) cost more than it saved at 8
+ * uploads of 1 GiB at once (bench/README.md, sixth pass): a wait holds a pool thread the
+ * other uploads' writes need for as long as the disk takes with all eight files in flight.
+ * What an upload leaves in the page cache is bounded by the kernel's dirty limits instead
+ * (pages under writeback count against them, and a writer over them is throttled in its
+ * pwrite). */
 #ifndef UPLOAD_WRITEBACK_STEP
 #define UPLOAD_WRITEBACK_STEP ((uint64_t)8 << 20)
 #endif
 #ifndef UPLOAD_WRITEBACK_LAG
-#define UPLOAD_WRITEBACK_LAG 1
+#define UPLOAD_WRITEBACK_LAG 0
 #endif
 
 /* Disk is reserved at most this far ahead of the bytes written. */
@@ -41,10 +45,10 @@ typedef struct upload_store {
     uint64_t size;     /* the size announced: disk is never reserved past it */
     uint64_t reserved; /* bytes from 0 reserved with fallocate so far */
     /* Set by the caller when the commit will fsync: every UPLOAD_WRITEBACK_STEP bytes the
-     * kernel is asked to start writing them out (sync_file_range), and the step
-     * UPLOAD_WRITEBACK_LAG before is waited for, so the final fsync has at most LAG + 1 steps
-     * left to flush instead of the whole file, and an upload keeps at most that much dirty
-     * in the page cache. */
+     * kernel is asked to start writing them out (sync_file_range, without waiting), so the
+     * disk works while the bytes arrive and the final fsync waits for what is still in
+     * flight, not for the whole file (with UPLOAD_WRITEBACK_LAG > 0, the step that far
+     * behind is also waited for). */
     int writeback;
     uint64_t flushed; /* bytes from 0 whose writeback has been started */
     upload_md_ctx_t *sha256;
