@@ -10,6 +10,7 @@ import time
 import unittest
 
 import test_socks5_bind as tb
+import test_socks5_udp as tu
 from harness import IO_TIMEOUT, DaemonTestCase
 
 
@@ -58,6 +59,56 @@ class BindLimits(DaemonTestCase):
         quiet = sum(int(m) for m in re.findall(r"(\d+) more refused since the last such line", log))
         self.assertEqual(len(lines) + quiet, knocks + 1)
         self.assertLess(len(lines), knocks)
+
+
+class UdpLimits(DaemonTestCase):
+    # The UDP tests' helpers, not their tests.
+    start_proxy = tu.SocksUdpTest.start_proxy
+    control = tu.SocksUdpTest.control
+    associate = tu.SocksUdpTest.associate
+    assoc_line = tu.SocksUdpTest.assoc_line
+    counters = tu.SocksUdpTest.counters
+
+    def udp(self, host="127.0.0.1"):
+        d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        d.bind((host, 0))
+        d.settimeout(IO_TIMEOUT)
+        self.addCleanup(d.close)
+        return d
+
+    def test_replies_only_from_destinations_the_client_sent_to(self):
+        self.start_proxy()
+        s, u, relay = self.associate(client_port=None)
+        dest = self.udp()
+        dport = dest.getsockname()[1]
+        u.sendto(tu.udp_header("127.0.0.1", dport) + b"hello", relay)
+        data, out = dest.recvfrom(65535)
+        self.assertEqual(data, b"hello")
+        # Allowed by allow_dest (127.0.0.0/8), but never sent to: another port, another
+        # address. Sent before the real reply, so had they passed they would come first.
+        self.udp().sendto(b"other port", out)
+        self.udp("127.0.0.2").sendto(b"other address", out)
+        dest.sendto(b"reply", out)
+        data, _ = u.recvfrom(65535)
+        self.assertEqual(data, tu.udp_header("127.0.0.1", dport) + b"reply")
+        s.close()
+        c = self.counters(self.assoc_line())
+        self.assertEqual(c["unasked"], "2")
+        self.assertEqual(c["datagrams_down"], "1")
+
+    def test_a_name_resolved_counts_as_sent_to(self):
+        self.start_proxy()
+        s, u, relay = self.associate(client_port=None)
+        dest = self.udp()
+        dport = dest.getsockname()[1]
+        name = b"localhost"
+        head = b"\x00\x00\x00\x03" + bytes([len(name)]) + name + struct.pack("!H", dport)
+        u.sendto(head + b"by name", relay)
+        data, out = dest.recvfrom(65535)
+        self.assertEqual(data, b"by name")
+        dest.sendto(b"reply", out)
+        data, _ = u.recvfrom(65535)
+        self.assertEqual(data, tu.udp_header("127.0.0.1", dport) + b"reply")
 
 
 if __name__ == "__main__":
