@@ -8,7 +8,11 @@
  * Nothing is ever queued on a socket: a datagram goes out with uv_udp_try_send or is dropped
  * (UDP may drop; a proxy that buffered would be a flood amplifier). What does wait is a
  * datagram to a name, on the resolver (libuv's getaddrinfo on the pool, as connect uses),
- * and at most `max_queued` of those per socket.
+ * and at most `max_queued` of those per socket. A lookup holds a pool thread until the
+ * resolver answers or gives up, and the pool is the one connect's names and host->work
+ * (upload's disk writes) share: so a listener also has at most half of the lookups libuv
+ * runs at once (udp_assoc_resolve_cap) resolving for datagrams, whatever its associations
+ * and their queues add up to; past that a datagram to a name is refused (-EBUSY) at once.
  *
  * What the plugin holds is not the socket's address but a handle: a slot of a per-process
  * table and that slot's generation, packed into the pointer (never 0). A handle whose socket
@@ -18,6 +22,7 @@
  * never reaches a socket of someone else (until the slot has been reused 2^32 times).
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -59,6 +64,7 @@ struct udp_set {
 
 struct resolve {
     dgram_t *d;
+    berth_listener_t *l; /* counted in its dgram_resolving until it comes back */
     resolve_t *prev, *next;
     uv_getaddrinfo_t gai;
     berth_connect_allow_cb allow;
@@ -373,6 +379,20 @@ static int send_to(dgram_t *d, const struct sockaddr *sa, const void *data, size
     return 0;
 }
 
+/* Lookups for datagrams a listener may have in flight. libuv runs at most (threads + 1) / 2
+ * slow I/O requests (getaddrinfo) at once, so that those leave threads for the rest of the
+ * work; connect's names count against the same bound. Half of that (and of what the
+ * listener may hand the pool as host->work, conn_pool_init), at least 1, leaves lookups
+ * for CONNECT while every datagram lookup hangs on a resolver that never answers. */
+static unsigned udp_assoc_resolve_cap(worker_t *w)
+{
+    if (w->work_inflight_max == 0)
+        conn_pool_init(w); /* a worker that did not size its pool: a unit test */
+    unsigned slow = (w->pool_size + 1) / 2;
+    unsigned share = w->work_inflight_max < slow ? w->work_inflight_max : slow;
+    return share / 2 ? share / 2 : 1;
+}
+
 static int allowed(dgram_t *d, berth_connect_allow_cb allow, void *arg, const struct sockaddr *sa)
 {
     if (allow == NULL)
@@ -394,6 +414,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         d->resolves = r->next;
     if (r->next)
         r->next->prev = r->prev;
+    assert(r->l->dgram_resolving > 0);
+    r->l->dgram_resolving--;
     d->queued--;
     d->pending--;
     if (status == 0 && !d->closing) {
@@ -460,11 +482,15 @@ int udp_assoc_send(berth_dgram_t *hd, const char *host, uint16_t port, const voi
 
     if (d->queued >= d->max_queued)
         return -ENOBUFS;
+    berth_listener_t *l = conn_listener(d->c);
+    if (l->dgram_resolving >= udp_assoc_resolve_cap(conn_worker(d->c)))
+        return -EBUSY;
     resolve_t *r = malloc(sizeof *r + len);
     if (r == NULL)
         return -ENOMEM;
     memset(r, 0, sizeof *r);
     r->d = d;
+    r->l = l;
     r->allow = allow;
     r->arg = arg;
     r->port = port;
@@ -488,6 +514,7 @@ int udp_assoc_send(berth_dgram_t *hd, const char *host, uint16_t port, const voi
     if (r->next)
         r->next->prev = r;
     d->resolves = r;
+    l->dgram_resolving++;
     d->queued++;
     d->pending++;
     return 0;

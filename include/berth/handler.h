@@ -392,6 +392,9 @@ typedef struct berth_host {
      * NULL; called with the address and port); the first it allows gets the datagram, which
      * is never queued on the socket: 0 when sent or waiting for the resolver, -EACCES when
      * `allow` refused a literal address, -ENOBUFS when max_queued are already waiting,
+     * -EBUSY when the listener's lookups in flight for datagrams (every socket of every
+     * conn of it, in this worker) are at the host's cap, half the listener's share of the
+     * thread pool, so names that never resolve cannot hold every thread work() needs,
      * -EAGAIN when the socket's buffer is full (the datagram is dropped, as UDP may),
      * -EAFNOSUPPORT when the socket's family cannot reach the address, -EINVAL for a NULL
      * `d` or `host`, port 0 or more than 65507 bytes, -EPIPE when `d` has closed or its conn

@@ -11,8 +11,10 @@
  * sent to the client.
  *
  * Nothing is buffered: the host sends at once or drops (counted as `queue`), and at most
- * udp_queue datagrams per association wait for a name. The association ends with its control
- * connection (the host closes the sockets) or after udp_idle_timeout without a datagram.
+ * udp_queue datagrams per association wait for a name, and at most the listener's share of
+ * the host's resolver threads across all its associations (past it: counted as `resolver`). The
+ * association ends with its control connection (the host closes the sockets) or after
+ * udp_idle_timeout without a datagram.
  */
 #include "socks5_udp.h"
 
@@ -45,7 +47,7 @@ struct socks5_udp {
     uint64_t last_ms;
     const char *ended;
     uint64_t up, down, dgrams_up, dgrams_down;
-    uint64_t stranger, fragment, malformed, denied, queue, unasked;
+    uint64_t stranger, fragment, malformed, denied, queue, unasked, resolver;
     recent_dest_t recent[SOCKS5_UDP_RECENT];
     unsigned recent_next;
 };
@@ -190,6 +192,8 @@ static void on_client_datagram(berth_conn_t *conn, berth_dgram_t *d, const void 
                              dest_allow, u);
     if (rc == -ENOBUFS || rc == -EAGAIN || rc == -ENOMEM) {
         u->queue++;
+    } else if (rc == -EBUSY) {
+        u->resolver++; /* the listener's lookups in flight are at the host's cap */
     } else if (rc == 0) {
         u->dgrams_up++;
         u->up += len - h.len;
@@ -377,12 +381,13 @@ void socks5_udp_end(socks5_udp_t *u)
     u->host->log(u->conn, BERTH_LOG_INFO,
                  "udp association ended (%s): datagrams_up=%llu datagrams_down=%llu "
                  "bytes_up=%llu bytes_down=%llu dropped: stranger=%llu fragment=%llu "
-                 "malformed=%llu denied=%llu queue=%llu unasked=%llu",
+                 "malformed=%llu denied=%llu queue=%llu unasked=%llu resolver=%llu",
                  u->ended ? u->ended : "control connection closed",
                  (unsigned long long)u->dgrams_up, (unsigned long long)u->dgrams_down,
                  (unsigned long long)u->up, (unsigned long long)u->down,
                  (unsigned long long)u->stranger, (unsigned long long)u->fragment,
                  (unsigned long long)u->malformed, (unsigned long long)u->denied,
-                 (unsigned long long)u->queue, (unsigned long long)u->unasked);
+                 (unsigned long long)u->queue, (unsigned long long)u->unasked,
+                 (unsigned long long)u->resolver);
     free(u);
 }
