@@ -8,9 +8,21 @@
  * Nothing is ever queued on a socket: a datagram goes out with uv_udp_try_send or is dropped
  * (UDP may drop; a proxy that buffered would be a flood amplifier). What does wait is a
  * datagram to a name, on the resolver (libuv's getaddrinfo on the pool, as connect uses),
- * and at most `max_queued` of those per socket.
+ * and at most `max_queued` of those per socket. A lookup holds a pool thread until the
+ * resolver answers or gives up, and the pool is the one connect's names and host->work
+ * (upload's disk writes) share: so a listener also has at most half of the lookups libuv
+ * runs at once (udp_assoc_resolve_cap) resolving for datagrams, whatever its associations
+ * and their queues add up to; past that a datagram to a name is refused (-EBUSY) at once.
+ *
+ * What the plugin holds is not the socket's address but a handle: a slot of a per-process
+ * table and that slot's generation, packed into the pointer (never 0). A handle whose socket
+ * has closed (by dgram_close, or because its conn began to end) is found nowhere, so every
+ * later call with it, even after the conn and its memory are gone, gets -EPIPE and touches
+ * nothing freed; a slot reused by another socket has a new generation, so an old handle
+ * never reaches a socket of someone else (until the slot has been reused 2^32 times).
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -23,7 +35,10 @@
 typedef struct udp_set udp_set_t;
 typedef struct resolve resolve_t;
 
-struct berth_dgram {
+/* The real socket; the plugin's berth_dgram_t * is its handle (see above). */
+typedef struct dgram dgram_t;
+
+struct dgram {
     udp_set_t *set;
     berth_conn_t *c;
     uv_udp_t h;
@@ -34,20 +49,22 @@ struct berth_dgram {
     uint32_t max_queued, queued;
     int pending; /* the handle's close, resolves in flight */
     unsigned closing : 1;
-    berth_dgram_t *next;
+    dgram_t *next;
     resolve_t *resolves;
+    berth_dgram_t *handle; /* what the plugin holds; its slot is given back at close */
 };
 
 /* A conn's sockets; found by conn in a per-process list (the loop is one thread, and a
  * worker has few associations). */
 struct udp_set {
     berth_conn_t *c;
-    berth_dgram_t *head;
+    dgram_t *head;
     udp_set_t *next;
 };
 
 struct resolve {
-    berth_dgram_t *d;
+    dgram_t *d;
+    berth_listener_t *l; /* counted in its dgram_resolving until it comes back */
     resolve_t *prev, *next;
     uv_getaddrinfo_t gai;
     berth_connect_allow_cb allow;
@@ -59,10 +76,71 @@ struct resolve {
 };
 
 static udp_set_t *sets;
+
+/* ---- handles ---- */
+
+#define HANDLE_SLOT_BITS (sizeof(uintptr_t) * 4)
+#define HANDLE_SLOT_MASK (((uintptr_t)1 << HANDLE_SLOT_BITS) - 1)
+
+typedef struct handle_slot {
+    dgram_t *d;    /* NULL: free */
+    uintptr_t gen; /* bumped at every reuse; never 0 */
+    uint32_t next_free;
+} handle_slot_t;
+
+static handle_slot_t *slots;
+static uint32_t nslots, cap, free_head; /* free_head: slot index + 1; 0 none */
+
+static berth_dgram_t *handle_new(dgram_t *d)
+{
+    uint32_t i;
+    if (free_head) {
+        i = free_head - 1;
+        free_head = slots[i].next_free;
+    } else {
+        if (nslots >= UINT32_MAX / 2 || nslots >= HANDLE_SLOT_MASK - 1)
+            return NULL;
+        if (nslots == cap) {
+            uint32_t ncap = cap ? cap * 2 : 16;
+            handle_slot_t *n = realloc(slots, (size_t)ncap * sizeof *n);
+            if (n == NULL)
+                return NULL;
+            slots = n;
+            cap = ncap;
+        }
+        i = nslots++;
+        slots[i].gen = 0;
+    }
+    slots[i].gen = (slots[i].gen + 1) & (((uintptr_t)-1) >> HANDLE_SLOT_BITS);
+    if (slots[i].gen == 0)
+        slots[i].gen = 1;
+    slots[i].d = d;
+    slots[i].next_free = 0;
+    return (berth_dgram_t *)((slots[i].gen << HANDLE_SLOT_BITS) | (uintptr_t)(i + 1));
+}
+
+/* The open socket behind a handle, or NULL (closed, or never one). */
+static dgram_t *handle_get(const berth_dgram_t *h)
+{
+    uintptr_t v = (uintptr_t)h;
+    uintptr_t i = v & HANDLE_SLOT_MASK;
+    if (i == 0 || i > nslots)
+        return NULL;
+    handle_slot_t *s = &slots[i - 1];
+    return s->d && s->gen == v >> HANDLE_SLOT_BITS ? s->d : NULL;
+}
+
+static void handle_free(const berth_dgram_t *h)
+{
+    uint32_t i = (uint32_t)((uintptr_t)h & HANDLE_SLOT_MASK) - 1;
+    slots[i].d = NULL;
+    slots[i].next_free = free_head;
+    free_head = i + 1;
+}
 /* One receive buffer for every socket: a datagram is handed over before the next is read. */
 static char recv_buf[65536];
 
-static void dgram_free_maybe(berth_dgram_t *d)
+static void dgram_free_maybe(dgram_t *d)
 {
     if (!d->closing || d->pending > 0)
         return;
@@ -73,7 +151,7 @@ static void dgram_free_maybe(berth_dgram_t *d)
 
 static void on_udp_closed(uv_handle_t *h)
 {
-    berth_dgram_t *d = h->data;
+    dgram_t *d = h->data;
     d->pending--;
     dgram_free_maybe(d);
 }
@@ -87,13 +165,14 @@ static void set_unlink(udp_set_t *s)
         }
 }
 
-void udp_assoc_close(berth_dgram_t *d)
+static void dgram_close(dgram_t *d)
 {
     if (d->closing)
         return;
     d->closing = 1;
+    handle_free(d->handle);
     udp_set_t *s = d->set;
-    for (berth_dgram_t **p = &s->head; *p; p = &(*p)->next)
+    for (dgram_t **p = &s->head; *p; p = &(*p)->next)
         if (*p == d) {
             *p = d->next;
             break;
@@ -110,14 +189,22 @@ void udp_assoc_close(berth_dgram_t *d)
     uv_close((uv_handle_t *)&d->h, on_udp_closed);
 }
 
+/* A handle already closed (twice, or after its conn began to end) or NULL: nothing. */
+void udp_assoc_close(berth_dgram_t *h)
+{
+    dgram_t *d = handle_get(h);
+    if (d)
+        dgram_close(d);
+}
+
 /* The conn begins to end: every socket of it closes. */
 static void set_on_close(berth_conn_t *c, void *arg)
 {
     udp_set_t *s = arg;
     while (s->head) {
-        berth_dgram_t *d = s->head;
+        dgram_t *d = s->head;
         int last = d->next == NULL;
-        udp_assoc_close(d); /* the last one frees s */
+        dgram_close(d); /* the last one frees s */
         if (last)
             break;
     }
@@ -152,7 +239,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *addr,
                     unsigned flags)
 {
-    berth_dgram_t *d = h->data;
+    dgram_t *d = h->data;
     (void)buf;
     if (d->closing || addr == NULL || nread < 0 || (flags & UV_UDP_PARTIAL))
         return; /* nothing, an error (ICMP), or truncated: nothing to hand over */
@@ -165,7 +252,7 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
     conn_count_in(c, (size_t)nread);
     conn_ref(c);
     conn_plugin_scope_t sc = conn_plugin_enter(conn_worker(c), conn_listener(c), STATS_HOOK_OTHER);
-    d->cb(c, d, recv_buf, (size_t)nread, (const struct sockaddr *)&from, d->arg);
+    d->cb(c, d->handle, recv_buf, (size_t)nread, (const struct sockaddr *)&from, d->arg);
     conn_plugin_leave(conn_worker(c), sc);
     conn_unref(c);
 }
@@ -173,7 +260,9 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
 int udp_assoc_open(berth_conn_t *c, const struct sockaddr *addr, uint16_t port_last,
                    uint32_t max_queued, berth_dgram_cb cb, void *arg, berth_dgram_t **out)
 {
-    if (cb == NULL || out == NULL || addr == NULL ||
+    if (out)
+        *out = NULL;
+    if (c == NULL || cb == NULL || out == NULL || addr == NULL ||
         (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
         return -EINVAL;
     if (!conn_is_open(c))
@@ -184,11 +273,17 @@ int udp_assoc_open(berth_conn_t *c, const struct sockaddr *addr, uint16_t port_l
     if (s == NULL && conn_hooked(c))
         return -EALREADY;
 
-    berth_dgram_t *d = calloc(1, sizeof *d);
+    dgram_t *d = calloc(1, sizeof *d);
     if (d == NULL)
         return -ENOMEM;
+    d->handle = handle_new(d);
+    if (d->handle == NULL) {
+        free(d);
+        return -ENOMEM;
+    }
     int rc = uv_udp_init(conn_loop(c), &d->h);
     if (rc) {
+        handle_free(d->handle);
         free(d);
         return rc;
     }
@@ -218,6 +313,7 @@ int udp_assoc_open(berth_conn_t *c, const struct sockaddr *addr, uint16_t port_l
         rc = uv_udp_recv_start(&d->h, on_alloc, on_recv);
     if (rc) {
         d->closing = 1;
+        handle_free(d->handle);
         uv_close((uv_handle_t *)&d->h, on_udp_closed);
         conn_ref(c); /* given back in dgram_free_maybe */
         return rc;
@@ -228,6 +324,7 @@ int udp_assoc_open(berth_conn_t *c, const struct sockaddr *addr, uint16_t port_l
         s = calloc(1, sizeof *s);
         if (s == NULL) {
             d->closing = 1;
+            handle_free(d->handle);
             uv_close((uv_handle_t *)&d->h, on_udp_closed);
             conn_ref(c);
             return -ENOMEM;
@@ -241,19 +338,20 @@ int udp_assoc_open(berth_conn_t *c, const struct sockaddr *addr, uint16_t port_l
     d->next = s->head;
     s->head = d;
     conn_ref(c);
-    *out = d;
+    *out = d->handle;
     return 0;
 }
 
-const struct sockaddr *udp_assoc_local_addr(const berth_dgram_t *d, socklen_t *len)
+const struct sockaddr *udp_assoc_local_addr(const berth_dgram_t *h, socklen_t *len)
 {
+    const dgram_t *d = handle_get(h);
     if (len)
-        *len = d->locallen;
-    return (const struct sockaddr *)&d->local;
+        *len = d ? d->locallen : 0;
+    return d ? (const struct sockaddr *)&d->local : NULL;
 }
 
 /* To one address, already allowed: 0 or a negative errno. */
-static int send_to(berth_dgram_t *d, const struct sockaddr *sa, const void *data, size_t len)
+static int send_to(dgram_t *d, const struct sockaddr *sa, const void *data, size_t len)
 {
     struct sockaddr_storage to;
     memset(&to, 0, sizeof to);
@@ -281,8 +379,21 @@ static int send_to(berth_dgram_t *d, const struct sockaddr *sa, const void *data
     return 0;
 }
 
-static int allowed(berth_dgram_t *d, berth_connect_allow_cb allow, void *arg,
-                   const struct sockaddr *sa)
+/* Lookups for datagrams a listener may have in flight. libuv runs at most (threads + 1) / 2
+ * slow I/O requests (getaddrinfo) at once, so that those leave threads for the rest of the
+ * work; connect's names count against the same bound. Half of that (and of what the
+ * listener may hand the pool as host->work, conn_pool_init), at least 1, leaves lookups
+ * for CONNECT while every datagram lookup hangs on a resolver that never answers. */
+static unsigned udp_assoc_resolve_cap(worker_t *w)
+{
+    if (w->work_inflight_max == 0)
+        conn_pool_init(w); /* a worker that did not size its pool: a unit test */
+    unsigned slow = (w->pool_size + 1) / 2;
+    unsigned share = w->work_inflight_max < slow ? w->work_inflight_max : slow;
+    return share / 2 ? share / 2 : 1;
+}
+
+static int allowed(dgram_t *d, berth_connect_allow_cb allow, void *arg, const struct sockaddr *sa)
 {
     if (allow == NULL)
         return 1;
@@ -296,13 +407,15 @@ static int allowed(berth_dgram_t *d, berth_connect_allow_cb allow, void *arg,
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     resolve_t *r = req->data;
-    berth_dgram_t *d = r->d;
+    dgram_t *d = r->d;
     if (r->prev)
         r->prev->next = r->next;
     else
         d->resolves = r->next;
     if (r->next)
         r->next->prev = r->prev;
+    assert(r->l->dgram_resolving > 0);
+    r->l->dgram_resolving--;
     d->queued--;
     d->pending--;
     if (status == 0 && !d->closing) {
@@ -337,13 +450,14 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     dgram_free_maybe(d);
 }
 
-int udp_assoc_send(berth_dgram_t *d, const char *host, uint16_t port, const void *data, size_t len,
+int udp_assoc_send(berth_dgram_t *hd, const char *host, uint16_t port, const void *data, size_t len,
                    berth_connect_allow_cb allow, void *arg)
 {
-    if (d->closing)
-        return -EPIPE;
-    if (host == NULL || port == 0 || len > 65507)
+    if (hd == NULL || host == NULL || port == 0 || len > 65507 || (data == NULL && len > 0))
         return -EINVAL;
+    dgram_t *d = handle_get(hd);
+    if (d == NULL || d->closing || !conn_is_open(d->c))
+        return -EPIPE;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     struct sockaddr_in *in = (struct sockaddr_in *)&ss;
@@ -368,11 +482,15 @@ int udp_assoc_send(berth_dgram_t *d, const char *host, uint16_t port, const void
 
     if (d->queued >= d->max_queued)
         return -ENOBUFS;
+    berth_listener_t *l = conn_listener(d->c);
+    if (l->dgram_resolving >= udp_assoc_resolve_cap(conn_worker(d->c)))
+        return -EBUSY;
     resolve_t *r = malloc(sizeof *r + len);
     if (r == NULL)
         return -ENOMEM;
     memset(r, 0, sizeof *r);
     r->d = d;
+    r->l = l;
     r->allow = allow;
     r->arg = arg;
     r->port = port;
@@ -396,6 +514,7 @@ int udp_assoc_send(berth_dgram_t *d, const char *host, uint16_t port, const void
     if (r->next)
         r->next->prev = r;
     d->resolves = r;
+    l->dgram_resolving++;
     d->queued++;
     d->pending++;
     return 0;

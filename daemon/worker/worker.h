@@ -53,6 +53,9 @@ struct berth_listener {
     struct work_req *work_head, *work_tail;
     unsigned poll_init : 1, polling : 1, paused : 1, retry_init : 1;
     unsigned at_cap : 1; /* metrics: the cap was reached and not left since */
+    /* udp_assoc.c's: names of datagrams (host->dgram_send) being resolved on the pool,
+     * capped (udp_assoc_resolve_cap) so they never hold every thread lookups may use */
+    unsigned dgram_resolving;
 };
 
 typedef struct worker {

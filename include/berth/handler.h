@@ -376,22 +376,34 @@ typedef struct berth_host {
      * latest, when `conn` begins to end (no callback after that); its handle holds the conn
      * allocated until it has closed. A conn in a relay or a connect (or a listen_once) has
      * no room for one: -EALREADY. 0 and *out, or a negative errno (-EADDRINUSE when the
-     * port or every port of the range is taken). */
+     * port or every port of the range is taken; -EINVAL for a NULL conn, cb, out or addr;
+     * -EPIPE when `conn` is ending), *out NULL then.
+     * *out is a handle, not memory: every dgram_* call below is safe with NULL, and with a
+     * handle whose socket has closed (dgram_close, or the conn began to end), at any time
+     * after, even from finish() or once the conn is gone: dgram_send then returns -EINVAL
+     * (NULL) or -EPIPE (closed), dgram_local_addr NULL with *len 0, dgram_close nothing. */
     int (*dgram_open)(berth_conn_t *conn, const struct sockaddr *addr, uint16_t port_last,
                       uint32_t max_queued, berth_dgram_cb cb, void *arg, berth_dgram_t **out);
-    /* The address it is bound to (a wildcard address stays the wildcard). */
+    /* The address it is bound to (a wildcard address stays the wildcard); NULL, *len 0,
+     * once it has closed. */
     const struct sockaddr *(*dgram_local_addr)(const berth_dgram_t *d, socklen_t *len);
     /* Send one datagram to `host` (a literal IPv4/IPv6 address, or a name resolved off the
      * loop as connect's are) port `port`. Each address is first offered to `allow` (MAY be
      * NULL; called with the address and port); the first it allows gets the datagram, which
      * is never queued on the socket: 0 when sent or waiting for the resolver, -EACCES when
      * `allow` refused a literal address, -ENOBUFS when max_queued are already waiting,
+     * -EBUSY when the listener's lookups in flight for datagrams (every socket of every
+     * conn of it, in this worker) are at the host's cap, half the listener's share of the
+     * thread pool, so names that never resolve cannot hold every thread work() needs,
      * -EAGAIN when the socket's buffer is full (the datagram is dropped, as UDP may),
-     * -EAFNOSUPPORT when the socket's family cannot reach the address. A name that does not
-     * resolve or whose every address is refused is dropped without a word. */
+     * -EAFNOSUPPORT when the socket's family cannot reach the address, -EINVAL for a NULL
+     * `d` or `host`, port 0 or more than 65507 bytes, -EPIPE when `d` has closed or its conn
+     * is ending. A name that does not resolve or whose every address is refused is dropped
+     * without a word. */
     int (*dgram_send)(berth_dgram_t *d, const char *host, uint16_t port, const void *data,
                       size_t len, berth_connect_allow_cb allow, void *arg);
-    /* Close it now: no callback after this returns; pending names are dropped. */
+    /* Close it now: no callback after this returns; pending names are dropped. Closing it
+     * again, or after the conn closed it, does nothing. */
     void (*dgram_close)(berth_dgram_t *d);
     /* A one-shot TCP listen for `conn` (SOCKS5 BIND): bound at `addr` (port 0: ephemeral)
      * with its address in *bound when this returns 0. The first connection that `allow`

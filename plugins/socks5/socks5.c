@@ -81,6 +81,7 @@ typedef struct session {
     socks5_udp_t *udp;
     struct sockaddr_storage bind_want; /* BIND's DST.ADDR when an address, else family 0 */
     uint8_t binding;                   /* a BIND: CONNECTING waits for the peer */
+    uint8_t bind_counted;              /* holds one of bind_max until finish */
 } session_t;
 
 /* A password check on the thread pool. Owns copies of the credentials, wiped on free. */
@@ -574,8 +575,26 @@ static int bind_peer_cb(berth_conn_t *conn, const struct sockaddr *addr, void *a
     memcpy(&ss, addr,
            addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     format_addr(&ss, who, sizeof(who));
-    host->log(conn, BERTH_LOG_INFO, "bind: refused a connection from %s (not %s, or not allowed)",
-              who, s->dest);
+    /* Anyone may knock on the port: one line a second per listener, with the count of the
+     * ones kept quiet, so a flood of strangers cannot flood the log. */
+    struct socks5_bind_live *live = s->cfg->bind_live;
+    uint64_t now = now_ms();
+    if (live == NULL || live->refused_log_ms == 0 || now - live->refused_log_ms >= 1000) {
+        if (live != NULL && live->refused_quiet > 0)
+            host->log(conn, BERTH_LOG_INFO,
+                      "bind: refused a connection from %s (not %s, or not allowed); "
+                      "%llu more refused since the last such line",
+                      who, s->dest, (unsigned long long)live->refused_quiet);
+        else
+            host->log(conn, BERTH_LOG_INFO,
+                      "bind: refused a connection from %s (not %s, or not allowed)", who, s->dest);
+        if (live != NULL) {
+            live->refused_log_ms = now ? now : 1;
+            live->refused_quiet = 0;
+        }
+    } else {
+        live->refused_quiet++;
+    }
     return -EACCES;
 }
 
@@ -590,6 +609,12 @@ static void on_bind(berth_conn_t *conn, session_t *s, const socks5_request_t *r)
 
     if (!s->cfg->bind || !BERTH_HOST_HAS(host, listen_once)) {
         fail(conn, s, SOCKS5_REP_CMD_UNSUPPORTED);
+        return;
+    }
+    if (s->cfg->bind_live->active >= s->cfg->bind_max) {
+        host->log(conn, BERTH_LOG_WARN, "bind: bind_max (%u) reached, request refused",
+                  s->cfg->bind_max);
+        fail(conn, s, SOCKS5_REP_GENERAL_FAILURE);
         return;
     }
     /* DST.ADDR, when an address other than the unspecified one, is who must connect. */
@@ -630,6 +655,8 @@ static void on_bind(berth_conn_t *conn, session_t *s, const socks5_request_t *r)
         fail(conn, s, SOCKS5_REP_GENERAL_FAILURE);
         return;
     }
+    s->bind_counted = 1;
+    s->cfg->bind_live->active++;
     n = socks5_reply(reply, SOCKS5_REP_SUCCEEDED, (const struct sockaddr *)&bound);
     if (host->write(conn, reply, n) < 0)
         drop(conn, s, "client gone", 1);
@@ -959,6 +986,10 @@ static void socks5_finish(berth_conn_t *conn)
             socks5_udp_outcome(s->udp) ? socks5_udp_outcome(s->udp) : "udp association ended";
     socks5_udp_end(s->udp);
     s->udp = NULL;
+    if (s->bind_counted) {
+        s->bind_counted = 0;
+        s->cfg->bind_live->active--;
+    }
     if (s->cfg != NULL)
         log_session(conn, s);
     if (s->cfg != NULL)

@@ -54,6 +54,8 @@ const berth_option_t socks5_options[] = {
         "serve BIND (RFC 1928 section 6); tcp listeners only"),
     OPT("bind_timeout", BERTH_OPT_DURATION, 0, bind_ms, "1m", 1, DAY_MS, NULL,
         "how long a BIND waits for its one incoming connection"),
+    OPT("bind_max", BERTH_OPT_INT, 0, bind_max, "16", 1, 100000, NULL,
+        "BINDs at once (waiting or relaying), per listener in each worker"),
     {.name = NULL},
 };
 
@@ -168,7 +170,7 @@ int socks5_config_check(const berth_host_t *host, const char *key, const char *v
              "unknown option '%s' for socks5 (known: auth, users, allow_dest, deny_dest, "
              "handshake_timeout, connect_timeout, relay_idle_timeout, auth_fail_limit, "
              "auth_fail_window, auth_fail_block, udp, udp_address, udp_idle_timeout, "
-             "udp_associations, udp_queue, bind, bind_timeout)",
+             "udp_associations, udp_queue, bind, bind_timeout, bind_max)",
              key);
     return -EINVAL;
 }
@@ -180,6 +182,7 @@ void socks5_config_free(socks5_config_t *cfg)
     socks5_users_free(cfg->users);
     socks5_throttle_free(cfg->throttle);
     free(cfg->udp_active);
+    free(cfg->bind_live);
     berth_cidr_list_free(&cfg->allow_dest);
     berth_cidr_list_free(&cfg->deny_dest);
     free(cfg);
@@ -230,6 +233,7 @@ int socks5_config_build(const berth_host_t *host, const socks5_opts_t *o, socks5
     cfg->udp_max = (unsigned)o->udp_max;
     cfg->udp_queue = (unsigned)o->udp_queue;
     cfg->bind_ms = o->bind_ms;
+    cfg->bind_max = (unsigned)o->bind_max;
 
     if (cfg->method == SOCKS5_METHOD_PASSWORD && o->users == NULL) {
         snprintf(err, errlen, "auth = password needs users = FILE");
@@ -258,7 +262,8 @@ int socks5_config_build(const berth_host_t *host, const socks5_opts_t *o, socks5
         rc = -EINVAL;
         goto out;
     }
-    if (cfg->udp && (cfg->udp_active = calloc(1, sizeof(*cfg->udp_active))) == NULL) {
+    if ((cfg->udp && (cfg->udp_active = calloc(1, sizeof(*cfg->udp_active))) == NULL) ||
+        (cfg->bind && (cfg->bind_live = calloc(1, sizeof(*cfg->bind_live))) == NULL)) {
         snprintf(err, errlen, "out of memory");
         rc = -ENOMEM;
         goto out;

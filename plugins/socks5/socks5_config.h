@@ -22,6 +22,7 @@
  *   udp_queue = 16                datagrams per association waiting for their name to resolve
  *   bind = on | off               BIND (RFC 1928 section 6); default off
  *   bind_timeout = 1m             how long a BIND waits for its one incoming connection
+ *   bind_max = 16                 BINDs at once per listener (in each worker), waiting or relaying
  */
 #ifndef BERTH_SOCKS5_CONFIG_H
 #define BERTH_SOCKS5_CONFIG_H
@@ -61,6 +62,14 @@ typedef struct socks5_config {
     uint64_t bind_ms;
     /* Associations open now (udp = on, else NULL): mutable like throttle, one loop. */
     unsigned *udp_active;
+    /* BIND limits (bind = on, else live NULL): BINDs at once, and the refused peers' log
+     * line at most once a second, with the count it kept quiet. Mutable, one loop. */
+    unsigned bind_max;
+    struct socks5_bind_live {
+        unsigned active;
+        uint64_t refused_log_ms;
+        uint64_t refused_quiet;
+    } * bind_live;
 } socks5_config_t;
 
 /* The declared options (socks5_options), as the host parses them for each listener. */
@@ -84,6 +93,7 @@ typedef struct socks5_opts {
     int64_t udp_max;
     int64_t udp_queue;
     uint64_t bind_ms;
+    int64_t bind_max;
 } socks5_opts_t;
 
 /* The table the descriptor declares: types, bounds, defaults, help. */

@@ -5,11 +5,16 @@
  * fragments and malformed headers are dropped and counted; its destination is judged by
  * allow_dest/deny_dest (a name's every address, once resolved off the loop by the host),
  * then the payload goes out from the destination-facing socket. A datagram coming back is
- * judged by the same rules, wrapped with its source address and sent to the client.
+ * judged by the same rules, and must come from an address and port the client has sent to
+ * (one of the last SOCKS5_UDP_RECENT it reached), not merely one allow_dest permits: anyone
+ * else is dropped and counted (`unasked`). It is then wrapped with its source address and
+ * sent to the client.
  *
  * Nothing is buffered: the host sends at once or drops (counted as `queue`), and at most
- * udp_queue datagrams per association wait for a name. The association ends with its control
- * connection (the host closes the sockets) or after udp_idle_timeout without a datagram.
+ * udp_queue datagrams per association wait for a name, and at most the listener's share of
+ * the host's resolver threads across all its associations (past it: counted as `resolver`). The
+ * association ends with its control connection (the host closes the sockets) or after
+ * udp_idle_timeout without a datagram.
  */
 #include "socks5_udp.h"
 
@@ -20,6 +25,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* The destinations an association remembers, for the replies it lets through: the last ones
+ * reached, oldest overwritten first. */
+#define SOCKS5_UDP_RECENT 16
+
+typedef struct recent_dest {
+    uint8_t family; /* 0: empty */
+    uint8_t addr[16];
+    uint16_t port;
+} recent_dest_t;
 
 struct socks5_udp {
     const berth_host_t *host;
@@ -32,7 +47,9 @@ struct socks5_udp {
     uint64_t last_ms;
     const char *ended;
     uint64_t up, down, dgrams_up, dgrams_down;
-    uint64_t stranger, fragment, malformed, denied, queue;
+    uint64_t stranger, fragment, malformed, denied, queue, unasked, resolver;
+    recent_dest_t recent[SOCKS5_UDP_RECENT];
+    unsigned recent_next;
 };
 
 /* A reply: the widest header and the largest datagram UDP carries over IPv4. */
@@ -91,13 +108,48 @@ static void unmap(const struct sockaddr *sa, struct sockaddr_storage *out)
     }
 }
 
+static void dest_key(const struct sockaddr *sa, recent_dest_t *k)
+{
+    memset(k, 0, sizeof(*k));
+    k->family = (uint8_t)sa->sa_family;
+    k->port = port_of(sa);
+    if (sa->sa_family == AF_INET)
+        memcpy(k->addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+    else
+        memcpy(k->addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+}
+
+static int recent_find(const socks5_udp_t *u, const recent_dest_t *k)
+{
+    for (unsigned i = 0; i < SOCKS5_UDP_RECENT; i++)
+        if (u->recent[i].family == k->family && u->recent[i].port == k->port &&
+            memcmp(u->recent[i].addr, k->addr, sizeof(k->addr)) == 0)
+            return 1;
+    return 0;
+}
+
+/* The address a datagram goes to (a literal one, or the one its name resolved to): the
+ * replies from it are let through from now on. */
+static void recent_add(socks5_udp_t *u, const struct sockaddr *sa)
+{
+    recent_dest_t k;
+
+    dest_key(sa, &k);
+    if (recent_find(u, &k))
+        return;
+    u->recent[u->recent_next] = k;
+    u->recent_next = (u->recent_next + 1) % SOCKS5_UDP_RECENT;
+}
+
 static int dest_allow(berth_conn_t *conn, const struct sockaddr *addr, void *arg)
 {
     socks5_udp_t *u = arg;
 
     (void)conn;
-    if (socks5_dest_allowed(u->cfg, addr))
+    if (socks5_dest_allowed(u->cfg, addr)) {
+        recent_add(u, addr); /* the first allowed address is the one sent to */
         return 0;
+    }
     u->denied++;
     return -EACCES;
 }
@@ -140,6 +192,8 @@ static void on_client_datagram(berth_conn_t *conn, berth_dgram_t *d, const void 
                              dest_allow, u);
     if (rc == -ENOBUFS || rc == -EAGAIN || rc == -ENOMEM) {
         u->queue++;
+    } else if (rc == -EBUSY) {
+        u->resolver++; /* the listener's lookups in flight are at the host's cap */
     } else if (rc == 0) {
         u->dgrams_up++;
         u->up += len - h.len;
@@ -159,10 +213,17 @@ static void on_dest_datagram(berth_conn_t *conn, berth_dgram_t *d, const void *d
 
     (void)conn;
     (void)d;
+    recent_dest_t k;
+
     if (port == 0)
         return; /* nothing was sent yet: nobody asked for this */
     if (!socks5_dest_allowed(u->cfg, from)) {
         u->denied++;
+        return;
+    }
+    dest_key(from, &k);
+    if (!recent_find(u, &k)) {
+        u->unasked++; /* allowed, but the client never sent there */
         return;
     }
     n = socks5_udp_header(wrap_buf, from);
@@ -320,12 +381,13 @@ void socks5_udp_end(socks5_udp_t *u)
     u->host->log(u->conn, BERTH_LOG_INFO,
                  "udp association ended (%s): datagrams_up=%llu datagrams_down=%llu "
                  "bytes_up=%llu bytes_down=%llu dropped: stranger=%llu fragment=%llu "
-                 "malformed=%llu denied=%llu queue=%llu",
+                 "malformed=%llu denied=%llu queue=%llu unasked=%llu resolver=%llu",
                  u->ended ? u->ended : "control connection closed",
                  (unsigned long long)u->dgrams_up, (unsigned long long)u->dgrams_down,
                  (unsigned long long)u->up, (unsigned long long)u->down,
                  (unsigned long long)u->stranger, (unsigned long long)u->fragment,
                  (unsigned long long)u->malformed, (unsigned long long)u->denied,
-                 (unsigned long long)u->queue);
+                 (unsigned long long)u->queue, (unsigned long long)u->unasked,
+                 (unsigned long long)u->resolver);
     free(u);
 }
