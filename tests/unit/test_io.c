@@ -41,6 +41,21 @@ static void pair(int sv[2])
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
 }
 
+/* Close the set and the loop; every registration must be gone by then. */
+static void done(uv_loop_t *loop, io_loop_t *il)
+{
+    assert_int_equal(il->nused, 0);
+    io_loop_close(il);
+    uv_run(loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
+static void close_pair(int sv[2])
+{
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static void turn(uv_loop_t *loop)
 {
     /* A few turns, none blocking: what is ready runs. */
@@ -67,11 +82,8 @@ static void test_edge_reaches_callback(void **state)
     turn(&loop);
     assert_int_equal(p.in, before + 1);
     io_stop(&il, &p.io);
-    close(sv[0]);
-    close(sv[1]);
-    io_loop_close(&il);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    close_pair(sv);
+    done(&loop, &il);
 }
 
 static void test_post_runs_once(void **state)
@@ -94,11 +106,8 @@ static void test_post_runs_once(void **state)
     io_stop(&il, &p.io); /* unposts */
     turn(&loop);
     assert_int_equal(p.posted, 1);
-    close(sv[0]);
-    close(sv[1]);
-    io_loop_close(&il);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    close_pair(sv);
+    done(&loop, &il);
 }
 
 static void test_stale_event_is_dropped(void **state)
@@ -138,9 +147,7 @@ static void test_stale_event_is_dropped(void **state)
     close(a[1]);
     close(b[0]);
     close(b[1]);
-    io_loop_close(&il);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    done(&loop, &il);
 }
 
 static void test_endless_poster_yields(void **state)
@@ -173,13 +180,9 @@ static void test_endless_poster_yields(void **state)
     assert_int_equal(hog.posted, settled);
     io_stop(&il, &hog.io);
     io_stop(&il, &other.io);
-    close(a[0]);
-    close(a[1]);
-    close(b[0]);
-    close(b[1]);
-    io_loop_close(&il);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    close_pair(a);
+    close_pair(b);
+    done(&loop, &il);
 }
 
 static void test_loop_alive_only_with_sockets(void **state)
@@ -196,11 +199,8 @@ static void test_loop_alive_only_with_sockets(void **state)
     io_stop(&il, &p.io);
     /* Nothing registered, nothing posted: a DEFAULT run returns at once. */
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    close(sv[0]);
-    close(sv[1]);
-    io_loop_close(&il);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    close_pair(sv);
+    done(&loop, &il);
 }
 
 int main(void)

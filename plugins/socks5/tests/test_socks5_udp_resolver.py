@@ -24,6 +24,7 @@ import unittest
 
 import harness
 from harness import IO_TIMEOUT, DaemonTestCase, wait_until
+from test_socks5_udp import read_reply, recv_exact, udp_header  # the same wire helpers
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -166,26 +167,6 @@ class Echo:
         self.tcp.close()
 
 
-def recv_exact(s, n):
-    return harness.recv_exact(s, n, timeout=None, strict=True)
-
-
-def read_reply(s):
-    head = recv_exact(s, 4)
-    assert head[0] == 5 and head[2] == 0, head
-    addr = recv_exact(s, {1: 4, 4: 16}[head[3]])
-    port = struct.unpack("!H", recv_exact(s, 2))[0]
-    return head[1], addr, port
-
-
-def header(host, port):
-    try:
-        return b"\0\0\0\x01" + socket.inet_aton(host) + struct.pack("!H", port)
-    except OSError:
-        name = host.encode()
-        return b"\0\0\0\x03" + bytes([len(name)]) + name + struct.pack("!H", port)
-
-
 class ResolverCapTest(DaemonTestCase):
     def setUp(self):
         if NS_ERROR:
@@ -227,7 +208,7 @@ class ResolverCapTest(DaemonTestCase):
     def handled(self, u, relay, tag):
         """Everything u sent before is handled: the relay handles a socket's datagrams in
         order, and this one, to a literal address, reaches the echo server."""
-        u.sendto(header("127.0.0.1", self.echo.port) + tag, relay)
+        u.sendto(udp_header("127.0.0.1", self.echo.port) + tag, relay)
         wait_until(lambda: tag in self.echo.received(), what="datagram %r" % tag)
 
     def counters(self, text):
@@ -238,13 +219,13 @@ class ResolverCapTest(DaemonTestCase):
         b, ub, relay_b = self.associate()
         n = 10  # well past CAP, well under udp_queue (16): every drop here is the cap's
         for i in range(n):
-            ua.sendto(header("slow%d.test" % i, self.echo.port) + b"x", relay_a)
+            ua.sendto(udp_header("slow%d.test" % i, self.echo.port) + b"x", relay_a)
         self.handled(ua, relay_a, b"a-done")
         # Lookups in flight: exactly CAP names reach the server, and stay unanswered.
         wait_until(lambda: len(self.dns.seen("slow")) >= CAP, what="the first lookups")
         # Another association of the listener shares the cap: all of its names dropped.
         for i in range(3):
-            ub.sendto(header("other%d.test" % i, self.echo.port) + b"y", relay_b)
+            ub.sendto(udp_header("other%d.test" % i, self.echo.port) + b"y", relay_b)
         self.handled(ub, relay_b, b"b-done")
 
         # The pool still has threads: a CONNECT to a name (from /etc/hosts) is resolved on
@@ -264,7 +245,7 @@ class ResolverCapTest(DaemonTestCase):
         self.dns.release()
         for i in range(CAP):
             self.d.wait_log(r"datagram to slow%d\.test port \d+ dropped" % i)
-        ua.sendto(header("fast.test", self.echo.port) + b"again", relay_a)
+        ua.sendto(udp_header("fast.test", self.echo.port) + b"again", relay_a)
         wait_until(lambda: b"again" in self.echo.received(), what="a name resolved again")
 
         a.close()
