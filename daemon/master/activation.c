@@ -91,8 +91,7 @@ int activation_adopt(int fd, const char *name)
         free(copy);
         if (p)
             passed = p;
-        close(fd);
-        return -ENOMEM;
+        return -ENOMEM; /* fd stays the caller's: a rollback hands it back */
     }
     passed = p;
     passed[npassed].fd = fd;
