@@ -1,6 +1,5 @@
 #include "master/activation.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -9,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #ifdef BERTH_HAVE_SYSTEMD
@@ -91,8 +89,7 @@ int activation_adopt(int fd, const char *name)
         free(copy);
         if (p)
             passed = p;
-        close(fd);
-        return -ENOMEM;
+        return -ENOMEM; /* fd stays the caller's: a rollback hands it back */
     }
     passed = p;
     passed[npassed].fd = fd;
@@ -122,33 +119,6 @@ int activation_check(const berth_config_t *cfg, config_errors_t *errs)
         }
     }
     return rc;
-}
-
-/* What the socket is bound to, as listen.c says it: "127.0.0.1:40123", "[::1]:40123", or
- * the unix path. */
-static void describe(int fd, char *buf, size_t len)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char host[INET6_ADDRSTRLEN] = "";
-    buf[0] = '\0';
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
-        return;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-        snprintf(buf, len, "%s:%u", host, (unsigned)ntohs(a->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-        snprintf(buf, len, "[%s]:%u", host, (unsigned)ntohs(a->sin6_port));
-    } else if (ss.ss_family == AF_UNIX) {
-        const struct sockaddr_un *a = (const struct sockaddr_un *)&ss;
-        size_t n = sl > offsetof(struct sockaddr_un, sun_path)
-                       ? sl - offsetof(struct sockaddr_un, sun_path)
-                       : 0;
-        snprintf(buf, len, "%.*s", (int)strnlen(a->sun_path, n), a->sun_path);
-    }
 }
 
 static const char *type_name(int type)
@@ -227,7 +197,7 @@ int activation_take(const config_listener_t *l, lsock_t *out, char *err, size_t 
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    describe(dup, out->bound, sizeof out->bound);
+    listen_describe_bound(dup, NULL, out->bound, sizeof out->bound);
     out->fd = dup;
     log_info("[%s] uses the socket systemd passed (FileDescriptorName=%s), bound to %s", l->name,
              l->name, out->bound);

@@ -24,7 +24,7 @@ size_t activation_count(void);
 int activation_fd(size_t i, const char **name);
 /* binary upgrade: the image started by a handover holds the passed sockets the previous one
  * held (systemd's environment is gone by then); called before activation_init, which then
- * reads no environment. 0, or -ENOMEM. */
+ * reads no environment. 0, or -ENOMEM (fd is then left open, the caller's). */
 int activation_adopt(int fd, const char *name);
 /* Every passed socket must be named by a listener of `cfg`: 0, or -EINVAL with one error
  * per socket that no listener names. */

@@ -68,27 +68,36 @@ static int prepare_unix_path(const struct sockaddr_un *sun, socklen_t addrlen, i
     return 0;
 }
 
-/* What the socket is bound to, as "127.0.0.1:40123" or "[::1]:40123" (the port the kernel
- * chose for a configured port 0); the configured address for a unix socket. */
-static void describe_bound(int fd, lsock_t *out)
+void listen_describe_bound(int fd, const char *address, char *buf, size_t len)
 {
     struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    char host[INET6_ADDRSTRLEN];
-    out->bound[0] = '\0';
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "";
+    buf[0] = '\0';
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
         return;
     if (ss.ss_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
         inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-        snprintf(out->bound, sizeof out->bound, "%s:%u", host, (unsigned)ntohs(a->sin_port));
+        snprintf(buf, len, "%s:%u", host, (unsigned)ntohs(a->sin_port));
     } else if (ss.ss_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
         inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-        snprintf(out->bound, sizeof out->bound, "[%s]:%u", host, (unsigned)ntohs(a->sin6_port));
-    } else {
-        snprintf(out->bound, sizeof out->bound, "%s", out->address ? out->address : "");
+        snprintf(buf, len, "[%s]:%u", host, (unsigned)ntohs(a->sin6_port));
+    } else if (address != NULL) {
+        snprintf(buf, len, "%s", address);
+    } else if (ss.ss_family == AF_UNIX) {
+        const struct sockaddr_un *a = (const struct sockaddr_un *)&ss;
+        size_t n = sl > offsetof(struct sockaddr_un, sun_path)
+                       ? sl - offsetof(struct sockaddr_un, sun_path)
+                       : 0;
+        snprintf(buf, len, "%.*s", (int)strnlen(a->sun_path, n), a->sun_path);
     }
+}
+
+static void describe_bound(int fd, lsock_t *out)
+{
+    listen_describe_bound(fd, out->address ? out->address : "", out->bound, sizeof out->bound);
 }
 
 /* socket, bind, listen: the one way every listening socket (and the admin one) is made. */

@@ -47,6 +47,10 @@ int listen_update_groups(lsock_t *s, const config_listener_t *l, char *err, size
 void listen_close(lsock_t *s);
 /* The configured port (0: the kernel chose one, see bound); -1 for a unix socket. */
 int listen_port(const lsock_t *s);
+/* What socket fd is bound to, into buf: "127.0.0.1:40123" or "[::1]:40123" (the port the
+ * kernel chose for a configured port 0); for any other family `address` (the configured
+ * one) or, when that is NULL, the unix path it is bound to. Empty if getsockname fails. */
+void listen_describe_bound(int fd, const char *address, char *buf, size_t len);
 /* Does `l` name this very socket (same protocol family and address)? */
 int listen_same(const lsock_t *s, const config_listener_t *l);
 

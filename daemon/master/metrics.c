@@ -35,6 +35,7 @@ typedef struct metrics_client {
     struct metrics_client *prev, *next;
     int closes;        /* handles whose close callback is still owed */
     int answered;      /* the answer is queued: what comes in now is discarded */
+    int written;       /* ... and written whole: only the client's EOF is awaited */
     metrics_buf_t out; /* the answer, alive until its write completes */
     size_t len;
     char req[METRICS_REQUEST_MAX];
@@ -51,6 +52,7 @@ struct metrics {
     const stats_t *stats;
     metrics_client_t *clients; /* newest first */
     unsigned nclients;
+    uint64_t refused, refused_logged, refused_log_at; /* newcomers closed at the cap */
     int closing;
     /* binary upgrade (metrics_pause): the listener's handle is closed, its socket kept in
      * paused_fd, and `quiet` is called once the clients it had are gone */
@@ -144,6 +146,7 @@ static void on_written(uv_write_t *req, int status)
         client_end(c);
         return;
     }
+    c->written = 1;
     c->sreq.data = c;
     if (uv_shutdown(&c->sreq, &c->h.stream, on_shutdown) < 0)
         client_end(c);
@@ -242,6 +245,37 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         answer(c, (int)st, head);
 }
 
+/* At the cap, who makes room for a newcomer (the admin socket's rule, admin.c): the oldest
+ * client that has not sent a whole request yet; else the oldest whose answer is written
+ * whole (its write side is shut down and it is only awaited for its EOF: closing it now
+ * loses nothing of the answer); else nobody, and the newcomer is refused. A scrape whose
+ * request is in and whose answer is still being written is never cut for a newcomer, so
+ * a peer that keeps opening connections cannot push a scraper out. */
+static metrics_client_t *evictable(metrics_t *m)
+{
+    metrics_client_t *idle = NULL, *done = NULL;
+    for (metrics_client_t *c = m->clients; c; c = c->next) { /* newest first */
+        if (!c->answered)
+            idle = c;
+        else if (c->written)
+            done = c;
+    }
+    return idle ? idle : done;
+}
+
+static void refuse_logged(metrics_t *m)
+{
+    m->refused++;
+    uint64_t now = uv_now(m->loop);
+    if (m->refused_log_at && now - m->refused_log_at < 60000)
+        return;
+    log_warn("metrics: at the cap of %u clients, each with a scrape in progress; closed %llu "
+             "newcomer(s)",
+             METRICS_CLIENTS, (unsigned long long)(m->refused - m->refused_logged));
+    m->refused_logged = m->refused;
+    m->refused_log_at = now ? now : 1;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     metrics_t *m = server->data;
@@ -282,12 +316,13 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     if (m->nclients >= METRICS_CLIENTS) {
-        /* The oldest client goes: a scraper is answered within milliseconds, so whoever
-         * has held a slot longest is the one most likely to be stalling. */
-        metrics_client_t *old = m->clients;
-        while (old->next)
-            old = old->next;
-        client_end(old);
+        metrics_client_t *victim = evictable(m);
+        if (victim == NULL) {
+            refuse_logged(m);
+            uv_close(&c->h.handle, client_closed);
+            return;
+        }
+        client_end(victim);
     }
     uv_timer_init(m->loop, &c->deadline);
     c->deadline.data = c;

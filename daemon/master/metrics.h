@@ -7,8 +7,11 @@
  * Hostile clients cost only themselves: a request is read into a buffer of
  * METRICS_REQUEST_MAX bytes (more: 431), each client has METRICS_DEADLINE_MS from its
  * accept for the whole exchange (a slow sender or a reader that never reads is cut off),
- * and at most METRICS_CLIENTS are served at once: one more makes the oldest go (a scraper
- * is answered in milliseconds, so a crowd of idle connections cannot lock it out).
+ * and at most METRICS_CLIENTS are served at once. One more makes room as on the admin
+ * socket: the oldest client that has not sent a whole request goes, else the oldest whose
+ * answer is written whole; when every client has a scrape in progress the newcomer is
+ * closed at once. A crowd of idle connections can neither lock a scraper out nor cut one
+ * whose request is in.
  */
 #ifndef BERTH_METRICS_H
 #define BERTH_METRICS_H

@@ -98,10 +98,48 @@ static void set_cloexec(int fd, int on)
 
 /* ---- the image that was started by a handover ---- */
 
+static void go_back_early(master_t *m, const char *why);
+
+static int adopt_early(master_t *m, char *err, size_t errlen)
+{
+    upgrade_t *u = m->up;
+    handover_t *h = &u->ho;
+    int rc;
+    /* socket activation: systemd's sockets, held for the master's life, before the config's
+     * first check looks for them */
+    for (size_t i = 0; i < h->npassed; i++)
+        if ((rc = activation_adopt(h->passed[i].fd, h->passed[i].name)) != 0) {
+            snprintf(err, errlen, "the sockets systemd passed: %s", strerror(-rc));
+            return rc;
+        }
+    m->next_generation = h->next_generation;
+    m->stats = stats_adopt(h->stats_fd, h->stats_size);
+    if (m->stats == NULL) {
+        snprintf(err, errlen, "the counters of berthd %s have another layout (%zu bytes, %zu here)",
+                 h->from, h->stats_size, sizeof(stats_t));
+        return -EPROTO;
+    }
+    size_t limits_len = h->limits_len;
+#ifdef BERTH_UPGRADE_TEST_HOOKS
+    /* Test builds only (cmake -DBERTH_UPGRADE_TEST_HOOKS=ON, docs/upgrade.md): an image of
+     * this version is handed a per-source table of another length, which limits_adopt
+     * refuses as another release's layout. */
+    const char *fail = getenv("BERTH_TEST_UPGRADE_ADOPT_FAIL");
+    if (fail && strcmp(fail, BERTH_VERSION) == 0)
+        limits_len += 64;
+#endif
+    if (h->limits_fd >= 0 && (rc = limits_adopt(h->limits_fd, limits_len, h->limits_entries))) {
+        snprintf(err, errlen, "the per-source table of berthd %s: %s", h->from, strerror(-rc));
+        return rc;
+    }
+    return 0;
+}
+
 int upgrade_adopt_early(master_t *m, int fd, char *err, size_t errlen)
 {
     upgrade_t *u = up_get(m);
     if (u == NULL) {
+        close(fd);
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
@@ -118,31 +156,16 @@ int upgrade_adopt_early(master_t *m, int fd, char *err, size_t errlen)
     u->had_metrics = h->metrics_fd >= 0;
     u->had_agent = h->agent_fd >= 0;
     u->had_passed = h->npassed > 0;
-    /* socket activation: systemd's sockets, held for the master's life, before the config's
-     * first check looks for them */
-    for (size_t i = 0; i < h->npassed; i++)
-        if ((rc = activation_adopt(h->passed[i].fd, h->passed[i].name)) != 0) {
-            snprintf(err, errlen, "the sockets systemd passed: %s", strerror(-rc));
-            return rc;
-        }
     snprintf(u->exe, sizeof u->exe, "%s", h->exe);
     snprintf(u->from, sizeof u->from, "%s", h->from);
     snprintf(u->failed, sizeof u->failed, "%s", h->failed);
     snprintf(u->admin_path, sizeof u->admin_path, "%s", h->admin_fd >= 0 ? h->admin_path : "");
     u->rollback_fd = h->rollback_fd;
     u->reply_fd = h->reply_fd;
-    m->next_generation = h->next_generation;
-    m->stats = stats_adopt(h->stats_fd, h->stats_size);
-    if (m->stats == NULL) {
-        snprintf(err, errlen, "the counters of berthd %s have another layout (%zu bytes, %zu here)",
-                 h->from, h->stats_size, sizeof(stats_t));
-        return -EPROTO;
-    }
-    if (h->limits_fd >= 0 && (rc = limits_adopt(h->limits_fd, h->limits_len, h->limits_entries))) {
-        snprintf(err, errlen, "the per-source table of berthd %s: %s", h->from, strerror(-rc));
-        return rc;
-    }
-    return 0;
+    rc = adopt_early(m, err, errlen);
+    if (rc)
+        go_back_early(m, err); /* returns only if it cannot */
+    return rc;
 }
 
 int upgrade_adopt(master_t *m, const admin_ops_t *ops, const agent_ops_t *agent_ops, char *err,
@@ -151,14 +174,38 @@ int upgrade_adopt(master_t *m, const admin_ops_t *ops, const agent_ops_t *agent_
     upgrade_t *u = m->up;
     handover_t *h = &u->ho;
     uint64_t now = uv_now(&m->loop);
+    /* What can fail for memory first, while nothing handed over is in use yet: a failure
+     * hands the document back as it came (go_back_early), not a part of it. */
+    ho_worker_t *workers[HANDOVER_MAX_GENS] = {0};
+    char *names[BERTH_MAX_LISTENERS][2] = {{0}};
+    int short_of_memory = 0;
+    for (size_t k = 0; k < h->ngens && k < HANDOVER_MAX_GENS; k++)
+        short_of_memory |=
+            (workers[k] = calloc(h->nworkers ? h->nworkers : 1, sizeof **workers)) == NULL;
+    for (size_t i = 0; i < h->nsocks && i < BERTH_MAX_LISTENERS; i++) {
+        names[i][0] = strdup(h->socks[i].address);
+        names[i][1] = strdup(h->socks[i].name);
+        short_of_memory |= names[i][0] == NULL || names[i][1] == NULL;
+    }
+    if (short_of_memory) {
+        for (size_t k = 0; k < HANDOVER_MAX_GENS; k++)
+            free(workers[k]);
+        for (size_t i = 0; i < BERTH_MAX_LISTENERS; i++) {
+            free(names[i][0]);
+            free(names[i][1]);
+        }
+        snprintf(err, errlen, "out of memory for what berthd %s handed over", h->from);
+        go_back_early(m, err); /* returns only if it cannot */
+        return -ENOMEM;
+    }
     for (size_t i = 0; i < h->nsocks && i < BERTH_MAX_LISTENERS; i++) {
         const ho_sock_t *hs = &h->socks[i];
         lsock_t *s = &m->socks.socks[i];
         s->protocol = (berth_protocol_t)hs->protocol;
         s->addr = hs->addr;
         s->addrlen = hs->addrlen;
-        s->address = strdup(hs->address);
-        s->name = strdup(hs->name);
+        s->address = names[i][0];
+        s->name = names[i][1];
         s->fd = hs->fd;
         s->slot = hs->slot;
         s->users = 1; /* the adopted generations' */
@@ -175,9 +222,7 @@ int upgrade_adopt(master_t *m, const admin_ops_t *ops, const agent_ops_t *agent_
         adopted_t *a = &u->gens[u->ngens];
         a->gen = h->gens[k];
         a->kill_at = a->gen.state == HO_DRAINING && a->gen.kill_in_ms ? now + a->gen.kill_in_ms : 0;
-        a->workers = calloc(h->nworkers ? h->nworkers : 1, sizeof *a->workers);
-        if (a->workers == NULL)
-            continue;
+        a->workers = workers[k];
         for (size_t i = 0; i < h->nworkers; i++)
             if (h->workers[i].gen == a->gen.id)
                 a->workers[a->nworkers++] = h->workers[i];
@@ -444,15 +489,12 @@ static int collect(master_t *m, handover_t *h, int rollback_fd, const char *fail
     return h->nworkers > STATS_WORKERS ? -E2BIG : 0;
 }
 
-/* Execute `exe` (or the image open at exec_fd) with the handover. Returns only on failure,
- * -errno, with everything as it was. */
-static int exec_image(master_t *m, int exec_fd, int rollback_fd, const char *failed)
+/* Execute `exe` (or the image open at exec_fd) with the handover `h`. Returns only on
+ * failure, -errno, with everything as it was. */
+static int exec_handover(master_t *m, const handover_t *h, int exec_fd)
 {
     upgrade_t *u = m->up;
-    handover_t *h = &u->ho;
-    int hfd = collect(m, h, rollback_fd, failed, exec_fd >= 0 && rollback_fd < 0);
-    if (hfd == 0)
-        hfd = handover_write(h);
+    int hfd = handover_write(h);
     if (hfd < 0)
         return hfd;
     int fds[HANDOVER_MAX_FDS];
@@ -490,6 +532,38 @@ static int exec_image(master_t *m, int exec_fd, int rollback_fd, const char *fai
         set_cloexec(fds[i], 1);
     close(hfd);
     return -e;
+}
+
+/* Execute `exe` (or the image open at exec_fd) with the handover of everything this image
+ * holds. Returns only on failure, -errno, with everything as it was. */
+static int exec_image(master_t *m, int exec_fd, int rollback_fd, const char *failed)
+{
+    handover_t *h = &m->up->ho;
+    int rc = collect(m, h, rollback_fd, failed, exec_fd >= 0 && rollback_fd < 0);
+    return rc ? rc : exec_handover(m, h, exec_fd);
+}
+
+/* This image failed while taking over (the per-source table, the counters, memory), before
+ * it used anything handed over: the previous image gets back the very document it wrote,
+ * with the reason (`failed`) and no rollback of its own, as after any later failure
+ * (upgrade_on_failed). It adopts what it handed and starts a generation of its own binary
+ * again. Returns only if it cannot be executed (then this image exits, as it had to before
+ * there was a rollback). */
+static void go_back_early(master_t *m, const char *why)
+{
+    upgrade_t *u = m->up;
+    if (u->rollback_fd < 0)
+        return;
+    handover_t *h = &u->ho;
+    log_error("berthd %s cannot take over; going back to berthd %s: %s", BERTH_VERSION, u->from,
+              why);
+    snprintf(h->failed, sizeof h->failed, "%s", why);
+    snprintf(h->from, sizeof h->from, "%s", BERTH_VERSION);
+    int fd = u->rollback_fd;
+    h->rollback_fd = u->rollback_fd = -1;
+    int rc = exec_handover(m, h, fd);
+    log_error("cannot execute the previous image again: %s", strerror(-rc));
+    close(fd);
 }
 
 static void check_finish(master_t *m, int ok, const char *text)

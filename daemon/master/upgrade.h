@@ -27,9 +27,12 @@ struct generation;
 /* First start: remember the executable's path and keep the running image open. 0 or -errno. */
 int upgrade_init(master_t *m, const char *admin_path);
 /* A start through a handover (main.c's --handover FD): map the counters and the per-source
- * table (before the loop runs). 0, or -errno with the reason in err. */
+ * table (before the loop runs). 0, or -errno with the reason in err; a failure once the
+ * document is read executes the previous image with it first (a rollback), so this returns
+ * an error only when there is none or it could not be executed. */
 int upgrade_adopt_early(master_t *m, int fd, char *err, size_t errlen);
-/* ... then the admin socket, listening sockets and the workers (the loop is initialised). */
+/* ... then the admin socket, listening sockets and the workers (the loop is initialised).
+ * Short of memory for them, it rolls back as upgrade_adopt_early does. */
 int upgrade_adopt(master_t *m, const admin_ops_t *ops, const agent_ops_t *agent_ops, char *err,
                   size_t errlen);
 /* Multicast memberships of adopted sockets are those of the config that made them: taken

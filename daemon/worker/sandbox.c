@@ -46,7 +46,8 @@
 #define LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0) /* ABI 6 */
 #define LANDLOCK_SCOPE_SIGNAL (1ULL << 1)
 #endif
-#define SANDBOX_RULE_NET_PORT 2 /* LANDLOCK_RULE_NET_PORT, ABI 4 */
+#define SANDBOX_RULE_NET_PORT 2  /* LANDLOCK_RULE_NET_PORT, ABI 4 */
+#define SANDBOX_RESOLVER_PORT 53 /* DNS over TCP: the resolver's fallback */
 
 /* struct landlock_ruleset_attr as of ABI 6; the kernel is told how much of it to read. */
 struct sandbox_ruleset_attr {
@@ -299,6 +300,18 @@ static int landlock_apply(worker_t *w, int abi, unsigned *rules, char *why, size
             *slash = '\0';
             rc = add_path(&rs, dir, LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_MAKE_REG, 0);
         }
+    }
+    /* The name resolver: glibc asks the nameservers of resolv.conf over UDP, which Landlock
+     * does not confine, and falls back to TCP port 53 for an answer too large for a datagram
+     * (or with `options use-vc`). Every worker may resolve (host->connect, dgram_send, a
+     * plugin's getaddrinfo on the pool), so it keeps that fallback whatever ports its
+     * listeners declared: a rule on a port, not on the servers (Landlock has no address
+     * rules), which lets a worker reach no protocol it could not already speak over UDP. */
+    if (rc == 0 && (attr.handled_access_net & LANDLOCK_ACCESS_NET_CONNECT_TCP)) {
+        rc = add_port(&rs, LANDLOCK_ACCESS_NET_CONNECT_TCP, SANDBOX_RESOLVER_PORT);
+        if (rc)
+            snprintf(why, whylen, "the resolver's port %d: %s", SANDBOX_RESOLVER_PORT,
+                     strerror(-rc));
     }
     for (size_t i = 0; rc == 0 && i < ndecls; i++) {
         const decl_t *d = &decls[i];

@@ -419,6 +419,93 @@ scrape_configs:
         # The daemon serves on.
         echo_once(self.d.bound("echo"))
 
+    def start_big(self, n=200):
+        """A daemon whose scrape is larger than the socket buffer of a client that does not
+        read, so its answer stays in the writing: many listeners, each with its series and
+        histogram, and a unix socket (whose sender's buffer, net.core.wmem_default, bounds
+        what is in flight; TCP on loopback would take the whole answer at once)."""
+        path = os.path.join(self.tmp, "metrics.sock")
+        self.d = self.daemon("".join(f"""
+            [echo{i}]
+            protocol = tcp
+            address = 127.0.0.1:0
+            handler = echo
+            """ for i in range(n)), daemon=f"metrics = {path}\n", workers=1, wait=True)
+        family, addr = metrics_addr(self.d)
+        self.assertEqual(family, socket.AF_UNIX)
+        with open("/proc/sys/net/core/wmem_default") as f:
+            wmem = int(f.read())
+        size = len(scrape(self.d))
+        self.assertGreater(size, 2 * wmem, "the answer must outgrow the socket buffer")
+        return addr
+
+    def connect(self, addr):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(s.close)
+        s.settimeout(IO_TIMEOUT)
+        s.connect(addr)
+        return s
+
+    def pending_scraper(self, addr):
+        """A scraper that sends its whole request and reads nothing yet."""
+        s = self.connect(addr)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: berth\r\n\r\n")
+        # Its answer has begun: the master has its whole request.
+        self.assertEqual(len(s.recv(1, socket.MSG_PEEK)), 1)
+        return s
+
+    def read_whole_answer(self, s):
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head[:100])
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        self.assertEqual(len(body), length, "the answer was cut")
+        self.assertIn(b"berth_build_info", body)
+
+    def test_idle_crowd_never_pushes_out_a_scrape_in_progress(self):
+        # The admin socket's rule: at the cap, the oldest client without a whole request
+        # makes room; a scraper whose request is in stays whatever comes after it.
+        addr = self.start_big()
+        first = [self.connect(addr) for _ in range(32)]
+        scraper = self.pending_scraper(addr)
+        crowd = [self.connect(addr) for _ in range(64)]
+        # Every idle one of the first 32 made room, and the crowd's oldest too.
+        self.assertEqual(sum(1 for c in first if peer_closed(c)), 32)
+        self.assertTrue(peer_closed(crowd[0]))
+        self.read_whole_answer(scraper)
+        # With 32 idle connections held, a real scrape is answered (one of them makes room).
+        self.assertIn("berth_build_info", scrape(self.d))
+
+    def test_busy_slots_refuse_the_newcomer(self):
+        # Every slot holds a scrape in progress: a newcomer is closed at once, unanswered,
+        # and none of the 32 is cut.
+        addr = self.start_big()
+        scrapers = [self.pending_scraper(addr) for _ in range(32)]
+        newcomer = self.connect(addr)
+        try:
+            newcomer.sendall(b"GET /metrics HTTP/1.1\r\nHost: berth\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = b""
+        try:
+            while True:
+                chunk = newcomer.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        except ConnectionResetError:
+            pass
+        self.assertEqual(reply, b"", "a newcomer at the cap is closed unanswered")
+        for s in scrapers:
+            self.read_whole_answer(s)
+        wait_until(lambda: "closed 1 newcomer" in self.d.log(), what="the refusal logged")
+        self.assertIn("berth_build_info", scrape(self.d))
+
 
 if __name__ == "__main__":
     unittest.main()

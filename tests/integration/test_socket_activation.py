@@ -99,6 +99,7 @@ class SocketActivation(DaemonTestCase):
         self.assertIn("[echo-unix] uses the socket systemd passed", log)
         self.assertIn("listening on tcp 127.0.0.2:0 for [echo-bound]", log)
         self.assertEqual(d.listener("echo-tcp")["bound"], "127.0.0.1:%d" % self.port)
+        self.assertEqual(d.listener("echo-unix")["bound"], self.path)
         ino = os.stat(self.path).st_ino
 
         held = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)

@@ -8,8 +8,8 @@ it in place. Failing new binaries (one that exits at once, one that crashes, a c
 refuses, one that fails after its exec) leave the old image serving, with the reason.
 
 The second build has the upgrade's test-only failure hooks (-DBERTH_UPGRADE_TEST_HOOKS=ON:
-BERTH_TEST_UPGRADE_FAIL, BERTH_TEST_UPGRADE_CHECK_FAIL; see docs/upgrade.md); the first,
-built as any berthd, has none. The /metrics and agent-check listeners are handed over too:
+BERTH_TEST_UPGRADE_FAIL, BERTH_TEST_UPGRADE_CHECK_FAIL, BERTH_TEST_UPGRADE_ADOPT_FAIL; see
+docs/upgrade.md); the first, built as any berthd, has none. The /metrics and agent-check listeners are handed over too:
 scrapes and checks run continuously through an upgrade without one failure.
 """
 import os
@@ -300,6 +300,36 @@ class Upgrade(DaemonTestCase):
         self.assertEqual(d.proc.pid, pid)
         self.assertEqual(d.stop(), 0)
 
+    def test_new_image_that_cannot_adopt_rolls_back(self):
+        # The new image fails to take over what it was handed (here limits_adopt refuses the
+        # per-source table, as it would another release's layout): it hands the previous
+        # image back the very document it was given and executes it, which serves on.
+        d = self.start(env={"BERTH_TEST_UPGRADE_ADOPT_FAIL": self.new_version})
+        pid = d.proc.pid
+        self.replace(self.next_berthd)
+        held = socks5_connect(d.port("socks"), self.target_port())
+        loads = [Load(d.port("echo"))]
+        loads[0].start()
+        wait_until(lambda: loads[0].ok > 20, START_TIMEOUT, what="the load to run")
+        r = self.refused(d, "per-source table of berthd %s" % re.escape(self.old_version))
+        self.assertIn("berthd %s cannot take over; going back to berthd %s" %
+                      (self.new_version, self.old_version), d.log())
+        loads[0].stop()
+        self.assertEqual(loads[0].failures, [])
+        self.assertEqual(d.proc.pid, pid)
+        # The workers that served before the upgrade were handed back: a connection they
+        # held goes on.
+        held.sendall(b"still\n")
+        self.assertEqual(recv_exact(held, 6), b"still\n")
+        held.close()
+        self.assertEqual(d.stop(), 0)
+
+    def target_port(self):
+        target = EchoServer()
+        target.start()
+        self.addCleanup(target.sock.close)
+        return target.port
+
     def test_a_check_that_fails_after_reading_the_handover(self):
         d = self.start(env={"BERTH_TEST_UPGRADE_CHECK_FAIL": "the check says no"})
         self.replace(self.next_berthd)
@@ -309,7 +339,8 @@ class Upgrade(DaemonTestCase):
         # The same variable that makes the +next build (hooks on) fail changes nothing in a
         # berthd built the ordinary way: upgrading to a copy of itself succeeds.
         d = self.start(env={"BERTH_TEST_UPGRADE_FAIL": self.old_version,
-                            "BERTH_TEST_UPGRADE_CHECK_FAIL": "the check says no"})
+                            "BERTH_TEST_UPGRADE_CHECK_FAIL": "the check says no",
+                            "BERTH_TEST_UPGRADE_ADOPT_FAIL": self.old_version})
         r = self.upgrade(d)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr + d.log())
         self.assertEqual(d.status()["version"], self.old_version)

@@ -9,6 +9,8 @@
  *   exec            execve("/bin/sh")
  *   ptrace PID      PTRACE_ATTACH to PID (a sibling worker)
  *   pid             this worker's pid
+ *   resolve NAME    getaddrinfo(NAME) for IPv4, through the system's resolver: "addr A.B.C.D"
+ *                   or "gai N" (its EAI_ code)
  * Options: `dir = PATH` is declared read-write (as upload declares its folder), `read = PATH`
  * read-only, `connect = PORT` outbound.
  */
@@ -17,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,7 +143,21 @@ static void escape_handle(berth_conn_t *conn, const void *data, size_t len)
         e = try_exec();
     else if (strcmp(line, "ptrace") == 0 && arg)
         e = try_ptrace((pid_t)atoi(arg));
-    else if (strcmp(line, "pid") == 0) {
+    else if (strcmp(line, "resolve") == 0 && arg) {
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+        int g = getaddrinfo(arg, NULL, &hints, &res);
+        char a[INET_ADDRSTRLEN] = "?";
+        if (g == 0) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)res->ai_addr)->sin_addr, a,
+                      sizeof a);
+            freeaddrinfo(res);
+            snprintf(reply, sizeof reply, "addr %s\n", a);
+        } else {
+            snprintf(reply, sizeof reply, "gai %d\n", g);
+        }
+        host->write(conn, reply, strlen(reply));
+        return;
+    } else if (strcmp(line, "pid") == 0) {
         snprintf(reply, sizeof reply, "%d\n", (int)getpid());
         host->write(conn, reply, strlen(reply));
         return;
