@@ -18,7 +18,7 @@
 static struct {
     uint16_t port;
     uint64_t idle_ms;
-    int relayed, relay_done, finished, relay_error, relay_rc;
+    int relayed, relay_done, finished, relay_error, relay_rc, asked;
     uint64_t up, down;
     berth_conn_t *client, *peer;
 } T;
@@ -49,6 +49,7 @@ static void t_handle(berth_conn_t *c, const void *data, size_t len)
     (void)len;
     H->pause(c);
     assert_int_equal(H->connect(c, "127.0.0.1", T.port, 0, NULL, t_connected, NULL), 0);
+    T.asked = 1;
 }
 
 static void t_finish(berth_conn_t *c)
@@ -299,6 +300,42 @@ static void test_small_segments_all_arrive(void **state)
     assert_int_equal(T.up, TOTAL);
 }
 
+/* The destination accepts, writes and closes before the worker's loop sees its connect
+ * complete: the first readiness brings output, input and the peer's EOF at once. That is a
+ * connection (with bytes and an EOF to relay), not a refusal. */
+static void test_peer_writes_and_closes_at_once(void **state)
+{
+    (void)state;
+    fx_t f;
+    memset(&T, 0, sizeof T);
+    fx_init(&f, &test_desc, 0);
+    struct sockaddr_in a;
+    int ls = fx_listen(&a);
+    T.port = ntohs(a.sin_port);
+    int cli;
+    T.client = fx_conn(&f, &cli);
+    assert_int_equal(send(cli, "go", 2, 0), 2);
+    fx_run_until(&f, &T.asked);
+    int dst = fx_accept(ls); /* the kernel completed the handshake; the loop has not run */
+    close(ls);
+    assert_int_equal(send(dst, "bye", 3, 0), 3);
+    close(dst);
+    fx_run_until(&f, &T.relayed); /* t_connected asserts BERTH_CONNECT_OK */
+    assert_int_equal(T.relay_rc, 0);
+    char buf[8];
+    assert_int_equal(fx_read(&f, cli, buf, 5), 5);
+    assert_memory_equal(buf, "okbye", 5);
+    shutdown(cli, SHUT_WR);
+    int e = fx_wait_end(&f, cli);
+    assert_true(e == 0 || e == -ECONNRESET);
+    fx_run_until(&f, &T.relay_done);
+    while (T.finished < 1)
+        uv_run(&f.w.loop, UV_RUN_ONCE);
+    close(cli);
+    fx_end(&f);
+    assert_int_equal(T.down, 3);
+}
+
 static void test_idle_timeout(void **state)
 {
     (void)state;
@@ -344,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_outbound_nodelay_when_it_matters),
         cmocka_unit_test(test_large_transfer_to_a_late_reader),
         cmocka_unit_test(test_small_segments_all_arrive),
+        cmocka_unit_test(test_peer_writes_and_closes_at_once),
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_peer_resets),
     };
