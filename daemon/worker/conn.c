@@ -1,12 +1,13 @@
 /*
  * The connection core: the one owner of `struct berth_conn` (see conn.h).
  *
- * Lifetime: a conn is freed only when its socket's close is done (conn_close_done, a loop
- * turn after the close), its pending work and connects have come back (refs == 0), and
- * finish() has run. The socket lives in the worker's edge-triggered set (io.h). Bytes the
- * socket would not take wait in the conn's write queue, copied. A graceful close flushes queued
- * writes, then half-closes and reads (discarding) until the peer's EOF or a short linger bound, so
- * the peer sees our last bytes instead of a reset caused by data it sent that we never read.
+ * Lifetime: a conn is freed only when its socket's close is done (conn_close_done, posted:
+ * after the callback that closed it has returned), its pending work and connects have come back
+ * (refs == 0), and finish() has run. The socket lives in the worker's edge-triggered set (io.h).
+ * Bytes the socket would not take wait in the conn's write queue, copied. A graceful close flushes
+ * queued writes, then half-closes and reads (discarding) until the peer's EOF or a short linger
+ * bound, so the peer sees our last bytes instead of a reset caused by data it sent that we never
+ * read.
  */
 #include <arpa/inet.h>
 #include <assert.h>
