@@ -537,6 +537,20 @@ static void on_refused_closed(uv_handle_t *h)
     free(h);
 }
 
+/* Out of memory for a client: libuv has accept()ed it already and polls the server again
+ * only once it is taken, so take it into a handle of our own and close it, or the admin
+ * socket would stop answering for good. */
+static void drop_client(admin_t *a, uv_stream_t *server)
+{
+    static uv_pipe_t drop;
+    log_warn("admin: out of memory for a client; closing it");
+    if (drop.loop != NULL && uv_is_closing((uv_handle_t *)&drop))
+        return; /* the previous one is still closing: the next turn takes this one */
+    uv_pipe_init(a->loop, &drop, 0);
+    uv_accept(server, (uv_stream_t *)&drop);
+    uv_close((uv_handle_t *)&drop, NULL);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     admin_t *a = server->data;
@@ -548,8 +562,10 @@ static void on_connection(uv_stream_t *server, int status)
         refuse_logged(a);
     } else if (a->nclients >= a->max_clients) {
         uv_pipe_t *p = malloc(sizeof *p);
-        if (p == NULL)
+        if (p == NULL) {
+            drop_client(a, server);
             return;
+        }
         uv_pipe_init(a->loop, p, 0);
         uv_accept(server, (uv_stream_t *)p);
         uv_close((uv_handle_t *)p, on_refused_closed);
@@ -557,8 +573,10 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     admin_client_t *c = calloc(1, sizeof *c);
-    if (c == NULL)
+    if (c == NULL) {
+        drop_client(a, server);
         return;
+    }
     c->a = a;
     c->next = a->clients;
     if (a->clients)

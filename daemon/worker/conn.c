@@ -1,12 +1,13 @@
 /*
  * The connection core: the one owner of `struct berth_conn` (see conn.h).
  *
- * Lifetime: a conn is freed only when its socket's close is done (conn_close_done, a loop
- * turn after the close), its pending work and connects have come back (refs == 0), and
- * finish() has run. The socket lives in the worker's edge-triggered set (io.h). Bytes the
- * socket would not take wait in the conn's write queue, copied. A graceful close flushes queued
- * writes, then half-closes and reads (discarding) until the peer's EOF or a short linger bound, so
- * the peer sees our last bytes instead of a reset caused by data it sent that we never read.
+ * Lifetime: a conn is freed only when its socket's close is done (conn_close_done, posted:
+ * after the callback that closed it has returned), its pending work and connects have come back
+ * (refs == 0), and finish() has run. The socket lives in the worker's edge-triggered set (io.h).
+ * Bytes the socket would not take wait in the conn's write queue, copied. A graceful close flushes
+ * queued writes, then half-closes and reads (discarding) until the peer's EOF or a short linger
+ * bound, so the peer sees our last bytes instead of a reset caused by data it sent that we never
+ * read.
  */
 #include <arpa/inet.h>
 #include <assert.h>
@@ -1055,14 +1056,19 @@ static void conn_connect_report(berth_conn_t *c, unsigned events)
 {
     int status = 0;
     if (events & (IO_ERR | IO_HUP)) {
+        /* An error or a hang-up: the socket says whether the connect failed. A peer that
+         * accepted, wrote and closed at once brings its EOF with the connect (RDHUP and
+         * OUT, no error): that is a connection, and its bytes are read after. */
         int err = 0;
         socklen_t len = sizeof err;
         if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             err = errno;
-        status = -(err ? err : ECONNREFUSED);
-    } else {
-        c->writable = 1;
+        if (err)
+            status = -err;
+        else if (!(events & IO_OUT))
+            status = -ECONNREFUSED;
     }
+    c->writable = status == 0;
     conn_connect_cb cb = c->connect_cb;
     c->connect_cb = NULL;
     cb(c, c->connect_arg, status);
@@ -1167,6 +1173,10 @@ static void conn_flush(berth_conn_t *c)
         }
         size_t left = (size_t)sent;
         c->wq_bytes -= left;
+        if (c->host_paused && c->wq_bytes <= low_watermark(c)) {
+            c->host_paused = 0; /* below a quarter of write_buffer: read again */
+            conn_update_reading(c);
+        }
         while (left > 0) {
             write_req_t *r = c->wq_head;
             size_t rest = r->len - r->off;
@@ -1201,7 +1211,9 @@ static void conn_io_cb(io_t *io, unsigned events)
         c->rdhup = 1;
     if (c->connect_cb) {
         if ((events & (IO_OUT | IO_ERR | IO_HUP)) || c->connect_now)
-            conn_connect_report(c, events & (IO_ERR | IO_HUP));
+            conn_connect_report(c, c->connect_now ? IO_OUT : events);
+        if (!c->io_closing && c->connect_cb == NULL && c->wq_head)
+            conn_flush(c); /* written while connecting: the socket has room now */
         return;
     }
     if (events & (IO_OUT | IO_ERR | IO_HUP)) {

@@ -35,6 +35,7 @@
 #define BACKLOG_MAX                                                                                \
     4096 /* handed to conn_write when a socket is full: enough to be told when it has room */
 #define COPY_CHUNK 16384 /* one TLS record's worth, for a direction that copies */
+#define PIPE_SLOT 4096   /* a pipe has one buffer slot per page of its size */
 
 /* Empty pipes from ended relays: a new relay takes two instead of four syscalls more per
  * session. A worker is one thread, so a plain array serves. */
@@ -184,10 +185,14 @@ static int dir_fill(relay_t *r, relay_dir_t *d)
             int rc = dir_flush(r, d);
             if (rc)
                 return rc;
-            /* Less than asked for: the socket is empty, and a second splice would only say
-             * EAGAIN. Whatever comes meanwhile is a new edge of the conn's socket (io.h),
-             * and a waiting EOF keeps it readable. */
-            if ((size_t)n < want) {
+            /* Less than asked for: the socket is empty, or the pipe ran out of buffer slots
+             * (each segment spliced takes at least one, whatever its size). Fewer bytes than
+             * the pipe has slots cannot have used them all, so the socket is empty and a
+             * second splice would only say EAGAIN; whatever comes meanwhile is a new edge
+             * of the conn's socket (io.h), and a waiting EOF keeps it readable. Otherwise
+             * splice again: with edges, input left behind would wait for the next arrival,
+             * which a sender waiting for an answer never makes. */
+            if ((size_t)n < want && (size_t)n < d->cap / PIPE_SLOT) {
                 d->dry = 1;
                 return 0;
             }

@@ -1,7 +1,8 @@
 /* daemon/worker/relay.c: host->relay between a conn and an outbound conn, against a test
  * plugin defined here (its first bytes ask for a connect to the test's destination, then a
  * relay), on a real uv loop over loopback TCP: half-close each way, a large transfer through
- * a client that reads late (the backlog path), the idle timeout, and a peer that resets. */
+ * a client that reads late (the backlog path), many small segments waiting at once (a short
+ * splice that is not an empty socket), the idle timeout, and a peer that resets. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,13 +10,15 @@
 #include <stdio.h>
 
 #include <cmocka.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 
 #include "conn_fixture.h"
 
 static struct {
     uint16_t port;
     uint64_t idle_ms;
-    int relayed, relay_done, finished, relay_error, relay_rc;
+    int relayed, relay_done, finished, relay_error, relay_rc, asked;
     uint64_t up, down;
     berth_conn_t *client, *peer;
 } T;
@@ -46,6 +49,7 @@ static void t_handle(berth_conn_t *c, const void *data, size_t len)
     (void)len;
     H->pause(c);
     assert_int_equal(H->connect(c, "127.0.0.1", T.port, 0, NULL, t_connected, NULL), 0);
+    T.asked = 1;
 }
 
 static void t_finish(berth_conn_t *c)
@@ -241,6 +245,97 @@ static void test_large_transfer_to_a_late_reader(void **state)
     assert_int_equal(T.down, TOTAL);
 }
 
+/* Many small segments queued before the relay reads them: a splice stops when the pipe's
+ * buffer slots run out (one per segment, or per few coalesced), short of what was asked,
+ * with input still in the socket. With edge-triggered readiness that input would never be
+ * read if the relay took the short splice for an empty socket, as the sender waits. Read
+ * everything, failing if nothing moves while the loop has had every chance to run. */
+static void test_small_segments_all_arrive(void **state)
+{
+    (void)state;
+    fx_t f;
+    int cli, dst;
+    start(&f, 0, &cli, &dst);
+    int one = 1, big = 4 << 20;
+    setsockopt(cli, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(conn_fd(T.client), SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    enum { SEG = 100, COUNT = 1500, TOTAL = SEG * COUNT };
+    char seg[SEG];
+    for (int i = 0; i < COUNT; i++) {
+        memset(seg, 'a' + i % 26, sizeof seg);
+        assert_int_equal(send(cli, seg, sizeof seg, 0), SEG);
+    }
+    /* Everything is in the relay's socket (acknowledged), none left in the sender's: no
+     * later arrival can make a new edge. */
+    int unacked = -1;
+    for (int i = 0; i < 500 && unacked != 0; i++) {
+        assert_int_equal(ioctl(cli, SIOCOUTQ, &unacked), 0);
+        if (unacked)
+            poll(NULL, 0, 10);
+    }
+    assert_int_equal(unacked, 0);
+    char *in = malloc(TOTAL);
+    size_t got = 0;
+    int quiet = 0;
+    while (got < TOTAL && quiet < 50) {
+        uv_run(&f.w.loop, UV_RUN_NOWAIT);
+        struct pollfd p[2] = {{dst, POLLIN, 0}, {uv_backend_fd(&f.w.loop), POLLIN, 0}};
+        poll(p, 2, 20);
+        ssize_t n = recv(dst, in + got, TOTAL - got, MSG_DONTWAIT);
+        if (n > 0) {
+            got += (size_t)n;
+            quiet = 0;
+        } else if (!(p[1].revents & POLLIN)) {
+            quiet++; /* neither bytes nor an event for the loop */
+        }
+    }
+    assert_int_equal(got, TOTAL);
+    for (size_t i = 0; i < TOTAL; i++)
+        assert_int_equal(in[i], 'a' + (int)(i / SEG) % 26);
+    free(in);
+    shutdown(cli, SHUT_WR);
+    shutdown(dst, SHUT_WR);
+    finish(&f, cli, dst);
+    assert_int_equal(T.relay_error, 0);
+    assert_int_equal(T.up, TOTAL);
+}
+
+/* The destination accepts, writes and closes before the worker's loop sees its connect
+ * complete: the first readiness brings output, input and the peer's EOF at once. That is a
+ * connection (with bytes and an EOF to relay), not a refusal. */
+static void test_peer_writes_and_closes_at_once(void **state)
+{
+    (void)state;
+    fx_t f;
+    memset(&T, 0, sizeof T);
+    fx_init(&f, &test_desc, 0);
+    struct sockaddr_in a;
+    int ls = fx_listen(&a);
+    T.port = ntohs(a.sin_port);
+    int cli;
+    T.client = fx_conn(&f, &cli);
+    assert_int_equal(send(cli, "go", 2, 0), 2);
+    fx_run_until(&f, &T.asked);
+    int dst = fx_accept(ls); /* the kernel completed the handshake; the loop has not run */
+    close(ls);
+    assert_int_equal(send(dst, "bye", 3, 0), 3);
+    close(dst);
+    fx_run_until(&f, &T.relayed); /* t_connected asserts BERTH_CONNECT_OK */
+    assert_int_equal(T.relay_rc, 0);
+    char buf[8];
+    assert_int_equal(fx_read(&f, cli, buf, 5), 5);
+    assert_memory_equal(buf, "okbye", 5);
+    shutdown(cli, SHUT_WR);
+    int e = fx_wait_end(&f, cli);
+    assert_true(e == 0 || e == -ECONNRESET);
+    fx_run_until(&f, &T.relay_done);
+    while (T.finished < 1)
+        uv_run(&f.w.loop, UV_RUN_ONCE);
+    close(cli);
+    fx_end(&f);
+    assert_int_equal(T.down, 3);
+}
+
 static void test_idle_timeout(void **state)
 {
     (void)state;
@@ -285,6 +380,8 @@ int main(void)
         cmocka_unit_test(test_destination_half_closes_first),
         cmocka_unit_test(test_outbound_nodelay_when_it_matters),
         cmocka_unit_test(test_large_transfer_to_a_late_reader),
+        cmocka_unit_test(test_small_segments_all_arrive),
+        cmocka_unit_test(test_peer_writes_and_closes_at_once),
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_peer_resets),
     };
