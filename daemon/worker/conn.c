@@ -66,7 +66,7 @@ struct berth_conn {
      * socket is closed and the close not yet finished; a half-close waits for the write queue; a
      * connect completed inside connect() itself; TCP. */
     unsigned readable : 1, short_not_dry : 1, writable : 1, io_closing : 1, shut_pending : 1,
-        connect_now : 1, is_tcp : 1;
+        connect_now : 1, is_tcp : 1, urgent : 1;
     socklen_t peerlen, locallen;
     /* Addresses: an IP peer inline; a named unix peer and the local address (asked for
      * rarely) on the heap, so an idle conn stays small. */
@@ -260,6 +260,11 @@ int conn_is_open(const berth_conn_t *c)
 int conn_eof(const berth_conn_t *c)
 {
     return c->eof;
+}
+
+int conn_urgent(const berth_conn_t *c)
+{
+    return c->urgent;
 }
 
 unsigned conn_writes_pending(const berth_conn_t *c)
@@ -1214,6 +1219,8 @@ static void conn_io_cb(io_t *io, unsigned events)
      * until EAGAIN or the EOF. */
     if (events & (IO_HUP | IO_ERR | IO_PRI))
         c->short_not_dry = 1;
+    if (events & IO_PRI)
+        c->urgent = 1;
     if (c->connect_cb) {
         if ((events & (IO_OUT | IO_ERR | IO_HUP)) || c->connect_now)
             conn_connect_report(c, c->connect_now ? IO_OUT : events);
