@@ -61,11 +61,12 @@ struct berth_conn {
         reading : 1, lingering : 1, handle_init : 1, finished : 1, handled : 1, counted : 1,
         watch_read : 1, ending_hooks : 1, queue : 2, connecting : 1, nodelay_due : 1, sent : 1;
     /* The socket's state as the edge-triggered set last said it (io.h): input may be waiting
-     * (cleared only by a read that found the socket dry), the peer's EOF has been seen,
-     * output has room; the socket is closed and the close not yet finished; a half-close
-     * waits for the write queue; a connect completed inside connect() itself; TCP. */
-    unsigned readable : 1, rdhup : 1, writable : 1, io_closing : 1, shut_pending : 1,
-        connect_now : 1, is_tcp : 1;
+     * (cleared only by a read that found the socket dry), a short read no longer proves it
+     * dry (an EOF, an error or urgent data was seen: read on to EAGAIN), output has room; the
+     * socket is closed and the close not yet finished; a half-close waits for the write queue; a
+     * connect completed inside connect() itself; TCP. */
+    unsigned readable : 1, short_not_dry : 1, writable : 1, io_closing : 1, shut_pending : 1,
+        connect_now : 1, is_tcp : 1, urgent : 1;
     socklen_t peerlen, locallen;
     /* Addresses: an IP peer inline; a named unix peer and the local address (asked for
      * rarely) on the heap, so an idle conn stays small. */
@@ -259,6 +260,11 @@ int conn_is_open(const berth_conn_t *c)
 int conn_eof(const berth_conn_t *c)
 {
     return c->eof;
+}
+
+int conn_urgent(const berth_conn_t *c)
+{
+    return c->urgent;
 }
 
 unsigned conn_writes_pending(const berth_conn_t *c)
@@ -571,7 +577,8 @@ static void conn_read(berth_conn_t *c)
         if (c->hooks && c->hooks->takes_input && c->tls == NULL) {
             /* The hook reads the socket itself (handle() may just have handed it over),
              * and says whether it read it dry. */
-            if (c->hooks->on_readable && c->hooks->on_readable(c, c->hooks_arg) && !c->rdhup)
+            if (c->hooks->on_readable && c->hooks->on_readable(c, c->hooks_arg) &&
+                !c->short_not_dry)
                 c->readable = 0;
             if (c->readable && c->reading && !c->io_closing)
                 conn_post(c); /* more may be there: its turn comes again */
@@ -584,7 +591,7 @@ static void conn_read(berth_conn_t *c)
             conn_touch(c);
             conn_count_in(c, (size_t)n);
             /* A short read found the socket dry, unless its EOF is waiting behind. */
-            if ((size_t)n < w->readbuf_size && !c->rdhup)
+            if ((size_t)n < w->readbuf_size && !c->short_not_dry)
                 c->readable = 0;
             if (c->lingering || c->closing)
                 continue; /* discarded: we are only waiting for the peer's EOF */
@@ -1205,10 +1212,15 @@ static void conn_io_cb(io_t *io, unsigned events)
             conn_close_done(c); /* may free c */
         return;
     }
-    if (events & (IO_IN | IO_HUP | IO_ERR))
+    if (events & (IO_IN | IO_HUP | IO_ERR | IO_PRI))
         c->readable = 1;
-    if (events & (IO_HUP | IO_ERR))
-        c->rdhup = 1;
+    /* From here a short read is no proof of an empty socket: an EOF or an error waits
+     * behind the data, or a read stops at the urgent mark with bytes after it. Reads go on
+     * until EAGAIN or the EOF. */
+    if (events & (IO_HUP | IO_ERR | IO_PRI))
+        c->short_not_dry = 1;
+    if (events & IO_PRI)
+        c->urgent = 1;
     if (c->connect_cb) {
         if ((events & (IO_OUT | IO_ERR | IO_HUP)) || c->connect_now)
             conn_connect_report(c, c->connect_now ? IO_OUT : events);

@@ -112,6 +112,8 @@ void conn_watch_read(berth_conn_t *c, int on);
 /* Record that the peer's EOF was seen (or that nothing more is to be said to it), so a
  * close does not linger for it. */
 void conn_mark_eof(berth_conn_t *c);
+/* The peer has sent TCP urgent data (a splice cannot read past its mark: see relay.c). */
+int conn_urgent(const berth_conn_t *c);
 
 /* ---- I/O (the host table's calls) ---- */
 

@@ -98,7 +98,7 @@ int io_start(io_loop_t *il, uv_loop_t *loop, io_t *io, int fd, io_cb cb)
     s->gen++;
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.events = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.u64 = (uint64_t)s->gen << 32 | idx;
     if (epoll_ctl(il->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
         rc = -errno;
@@ -199,6 +199,8 @@ static unsigned map_events(uint32_t e)
         r |= IO_HUP;
     if (e & EPOLLERR)
         r |= IO_ERR;
+    if (e & EPOLLPRI)
+        r |= IO_PRI;
     return r;
 }
 

@@ -29,6 +29,7 @@
 #define IO_HUP 4u /* the peer's EOF (EPOLLRDHUP) or a hang-up */
 #define IO_ERR 8u
 #define IO_POSTED 16u
+#define IO_PRI 32u /* TCP urgent data arrived */
 
 typedef struct io io_t;
 typedef void (*io_cb)(io_t *io, unsigned events);

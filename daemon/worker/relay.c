@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -56,6 +57,7 @@ typedef struct relay_dir {
     unsigned eof : 1, done : 1, blocked : 1; /* blocked: a backlog write to `to` is pending */
     unsigned copy_in : 1, copy_out : 1;      /* `from` / `to` is TLS: copy, never splice */
     unsigned dry : 1; /* the last dir_fill read `from` dry (EAGAIN, a short splice, EOF) */
+    unsigned inline_urgent : 1; /* SO_OOBINLINE is set on `from` (dir_past_mark) */
 } relay_dir_t;
 
 struct relay {
@@ -167,6 +169,44 @@ static int dir_flush(relay_t *r, relay_dir_t *d)
     return 0;
 }
 
+/* `from` had TCP urgent data and a splice says EAGAIN: splice never reads past the urgent
+ * mark (tcp_read_sock stops there), so the bytes behind it would wait for ever. A plain
+ * recv does pass it; with SO_OOBINLINE the urgent byte comes in order with the rest, so the
+ * destination gets every byte (its urgency is lost: a relay forwards a stream). What it
+ * reads goes out through `to`'s write queue, which is why this runs only with the pipe
+ * empty: nothing may overtake what is in it. 1: bytes moved (splice again), 0: dry, or a
+ * negative errno. */
+static int dir_past_mark(relay_t *r, relay_dir_t *d)
+{
+    char buf[COPY_CHUNK];
+    int fd = conn_fd(d->from);
+    if (!d->inline_urgent) {
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one);
+        d->inline_urgent = 1;
+    }
+    ssize_t n;
+    do
+        n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    if (n == 0) {
+        d->eof = 1;
+        conn_mark_eof(d->from);
+        return 0;
+    }
+    if (d->from == r->client)
+        conn_count_in(r->client, (size_t)n);
+    touch(r);
+    int rc = conn_write(d->to, buf, (size_t)n);
+    if (rc)
+        return rc;
+    delivered(r, d, (size_t)n);
+    d->blocked = conn_writes_pending(d->to) > 0;
+    return 1;
+}
+
 /* Take what `from` has, as far as the pipe has room. */
 static int dir_fill(relay_t *r, relay_dir_t *d)
 {
@@ -207,6 +247,17 @@ static int dir_fill(relay_t *r, relay_dir_t *d)
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN) {
+            if (conn_urgent(d->from) && d->inpipe == 0 && !d->blocked) {
+                int rc = dir_past_mark(r, d);
+                if (rc > 0)
+                    continue;
+                if (rc < 0)
+                    return rc;
+                if (d->eof) {
+                    d->dry = 1;
+                    break;
+                }
+            }
             d->dry = 1;
             return 0;
         }

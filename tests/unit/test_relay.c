@@ -336,6 +336,43 @@ static void test_peer_writes_and_closes_at_once(void **state)
     assert_int_equal(T.down, 3);
 }
 
+/* TCP urgent data from the client: splice stops at the urgent mark and never passes it, so
+ * the relay reads past it with a plain recv, the urgent byte inline. Every byte arrives, in
+ * order, though the client sends nothing more. */
+static void test_urgent_data_passes(void **state)
+{
+    (void)state;
+    fx_t f;
+    int cli, dst;
+    start(&f, 0, &cli, &dst);
+    assert_int_equal(send(cli, "abc", 3, 0), 3);
+    assert_int_equal(send(cli, "X", 1, MSG_OOB), 1);
+    assert_int_equal(send(cli, "defgh", 5, 0), 5);
+    char in[16];
+    size_t got = 0;
+    int quiet = 0;
+    while (got < 9 && quiet < 50) {
+        uv_run(&f.w.loop, UV_RUN_NOWAIT);
+        struct pollfd p[2] = {{dst, POLLIN, 0}, {uv_backend_fd(&f.w.loop), POLLIN, 0}};
+        poll(p, 2, 20);
+        ssize_t n = recv(dst, in + got, sizeof in - got, MSG_DONTWAIT);
+        if (n > 0) {
+            got += (size_t)n;
+            quiet = 0;
+        } else if (!(p[1].revents & POLLIN)) {
+            quiet++;
+        }
+    }
+    assert_int_equal(got, 9);
+    assert_memory_equal(in, "abcXdefgh", 9);
+    both_ways(&f, cli, dst); /* and splicing goes on past the mark */
+    shutdown(cli, SHUT_WR);
+    shutdown(dst, SHUT_WR);
+    finish(&f, cli, dst);
+    assert_int_equal(T.relay_error, 0);
+    assert_int_equal(T.up, 9 + 4);
+}
+
 static void test_idle_timeout(void **state)
 {
     (void)state;
@@ -382,6 +419,7 @@ int main(void)
         cmocka_unit_test(test_large_transfer_to_a_late_reader),
         cmocka_unit_test(test_small_segments_all_arrive),
         cmocka_unit_test(test_peer_writes_and_closes_at_once),
+        cmocka_unit_test(test_urgent_data_passes),
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_peer_resets),
     };
