@@ -117,7 +117,8 @@ struct berth_dgram {
     socklen_t local_len;
     berth_dgram_cb cb;
     void *arg;
-    bool closed;
+    uint32_t max_queued;
+    bool closed; /* by dgram_close or with its conn; kept allocated until free */
     sent_dgram_t *sent;
     size_t n_sent;
     struct berth_dgram *next;
@@ -350,6 +351,16 @@ static size_t conn_timers(const berth_testhost_t *th, const berth_conn_t *c)
     return n;
 }
 
+/* The datagram sockets of `c` close as it begins to end, as berthd's do: no callback after,
+ * and every later dgram_* call with their handles is refused (the handles stay allocated
+ * until berth_testhost_free, so a plugin that keeps one touches nothing freed). */
+static void dgrams_close_conn(berth_conn_t *c)
+{
+    for (berth_dgram_t *d = c->th->dgrams; d; d = d->next)
+        if (d->conn == c)
+            d->closed = true;
+}
+
 /* Ask to end `c`: finish() runs at the next settle once its work is done. */
 static void conn_end(berth_conn_t *c)
 {
@@ -358,6 +369,7 @@ static void conn_end(berth_conn_t *c)
         return;
     c->closed = true;
     c->finishing = true;
+    dgrams_close_conn(c);
 }
 
 static void relay_finish(berth_conn_t *c, int error);
@@ -391,9 +403,7 @@ static void settle(berth_testhost_t *th)
             }
             if (c->relay_peer && !c->relay_finished)
                 relay_finish(c, -ECANCELED);
-            for (berth_dgram_t *d = th->dgrams; d; d = d->next)
-                if (d->conn == c)
-                    d->closed = true; /* closed with their conn, no callback after */
+            dgrams_close_conn(c); /* closed with their conn, no callback after */
             timers_drop_conn(th, c);
             c->finished = true;
             c->closed = true;
@@ -744,14 +754,24 @@ static bool conn_busy(const berth_conn_t *c)
     return c->relayed;
 }
 
+/* Is `c` open, as berthd's conn_is_open: not begun to end (close, abort, EOF with no eof(),
+ * a reset, the end of a datagram's handle) and not finished? */
+static bool conn_open(const berth_conn_t *c)
+{
+    return !c->finished && !c->closed && !c->finishing;
+}
+
+/* The same refusals as berthd's (daemon/worker/udp_assoc.c), in the same order: *out NULL on
+ * any error, -EINVAL for a NULL conn, cb, out or addr, -EPIPE once the conn began to end. */
 static int h_dgram_open(berth_conn_t *c, const struct sockaddr *addr, uint16_t port_last,
                         uint32_t max_queued, berth_dgram_cb cb, void *arg, berth_dgram_t **out)
 {
-    (void)port_last;  /* the test host never finds a port taken: the range's first */
-    (void)max_queued; /* names are never resolved here, so nothing waits for them */
-    if (!addr || !cb || !out || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+    (void)port_last; /* the test host never finds a port taken: the range's first */
+    if (out)
+        *out = NULL;
+    if (!c || !addr || !cb || !out || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
         return -EINVAL;
-    if (c->finished || c->closed)
+    if (!conn_open(c))
         return -EPIPE;
     if (conn_busy(c))
         return -EALREADY;
@@ -764,26 +784,56 @@ static int h_dgram_open(berth_conn_t *c, const struct sockaddr *addr, uint16_t p
         set_port(&d->local, th->next_port++);
     d->cb = cb;
     d->arg = arg;
+    d->max_queued = max_queued;
     d->next = th->dgrams;
     th->dgrams = d;
     *out = d;
     return 0;
 }
 
-static const struct sockaddr *h_dgram_local_addr(const berth_dgram_t *d, socklen_t *len)
+/* A socket closed (dgram_close, or its conn began to end), or NULL: every call refuses. */
+static bool dgram_dead(const berth_dgram_t *d)
 {
-    if (len)
-        *len = d->local_len;
-    return (const struct sockaddr *)&d->local;
+    return !d || d->closed || !conn_open(d->conn);
 }
 
-/* A literal address is offered to `allow`; a name is recorded as it is (the test host
- * resolves nothing: a test reads the name back with berth_testhost_dgram_sent). */
+static const struct sockaddr *h_dgram_local_addr(const berth_dgram_t *d, socklen_t *len)
+{
+    bool dead = dgram_dead(d);
+    if (len)
+        *len = dead ? 0 : d->local_len;
+    return dead ? NULL : (const struct sockaddr *)&d->local;
+}
+
+/* An IPv4-mapped IPv6 address as IPv4, as berthd hands `allow` and the callback. */
+static void unmap_v4(struct sockaddr_storage *ss)
+{
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+    if (ss->ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+        return;
+    struct sockaddr_in in;
+    memset(&in, 0, sizeof in);
+    in.sin_family = AF_INET;
+    in.sin_port = in6->sin6_port;
+    memcpy(&in.sin_addr, in6->sin6_addr.s6_addr + 12, 4);
+    memset(ss, 0, sizeof *ss);
+    memcpy(ss, &in, sizeof in);
+}
+
+/* berthd's answers (daemon/worker/udp_assoc.c), in its order: -EINVAL, -EPIPE, then a literal
+ * address is offered to `allow` (-EACCES; -EPIPE if allow closed the socket or ended the
+ * conn) and must suit the socket's family (-EAFNOSUPPORT: IPv6 on an IPv4 socket). A name
+ * is recorded as it is (the test host resolves nothing: a test reads the name back with
+ * berth_testhost_dgram_sent), so nothing waits for the resolver: -ENOBUFS only with a
+ * max_queued of 0, which berthd refuses every name with, and never berthd's -EBUSY (its cap
+ * on lookups in flight) or -EAGAIN (a full socket buffer). */
 static int h_dgram_send(berth_dgram_t *d, const char *host, uint16_t port, const void *data,
                         size_t len, berth_connect_allow_cb allow, void *arg)
 {
-    if (d->closed || !host)
+    if (!d || !host || port == 0 || len > 65507 || (!data && len > 0))
         return -EINVAL;
+    if (dgram_dead(d))
+        return -EPIPE;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     struct sockaddr_in *in = (struct sockaddr_in *)&ss;
@@ -794,8 +844,15 @@ static int h_dgram_send(berth_dgram_t *d, const char *host, uint16_t port, const
         in6->sin6_family = AF_INET6;
     if (ss.ss_family != 0) {
         set_port(&ss, port);
+        unmap_v4(&ss);
         if (allow && allow(d->conn, (const struct sockaddr *)&ss, arg) != 0)
             return -EACCES;
+        if (dgram_dead(d))
+            return -EPIPE;
+        if (ss.ss_family == AF_INET6 && d->local.ss_family == AF_INET)
+            return -EAFNOSUPPORT;
+    } else if (d->max_queued == 0) {
+        return -ENOBUFS;
     }
     sent_dgram_t *p = realloc(d->sent, (d->n_sent + 1) * sizeof *p);
     if (!p)
@@ -806,14 +863,17 @@ static int h_dgram_send(berth_dgram_t *d, const char *host, uint16_t port, const
     snprintf(e->host, sizeof e->host, "%s", host);
     e->port = port;
     e->data = xcalloc(1, len);
-    memcpy(e->data, data, len);
+    if (len > 0)
+        memcpy(e->data, data, len);
     e->len = len;
     return 0;
 }
 
+/* NULL, or a socket closed already (twice, or after its conn closed it): nothing. */
 static void h_dgram_close(berth_dgram_t *d)
 {
-    d->closed = true;
+    if (d)
+        d->closed = true;
 }
 
 static int h_listen_once(berth_conn_t *c, const struct sockaddr *addr, uint64_t timeout_ms,
@@ -1850,7 +1910,9 @@ berth_dgram_t *berth_testhost_dgram_at(const berth_conn_t *c, size_t i)
 
 int berth_testhost_dgram_recv(berth_dgram_t *d, const char *from, const void *data, size_t len)
 {
-    if (d->closed)
+    if (!d)
+        return -EINVAL;
+    if (dgram_dead(d))
         return -EPIPE;
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -1884,7 +1946,7 @@ const void *berth_testhost_dgram_sent(const berth_dgram_t *d, size_t i, const ch
 
 bool berth_testhost_dgram_closed(const berth_dgram_t *d)
 {
-    return d->closed;
+    return dgram_dead(d);
 }
 
 bool berth_testhost_relay_done(const berth_conn_t *c, berth_relay_stats_t *stats)

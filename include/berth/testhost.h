@@ -32,8 +32,16 @@
  *   - The sandbox declarations (allow_path, allow_connect, allow_bind) are checked and
  *     recorded, and a connect to a port never declared fails as in a confined worker.
  *   - host->dgram_* sockets record what the plugin sends (names unresolved, as given); the
- *     test injects datagrams. host->listen_once is answered like a connect: the test names
- *     the peer that connects in; it times out as time moves past its timeout.
+ *     test injects datagrams. Misuse meets berthd's answers (handler.h, dgram_open): NULL
+ *     or bad arguments -EINVAL, a socket closed (dgram_close, or its conn began to end:
+ *     close, abort, EOF without eof(), a reset) -EPIPE from dgram_send and NULL with *len 0
+ *     from dgram_local_addr, even from finish(); dgram_close of NULL or twice does nothing;
+ *     dgram_open sets *out NULL on any error. A socket's memory stays until
+ *     berth_testhost_free, so a kept handle is safe. As no name is resolved, nothing waits
+ *     for the resolver: a name is -ENOBUFS only with max_queued 0, and berthd's -EBUSY (its
+ *     cap on lookups in flight) and -EAGAIN (a full socket buffer) never come.
+ *     host->listen_once is answered like a connect: the test names the peer that connects
+ *     in; it times out as time moves past its timeout.
  * A conn stays readable after finish() until berth_testhost_free(), so a test can inspect
  * what a closed conn was sent.
  */
@@ -143,13 +151,16 @@ void berth_testhost_connect_fail(berth_testhost_t *th, size_t i, berth_connect_e
 size_t berth_testhost_dgrams(const berth_conn_t *conn);
 berth_dgram_t *berth_testhost_dgram_at(const berth_conn_t *conn, size_t i);
 /* A datagram arriving on `d` from `from` ("127.0.0.1:5353"): the plugin's callback runs.
- * -EPIPE if the socket is closed (by the plugin, or with its conn). */
+ * -EPIPE if the socket is closed (by the plugin, or as its conn began to end); -EINVAL for
+ * NULL. */
 int berth_testhost_dgram_recv(berth_dgram_t *d, const char *from, const void *data, size_t len);
 /* What the plugin sent on `d`: the i-th datagram, its destination as the plugin gave it (an
  * address or a name: nothing is resolved) and port; NULL past the last. */
 size_t berth_testhost_dgram_sent_count(const berth_dgram_t *d);
 const void *berth_testhost_dgram_sent(const berth_dgram_t *d, size_t i, const char **host,
                                       uint16_t *port, size_t *len);
+/* Closed by dgram_close, or as its conn began to end (before finish() runs); true for NULL.
+ * A closed socket's sent datagrams stay readable until berth_testhost_free. */
 bool berth_testhost_dgram_closed(const berth_dgram_t *d);
 
 /* Relay results: the stats handed to the relay's done callback, once it has run. */
