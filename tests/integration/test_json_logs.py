@@ -5,9 +5,9 @@ import json
 import os
 import socket
 import struct
-import threading
 import unittest
 
+from clients import tcp_echo
 from harness import IO_TIMEOUT, DaemonTestCase, recv_exact, stream_echo, udp_roundtrip, wait_until
 
 KEYS = ("time", "level", "pid", "role", "worker", "generation", "listener", "peer", "message")
@@ -27,26 +27,6 @@ def socks5_request(port, atyp_addr, dport, host="127.0.0.2"):
         rest = recv_exact(s, 1, strict=True)[0] + 2
     recv_exact(s, rest, strict=True)
     return s, head[1]
-
-
-def echo_server():
-    """A one-connection echo server outside berthd (socks5 never connects to berthd's own
-    listeners): its port."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
-
-    def serve():
-        c, _ = ls.accept()
-        with c:
-            while True:
-                b = c.recv(65536)
-                if not b:
-                    break
-                c.sendall(b)
-        ls.close()
-    threading.Thread(target=serve, daemon=True).start()
-    return ls.getsockname()[1]
 
 
 class JsonLogs(DaemonTestCase):
@@ -88,7 +68,7 @@ class JsonLogs(DaemonTestCase):
         self.assertEqual(udp_roundtrip(("127.0.0.1", d.port("echo-udp")), b"dgram"), b"dgram")
 
         # socks5: a relayed session to the echo listener, then a hostile domain name.
-        outside = echo_server()
+        outside = tcp_echo(self)
         s, rep = socks5_request(d.port("socks"), b"\x01" + socket.inet_aton("127.0.0.1"), outside)
         self.assertEqual(rep, 0)
         s.sendall(b"through\n")

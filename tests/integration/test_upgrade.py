@@ -25,6 +25,7 @@ import unittest
 
 import harness
 import test_metrics
+from clients import TcpEcho, tcp_echo
 from harness import (BUILD, BERTHD, IO_TIMEOUT, SANITIZED, SRC, START_TIMEOUT, Berthd,
                      DaemonTestCase, recv_exact, recv_until, stream_echo, wait_until)
 
@@ -60,37 +61,6 @@ def build_next():
 
 def version_of(path):
     return subprocess.run([path, "-V"], capture_output=True, text=True).stdout.split()[1]
-
-
-class EchoServer(threading.Thread):
-    """A plain echo server for socks5 to relay to (not berth: that would be a proxy loop)."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-
-    def run(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def serve(c):
-        with c:
-            while True:
-                try:
-                    b = c.recv(65536)
-                except OSError:
-                    return
-                if not b:
-                    return
-                c.sendall(b)
 
 
 def socks5_connect(port, dest_port):
@@ -181,8 +151,8 @@ class Upgrade(DaemonTestCase):
         d = self.start()
         pid = d.proc.pid
         echo_port, socks_port = d.port("echo"), d.port("socks")
-        target = EchoServer()
-        target.start()
+        target = TcpEcho()
+        self.addCleanup(target.close)
         long_echo = socket.create_connection(("127.0.0.1", echo_port), timeout=IO_TIMEOUT)
         long_socks = socks5_connect(socks_port, target.port)
         for s in (long_echo, long_socks):
@@ -325,10 +295,7 @@ class Upgrade(DaemonTestCase):
         self.assertEqual(d.stop(), 0)
 
     def target_port(self):
-        target = EchoServer()
-        target.start()
-        self.addCleanup(target.sock.close)
-        return target.port
+        return tcp_echo(self)
 
     def test_a_check_that_fails_after_reading_the_handover(self):
         d = self.start(env={"BERTH_TEST_UPGRADE_CHECK_FAIL": "the check says no"})

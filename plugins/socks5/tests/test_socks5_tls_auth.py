@@ -13,6 +13,7 @@ import subprocess
 import unittest
 
 import test_tls as T
+from clients import tcp_echo
 from harness import BERTHD, IO_TIMEOUT, PLUGIN_DIR, free_port, recv_exact, tcp_ready
 
 
@@ -54,7 +55,7 @@ class Socks5CertificateAuth(T.TlsCase):
         self.d.wait_serving()
 
     def relay_once(self, cert, payload):
-        echo_port = T.serve_tcp_echo(self)
+        echo_port = tcp_echo(self)
         s = self.connect(self.context(cert=cert))
         s.sendall(b"\x05\x01\x00")
         self.assertEqual(recv_exact(s, 2), b"\x05\x00")

@@ -9,10 +9,10 @@ import os
 import socket
 import struct
 import subprocess
-import threading
 import unittest
 
 import harness
+from clients import UdpEcho
 from harness import IO_TIMEOUT, DaemonTestCase, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,40 +33,6 @@ def has_ipv6():
         return True
     except OSError:
         return False
-
-
-class UdpEcho:
-    """A UDP echo server: sends each datagram back to its sender, prefixed with b"echo:",
-    and remembers what it got."""
-
-    def __init__(self, family=socket.AF_INET, host="127.0.0.1", port=0):
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.bind((host, port))
-        self.port = self.sock.getsockname()[1]
-        self.got = []
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while True:
-            try:
-                data, src = self.sock.recvfrom(65535)
-            except OSError:
-                return
-            with self.lock:
-                self.got.append(data)
-            try:
-                self.sock.sendto(b"echo:" + data, src)
-            except OSError:
-                pass
-
-    def received(self):
-        with self.lock:
-            return list(self.got)
-
-    def close(self):
-        self.sock.close()
 
 
 def echo_both():
