@@ -5,8 +5,14 @@ plugins/*/tests and packaging/tests (ctest puts this folder on their PYTHONPATH)
 
 Every wait is bounded by harness.IO_TIMEOUT; none is a performance check.
 """
+import ctypes
+import ctypes.util
 import socket
+import struct
 import threading
+
+import harness
+from harness import IO_TIMEOUT
 
 # ------------------------------------------------------------------ echo servers
 
@@ -89,3 +95,96 @@ class UdpEcho:
 
     def close(self):
         self.sock.close()
+
+
+# ------------------------------------------------------------------ raw SOCKS5 client
+
+
+def recv_strict(s, n):
+    """Exactly n bytes, with the socket's own timeout; an AssertionError at an early EOF."""
+    return harness.recv_exact(s, n, timeout=None, strict=True)
+
+
+def crypt_hash(password, prefix=b"$y$"):
+    """A crypt(3) hash made by the system's libcrypt (the library the plugin checks with)."""
+    lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
+    lib.crypt_gensalt.restype = ctypes.c_char_p
+    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    salt = lib.crypt_gensalt(prefix, 0, None, 0)
+    assert salt, "crypt_gensalt failed"
+    return lib.crypt(password.encode(), salt).decode()
+
+
+def auth_msg(user, password):
+    """An RFC 1929 username/password request."""
+    u, p = user.encode(), password.encode()
+    return bytes([1, len(u)]) + u + bytes([len(p)]) + p
+
+
+def _address(host, port):
+    """ATYP ADDR PORT for `host`: an IPv4 or IPv6 literal, else a name (str, or bytes sent
+    as they are)."""
+    if isinstance(host, str):
+        for fam, atyp in ((socket.AF_INET, 1), (socket.AF_INET6, 4)):
+            try:
+                return bytes([atyp]) + socket.inet_pton(fam, host) + struct.pack("!H", port)
+            except OSError:
+                pass
+        host = host.encode()
+    return bytes([3, len(host)]) + host + struct.pack("!H", port)
+
+
+def request(cmd, host, port):
+    """A request (1 CONNECT, 2 BIND, 3 UDP ASSOCIATE) for `host` (an IPv4/IPv6 literal, or a
+    name) and `port`."""
+    return bytes([5, cmd, 0]) + _address(host, port)
+
+
+def udp_header(host, port, frag=0):
+    """The header of a datagram through a UDP ASSOCIATE relay (RFC 1928 section 7)."""
+    return bytes([0, 0, frag]) + _address(host, port)
+
+
+def greet(s):
+    """The greeting offering no authentication, which the proxy must accept."""
+    s.sendall(b"\x05\x01\x00")
+    got = recv_strict(s, 2)
+    if got != b"\x05\x00":
+        raise AssertionError("the greeting was answered %r" % got)
+
+
+def read_reply(s):
+    """A request reply: (code, bound address bytes, bound port)."""
+    head = recv_strict(s, 4)
+    if head[0] != 5 or head[2] != 0 or head[3] not in (1, 4):
+        raise AssertionError("not a SOCKS5 reply with an IP address: %r" % head)
+    addr = recv_strict(s, 4 if head[3] == 1 else 16)
+    (port,) = struct.unpack("!H", recv_strict(s, 2))
+    return head[1], addr, port
+
+
+def read_reply_text(s):
+    """A request reply: (code, bound address as text, bound port)."""
+    code, addr, port = read_reply(s)
+    return code, socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6,
+                                  addr), port
+
+
+def socks5_open(s, dest_port, dest_host="127.0.0.1"):
+    """Greeting and CONNECT on the connected socket s; returns the reply code."""
+    greet(s)
+    s.sendall(request(1, dest_host, dest_port))
+    return read_reply(s)[0]
+
+
+def socks5_connect(proxy, dest_port, dest_host="127.0.0.1"):
+    """A new connection to the proxy at `proxy` (host, port), greeting and CONNECT to
+    dest_host:dest_port; returns (socket, reply code)."""
+    s = socket.create_connection(proxy, timeout=IO_TIMEOUT)
+    try:
+        return s, socks5_open(s, dest_port, dest_host)
+    except BaseException:
+        s.close()
+        raise

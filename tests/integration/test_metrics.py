@@ -19,7 +19,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from clients import TcpEcho
+from clients import TcpEcho, socks5_connect
 from harness import (IO_TIMEOUT, START_TIMEOUT, DaemonTestCase, peer_closed, recv_exact,
                      wait_until)
 
@@ -103,16 +103,6 @@ def listening_tcp_ports(pid):
                 if cols[3] == "0A" and cols[9] in inodes:
                     ports.add(int(cols[1].rsplit(":", 1)[1], 16))
     return ports
-
-
-def socks5_connect(proxy, dest_port):
-    """A SOCKS5 CONNECT to 127.0.0.1:dest_port; returns (socket, reply code)."""
-    s = socket.create_connection(proxy, timeout=IO_TIMEOUT)
-    s.sendall(b"\x05\x01\x00")
-    assert recv_exact(s, 2) == b"\x05\x00"
-    s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack(">H", dest_port))
-    rep = recv_exact(s, 10)
-    return s, rep[1]
 
 
 def upload(addr, name, data):

@@ -17,7 +17,6 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -25,7 +24,7 @@ import unittest
 
 import harness
 import test_metrics
-from clients import TcpEcho, tcp_echo
+from clients import TcpEcho, socks5_connect, tcp_echo
 from harness import (BUILD, BERTHD, IO_TIMEOUT, SANITIZED, SRC, START_TIMEOUT, Berthd,
                      DaemonTestCase, recv_exact, recv_until, stream_echo, wait_until)
 
@@ -61,16 +60,6 @@ def build_next():
 
 def version_of(path):
     return subprocess.run([path, "-V"], capture_output=True, text=True).stdout.split()[1]
-
-
-def socks5_connect(port, dest_port):
-    s = socket.create_connection(("127.0.0.2", port), timeout=IO_TIMEOUT)
-    s.sendall(b"\x05\x01\x00")
-    assert recv_exact(s, 2) == b"\x05\x00"
-    s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack("!H", dest_port))
-    rep = recv_exact(s, 10)
-    assert rep[1] == 0, rep
-    return s
 
 
 class Load(threading.Thread):
@@ -154,7 +143,8 @@ class Upgrade(DaemonTestCase):
         target = TcpEcho()
         self.addCleanup(target.close)
         long_echo = socket.create_connection(("127.0.0.1", echo_port), timeout=IO_TIMEOUT)
-        long_socks = socks5_connect(socks_port, target.port)
+        long_socks, rep = socks5_connect(("127.0.0.2", socks_port), target.port)
+        self.assertEqual(rep, 0)
         for s in (long_echo, long_socks):
             s.sendall(b"before\n")
             self.assertEqual(recv_exact(s, 7), b"before\n")
@@ -277,7 +267,8 @@ class Upgrade(DaemonTestCase):
         d = self.start(env={"BERTH_TEST_UPGRADE_ADOPT_FAIL": self.new_version})
         pid = d.proc.pid
         self.replace(self.next_berthd)
-        held = socks5_connect(d.port("socks"), self.target_port())
+        held, rep = socks5_connect(("127.0.0.2", d.port("socks")), self.target_port())
+        self.assertEqual(rep, 0)
         loads = [Load(d.port("echo"))]
         loads[0].start()
         wait_until(lambda: loads[0].ok > 20, START_TIMEOUT, what="the load to run")

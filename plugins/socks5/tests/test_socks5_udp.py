@@ -11,8 +11,7 @@ import struct
 import subprocess
 import unittest
 
-import harness
-from clients import UdpEcho
+from clients import UdpEcho, read_reply, recv_strict, udp_header
 from harness import IO_TIMEOUT, DaemonTestCase, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,29 +47,6 @@ def echo_both():
     raise AssertionError("no UDP port free on both 127.0.0.1 and ::1")
 
 
-def recv_exact(s, n):
-    return harness.recv_exact(s, n, timeout=None, strict=True)
-
-
-def read_reply(s):
-    """(code, address bytes, port) of a request reply."""
-    head = recv_exact(s, 4)
-    assert head[0] == 5 and head[2] == 0, head
-    addr = recv_exact(s, {1: 4, 4: 16}[head[3]])
-    port = struct.unpack("!H", recv_exact(s, 2))[0]
-    return head[1], addr, port
-
-
-def udp_header(host, port, frag=0):
-    for fam, atyp in ((socket.AF_INET, 1), (socket.AF_INET6, 4)):
-        try:
-            return bytes([0, 0, frag, atyp]) + socket.inet_pton(fam, host) + struct.pack("!H", port)
-        except OSError:
-            pass
-    name = host.encode()
-    return bytes([0, 0, frag, 3, len(name)]) + name + struct.pack("!H", port)
-
-
 class SocksUdpTest(DaemonTestCase):
     def start_proxy(self, options="", host="127.0.0.1", env=None):
         self.proxy_host = host
@@ -89,7 +65,7 @@ class SocksUdpTest(DaemonTestCase):
         s.connect((self.proxy_host, self.port))
         self.addCleanup(s.close)
         s.sendall(b"\x05\x01\x00")
-        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+        self.assertEqual(recv_strict(s, 2), b"\x05\x00")
         return s
 
     def associate(self, client_port=0, family=socket.AF_INET, client_host="0.0.0.0"):

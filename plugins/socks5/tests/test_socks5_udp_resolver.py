@@ -23,9 +23,8 @@ import threading
 import unittest
 
 import harness
-from clients import TcpEcho, UdpEcho
+from clients import TcpEcho, UdpEcho, greet, read_reply, recv_strict, udp_header
 from harness import IO_TIMEOUT, DaemonTestCase, wait_until
-from test_socks5_udp import read_reply, recv_exact, udp_header  # the same wire helpers
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -146,8 +145,7 @@ class ResolverCapTest(DaemonTestCase):
     def greet(self):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)
         self.addCleanup(s.close)
-        s.sendall(b"\x05\x01\x00")
-        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+        greet(s)
         return s
 
     def associate(self):
@@ -191,7 +189,7 @@ class ResolverCapTest(DaemonTestCase):
         rep, _, _ = read_reply(c)
         self.assertEqual(rep, 0)
         c.sendall(b"ping")
-        self.assertEqual(recv_exact(c, 4), b"ping")
+        self.assertEqual(recv_strict(c, 4), b"ping")
         c.close()
         self.assertEqual(self.dns.seen("slow"), ["slow0.test", "slow1.test"])
         self.assertEqual(self.dns.seen("other"), [])
