@@ -12,7 +12,7 @@ import struct
 import threading
 
 import harness
-from harness import IO_TIMEOUT
+from harness import IO_TIMEOUT, stream_echo
 
 # ------------------------------------------------------------------ echo servers
 
@@ -188,3 +188,45 @@ def socks5_connect(proxy, dest_port, dest_host="127.0.0.1"):
     except BaseException:
         s.close()
         raise
+
+
+# ------------------------------------------------------------------ background load
+
+
+class EchoLoad(threading.Thread):
+    """Echo round trips on a thread until stop(): connect, send `msg` (with the round trip's
+    number for a %d in it), read it back, close; every failure recorded, none ends the loop.
+    .ok counts the round trips that came back whole, .failures says what went wrong with
+    the others; `pause` seconds between round trips (0: none). start() it; stop() fails if
+    the thread hangs."""
+
+    def __init__(self, family, addr, msg=b"conn %d\n", pause=0):
+        super().__init__(daemon=True)
+        self.family, self.addr = family, addr
+        self.msg, self.pause = msg, pause
+        self.ok = 0
+        self.failures = []
+        self.halt = threading.Event()
+
+    def _halted(self):
+        return self.halt.wait(self.pause) if self.pause else self.halt.is_set()
+
+    def run(self):
+        n = 0
+        while not self._halted():
+            msg = self.msg % n if b"%d" in self.msg else self.msg
+            n += 1
+            try:
+                got = stream_echo(self.family, self.addr, msg, timeout=IO_TIMEOUT)
+                if got == msg:
+                    self.ok += 1
+                else:
+                    self.failures.append("conn %d: got %r" % (n, got))
+            except OSError as e:
+                self.failures.append("conn %d: %r" % (n, e))
+
+    def stop(self):
+        self.halt.set()
+        self.join(IO_TIMEOUT * 2)
+        if self.is_alive():
+            raise AssertionError("the echo load hung")
