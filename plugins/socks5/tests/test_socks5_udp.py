@@ -12,7 +12,7 @@ import subprocess
 import unittest
 
 from clients import UdpEcho, read_reply, recv_strict, udp_header
-from harness import IO_TIMEOUT, DaemonTestCase, wait_until
+from harness import IO_TIMEOUT, DaemonTestCase, have_ipv6_loopback, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -23,15 +23,6 @@ def has_pysocks():
         return False
     return subprocess.run([SYSTEM_PYTHON, "-c", "import socks"],
                           capture_output=True).returncode == 0
-
-
-def has_ipv6():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def echo_both():
@@ -98,7 +89,7 @@ class SocksUdpTest(DaemonTestCase):
         self.addCleanup(v6.close)
         self.start_proxy()
         dests = ["127.0.0.1:%d" % v4.port, "localhost:%d:rdns" % v4.port]
-        if has_ipv6():
+        if have_ipv6_loopback():
             dests.append("[::1]:%d" % v6.port)
         r = subprocess.run([SYSTEM_PYTHON, os.path.join(HERE, "pysocks_udp_client.py"),
                             "127.0.0.1", str(self.port), *dests],
@@ -110,7 +101,7 @@ class SocksUdpTest(DaemonTestCase):
             self.assertEqual(res["got"], "echo:" + res["sent"])
         self.assertEqual(results[0]["from"], ["127.0.0.1", v4.port])
         self.assertIn(results[1]["from"], (["127.0.0.1", v4.port], ["::1", v4.port]))
-        if has_ipv6():
+        if have_ipv6_loopback():
             self.assertEqual(results[2]["from"], ["::1", v6.port])
         # Each association ended with its client's TCP connection.
         self.d.wait_log(r"(?s)(udp association ended \(control connection closed\).*){%d}"
@@ -127,7 +118,7 @@ class SocksUdpTest(DaemonTestCase):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             self.assertRaises(OSError, probe.bind, relay)
 
-    @unittest.skipUnless(has_ipv6(), "no IPv6 loopback")
+    @unittest.skipUnless(have_ipv6_loopback(), "no IPv6 loopback")
     def test_ipv6_listener_replies_ipv6(self):
         echo = UdpEcho(socket.AF_INET6, "::1")
         self.addCleanup(echo.close)
