@@ -95,6 +95,16 @@ def split_bound(bound):
     return host.strip("[]"), int(port)
 
 
+def have_ipv6_loopback():
+    """True when ::1 can be bound here (a container may have no IPv6 loopback)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 # Where a client reaches a listener bound to a wildcard address.
 _LOOPBACK_OF = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
@@ -249,6 +259,11 @@ class Berthd:
         rx = re.compile(pattern, re.M)
         return wait_until(lambda: rx.search(self.log()), timeout, interval=0.05,
                           what="log line /%s/" % pattern)
+
+    def wait_logged(self, text, count=1, timeout=IO_TIMEOUT):
+        """Wait until the log holds `text` (a plain string) at least `count` times."""
+        wait_until(lambda: self.log().count(text) >= count, timeout=timeout,
+                   what="log line %r" % text)
 
     def reload(self, timeout=START_TIMEOUT):
         """SIGHUP, then wait until the reload has ended (ok or failed); True if it succeeded."""

@@ -17,6 +17,7 @@ import time
 import unittest
 
 from harness import (IO_TIMEOUT, START_TIMEOUT, Berthd, DaemonTestCase, built_test_plugin,
+                     have_ipv6_loopback,
                      free_port, free_ports, line_request, peer_closed, proc_rss_kib, recv_exact,
                      recv_until, stream_connect, stream_echo, tcp_ready, udp_roundtrip,
                      unixgram_roundtrip, wait_until)
@@ -24,15 +25,6 @@ from harness import (IO_TIMEOUT, START_TIMEOUT, Berthd, DaemonTestCase, built_te
 SOCAT = shutil.which("socat")
 NCAT = shutil.which("ncat")
 TOOL_TIMEOUT = 30  # a hang guard for an external client
-
-
-def have_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 HAVE_IPV6 = have_ipv6_loopback()

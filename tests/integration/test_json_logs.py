@@ -5,48 +5,15 @@ import json
 import os
 import socket
 import struct
-import threading
 import unittest
 
+from clients import socks5_connect, tcp_echo
 from harness import IO_TIMEOUT, DaemonTestCase, recv_exact, stream_echo, udp_roundtrip, wait_until
 
 KEYS = ("time", "level", "pid", "role", "worker", "generation", "listener", "peer", "message")
 # A SOCKS5 domain name with quotes, a backslash, control bytes, a newline and bytes that are
 # not UTF-8: the session line must still be one valid JSON line.
 HOSTILE = b'ev"il\\\n\x01\x1b[31m\xff\xc3(.invalid'
-
-
-def socks5_request(port, atyp_addr, dport, host="127.0.0.2"):
-    s = socket.create_connection((host, port), timeout=IO_TIMEOUT)
-    s.sendall(b"\x05\x01\x00")
-    assert recv_exact(s, 2, strict=True) == b"\x05\x00"
-    s.sendall(b"\x05\x01\x00" + atyp_addr + struct.pack("!H", dport))
-    head = recv_exact(s, 4, strict=True)
-    rest = {1: 4 + 2, 4: 16 + 2}.get(head[3])
-    if rest is None:
-        rest = recv_exact(s, 1, strict=True)[0] + 2
-    recv_exact(s, rest, strict=True)
-    return s, head[1]
-
-
-def echo_server():
-    """A one-connection echo server outside berthd (socks5 never connects to berthd's own
-    listeners): its port."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
-
-    def serve():
-        c, _ = ls.accept()
-        with c:
-            while True:
-                b = c.recv(65536)
-                if not b:
-                    break
-                c.sendall(b)
-        ls.close()
-    threading.Thread(target=serve, daemon=True).start()
-    return ls.getsockname()[1]
 
 
 class JsonLogs(DaemonTestCase):
@@ -88,13 +55,13 @@ class JsonLogs(DaemonTestCase):
         self.assertEqual(udp_roundtrip(("127.0.0.1", d.port("echo-udp")), b"dgram"), b"dgram")
 
         # socks5: a relayed session to the echo listener, then a hostile domain name.
-        outside = echo_server()
-        s, rep = socks5_request(d.port("socks"), b"\x01" + socket.inet_aton("127.0.0.1"), outside)
+        outside = tcp_echo(self)
+        s, rep = socks5_connect(("127.0.0.2", d.port("socks")), outside)
         self.assertEqual(rep, 0)
         s.sendall(b"through\n")
         self.assertEqual(recv_exact(s, 8, strict=True), b"through\n")
         s.close()
-        s, rep = socks5_request(d.port("socks"), b"\x03" + bytes([len(HOSTILE)]) + HOSTILE, 80)
+        s, rep = socks5_connect(("127.0.0.2", d.port("socks")), 80, HOSTILE)
         self.assertNotEqual(rep, 0)
         s.close()
 
@@ -155,8 +122,7 @@ class JsonLogs(DaemonTestCase):
             handler = socks5
             allow_dest = 127.0.0.0/8
             """, wait=True)
-        s, rep = socks5_request(d.port("socks"), b"\x03" + bytes([len(HOSTILE)]) + HOSTILE, 80,
-                                "127.0.0.1")
+        s, rep = socks5_connect(("127.0.0.1", d.port("socks")), 80, HOSTILE)
         s.close()
         d.wait_log(r"session client=127\.0\.0\.1:\d+ user=- dest=\S+ remote=\S+ up=0 down=0 "
                    r"duration=\d+\.\d{3}s duration_ms=\d+ outcome=")

@@ -16,6 +16,7 @@ import threading
 import time
 import unittest
 
+from clients import EchoLoad
 from harness import (IO_TIMEOUT, PLUGIN_DIR, START_TIMEOUT, TEST_PLUGIN_DIR, DaemonTestCase,
                      Berthd, built_test_plugin,
                      line_request, peer_closed, proc_rss_kib, recv_exact,
@@ -56,38 +57,6 @@ def echo_listeners(usock, extra=""):
         address = {usock}
         handler = echo
         """) + textwrap.dedent(extra)
-
-
-class ConnectLoop(threading.Thread):
-    """A client making new connections in a loop (connect, send, read the echo, close),
-    counting every one that fails in any way."""
-
-    def __init__(self, family, addr):
-        super().__init__(daemon=True)
-        self.family, self.addr = family, addr
-        self.ok = 0
-        self.failures = []
-        self.halt = threading.Event()
-
-    def run(self):
-        n = 0
-        while not self.halt.is_set():
-            msg = b"conn %d\n" % n
-            n += 1
-            try:
-                got = stream_echo(self.family, self.addr, msg, timeout=IO_TIMEOUT)
-                if got == msg:
-                    self.ok += 1
-                else:
-                    self.failures.append("conn %d: got %r" % (n, got))
-            except OSError as e:
-                self.failures.append("conn %d: %r" % (n, e))
-
-    def stop(self):
-        self.halt.set()
-        self.join(IO_TIMEOUT * 2)
-        if self.is_alive():
-            raise AssertionError("client loop hung")
 
 
 class DatagramLoop(threading.Thread):
@@ -160,7 +129,7 @@ class Reload(LifecycleCase):
 
     def test_ten_sighups_under_connection_loops_fail_nothing(self):
         ino = os.stat(self.usock).st_ino
-        loops = [ConnectLoop(*self.tcp), ConnectLoop(*self.unix)]
+        loops = [EchoLoad(*self.tcp), EchoLoad(*self.unix)]
         for t in loops:
             t.start()
         try:

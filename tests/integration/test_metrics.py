@@ -14,12 +14,12 @@ import socket
 import struct
 import subprocess
 import tempfile
-import threading
 import time
 import unittest
 import urllib.parse
 import urllib.request
 
+from clients import TcpEcho, socks5_connect
 from harness import (IO_TIMEOUT, START_TIMEOUT, DaemonTestCase, peer_closed, recv_exact,
                      wait_until)
 
@@ -105,48 +105,6 @@ def listening_tcp_ports(pid):
     return ports
 
 
-class EchoServer:
-    """A plain TCP echo server outside berth: socks5's destination (berth never proxies
-    to its own listeners)."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.echo, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def echo(c):
-        with c:
-            while True:
-                data = c.recv(65536)
-                if not data:
-                    return
-                c.sendall(data)
-
-    def close(self):
-        self.sock.close()
-
-
-def socks5_connect(proxy, dest_port):
-    """A SOCKS5 CONNECT to 127.0.0.1:dest_port; returns (socket, reply code)."""
-    s = socket.create_connection(proxy, timeout=IO_TIMEOUT)
-    s.sendall(b"\x05\x01\x00")
-    assert recv_exact(s, 2) == b"\x05\x00"
-    s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack(">H", dest_port))
-    rep = recv_exact(s, 10)
-    return s, rep[1]
-
-
 def upload(addr, name, data):
     """One file over the upload protocol; returns the reply's status."""
     with socket.create_connection(addr, timeout=IO_TIMEOUT) as s:
@@ -169,7 +127,7 @@ class Metrics(DaemonTestCase):
     def start(self, daemon_keys, workers=2):
         self.updir = os.path.join(self.tmp, "up")
         os.mkdir(self.updir)
-        self.dest = EchoServer()
+        self.dest = TcpEcho()
         self.addCleanup(self.dest.close)
         self.d = self.daemon(f"""
             [echo]

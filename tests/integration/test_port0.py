@@ -6,30 +6,17 @@ import socket
 import subprocess
 import unittest
 
-from harness import (BUILD, IO_TIMEOUT, DaemonTestCase, stream_echo, udp_roundtrip)
+from harness import (BUILD, IO_TIMEOUT, DaemonTestCase, have_ipv6_loopback, split_bound,
+                     stream_echo, udp_roundtrip)
 
 BERTHCTL = os.path.join(BUILD, "berthctl")
-
-
-def have_ipv6():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-def split(bound):
-    host, _, port = bound.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 class PortZero(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.v6 = have_ipv6()
+        self.v6 = have_ipv6_loopback()
         listeners = """
             [tcp]
             protocol = tcp
@@ -61,18 +48,18 @@ class PortZero(DaemonTestCase):
         return {l["name"]: l["bound"] for l in st["listeners"]}
 
     def talk(self, bound):
-        host, port = split(bound["tcp"])
+        host, port = split_bound(bound["tcp"])
         self.assertEqual(host, "127.0.0.1")
         self.assertNotEqual(port, 0)
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", port), b"zero"), b"zero")
-        host, uport = split(bound["udp"])
+        host, uport = split_bound(bound["udp"])
         self.assertNotEqual(uport, 0)
         self.assertEqual(udp_roundtrip(("127.0.0.1", uport), b"dgram"), b"dgram")
-        host, aport = split(bound["any"])
+        host, aport = split_bound(bound["any"])
         self.assertEqual(host, "0.0.0.0")
         self.assertEqual(stream_echo(socket.AF_INET, ("127.0.0.1", aport), b"any"), b"any")
         if self.v6:
-            host, port6 = split(bound["tcp6"])
+            host, port6 = split_bound(bound["tcp6"])
             self.assertEqual(host, "::1")
             self.assertEqual(stream_echo(socket.AF_INET6, ("::1", port6), b"six"), b"six")
 

@@ -18,6 +18,7 @@ import tempfile
 import time
 import unittest
 
+from clients import socks5_open, tcp_echo
 from harness import (BERTHD, BUILD, IO_TIMEOUT, PLUGIN_DIR, DaemonTestCase, built_test_plugin,
                      free_port, recv_exact, recv_until,
                      tcp_ready, wait_until)
@@ -286,32 +287,6 @@ def serve_http(test, body):
     return srv.server_address[1]
 
 
-def serve_tcp_echo(test):
-    """A TCP echo server on loopback (one thread per connection); returns its port."""
-    ls = socket.create_server(("127.0.0.1", 0))
-    test.addCleanup(ls.close)
-
-    def one(c):
-        with c:
-            while True:
-                b = c.recv(65536)
-                if not b:
-                    c.shutdown(socket.SHUT_WR)
-                    return
-                c.sendall(b)
-
-    def loop():
-        while True:
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=one, args=(c,), daemon=True).start()
-
-    threading.Thread(target=loop, daemon=True).start()
-    return ls.getsockname()[1]
-
-
 class Socks5OverTls(TlsCase):
     """socks5's relay over a TLS client copies (no splice): the plugin needs no TLS code."""
 
@@ -349,12 +324,9 @@ class Socks5OverTls(TlsCase):
 
     def test_bulk_both_ways_and_eof(self):
         self.socks_daemon()
-        echo_port = serve_tcp_echo(self)
+        echo_port = tcp_echo(self)
         s = self.connect(self.context())
-        s.sendall(b"\x05\x01\x00")
-        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
-        s.sendall(b"\x05\x01\x00\x01\x7f\x00\x00\x01" + echo_port.to_bytes(2, "big"))
-        self.assertEqual(recv_exact(s, 10)[:2], b"\x05\x00")
+        self.assertEqual(socks5_open(s, echo_port), 0)
         # One thread: an SSL object must not be read and written from two at once. Chunks
         # of 256 KiB in flight keep both directions and their backpressure busy.
         data = os.urandom(4 << 20)

@@ -6,11 +6,11 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 import unittest
 
 import harness
-from harness import IO_TIMEOUT, DaemonTestCase, stream_echo, wait_until
+from clients import EchoLoad
+from harness import IO_TIMEOUT, DaemonTestCase, wait_until
 
 BERTHCTL = os.path.join(harness.BUILD, "berthctl")
 TMUX = shutil.which("tmux")
@@ -26,26 +26,6 @@ LISTENERS = """
     address = 127.0.0.1:0
     handler = echo
     """
-
-
-class Traffic:
-    """Echo round trips on a thread until stopped: a steady connection rate to watch."""
-
-    def __init__(self, port):
-        self.port = port
-        self.done = threading.Event()
-        self.count = 0
-        self.t = threading.Thread(target=self.run, daemon=True)
-        self.t.start()
-
-    def run(self):
-        while not self.done.wait(0.02):
-            stream_echo(socket.AF_INET, ("127.0.0.1", self.port), b"x" * 1000)
-            self.count += 1
-
-    def stop(self):
-        self.done.set()
-        self.t.join(IO_TIMEOUT)
 
 
 @unittest.skipUnless(TMUX, "tmux is not installed")
@@ -71,7 +51,9 @@ class Top(DaemonTestCase):
 
     def test_screen_shows_listeners_and_rates_and_q_quits(self):
         self.d = self.daemon(LISTENERS, workers=2, wait=True)
-        traffic = Traffic(self.d.port("echo"))
+        traffic = EchoLoad(socket.AF_INET, ("127.0.0.1", self.d.port("echo")), b"x" * 1000,
+                           pause=0.02)
+        traffic.start()
         self.addCleanup(traffic.stop)
         self.start_top("C.UTF-8")
         rate = re.compile(r"^echo\s+tcp\s+(\d+\.\d)\s+\d+\s+(\S+)\s+(\S+)\s+0 .*[\u2581-\u2588]",
@@ -99,7 +81,9 @@ class Top(DaemonTestCase):
 
     def test_ascii_sparkline_without_utf8_and_ctrl_c_quits(self):
         self.d = self.daemon(LISTENERS, wait=True)
-        traffic = Traffic(self.d.port("echo"))
+        traffic = EchoLoad(socket.AF_INET, ("127.0.0.1", self.d.port("echo")), b"x" * 1000,
+                           pause=0.02)
+        traffic.start()
         self.addCleanup(traffic.stop)
         self.start_top("C")
         wait_until(lambda: re.search(r"(?m)^echo\s+tcp\s+\d+\.\d.*[.:=+*#-]\s*$",
@@ -112,7 +96,9 @@ class Top(DaemonTestCase):
 
     def test_status_watch_prints_lines_with_rates(self):
         self.d = self.daemon(LISTENERS, wait=True)
-        traffic = Traffic(self.d.port("echo"))
+        traffic = EchoLoad(socket.AF_INET, ("127.0.0.1", self.d.port("echo")), b"x" * 1000,
+                           pause=0.02)
+        traffic.start()
         self.addCleanup(traffic.stop)
         p = subprocess.Popen([BERTHCTL, "-s", self.d.admin, "status", "--watch", "1"],
                              stdout=subprocess.PIPE, text=True)

@@ -17,7 +17,6 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ import unittest
 
 import harness
 import test_metrics
+from clients import EchoLoad, TcpEcho, socks5_connect, tcp_echo
 from harness import (BUILD, BERTHD, IO_TIMEOUT, SANITIZED, SRC, START_TIMEOUT, Berthd,
                      DaemonTestCase, recv_exact, recv_until, stream_echo, wait_until)
 
@@ -60,75 +60,6 @@ def build_next():
 
 def version_of(path):
     return subprocess.run([path, "-V"], capture_output=True, text=True).stdout.split()[1]
-
-
-class EchoServer(threading.Thread):
-    """A plain echo server for socks5 to relay to (not berth: that would be a proxy loop)."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-
-    def run(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def serve(c):
-        with c:
-            while True:
-                try:
-                    b = c.recv(65536)
-                except OSError:
-                    return
-                if not b:
-                    return
-                c.sendall(b)
-
-
-def socks5_connect(port, dest_port):
-    s = socket.create_connection(("127.0.0.2", port), timeout=IO_TIMEOUT)
-    s.sendall(b"\x05\x01\x00")
-    assert recv_exact(s, 2) == b"\x05\x00"
-    s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack("!H", dest_port))
-    rep = recv_exact(s, 10)
-    assert rep[1] == 0, rep
-    return s
-
-
-class Load(threading.Thread):
-    """Connect, echo, close, in a loop; every failure counted; the longest connect wait."""
-
-    def __init__(self, port):
-        super().__init__(daemon=True)
-        self.addr = ("127.0.0.1", port)
-        self.ok = 0
-        self.failures = []
-        self.halt = threading.Event()
-
-    def run(self):
-        n = 0
-        while not self.halt.is_set():
-            msg = b"load %d\n" % n
-            n += 1
-            try:
-                if stream_echo(socket.AF_INET, self.addr, msg) == msg:
-                    self.ok += 1
-                else:
-                    self.failures.append("conn %d: short echo" % n)
-            except OSError as e:
-                self.failures.append("conn %d: %r" % (n, e))
-
-    def stop(self):
-        self.halt.set()
-        self.join(IO_TIMEOUT * 2)
 
 
 LISTENERS = """
@@ -181,14 +112,16 @@ class Upgrade(DaemonTestCase):
         d = self.start()
         pid = d.proc.pid
         echo_port, socks_port = d.port("echo"), d.port("socks")
-        target = EchoServer()
-        target.start()
+        target = TcpEcho()
+        self.addCleanup(target.close)
         long_echo = socket.create_connection(("127.0.0.1", echo_port), timeout=IO_TIMEOUT)
-        long_socks = socks5_connect(socks_port, target.port)
+        long_socks, rep = socks5_connect(("127.0.0.2", socks_port), target.port)
+        self.assertEqual(rep, 0)
         for s in (long_echo, long_socks):
             s.sendall(b"before\n")
             self.assertEqual(recv_exact(s, 7), b"before\n")
-        loads = [Load(echo_port) for _ in range(2)]
+        loads = [EchoLoad(socket.AF_INET, ("127.0.0.1", echo_port), b"load %d\n")
+                 for _ in range(2)]
         for t in loads:
             t.start()
         wait_until(lambda: all(t.ok > 20 for t in loads), START_TIMEOUT, what="the load to run")
@@ -290,7 +223,7 @@ class Upgrade(DaemonTestCase):
         d = self.start(env={"BERTH_TEST_UPGRADE_FAIL": self.new_version})
         pid = d.proc.pid
         self.replace(self.next_berthd)
-        loads = [Load(d.port("echo"))]
+        loads = [EchoLoad(socket.AF_INET, ("127.0.0.1", d.port("echo")), b"load %d\n")]
         loads[0].start()
         wait_until(lambda: loads[0].ok > 20, START_TIMEOUT, what="the load to run")
         self.refused(d, "BERTH_TEST_UPGRADE_FAIL")
@@ -307,8 +240,9 @@ class Upgrade(DaemonTestCase):
         d = self.start(env={"BERTH_TEST_UPGRADE_ADOPT_FAIL": self.new_version})
         pid = d.proc.pid
         self.replace(self.next_berthd)
-        held = socks5_connect(d.port("socks"), self.target_port())
-        loads = [Load(d.port("echo"))]
+        held, rep = socks5_connect(("127.0.0.2", d.port("socks")), self.target_port())
+        self.assertEqual(rep, 0)
+        loads = [EchoLoad(socket.AF_INET, ("127.0.0.1", d.port("echo")), b"load %d\n")]
         loads[0].start()
         wait_until(lambda: loads[0].ok > 20, START_TIMEOUT, what="the load to run")
         r = self.refused(d, "per-source table of berthd %s" % re.escape(self.old_version))
@@ -325,10 +259,7 @@ class Upgrade(DaemonTestCase):
         self.assertEqual(d.stop(), 0)
 
     def target_port(self):
-        target = EchoServer()
-        target.start()
-        self.addCleanup(target.sock.close)
-        return target.port
+        return tcp_echo(self)
 
     def test_a_check_that_fails_after_reading_the_handover(self):
         d = self.start(env={"BERTH_TEST_UPGRADE_CHECK_FAIL": "the check says no"})
@@ -356,7 +287,7 @@ class Upgrade(DaemonTestCase):
         self.assertIsNotNone(m, d.log())
         agent_port = int(m.group(1))
         metrics_ino = os.stat(addr).st_ino if family == socket.AF_UNIX else None
-        load = Load(d.port("echo"))
+        load = EchoLoad(socket.AF_INET, ("127.0.0.1", d.port("echo")), b"load %d\n")
         load.start()
         wait_until(lambda: load.ok > 20, START_TIMEOUT, what="the load to run")
         halt = threading.Event()
@@ -508,7 +439,7 @@ class UpgradeSocketActivated(DaemonTestCase):
                 self.assertEqual(stream_echo(family, addr, b"x\n"), b"x\n")
 
         serves()
-        load = Load(port)
+        load = EchoLoad(socket.AF_INET, ("127.0.0.1", port), b"load %d\n")
         load.start()
         wait_until(lambda: load.ok > 20, START_TIMEOUT, what="the load to run")
         for binary in (self.next_berthd, BERTHD):

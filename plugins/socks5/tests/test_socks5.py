@@ -6,8 +6,6 @@ name that does not resolve) are made inside a network namespace of our own (`uns
 that has only loopback: routing rules there turn chosen loopback addresses unreachable, and
 the resolver has no server it can reach, so no packet leaves the namespace.
 """
-import ctypes
-import ctypes.util
 import hashlib
 import http.server
 import os
@@ -16,13 +14,14 @@ import select
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import threading
 import unittest
 
 import harness
+from clients import (auth_msg, crypt_hash, greet, read_reply, recv_strict,  # noqa: F401
+                     request)
 from harness import (BERTHD, IO_TIMEOUT, Berthd, DaemonTestCase, free_port,
                      wait_until)
 
@@ -104,18 +103,6 @@ class DrainThenAnswer:
         self.sock.close()
 
 
-def crypt_hash(password, prefix=b"$y$"):
-    """A crypt(3) hash made by the system's libcrypt (the library the plugin checks with)."""
-    lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
-    lib.crypt_gensalt.restype = ctypes.c_char_p
-    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
-    lib.crypt.restype = ctypes.c_char_p
-    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    salt = lib.crypt_gensalt(prefix, 0, None, 0)
-    assert salt, "crypt_gensalt failed"
-    return lib.crypt(password.encode(), salt).decode()
-
-
 def netns_usable():
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return False
@@ -124,46 +111,6 @@ def netns_usable():
 
 
 # ------------------------------------------------------------------ raw SOCKS5 client
-
-
-def recv_exact(s, n):
-    return harness.recv_exact(s, n, timeout=None, strict=True)
-
-
-def read_reply(s):
-    """A request reply: (code, bound address bytes, bound port)."""
-    head = recv_exact(s, 4)
-    assert head[0] == 5 and head[2] == 0, head
-    atyp = head[3]
-    if atyp == 1:
-        addr = recv_exact(s, 4)
-    elif atyp == 4:
-        addr = recv_exact(s, 16)
-    elif atyp == 3:
-        addr = recv_exact(s, recv_exact(s, 1)[0])
-    else:
-        raise AssertionError("reply with address type %d" % atyp)
-    (port,) = struct.unpack("!H", recv_exact(s, 2))
-    return head[1], addr, port
-
-
-def request(cmd, host, port):
-    """A request for `host` (an IPv4/IPv6 literal, or a name) and `port`."""
-    try:
-        return bytes([5, cmd, 0, 1]) + socket.inet_pton(socket.AF_INET, host) + struct.pack("!H", port)
-    except OSError:
-        pass
-    try:
-        return bytes([5, cmd, 0, 4]) + socket.inet_pton(socket.AF_INET6, host) + struct.pack("!H", port)
-    except OSError:
-        pass
-    name = host.encode()
-    return bytes([5, cmd, 0, 3, len(name)]) + name + struct.pack("!H", port)
-
-
-def auth_msg(user, password):
-    u, p = user.encode(), password.encode()
-    return bytes([1, len(u)]) + u + bytes([len(p)]) + p
 
 
 def assert_closed(tc, s):
@@ -262,13 +209,12 @@ class Socks5Test(DaemonTestCase):
 
     def handshake(self, s, user=None, password=None):
         if user is None:
-            s.sendall(b"\x05\x01\x00")
-            self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+            greet(s)
         else:
             s.sendall(b"\x05\x01\x02")
-            self.assertEqual(recv_exact(s, 2), b"\x05\x02")
+            self.assertEqual(recv_strict(s, 2), b"\x05\x02")
             s.sendall(auth_msg(user, password))
-            self.assertEqual(recv_exact(s, 2), b"\x01\x00")
+            self.assertEqual(recv_strict(s, 2), b"\x01\x00")
 
     def reply_for(self, host, port, cmd=1, **auth):
         s = self.connect()
@@ -408,9 +354,9 @@ class Socks5Test(DaemonTestCase):
         self.password_proxy()
         s = self.connect()
         s.sendall(b"\x05\x02\x00\x02")
-        self.assertEqual(recv_exact(s, 2), b"\x05\x02")
+        self.assertEqual(recv_strict(s, 2), b"\x05\x02")
         s.sendall(auth_msg("alice", "wonder lan"))
-        self.assertEqual(recv_exact(s, 2), b"\x01\x01")
+        self.assertEqual(recv_strict(s, 2), b"\x01\x01")
         assert_closed(self, s)
 
     def test_raw_auth_pipelined(self):
@@ -419,8 +365,8 @@ class Socks5Test(DaemonTestCase):
         s = self.connect()
         s.sendall(b"\x05\x01\x02" + auth_msg("alice", "wonder land") +
                   request(1, "127.0.0.1", self.http_port) + b"GET /hello.txt HTTP/1.0\r\n\r\n")
-        self.assertEqual(recv_exact(s, 2), b"\x05\x02")
-        self.assertEqual(recv_exact(s, 2), b"\x01\x00")
+        self.assertEqual(recv_strict(s, 2), b"\x05\x02")
+        self.assertEqual(recv_strict(s, 2), b"\x01\x00")
         rep, addr, port = read_reply(s)
         self.assertEqual(rep, 0)
         resp = recv_all(s)
@@ -431,11 +377,11 @@ class Socks5Test(DaemonTestCase):
         self.start_proxy()
         s = self.connect()
         s.sendall(b"\x05\x01\x02")  # only username/password, which this listener does not do
-        self.assertEqual(recv_exact(s, 2), b"\x05\xff")
+        self.assertEqual(recv_strict(s, 2), b"\x05\xff")
         assert_closed(self, s)
         s = self.connect()
         s.sendall(b"\x05\x00")  # no methods at all
-        self.assertEqual(recv_exact(s, 2), b"\x05\xff")
+        self.assertEqual(recv_strict(s, 2), b"\x05\xff")
         assert_closed(self, s)
 
     # ---- every reply code
@@ -592,7 +538,7 @@ class Socks5Test(DaemonTestCase):
         self.password_proxy()
         s = self.connect()
         s.sendall(b"\x05\x01\x02")
-        self.assertEqual(recv_exact(s, 2), b"\x05\x02")
+        self.assertEqual(recv_strict(s, 2), b"\x05\x02")
         s.sendall(b"\x05" + auth_msg("alice", "wonder land")[1:])
         assert_closed(self, s)
 
@@ -628,7 +574,7 @@ class Socks5Test(DaemonTestCase):
             if data:
                 s.sendall(data)
             if data == b"\x05\x01\x02":
-                self.assertEqual(recv_exact(s, 2), b"\x05\x02")
+                self.assertEqual(recv_strict(s, 2), b"\x05\x02")
             assert_closed(self, s)
         lines = self.wait_sessions(3)
         self.assertTrue(all("outcome=handshake timeout" in l for l in lines), lines)
@@ -637,7 +583,7 @@ class Socks5Test(DaemonTestCase):
         self.start_proxy()
         s = self.connect()
         s.sendall(b"\x05\x01\x00" + b"\x06" + b"\xff" * 4000)
-        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+        self.assertEqual(recv_strict(s, 2), b"\x05\x00")
         assert_closed(self, s)
 
     # ---- half-close and early data
@@ -674,7 +620,7 @@ class Socks5Test(DaemonTestCase):
         s = self.connect()
         s.sendall(b"\x05\x01\x00" + request(1, "127.0.0.1", srv.port) + data)
         s.shutdown(socket.SHUT_WR)
-        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+        self.assertEqual(recv_strict(s, 2), b"\x05\x00")
         self.assertEqual(read_reply(s)[0], 0)
         resp = recv_all(s)
         self.assertEqual(resp, b"%d %s\nbye\n" % (len(data), hashlib.sha256(data).hexdigest().encode()))
@@ -704,7 +650,7 @@ class Socks5Test(DaemonTestCase):
                     s.sendall(b"\x05\x01\x00" + request(1, "::1" if i % 2 else "127.0.0.1",
                                                          self.http_port) +
                               b"GET /hello.txt HTTP/1.0\r\n\r\n")
-                    self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+                    self.assertEqual(recv_strict(s, 2), b"\x05\x00")
                     self.assertEqual(read_reply(s)[0], 0)
                     bodies.append(recv_all(s))
             except Exception as e:  # reported below, from the test's own thread
@@ -801,9 +747,9 @@ class Socks5Test(DaemonTestCase):
         hostile = b'ev\nil\x1b[31m"\\ q\xff'
         with self.connect() as s:
             s.sendall(bytes([5, 1, 2]))
-            self.assertEqual(recv_exact(s, 2), bytes([5, 2]))
+            self.assertEqual(recv_strict(s, 2), bytes([5, 2]))
             s.sendall(bytes([1, len(hostile)]) + hostile + bytes([2]) + b"pw")
-            reply = recv_exact(s, 2)
+            reply = recv_strict(s, 2)
             self.assertEqual(reply[0], 1)
             self.assertNotEqual(reply[1], 0, "a hostile name logged in")
         (line,) = self.wait_sessions(1)
@@ -866,7 +812,7 @@ class Socks5NamesAndBounds(DaemonTestCase):
                 srv.settimeout(IO_TIMEOUT)
                 s = self.connect()
                 s.sendall(b"\x05\x01\x00")
-                self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+                self.assertEqual(recv_strict(s, 2), b"\x05\x00")
                 s.sendall(request(1, "pair.test", port))
                 code, _, _ = read_reply(s)
                 self.assertEqual(code, 0, "pair.test with %s alive:\n%s" % (live, d.log()))
@@ -900,7 +846,7 @@ class Socks5NamesAndBounds(DaemonTestCase):
 
         s = self.connect()
         s.sendall(b"\x05\x01\x00" + request(1, "127.0.0.1", dport))
-        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+        self.assertEqual(recv_strict(s, 2), b"\x05\x00")
         block = os.urandom(1 << 16)
         sent, h = 0, hashlib.sha256()
         s.setblocking(False)

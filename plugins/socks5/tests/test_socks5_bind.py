@@ -8,21 +8,8 @@ import struct
 import unittest
 
 import harness
+from clients import greet, read_reply_text, recv_strict
 from harness import IO_TIMEOUT, DaemonTestCase
-
-
-def recv_exact(s, n):
-    return harness.recv_exact(s, n, timeout=None, strict=True)
-
-
-def read_reply(s):
-    """(code, address string, port) of a request reply."""
-    head = recv_exact(s, 4)
-    assert head[0] == 5 and head[2] == 0, head
-    fam = {1: socket.AF_INET, 4: socket.AF_INET6}[head[3]]
-    addr = recv_exact(s, 4 if fam == socket.AF_INET else 16)
-    port = struct.unpack("!H", recv_exact(s, 2))[0]
-    return head[1], socket.inet_ntop(fam, addr), port
 
 
 def bind_request(host, port):
@@ -54,8 +41,7 @@ class SocksBindTest(DaemonTestCase):
         s.settimeout(IO_TIMEOUT)
         s.connect((self.proxy_host, self.port))
         self.addCleanup(s.close)
-        s.sendall(b"\x05\x01\x00")
-        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+        greet(s)
         return s
 
     def peer_from(self, src, dst):
@@ -78,17 +64,17 @@ class SocksBindTest(DaemonTestCase):
         self.start_proxy()
         s = self.client()
         s.sendall(bind_request("127.0.0.1", 21))
-        rep, host, port = read_reply(s)
+        rep, host, port = read_reply_text(s)
         self.assertEqual((rep, host), (0, "127.0.0.1"))
         self.assertNotEqual(port, 0)
         p = self.peer_from("127.0.0.1", (host, port))
-        rep, host2, port2 = read_reply(s)
+        rep, host2, port2 = read_reply_text(s)
         self.assertEqual((rep, host2, port2), (0, "127.0.0.1", p.getsockname()[1]))
         # Relayed both ways, EOF carried.
         p.sendall(b"from the peer")
-        self.assertEqual(recv_exact(s, 13), b"from the peer")
+        self.assertEqual(recv_strict(s, 13), b"from the peer")
         s.sendall(b"from the client")
-        self.assertEqual(recv_exact(p, 15), b"from the client")
+        self.assertEqual(recv_strict(p, 15), b"from the client")
         p.shutdown(socket.SHUT_WR)
         self.assertEqual(s.recv(1), b"")
         s.close()
@@ -102,34 +88,34 @@ class SocksBindTest(DaemonTestCase):
         self.start_proxy()
         s = self.client()
         s.sendall(bind_request("127.0.0.2", 0))
-        rep, host, port = read_reply(s)
+        rep, host, port = read_reply_text(s)
         self.assertEqual(rep, 0)
         self.assertTrue(self.refused_from("127.0.0.1", (host, port)))
         self.d.wait_log(r"bind: refused a connection from 127\.0\.0\.1:\d+")
         right = self.peer_from("127.0.0.2", (host, port))
-        rep, host2, _ = read_reply(s)
+        rep, host2, _ = read_reply_text(s)
         self.assertEqual((rep, host2), (0, "127.0.0.2"))
         right.sendall(b"hello")
-        self.assertEqual(recv_exact(s, 5), b"hello")
+        self.assertEqual(recv_strict(s, 5), b"hello")
 
     def test_denied_peer_refused(self):
         # DST.ADDR unspecified: any address may connect, but deny_dest still rules.
         self.start_proxy("bind = on\ndeny_dest = 127.0.0.3\n")
         s = self.client()
         s.sendall(bind_request("0.0.0.0", 0))
-        rep, host, port = read_reply(s)
+        rep, host, port = read_reply_text(s)
         self.assertEqual(rep, 0)
         self.assertTrue(self.refused_from("127.0.0.3", (host, port)))
         self.peer_from("127.0.0.4", (host, port))
-        self.assertEqual(read_reply(s)[:2], (0, "127.0.0.4"))
+        self.assertEqual(read_reply_text(s)[:2], (0, "127.0.0.4"))
 
     def test_timeout(self):
         self.start_proxy("bind = on\nbind_timeout = 200ms\n")
         s = self.client()
         s.sendall(bind_request("127.0.0.1", 0))
-        rep, host, port = read_reply(s)
+        rep, host, port = read_reply_text(s)
         self.assertEqual(rep, 0)
-        rep, _, _ = read_reply(s)
+        rep, _, _ = read_reply_text(s)
         self.assertEqual(rep, 6)  # TTL expired: what clients show as "timed out"
         self.assertTrue(refused(s))
         late = socket.socket()
@@ -140,7 +126,7 @@ class SocksBindTest(DaemonTestCase):
         self.start_proxy()
         s = self.client()
         s.sendall(bind_request("127.0.0.1", 0))
-        rep, host, port = read_reply(s)
+        rep, host, port = read_reply_text(s)
         s.close()
         self.d.wait_log(r"session client=.* outcome=")
 
@@ -159,7 +145,7 @@ class SocksBindTest(DaemonTestCase):
         self.start_proxy("")
         s = self.client()
         s.sendall(bind_request("127.0.0.1", 0))
-        self.assertEqual(read_reply(s)[0], 7)
+        self.assertEqual(read_reply_text(s)[0], 7)
 
     @unittest.skipUnless(socket.has_ipv6, "no IPv6")
     def test_ipv6(self):
@@ -170,10 +156,10 @@ class SocksBindTest(DaemonTestCase):
         self.start_proxy(host="::1")
         s = self.client()
         s.sendall(bind_request("::1", 0))
-        rep, host, port = read_reply(s)
+        rep, host, port = read_reply_text(s)
         self.assertEqual((rep, host), (0, "::1"))
         self.peer_from("::1", (host, port))
-        self.assertEqual(read_reply(s)[:2], (0, "::1"))
+        self.assertEqual(read_reply_text(s)[:2], (0, "::1"))
 
 
 if __name__ == "__main__":

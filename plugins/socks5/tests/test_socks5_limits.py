@@ -10,6 +10,7 @@ import time
 import unittest
 
 import test_socks5_bind as tb
+from clients import read_reply_text
 import test_socks5_udp as tu
 from harness import IO_TIMEOUT, DaemonTestCase
 
@@ -25,18 +26,18 @@ class BindLimits(DaemonTestCase):
         self.start_proxy("bind = on\nbind_max = 1\n")
         first = self.client()
         first.sendall(tb.bind_request("127.0.0.1", 0))
-        rep, host, port = tb.read_reply(first)
+        rep, host, port = read_reply_text(first)
         self.assertEqual(rep, 0)
         second = self.client()
         second.sendall(tb.bind_request("127.0.0.1", 0))
-        self.assertEqual(tb.read_reply(second)[0], 1)
+        self.assertEqual(read_reply_text(second)[0], 1)
         self.d.wait_log(r"bind: bind_max \(1\) reached, request refused")
         # The first one ends (its client goes): its slot is free again.
         first.close()
         def bind_ok():
             c = self.client()
             c.sendall(tb.bind_request("127.0.0.1", 0))
-            return tb.read_reply(c)[0] == 0
+            return read_reply_text(c)[0] == 0
         deadline = time.monotonic() + 30
         while not bind_ok():
             self.assertLess(time.monotonic(), deadline, "bind_max slot never given back")
@@ -46,7 +47,7 @@ class BindLimits(DaemonTestCase):
         self.start_proxy()
         s = self.client()
         s.sendall(tb.bind_request("127.0.0.2", 0))
-        rep, host, port = tb.read_reply(s)
+        rep, host, port = read_reply_text(s)
         self.assertEqual(rep, 0)
         knocks = 30
         for _ in range(knocks):

@@ -12,7 +12,8 @@ import threading
 import unittest
 
 from harness import IO_TIMEOUT, BerthTestCase
-from test_socks5 import CLEAN_ENV, _HTTP4, _QuietHandler, read_reply, recv_exact, request
+from clients import read_reply, recv_strict, request
+from test_socks5 import CLEAN_ENV, _HTTP4, _QuietHandler
 
 NESTED = 5000  # CONNECTs in the attacker's one write
 
@@ -70,7 +71,7 @@ class Socks5LoopTest(BerthTestCase):
     def reply_for(self, host, port):
         s = self.connect()
         s.sendall(greeting_and_connect(host, port))
-        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+        self.assertEqual(recv_strict(s, 2), b"\x05\x00")
         rep, _, _ = read_reply(s)
         s.close()
         return rep
@@ -116,7 +117,7 @@ class Socks5LoopTest(BerthTestCase):
         a = self.connect()
         a.sendall(attack)
         # The first CONNECT is refused: nothing is chained through the proxy.
-        self.assertEqual(recv_exact(a, 2), b"\x05\x00")
+        self.assertEqual(recv_strict(a, 2), b"\x05\x00")
         rep, _, _ = read_reply(a)
         self.assertEqual(rep, 2)
         self.curl_ok()  # a well-behaved client meanwhile

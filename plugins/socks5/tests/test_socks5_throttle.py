@@ -3,35 +3,16 @@ address is delayed, then refused, and logged once, while other sources authentic
 
 ctest sets BERTHD, BERTH_PLUGIN_DIR and BERTH_BUILD.
 """
-import ctypes
-import ctypes.util
 import os
 import re
 import socket
 import time
 import unittest
 
-import harness
+from clients import auth_msg, crypt_hash, recv_strict
 from harness import IO_TIMEOUT, DaemonTestCase, wait_until
 
 THROTTLED = re.compile(r"(\d+) failed password attempts from (\S+), throttled")
-
-
-def crypt_hash(password, prefix=b"$y$"):
-    """A crypt(3) hash made by the system's libcrypt (the library the plugin checks with)."""
-    lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
-    lib.crypt_gensalt.restype = ctypes.c_char_p
-    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
-    lib.crypt.restype = ctypes.c_char_p
-    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    salt = lib.crypt_gensalt(prefix, 0, None, 0)
-    assert salt, "crypt_gensalt failed"
-    return lib.crypt(password.encode(), salt).decode()
-
-
-def auth_msg(user, password):
-    u, p = user.encode(), password.encode()
-    return bytes([1, len(u)]) + u + bytes([len(p)]) + p
 
 
 class ThrottleTest(DaemonTestCase):
@@ -62,10 +43,10 @@ class ThrottleTest(DaemonTestCase):
             s.bind((source, 0))
             s.connect(("127.0.0.1", self.port))
             s.sendall(b"\x05\x01\x02")
-            self.assertEqual(harness.recv_exact(s, 2, timeout=None, strict=True), b"\x05\x02")
+            self.assertEqual(recv_strict(s, 2), b"\x05\x02")
             t0 = time.monotonic()
             s.sendall(auth_msg("alice", password))
-            reply = harness.recv_exact(s, 2, timeout=None, strict=True)
+            reply = recv_strict(s, 2)
             took = time.monotonic() - t0
             self.assertEqual(reply[0], 1)
             return reply[1], took

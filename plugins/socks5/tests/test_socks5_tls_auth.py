@@ -13,6 +13,7 @@ import subprocess
 import unittest
 
 import test_tls as T
+from clients import socks5_open, tcp_echo
 from harness import BERTHD, IO_TIMEOUT, PLUGIN_DIR, free_port, recv_exact, tcp_ready
 
 
@@ -54,12 +55,9 @@ class Socks5CertificateAuth(T.TlsCase):
         self.d.wait_serving()
 
     def relay_once(self, cert, payload):
-        echo_port = T.serve_tcp_echo(self)
+        echo_port = tcp_echo(self)
         s = self.connect(self.context(cert=cert))
-        s.sendall(b"\x05\x01\x00")
-        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
-        s.sendall(b"\x05\x01\x00\x01\x7f\x00\x00\x01" + echo_port.to_bytes(2, "big"))
-        self.assertEqual(recv_exact(s, 10)[:2], b"\x05\x00")
+        self.assertEqual(socks5_open(s, echo_port), 0)
         s.sendall(payload)
         self.assertEqual(recv_exact(s, len(payload)), payload)
         s.unwrap()

@@ -9,11 +9,10 @@ import os
 import socket
 import struct
 import subprocess
-import threading
 import unittest
 
-import harness
-from harness import IO_TIMEOUT, DaemonTestCase, wait_until
+from clients import UdpEcho, read_reply, recv_strict, udp_header
+from harness import IO_TIMEOUT, DaemonTestCase, have_ipv6_loopback, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -24,49 +23,6 @@ def has_pysocks():
         return False
     return subprocess.run([SYSTEM_PYTHON, "-c", "import socks"],
                           capture_output=True).returncode == 0
-
-
-def has_ipv6():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-class UdpEcho:
-    """A UDP echo server: sends each datagram back to its sender, prefixed with b"echo:",
-    and remembers what it got."""
-
-    def __init__(self, family=socket.AF_INET, host="127.0.0.1", port=0):
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.bind((host, port))
-        self.port = self.sock.getsockname()[1]
-        self.got = []
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while True:
-            try:
-                data, src = self.sock.recvfrom(65535)
-            except OSError:
-                return
-            with self.lock:
-                self.got.append(data)
-            try:
-                self.sock.sendto(b"echo:" + data, src)
-            except OSError:
-                pass
-
-    def received(self):
-        with self.lock:
-            return list(self.got)
-
-    def close(self):
-        self.sock.close()
 
 
 def echo_both():
@@ -80,29 +36,6 @@ def echo_both():
         except OSError:
             v4.close()
     raise AssertionError("no UDP port free on both 127.0.0.1 and ::1")
-
-
-def recv_exact(s, n):
-    return harness.recv_exact(s, n, timeout=None, strict=True)
-
-
-def read_reply(s):
-    """(code, address bytes, port) of a request reply."""
-    head = recv_exact(s, 4)
-    assert head[0] == 5 and head[2] == 0, head
-    addr = recv_exact(s, {1: 4, 4: 16}[head[3]])
-    port = struct.unpack("!H", recv_exact(s, 2))[0]
-    return head[1], addr, port
-
-
-def udp_header(host, port, frag=0):
-    for fam, atyp in ((socket.AF_INET, 1), (socket.AF_INET6, 4)):
-        try:
-            return bytes([0, 0, frag, atyp]) + socket.inet_pton(fam, host) + struct.pack("!H", port)
-        except OSError:
-            pass
-    name = host.encode()
-    return bytes([0, 0, frag, 3, len(name)]) + name + struct.pack("!H", port)
 
 
 class SocksUdpTest(DaemonTestCase):
@@ -123,7 +56,7 @@ class SocksUdpTest(DaemonTestCase):
         s.connect((self.proxy_host, self.port))
         self.addCleanup(s.close)
         s.sendall(b"\x05\x01\x00")
-        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+        self.assertEqual(recv_strict(s, 2), b"\x05\x00")
         return s
 
     def associate(self, client_port=0, family=socket.AF_INET, client_host="0.0.0.0"):
@@ -156,7 +89,7 @@ class SocksUdpTest(DaemonTestCase):
         self.addCleanup(v6.close)
         self.start_proxy()
         dests = ["127.0.0.1:%d" % v4.port, "localhost:%d:rdns" % v4.port]
-        if has_ipv6():
+        if have_ipv6_loopback():
             dests.append("[::1]:%d" % v6.port)
         r = subprocess.run([SYSTEM_PYTHON, os.path.join(HERE, "pysocks_udp_client.py"),
                             "127.0.0.1", str(self.port), *dests],
@@ -168,7 +101,7 @@ class SocksUdpTest(DaemonTestCase):
             self.assertEqual(res["got"], "echo:" + res["sent"])
         self.assertEqual(results[0]["from"], ["127.0.0.1", v4.port])
         self.assertIn(results[1]["from"], (["127.0.0.1", v4.port], ["::1", v4.port]))
-        if has_ipv6():
+        if have_ipv6_loopback():
             self.assertEqual(results[2]["from"], ["::1", v6.port])
         # Each association ended with its client's TCP connection.
         self.d.wait_log(r"(?s)(udp association ended \(control connection closed\).*){%d}"
@@ -185,7 +118,7 @@ class SocksUdpTest(DaemonTestCase):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             self.assertRaises(OSError, probe.bind, relay)
 
-    @unittest.skipUnless(has_ipv6(), "no IPv6 loopback")
+    @unittest.skipUnless(have_ipv6_loopback(), "no IPv6 loopback")
     def test_ipv6_listener_replies_ipv6(self):
         echo = UdpEcho(socket.AF_INET6, "::1")
         self.addCleanup(echo.close)

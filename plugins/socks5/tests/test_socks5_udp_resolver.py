@@ -23,8 +23,8 @@ import threading
 import unittest
 
 import harness
+from clients import TcpEcho, UdpEcho, greet, read_reply, recv_strict, udp_header
 from harness import IO_TIMEOUT, DaemonTestCase, wait_until
-from test_socks5_udp import read_reply, recv_exact, udp_header  # the same wire helpers
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -121,52 +121,6 @@ class SilentDns:
         self.sock.close()
 
 
-class Echo:
-    """UDP and TCP echo on one loopback port."""
-
-    def __init__(self):
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket()
-        self.tcp.bind(("127.0.0.1", self.port))
-        self.tcp.listen(8)
-        self.lock = threading.Lock()
-        self.got = []
-        threading.Thread(target=self._udp, daemon=True).start()
-        threading.Thread(target=self._tcp, daemon=True).start()
-
-    def _udp(self):
-        while True:
-            try:
-                data, src = self.udp.recvfrom(65535)
-            except OSError:
-                return
-            with self.lock:
-                self.got.append(data)
-
-    def _tcp(self):
-        while True:
-            try:
-                c, _ = self.tcp.accept()
-            except OSError:
-                return
-            with c:
-                c.settimeout(IO_TIMEOUT)
-                try:
-                    c.sendall(c.recv(4096))
-                except OSError:
-                    pass
-
-    def received(self):
-        with self.lock:
-            return list(self.got)
-
-    def close(self):
-        self.udp.close()
-        self.tcp.close()
-
-
 class ResolverCapTest(DaemonTestCase):
     def setUp(self):
         if NS_ERROR:
@@ -174,8 +128,9 @@ class ResolverCapTest(DaemonTestCase):
         super().setUp()
         self.dns = SilentDns()
         self.addCleanup(self.dns.close)
-        self.echo = Echo()
+        self.echo = UdpEcho(prefix=None)  # a sink: datagrams are only counted
         self.addCleanup(self.echo.close)
+        self.addCleanup(TcpEcho(port=self.echo.port).close)  # CONNECT's destination
         self.d = self.daemon("[socks]\nprotocol = tcp\naddress = 127.0.0.1:0\nhandler = socks5\n"
                              "allow_dest = 127.0.0.0/8\nudp = on\n", wait=True,
                              env={"UV_THREADPOOL_SIZE": str(POOL)})
@@ -190,8 +145,7 @@ class ResolverCapTest(DaemonTestCase):
     def greet(self):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)
         self.addCleanup(s.close)
-        s.sendall(b"\x05\x01\x00")
-        self.assertEqual(recv_exact(s, 2), b"\x05\x00")
+        greet(s)
         return s
 
     def associate(self):
@@ -235,7 +189,7 @@ class ResolverCapTest(DaemonTestCase):
         rep, _, _ = read_reply(c)
         self.assertEqual(rep, 0)
         c.sendall(b"ping")
-        self.assertEqual(recv_exact(c, 4), b"ping")
+        self.assertEqual(recv_strict(c, 4), b"ping")
         c.close()
         self.assertEqual(self.dns.seen("slow"), ["slow0.test", "slow1.test"])
         self.assertEqual(self.dns.seen("other"), [])

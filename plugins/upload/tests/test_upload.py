@@ -128,9 +128,6 @@ class UploadCase(DaemonTestCase):
         with open(os.path.join(self.dir, name), "rb") as f:
             self.assertEqual(f.read(), data, name)
 
-    def wait_logged(self, text, count=1):
-        wait_until(lambda: self.berthd.log().count(text) >= count, timeout=IO_TIMEOUT,
-                   what="log line %r" % text)
 
     def seed_client(self, paths, unix=False, sent=None):
         addr = ["unix", self.sock_path] if unix else ["127.0.0.1", str(self.port)]
@@ -151,7 +148,7 @@ class SeedClientTest(UploadCase):
         self.seed_client([p for p, _ in files], unix=unix)
         # The client leaves without reading a reply: the files are stored all the same.
         for p, _ in files:
-            self.wait_logged('stored "%s"' % os.path.basename(p))
+            self.berthd.wait_logged('stored "%s"' % os.path.basename(p))
         for p, data in files:
             self.assert_stored(os.path.basename(p), data)
         self.assertEqual(self.stored(), sorted(os.path.basename(p) for p, _ in files))
@@ -168,7 +165,7 @@ class SeedClientTest(UploadCase):
         (p, data), = self.sample_files()[1:2]
         r = self.seed_client([os.path.join(self.files, "nope"), p], sent=1)
         self.assertIn("is not exists", r.stdout)
-        self.wait_logged('stored "notes.txt"')
+        self.berthd.wait_logged('stored "notes.txt"')
         self.assert_stored("notes.txt", data)
 
 
@@ -297,7 +294,7 @@ class ProtocolTest(UploadCase):
         s = self.connect()
         s.sendall(header("last", data) + data)
         s.close()
-        self.wait_logged('stored "last"')
+        self.berthd.wait_logged('stored "last"')
         self.assert_stored("last", data)
         self.assert_no_leftovers()
 
@@ -410,7 +407,7 @@ class HostileTest(UploadCase):
         if reset:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
-        self.wait_logged('refused "half"')
+        self.berthd.wait_logged('refused "half"')
         self.assertIn("the connection ended before the whole file arrived", self.berthd.log())
         self.assertEqual(self.stored(), [])
 
@@ -428,7 +425,7 @@ class HostileTest(UploadCase):
         s = self.connect()
         s.sendall(struct.pack("<i", 50) + b'{"cmd": "put"')
         s.close()
-        self.wait_logged("connection ended inside a header")
+        self.berthd.wait_logged("connection ended inside a header")
         self.assertEqual(self.stored(), [])
 
     def test_wrong_digests(self):
@@ -562,7 +559,7 @@ class LogEscapingTest(UploadCase):
         r = read_reply(s)
         self.assertEqual((r["status"], r["file_name"]), ("error", name), r)
         self.assertIn("control", r["error"])
-        self.wait_logged("refused")
+        self.berthd.wait_logged("refused")
         line = [l for l in self.berthd.log().splitlines() if "refused" in l][0]
         self.assertIn('refused "a\\x0ab\\x1bc\\x22d\\x5ce\\x7ff\u00e9"', line)
         self.assertNotIn("\x1b", self.berthd.log())
@@ -603,7 +600,7 @@ class RepliesAndPausing(UploadCase):
         self.assertEqual((r["status"], r["file_name"]), ("ok", "each.bin"), r)
         self.assert_stored("each.bin", one)
         s.close()
-        self.wait_logged("connection ended")  # stream.bin: the partial file is removed
+        self.berthd.wait_logged("connection ended")  # stream.bin: the partial file is removed
         wait_until(lambda: "stream.bin" not in self.stored(), IO_TIMEOUT,
                    what="the partial file to go")
         self.assert_no_leftovers()

@@ -113,9 +113,6 @@ class UploadLimitCase(DaemonTestCase):
         d = self.berthd.view() if isinstance(self.berthd, NamespacedBerthd) else self.dir
         return sorted(os.listdir(d))
 
-    def wait_logged(self, text, count=1):
-        wait_until(lambda: self.berthd.log().count(text) >= count, timeout=IO_TIMEOUT,
-                   what="log line %r" % text)
 
 
 class DiskBudgetTest(UploadLimitCase):
@@ -239,7 +236,7 @@ class DeadlineTest(UploadLimitCase):
         # ...and at it, with a reply that says why (the socket timeout is the hang guard).
         self.expect_error_and_close(s, "header_timeout")
         self.assertGreaterEqual(time.monotonic() - t0, 0.9)
-        self.wait_logged("no whole header within header_timeout (1000 ms), inside a header")
+        self.berthd.wait_logged("no whole header within header_timeout (1000 ms), inside a header")
 
     def test_a_trickled_header_cannot_hold_the_connection(self):
         # One byte every 0.3 s would take 20 s and more to send this header; each byte does
@@ -281,7 +278,7 @@ class DeadlineTest(UploadLimitCase):
             self.assertLess(time.monotonic() - t0, IO_TIMEOUT, "never ended")
         self.expect_error_and_close(s, "min_rate")
         self.assertGreaterEqual(time.monotonic() - t0, 0.9)
-        self.wait_logged('refused "slow.bin"')
+        self.berthd.wait_logged('refused "slow.bin"')
         wait_until(lambda: self.entries() == [], timeout=IO_TIMEOUT, what="partial file removed")
 
     def test_well_behaved_clients_are_unaffected(self):
