@@ -614,6 +614,7 @@ static void on_bind(berth_conn_t *conn, session_t *s, const socks5_request_t *r)
     if (s->cfg->bind_live->active >= s->cfg->bind_max) {
         host->log(conn, BERTH_LOG_WARN, "bind: bind_max (%u) reached, request refused",
                   s->cfg->bind_max);
+        socks5_metrics_bind(s->cfg->metrics, 0);
         fail(conn, s, SOCKS5_REP_GENERAL_FAILURE);
         return;
     }
@@ -657,6 +658,7 @@ static void on_bind(berth_conn_t *conn, session_t *s, const socks5_request_t *r)
     }
     s->bind_counted = 1;
     s->cfg->bind_live->active++;
+    socks5_metrics_bind(s->cfg->metrics, 1);
     n = socks5_reply(reply, SOCKS5_REP_SUCCEEDED, (const struct sockaddr *)&bound);
     if (host->write(conn, reply, n) < 0)
         drop(conn, s, "client gone", 1);
@@ -870,15 +872,19 @@ static int socks5_listener_open(berth_listener_t *l, void **state, char *err, si
         host->log_listener(l, BERTH_LOG_WARN,
                            "no allow_dest: every CONNECT is refused until allow_dest says what "
                            "may be reached");
+    cfg->metrics = socks5_metrics_open(host, l, cfg->udp, cfg->bind);
     *state = cfg;
-    socks5_metrics_open(host, l);
     return 0;
 }
 
 static void socks5_listener_close(berth_listener_t *l, void *state)
 {
-    socks5_metrics_close(l);
-    socks5_config_free(state);
+    socks5_config_t *cfg = state;
+
+    (void)l;
+    if (cfg != NULL)
+        socks5_metrics_close(cfg->metrics);
+    socks5_config_free(cfg);
 }
 
 static int socks5_setup(berth_conn_t *conn)
@@ -993,7 +999,7 @@ static void socks5_finish(berth_conn_t *conn)
     if (s->cfg != NULL)
         log_session(conn, s);
     if (s->cfg != NULL)
-        socks5_metrics_session(host, host->listener(conn), s->rep, s->bytes_up, s->bytes_down);
+        socks5_metrics_session(s->cfg->metrics, s->rep, s->bytes_up, s->bytes_down);
     if (s->parser != NULL) {
         explicit_bzero(s->parser, sizeof(*s->parser));
         free(s->parser);

@@ -70,6 +70,9 @@ typedef struct socks5_config {
         uint64_t refused_log_ms;
         uint64_t refused_quiet;
     } * bind_live;
+    /* The listener's counters on /metrics (socks5_metrics.h), NULL when not published: set
+     * and freed by listener_open/close, not by socks5_config_free. */
+    struct socks5_metrics *metrics;
 } socks5_config_t;
 
 /* The declared options (socks5_options), as the host parses them for each listener. */

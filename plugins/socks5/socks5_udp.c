@@ -15,6 +15,9 @@
  * the host's resolver threads across all its associations (past it: counted as `resolver`). The
  * association ends with its control connection (the host closes the sockets) or after
  * udp_idle_timeout without a datagram.
+ *
+ * Every drop, datagram and byte is counted twice as it happens: in the association, for the
+ * line it logs when it ends, and on the listener's /metrics counters (socks5_metrics.h).
  */
 #include "socks5_udp.h"
 
@@ -25,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "socks5_metrics.h"
 
 /* The destinations an association remembers, for the replies it lets through: the last ones
  * reached, oldest overwritten first. */
@@ -47,7 +52,7 @@ struct socks5_udp {
     uint64_t last_ms;
     const char *ended;
     uint64_t up, down, dgrams_up, dgrams_down;
-    uint64_t stranger, fragment, malformed, denied, queue, unasked, resolver;
+    uint64_t dropped[SOCKS5_DROP_REASONS];
     recent_dest_t recent[SOCKS5_UDP_RECENT];
     unsigned recent_next;
 };
@@ -141,6 +146,13 @@ static void recent_add(socks5_udp_t *u, const struct sockaddr *sa)
     u->recent_next = (u->recent_next + 1) % SOCKS5_UDP_RECENT;
 }
 
+/* A datagram dropped: counted for the log line and, at once, on /metrics. */
+static void drop(socks5_udp_t *u, socks5_udp_drop_t why)
+{
+    u->dropped[why]++;
+    socks5_metrics_udp_dropped(u->cfg->metrics, why);
+}
+
 static int dest_allow(berth_conn_t *conn, const struct sockaddr *addr, void *arg)
 {
     socks5_udp_t *u = arg;
@@ -150,7 +162,7 @@ static int dest_allow(berth_conn_t *conn, const struct sockaddr *addr, void *arg
         recent_add(u, addr); /* the first allowed address is the one sent to */
         return 0;
     }
-    u->denied++;
+    drop(u, SOCKS5_DROP_DENIED);
     return -EACCES;
 }
 
@@ -167,16 +179,16 @@ static void on_client_datagram(berth_conn_t *conn, berth_dgram_t *d, const void 
     (void)conn;
     (void)d;
     if (!same_ip(from, (const struct sockaddr *)&u->peer) || (known && port_of(from) != known)) {
-        u->stranger++;
+        drop(u, SOCKS5_DROP_STRANGER);
         return;
     }
     rc = socks5_udp_parse(data, len, &h);
     if (rc == SOCKS5_UDP_FRAG) {
-        u->fragment++;
+        drop(u, SOCKS5_DROP_FRAGMENT);
         return;
     }
     if (rc != SOCKS5_UDP_OK) {
-        u->malformed++;
+        drop(u, SOCKS5_DROP_MALFORMED);
         return;
     }
     if (!known)
@@ -191,12 +203,13 @@ static void on_client_datagram(berth_conn_t *conn, berth_dgram_t *d, const void 
     rc = u->host->dgram_send(u->out, target, h.port, (const uint8_t *)data + h.len, len - h.len,
                              dest_allow, u);
     if (rc == -ENOBUFS || rc == -EAGAIN || rc == -ENOMEM) {
-        u->queue++;
+        drop(u, SOCKS5_DROP_QUEUE);
     } else if (rc == -EBUSY) {
-        u->resolver++; /* the listener's lookups in flight are at the host's cap */
+        drop(u, SOCKS5_DROP_RESOLVER); /* the listener's lookups in flight are at the host's cap */
     } else if (rc == 0) {
         u->dgrams_up++;
         u->up += len - h.len;
+        socks5_metrics_udp_relayed(u->cfg->metrics, 1, len - h.len);
     }
     /* -EACCES was counted by dest_allow; another error (-EAFNOSUPPORT) is a drop as UDP has
      * them. */
@@ -218,17 +231,17 @@ static void on_dest_datagram(berth_conn_t *conn, berth_dgram_t *d, const void *d
     if (port == 0)
         return; /* nothing was sent yet: nobody asked for this */
     if (!socks5_dest_allowed(u->cfg, from)) {
-        u->denied++;
+        drop(u, SOCKS5_DROP_DENIED);
         return;
     }
     dest_key(from, &k);
     if (!recent_find(u, &k)) {
-        u->unasked++; /* allowed, but the client never sent there */
+        drop(u, SOCKS5_DROP_UNASKED); /* allowed, but the client never sent there */
         return;
     }
     n = socks5_udp_header(wrap_buf, from);
     if (n == 0 || len > sizeof(wrap_buf) - n || n + len > 65507) {
-        u->malformed++;
+        drop(u, SOCKS5_DROP_MALFORMED);
         return;
     }
     memcpy(wrap_buf + n, data, len);
@@ -241,8 +254,9 @@ static void on_dest_datagram(berth_conn_t *conn, berth_dgram_t *d, const void *d
     if (rc == 0) {
         u->dgrams_down++;
         u->down += len;
+        socks5_metrics_udp_relayed(u->cfg->metrics, 0, len);
     } else {
-        u->queue++;
+        drop(u, SOCKS5_DROP_QUEUE);
     }
 }
 
@@ -365,6 +379,7 @@ socks5_udp_t *socks5_udp_start(const berth_host_t *host, berth_conn_t *conn,
             ((const struct sockaddr_in6 *)(const void *)local)->sin6_addr;
     }
     (*cfg->udp_active)++;
+    socks5_metrics_udp_opened(cfg->metrics);
     return u;
 }
 
@@ -385,9 +400,12 @@ void socks5_udp_end(socks5_udp_t *u)
                  u->ended ? u->ended : "control connection closed",
                  (unsigned long long)u->dgrams_up, (unsigned long long)u->dgrams_down,
                  (unsigned long long)u->up, (unsigned long long)u->down,
-                 (unsigned long long)u->stranger, (unsigned long long)u->fragment,
-                 (unsigned long long)u->malformed, (unsigned long long)u->denied,
-                 (unsigned long long)u->queue, (unsigned long long)u->unasked,
-                 (unsigned long long)u->resolver);
+                 (unsigned long long)u->dropped[SOCKS5_DROP_STRANGER],
+                 (unsigned long long)u->dropped[SOCKS5_DROP_FRAGMENT],
+                 (unsigned long long)u->dropped[SOCKS5_DROP_MALFORMED],
+                 (unsigned long long)u->dropped[SOCKS5_DROP_DENIED],
+                 (unsigned long long)u->dropped[SOCKS5_DROP_QUEUE],
+                 (unsigned long long)u->dropped[SOCKS5_DROP_UNASKED],
+                 (unsigned long long)u->dropped[SOCKS5_DROP_RESOLVER]);
     free(u);
 }

@@ -140,6 +140,9 @@ class Metrics(DaemonTestCase):
             address = 127.0.0.2:0
             handler = socks5
             allow_dest = 127.0.0.1:{self.dest.port}
+            # Registers the UDP and BIND counters the dashboard queries too.
+            udp = on
+            bind = on
 
             [up]
             protocol = tcp

@@ -100,6 +100,9 @@ static void test_connect_relays_both_ways(void **unused)
     assert_true(
         berth_testhost_metric(f->th, f->l, "socks5_relayed_bytes_total{direction=\"down\"}", &v));
     assert_int_equal(v, 12);
+    /* udp and bind are off: their counters take none of the daemon's shared slots */
+    assert_false(berth_testhost_metric(f->th, f->l, "socks5_udp_associations_total", &v));
+    assert_false(berth_testhost_metric(f->th, f->l, "socks5_binds_total{result=\"refused\"}", &v));
     berth_testhost_free(f->th);
 }
 
@@ -283,6 +286,44 @@ static void test_udp_associate(void **unused)
     frag[2] = 1;
     assert_int_equal(berth_testhost_dgram_recv(client, "127.0.0.1:40001", frag, sizeof frag), 0);
     assert_int_equal(berth_testhost_dgram_sent_count(dest), 1);
+    /* to a destination allow_dest refuses, and an answer from where the client never sent */
+    unsigned char far[sizeof up];
+    memcpy(far, up, sizeof up);
+    far[4] = 10;
+    assert_int_equal(berth_testhost_dgram_recv(client, "127.0.0.1:40001", far, sizeof far), 0);
+    assert_int_equal(berth_testhost_dgram_recv(dest, "127.0.0.1:5354", "pong", 4), 0);
+    assert_int_equal(berth_testhost_dgram_sent_count(dest), 1);
+    assert_int_equal(berth_testhost_dgram_sent_count(client), 1);
+
+    /* counted on the listener's metrics as it happened, the association still open */
+    static const struct {
+        const char *name;
+        int64_t want;
+    } counted[] = {
+        {"socks5_udp_associations_total", 1},
+        {"socks5_udp_datagrams_total{direction=\"up\"}", 1},
+        {"socks5_udp_datagrams_total{direction=\"down\"}", 1},
+        {"socks5_udp_bytes_total{direction=\"up\"}", 4},
+        {"socks5_udp_bytes_total{direction=\"down\"}", 4},
+        {"socks5_udp_dropped_total{reason=\"stranger\"}", 2},
+        {"socks5_udp_dropped_total{reason=\"fragment\"}", 1},
+        {"socks5_udp_dropped_total{reason=\"denied\"}", 1},
+        {"socks5_udp_dropped_total{reason=\"unasked\"}", 1},
+        {"socks5_udp_dropped_total{reason=\"malformed\"}", 0},
+        {"socks5_udp_dropped_total{reason=\"queue\"}", 0},
+        {"socks5_udp_dropped_total{reason=\"resolver\"}", 0},
+    };
+    for (size_t i = 0; i < sizeof counted / sizeof counted[0]; i++) {
+        int64_t v = -1;
+        assert_true(berth_testhost_metric(f->th, f->l, counted[i].name, &v));
+        if (v != counted[i].want)
+            fail_msg("%s: %lld, want %lld", counted[i].name, (long long)v,
+                     (long long)counted[i].want);
+    }
+    /* BIND is off on this listener: none of its slots taken */
+    int64_t none;
+    assert_false(
+        berth_testhost_metric(f->th, f->l, "socks5_binds_total{result=\"accepted\"}", &none));
 
     /* the control connection ends: so does the association */
     berth_testhost_reset(c);
@@ -297,7 +338,8 @@ static void test_udp_associate(void **unused)
 static void test_bind(void **unused)
 {
     (void)unused;
-    fixture_t *f = open_socks5((const char *[]){"allow_dest", "127.0.0.0/8", "bind", "on", NULL});
+    fixture_t *f = open_socks5(
+        (const char *[]){"allow_dest", "127.0.0.0/8", "bind", "on", "bind_max", "1", NULL});
     berth_conn_t *c = greeted(f);
     static const unsigned char req[] = {5, 2, 0, 1, 127, 0, 0, 7, 0, 0};
     assert_int_equal(berth_testhost_feed(c, req, sizeof req), 0);
@@ -307,6 +349,21 @@ static void test_bind(void **unused)
     unsigned char first[10] = {
         5, 0, 0, 1, 127, 0, 0, 1, (unsigned char)(l->port >> 8), (unsigned char)l->port};
     expect_output(c, first, sizeof first);
+
+    /* A second BIND meanwhile is past bind_max: refused (reply 1), and counted so. */
+    berth_conn_t *c2 = greeted(f);
+    assert_int_equal(berth_testhost_feed(c2, req, sizeof req), 0);
+    size_t n2;
+    const unsigned char *out2 = berth_testhost_output(c2, &n2);
+    assert_true(n2 >= 2);
+    assert_int_equal(out2[1], 1);
+    int64_t v = -1;
+    assert_true(berth_testhost_metric(f->th, f->l, "socks5_binds_total{result=\"accepted\"}", &v));
+    assert_int_equal(v, 1);
+    assert_true(berth_testhost_metric(f->th, f->l, "socks5_binds_total{result=\"refused\"}", &v));
+    assert_int_equal(v, 1);
+    /* UDP is off on this listener: none of its slots taken */
+    assert_false(berth_testhost_metric(f->th, f->l, "socks5_udp_associations_total", &v));
 
     assert_null(berth_testhost_connect_ok(f->th, 0, "127.0.0.9:6000", NULL)); /* not DST.ADDR */
     assert_false(berth_testhost_connect_at(f->th, 0)->answered);
