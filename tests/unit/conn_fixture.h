@@ -12,7 +12,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -180,6 +182,40 @@ static inline ssize_t fx_read(fx_t *f, int fd, char *buf, size_t len)
         got += (size_t)n;
     }
     return (ssize_t)got;
+}
+
+/* Everything the test sent on fd is in the peer's socket (acknowledged), none left in ours:
+ * no later arrival can give the peer a new edge. */
+static inline void fx_wait_acked(int fd)
+{
+    int unacked = -1;
+    for (int i = 0; i < 500 && unacked != 0; i++) {
+        assert_int_equal(ioctl(fd, SIOCOUTQ, &unacked), 0);
+        if (unacked)
+            poll(NULL, 0, 10);
+    }
+    assert_int_equal(unacked, 0);
+}
+
+/* Read up to len bytes from fd while running the loop, until they are in or nothing has
+ * moved (no bytes, no event for the loop) for 50 polls of 20 ms. */
+static inline size_t fx_read_until_quiet(fx_t *f, int fd, char *buf, size_t len)
+{
+    size_t got = 0;
+    int quiet = 0;
+    while (got < len && quiet < 50) {
+        uv_run(&f->w.loop, UV_RUN_NOWAIT);
+        struct pollfd p[2] = {{fd, POLLIN, 0}, {uv_backend_fd(&f->w.loop), POLLIN, 0}};
+        poll(p, 2, 20);
+        ssize_t n = recv(fd, buf + got, len - got, MSG_DONTWAIT);
+        if (n > 0) {
+            got += (size_t)n;
+            quiet = 0;
+        } else if (!(p[1].revents & POLLIN)) {
+            quiet++;
+        }
+    }
+    return got;
 }
 
 /* Wait for EOF (0) or a reset (-ECONNRESET) on the test's end, discarding data. */

@@ -56,6 +56,15 @@ static void close_pair(int sv[2])
     close(sv[1]);
 }
 
+/* A loop, a set, and one registered socket pair whose first end p watches. */
+static void one_socket(uv_loop_t *loop, io_loop_t *il, int sv[2], probe_t *p)
+{
+    uv_loop_init(loop);
+    pair(sv);
+    *p = (probe_t){.il = il};
+    assert_int_equal(io_start(il, loop, &p->io, sv[0], on_event), 0);
+}
+
 static void turn(uv_loop_t *loop)
 {
     /* A few turns, none blocking: what is ready runs. */
@@ -68,11 +77,9 @@ static void test_edge_reaches_callback(void **state)
     (void)state;
     uv_loop_t loop;
     io_loop_t il = {0};
-    uv_loop_init(&loop);
     int sv[2];
-    pair(sv);
-    probe_t p = {.il = &il};
-    assert_int_equal(io_start(&il, &loop, &p.io, sv[0], on_event), 0);
+    probe_t p;
+    one_socket(&loop, &il, sv, &p);
     turn(&loop);
     int before = p.in;
     assert_int_equal(write(sv[1], "x", 1), 1);
@@ -91,11 +98,9 @@ static void test_post_runs_once(void **state)
     (void)state;
     uv_loop_t loop;
     io_loop_t il = {0};
-    uv_loop_init(&loop);
     int sv[2];
-    pair(sv);
-    probe_t p = {.il = &il};
-    assert_int_equal(io_start(&il, &loop, &p.io, sv[0], on_event), 0);
+    probe_t p;
+    one_socket(&loop, &il, sv, &p);
     io_post(&il, &p.io);
     io_post(&il, &p.io);
     turn(&loop);
@@ -190,11 +195,9 @@ static void test_loop_alive_only_with_sockets(void **state)
     (void)state;
     uv_loop_t loop;
     io_loop_t il = {0};
-    uv_loop_init(&loop);
     int sv[2];
-    pair(sv);
-    probe_t p = {.il = &il};
-    assert_int_equal(io_start(&il, &loop, &p.io, sv[0], on_event), 0);
+    probe_t p;
+    one_socket(&loop, &il, sv, &p);
     assert_true(uv_loop_alive(&loop));
     io_stop(&il, &p.io);
     /* Nothing registered, nothing posted: a DEFAULT run returns at once. */

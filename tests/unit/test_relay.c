@@ -10,8 +10,6 @@
 #include <stdio.h>
 
 #include <cmocka.h>
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 
 #include "conn_fixture.h"
 
@@ -267,29 +265,9 @@ static void test_small_segments_all_arrive(void **state)
     }
     /* Everything is in the relay's socket (acknowledged), none left in the sender's: no
      * later arrival can make a new edge. */
-    int unacked = -1;
-    for (int i = 0; i < 500 && unacked != 0; i++) {
-        assert_int_equal(ioctl(cli, SIOCOUTQ, &unacked), 0);
-        if (unacked)
-            poll(NULL, 0, 10);
-    }
-    assert_int_equal(unacked, 0);
+    fx_wait_acked(cli);
     char *in = malloc(TOTAL);
-    size_t got = 0;
-    int quiet = 0;
-    while (got < TOTAL && quiet < 50) {
-        uv_run(&f.w.loop, UV_RUN_NOWAIT);
-        struct pollfd p[2] = {{dst, POLLIN, 0}, {uv_backend_fd(&f.w.loop), POLLIN, 0}};
-        poll(p, 2, 20);
-        ssize_t n = recv(dst, in + got, TOTAL - got, MSG_DONTWAIT);
-        if (n > 0) {
-            got += (size_t)n;
-            quiet = 0;
-        } else if (!(p[1].revents & POLLIN)) {
-            quiet++; /* neither bytes nor an event for the loop */
-        }
-    }
-    assert_int_equal(got, TOTAL);
+    assert_int_equal(fx_read_until_quiet(&f, dst, in, TOTAL), TOTAL);
     for (size_t i = 0; i < TOTAL; i++)
         assert_int_equal(in[i], 'a' + (int)(i / SEG) % 26);
     free(in);
@@ -349,21 +327,7 @@ static void test_urgent_data_passes(void **state)
     assert_int_equal(send(cli, "X", 1, MSG_OOB), 1);
     assert_int_equal(send(cli, "defgh", 5, 0), 5);
     char in[16];
-    size_t got = 0;
-    int quiet = 0;
-    while (got < 9 && quiet < 50) {
-        uv_run(&f.w.loop, UV_RUN_NOWAIT);
-        struct pollfd p[2] = {{dst, POLLIN, 0}, {uv_backend_fd(&f.w.loop), POLLIN, 0}};
-        poll(p, 2, 20);
-        ssize_t n = recv(dst, in + got, sizeof in - got, MSG_DONTWAIT);
-        if (n > 0) {
-            got += (size_t)n;
-            quiet = 0;
-        } else if (!(p[1].revents & POLLIN)) {
-            quiet++;
-        }
-    }
-    assert_int_equal(got, 9);
+    assert_int_equal(fx_read_until_quiet(&f, dst, in, 9), 9);
     assert_memory_equal(in, "abcXdefgh", 9);
     both_ways(&f, cli, dst); /* and splicing goes on past the mark */
     shutdown(cli, SHUT_WR);
