@@ -12,7 +12,8 @@
  * resolver answers or gives up, and the pool is the one connect's names and host->work
  * (upload's disk writes) share: so a listener also has at most half of the lookups libuv
  * runs at once (udp_assoc_resolve_cap) resolving for datagrams, whatever its associations
- * and their queues add up to; past that a datagram to a name is refused (-EBUSY) at once.
+ * and their queues add up to, and all the worker's listeners together no more than that
+ * half either; past that a datagram to a name is refused (-EBUSY) at once.
  *
  * What the plugin holds is not the socket's address but a handle: a slot of a per-process
  * table and that slot's generation, packed into the pointer (never 0). A handle whose socket
@@ -393,6 +394,14 @@ static unsigned udp_assoc_resolve_cap(worker_t *w)
     return share / 2 ? share / 2 : 1;
 }
 
+/* And all the worker's listeners together: half of libuv's slow-request bound, at least 1,
+ * or several UDP listeners' caps would add up to every lookup libuv runs. */
+static unsigned udp_assoc_resolve_cap_worker(worker_t *w)
+{
+    unsigned slow = (w->pool_size + 1) / 2;
+    return slow / 2 ? slow / 2 : 1;
+}
+
 static int allowed(dgram_t *d, berth_connect_allow_cb allow, void *arg, const struct sockaddr *sa)
 {
     if (allow == NULL)
@@ -414,8 +423,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         d->resolves = r->next;
     if (r->next)
         r->next->prev = r->prev;
-    assert(r->l->dgram_resolving > 0);
+    assert(r->l->dgram_resolving > 0 && r->l->w->dgram_resolving > 0);
     r->l->dgram_resolving--;
+    r->l->w->dgram_resolving--;
     d->queued--;
     d->pending--;
     if (status == 0 && !d->closing) {
@@ -483,7 +493,9 @@ int udp_assoc_send(berth_dgram_t *hd, const char *host, uint16_t port, const voi
     if (d->queued >= d->max_queued)
         return -ENOBUFS;
     berth_listener_t *l = conn_listener(d->c);
-    if (l->dgram_resolving >= udp_assoc_resolve_cap(conn_worker(d->c)))
+    worker_t *w = conn_worker(d->c);
+    if (l->dgram_resolving >= udp_assoc_resolve_cap(w) ||
+        w->dgram_resolving >= udp_assoc_resolve_cap_worker(w))
         return -EBUSY;
     resolve_t *r = malloc(sizeof *r + len);
     if (r == NULL)
@@ -515,6 +527,7 @@ int udp_assoc_send(berth_dgram_t *hd, const char *host, uint16_t port, const voi
         r->next->prev = r;
     d->resolves = r;
     l->dgram_resolving++;
+    w->dgram_resolving++;
     d->queued++;
     d->pending++;
     return 0;

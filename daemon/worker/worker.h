@@ -89,6 +89,8 @@ typedef struct worker {
     char *readbuf;
     size_t readbuf_size;
     io_loop_t io; /* conn.c's sockets: io.h */
+    /* udp_assoc.c's: lookups for datagrams in flight, all listeners together */
+    unsigned dgram_resolving;
 } worker_t;
 
 /* Run a worker to its end; returns the process exit status. */

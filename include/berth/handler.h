@@ -394,7 +394,8 @@ typedef struct berth_host {
      * `allow` refused a literal address, -ENOBUFS when max_queued are already waiting,
      * -EBUSY when the listener's lookups in flight for datagrams (every socket of every
      * conn of it, in this worker) are at the host's cap, half the listener's share of the
-     * thread pool, so names that never resolve cannot hold every thread work() needs,
+     * thread pool (and the worker's listeners together at half of its lookups), so names
+     * that never resolve cannot hold every thread work() needs,
      * -EAGAIN when the socket's buffer is full (the datagram is dropped, as UDP may),
      * -EAFNOSUPPORT when the socket's family cannot reach the address, -EINVAL for a NULL
      * `d` or `host`, port 0 or more than 65507 bytes, -EPIPE when `d` has closed or its conn
