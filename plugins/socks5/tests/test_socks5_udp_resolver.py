@@ -131,10 +131,14 @@ class ResolverCapTest(DaemonTestCase):
         self.echo = UdpEcho(prefix=None)  # a sink: datagrams are only counted
         self.addCleanup(self.echo.close)
         self.addCleanup(TcpEcho(port=self.echo.port).close)  # CONNECT's destination
-        self.d = self.daemon("[socks]\nprotocol = tcp\naddress = 127.0.0.1:0\nhandler = socks5\n"
-                             "allow_dest = 127.0.0.0/8\nudp = on\n", wait=True,
+        # Two UDP listeners: the cap holds for the worker's listeners together, not only
+        # for each (with POOL threads each listener's own cap is CAP too).
+        section = ("protocol = tcp\naddress = 127.0.0.1:0\nhandler = socks5\n"
+                   "allow_dest = 127.0.0.0/8\nudp = on\n")
+        self.d = self.daemon("[socks]\n" + section + "[socks2]\n" + section, wait=True,
                              env={"UV_THREADPOOL_SIZE": str(POOL)})
         self.port = self.d.port("socks")
+        self.port2 = self.d.port("socks2")
 
     def tearDown(self):
         # Lookups still held would keep pool threads, and the worker, from ending.
@@ -142,14 +146,14 @@ class ResolverCapTest(DaemonTestCase):
             self.dns.release()
         super().tearDown()
 
-    def greet(self):
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)
+    def greet(self, port=None):
+        s = socket.create_connection(("127.0.0.1", port or self.port), timeout=IO_TIMEOUT)
         self.addCleanup(s.close)
         greet(s)
         return s
 
-    def associate(self):
-        s = self.greet()
+    def associate(self, port=None):
+        s = self.greet(port)
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         u.bind(("127.0.0.1", 0))
         self.addCleanup(u.close)
@@ -170,14 +174,15 @@ class ResolverCapTest(DaemonTestCase):
 
     def test_names_that_never_resolve_leave_threads_for_connect(self):
         a, ua, relay_a = self.associate()
-        b, ub, relay_b = self.associate()
+        b, ub, relay_b = self.associate(self.port2)  # the other listener
         n = 10  # well past CAP, well under udp_queue (16): every drop here is the cap's
         for i in range(n):
             ua.sendto(udp_header("slow%d.test" % i, self.echo.port) + b"x", relay_a)
         self.handled(ua, relay_a, b"a-done")
         # Lookups in flight: exactly CAP names reach the server, and stay unanswered.
         wait_until(lambda: len(self.dns.seen("slow")) >= CAP, what="the first lookups")
-        # Another association of the listener shares the cap: all of its names dropped.
+        # An association of the other listener shares the worker's cap: all of its names
+        # are dropped.
         for i in range(3):
             ub.sendto(udp_header("other%d.test" % i, self.echo.port) + b"y", relay_b)
         self.handled(ub, relay_b, b"b-done")
