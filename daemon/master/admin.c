@@ -539,16 +539,37 @@ static void on_refused_closed(uv_handle_t *h)
 
 /* Out of memory for a client: libuv has accept()ed it already and polls the server again
  * only once it is taken, so take it into a handle of our own and close it, or the admin
- * socket would stop answering for good. */
-static void drop_client(admin_t *a, uv_stream_t *server)
+ * socket would stop answering for good. While that handle is still closing (a second
+ * client in the same turn), the server waits, untaken, for its close callback to take it;
+ * admin_stop forgets a waiting server. */
+static uv_pipe_t drop;
+static admin_t *drop_waiting;
+
+static void drop_take(admin_t *a);
+
+static void on_drop_closed(uv_handle_t *h)
 {
-    static uv_pipe_t drop;
+    (void)h;
+    admin_t *a = drop_waiting;
+    drop_waiting = NULL;
+    if (a != NULL)
+        drop_take(a);
+}
+
+static void drop_take(admin_t *a)
+{
+    uv_pipe_init(a->loop, &drop, 0);
+    uv_accept((uv_stream_t *)&a->server, (uv_stream_t *)&drop);
+    uv_close((uv_handle_t *)&drop, on_drop_closed);
+}
+
+static void drop_client(admin_t *a)
+{
     log_warn("admin: out of memory for a client; closing it");
     if (drop.loop != NULL && uv_is_closing((uv_handle_t *)&drop))
-        return; /* the previous one is still closing: the next turn takes this one */
-    uv_pipe_init(a->loop, &drop, 0);
-    uv_accept(server, (uv_stream_t *)&drop);
-    uv_close((uv_handle_t *)&drop, NULL);
+        drop_waiting = a; /* libuv offers this server nothing more until it is taken */
+    else
+        drop_take(a);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -563,7 +584,7 @@ static void on_connection(uv_stream_t *server, int status)
     } else if (a->nclients >= a->max_clients) {
         uv_pipe_t *p = malloc(sizeof *p);
         if (p == NULL) {
-            drop_client(a, server);
+            drop_client(a);
             return;
         }
         uv_pipe_init(a->loop, p, 0);
@@ -574,7 +595,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     admin_client_t *c = calloc(1, sizeof *c);
     if (c == NULL) {
-        drop_client(a, server);
+        drop_client(a);
         return;
     }
     c->a = a;
@@ -678,6 +699,8 @@ void admin_stop(admin_t *a)
     if (a == NULL || !a->server_init)
         return;
     a->server_init = 0;
+    if (drop_waiting == a)
+        drop_waiting = NULL; /* its waiting client goes with the server */
     /* The pipe owns the descriptor and closes it; the path is ours to remove. */
     uv_close((uv_handle_t *)&a->server, on_server_closed);
     a->sock.fd = -1;

@@ -276,6 +276,49 @@ static void refuse_logged(metrics_t *m)
     m->refused_log_at = now ? now : 1;
 }
 
+/* Out of memory for a client: libuv has accept()ed it already and polls the server again
+ * only once it is taken, so take it into a handle of our own and close it, or /metrics
+ * would stop for good. While that handle is still closing (a second client in the same
+ * turn), the server waits, untaken, for its close callback to take it; server_close
+ * forgets a waiting server. */
+static union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+} drop;
+static metrics_t *drop_waiting;
+
+static void drop_take(metrics_t *m);
+
+static void on_drop_closed(uv_handle_t *h)
+{
+    (void)h;
+    metrics_t *m = drop_waiting;
+    drop_waiting = NULL;
+    if (m != NULL)
+        drop_take(m);
+}
+
+static void drop_take(metrics_t *m)
+{
+    if (m->server.handle.type == UV_NAMED_PIPE)
+        uv_pipe_init(m->loop, &drop.pipe, 0);
+    else
+        uv_tcp_init(m->loop, &drop.tcp);
+    uv_accept(&m->server.stream, &drop.stream);
+    uv_close(&drop.handle, on_drop_closed);
+}
+
+static void drop_client(metrics_t *m)
+{
+    log_warn("metrics: out of memory for a client; closing it");
+    if (drop.handle.loop != NULL && uv_is_closing(&drop.handle))
+        drop_waiting = m; /* libuv offers this server nothing more until it is taken */
+    else
+        drop_take(m);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     metrics_t *m = server->data;
@@ -284,23 +327,7 @@ static void on_connection(uv_stream_t *server, int status)
     int unix_sock = server->type == UV_NAMED_PIPE;
     metrics_client_t *c = calloc(1, sizeof *c);
     if (c == NULL) {
-        /* libuv has accept()ed it already and polls the server again only once it is taken:
-         * take it into a handle of our own and close it, or /metrics would stop for good. */
-        static union {
-            uv_handle_t handle;
-            uv_stream_t stream;
-            uv_tcp_t tcp;
-            uv_pipe_t pipe;
-        } drop;
-        log_warn("metrics: out of memory for a client; closing it");
-        if (drop.handle.loop != NULL && uv_is_closing(&drop.handle))
-            return; /* the previous one is still closing: the next turn takes it */
-        if (unix_sock)
-            uv_pipe_init(m->loop, &drop.pipe, 0);
-        else
-            uv_tcp_init(m->loop, &drop.tcp);
-        uv_accept(server, &drop.stream);
-        uv_close(&drop.handle, NULL);
+        drop_client(m);
         return;
     }
     c->m = m;
@@ -344,6 +371,13 @@ static void server_closed(uv_handle_t *h)
     settle(m);
 }
 
+static void server_close(metrics_t *m)
+{
+    if (drop_waiting == m)
+        drop_waiting = NULL; /* its waiting client goes with the server */
+    uv_close(&m->server.handle, server_closed);
+}
+
 metrics_t *metrics_open(uv_loop_t *loop, const struct sockaddr *addr, socklen_t addrlen,
                         const stats_t *stats, char *err, size_t errlen)
 {
@@ -381,7 +415,7 @@ metrics_t *metrics_open(uv_loop_t *loop, const struct sockaddr *addr, socklen_t 
                 snprintf(err, errlen, "%s", why);
                 m->path[0] = '\0';
                 m->closing = 1;
-                uv_close(&m->server.handle, server_closed);
+                server_close(m);
                 return NULL;
             }
             free(ls.address);
@@ -405,7 +439,7 @@ metrics_t *metrics_open(uv_loop_t *loop, const struct sockaddr *addr, socklen_t 
     if (rc) {
         snprintf(err, errlen, "%s", uv_strerror(rc));
         m->closing = 1;
-        uv_close(&m->server.handle, server_closed);
+        server_close(m);
         return NULL;
     }
     return m;
@@ -463,7 +497,7 @@ metrics_t *metrics_adopt(uv_loop_t *loop, int fd, const stats_t *stats, char *er
         snprintf(err, errlen, "%s", uv_strerror(rc));
         m->path[0] = '\0'; /* not removed: a failed adoption leaves it to whoever goes on */
         m->closing = 1;
-        uv_close(&m->server.handle, server_closed);
+        server_close(m);
         return NULL;
     }
     return m;
@@ -491,7 +525,7 @@ int metrics_pause(metrics_t *m, void (*quiet)(void *arg), void *arg)
         return -errno;
     m->quiet = quiet;
     m->quiet_arg = arg;
-    uv_close(&m->server.handle, server_closed);
+    server_close(m);
     return 0;
 }
 
@@ -519,7 +553,7 @@ int metrics_resume(metrics_t *m)
     }
     if (rc) {
         log_error("metrics: cannot listen again after the upgrade failed: %s", uv_strerror(rc));
-        uv_close(&m->server.handle, server_closed);
+        server_close(m);
     }
     return rc;
 }
@@ -560,5 +594,5 @@ void metrics_close(metrics_t *m)
     if (m->paused_fd >= 0 && !m->server_open)
         settle(m); /* paused: the handle is closed already (freed now or by the last client) */
     else if (!uv_is_closing(&m->server.handle))
-        uv_close(&m->server.handle, server_closed);
+        server_close(m);
 }
