@@ -20,7 +20,8 @@
  * has closed (by dgram_close, or because its conn began to end) is found nowhere, so every
  * later call with it, even after the conn and its memory are gone, gets -EPIPE and touches
  * nothing freed; a slot reused by another socket has a new generation, so an old handle
- * never reaches a socket of someone else (until the slot has been reused 2^32 times).
+ * never reaches a socket of someone else (until the slot has been reused 2^32 times,
+ * 2^16 on a 32-bit system, where a pointer has half the bits to pack them in).
  */
 #include <arpa/inet.h>
 #include <assert.h>
