@@ -59,14 +59,16 @@ struct berth_conn {
     conn_kind_t kind;
     unsigned setup_called : 1, closing : 1, closed : 1, eof : 1, shut_wr : 1, host_paused : 1,
         reading : 1, lingering : 1, handle_init : 1, finished : 1, handled : 1, counted : 1,
-        watch_read : 1, ending_hooks : 1, queue : 2, connecting : 1, nodelay_due : 1, sent : 1;
+        watch_read : 1, ending_hooks : 1, queue : 2, nodelay_due : 1, sent : 1;
     /* The socket's state as the edge-triggered set last said it (io.h): input may be waiting
      * (cleared only by a read that found the socket dry), a short read no longer proves it
-     * dry (an EOF, an error or urgent data was seen: read on to EAGAIN), output has room; the
+     * dry (an EOF, an error or urgent data was seen: read on to EAGAIN); the
      * socket is closed and the close not yet finished; a half-close waits for the write queue; a
-     * connect completed inside connect() itself; TCP. */
-    unsigned readable : 1, short_not_dry : 1, writable : 1, io_closing : 1, shut_pending : 1,
-        connect_now : 1, is_tcp : 1, urgent : 1;
+     * connect completed inside connect() itself; TCP; urgent data was seen. Output needs no
+     * flag: a queue that waits is flushed at the next output edge (a short send leaves the
+     * kernel owing one). */
+    unsigned readable : 1, short_not_dry : 1, io_closing : 1, shut_pending : 1, connect_now : 1,
+        is_tcp : 1, urgent : 1;
     socklen_t peerlen, locallen;
     /* Addresses: an IP peer inline; a named unix peer and the local address (asked for
      * rarely) on the heap, so an idle conn stays small. */
@@ -525,14 +527,9 @@ static void hooks_on_close(berth_conn_t *c)
 
 #define READS_PER_EVENT 16 /* then the rest waits its turn behind other sockets */
 
-static worker_t *conn_w(const berth_conn_t *c)
-{
-    return c->w;
-}
-
 static void conn_post(berth_conn_t *c)
 {
-    io_post(&conn_w(c)->io, &c->io);
+    io_post(&c->w->io, &c->io);
 }
 
 /* The input ended or failed: what on_read did with libuv's UV_EOF and errors. */
@@ -1047,7 +1044,6 @@ int conn_connect(berth_conn_t *c, conn_connect_cb cb, void *arg)
         conn_unref(c);
         return rc;
     }
-    c->connecting = 1;
     c->connect_cb = cb;
     c->connect_arg = arg;
     if (now) {
@@ -1075,7 +1071,6 @@ static void conn_connect_report(berth_conn_t *c, unsigned events)
         else if (!(events & IO_OUT))
             status = -ECONNREFUSED;
     }
-    c->writable = status == 0;
     conn_connect_cb cb = c->connect_cb;
     c->connect_cb = NULL;
     cb(c, c->connect_arg, status);
@@ -1083,7 +1078,6 @@ static void conn_connect_report(berth_conn_t *c, unsigned events)
 
 void conn_connect_done(berth_conn_t *c)
 {
-    c->connecting = 0;
     conn_update_reading(c); /* from here it reads only for a hook that takes its input */
 }
 
@@ -1171,10 +1165,8 @@ static void conn_flush(berth_conn_t *c)
         if (sent < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                c->writable = 0;
-                return;
-            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return; /* the socket's next output edge flushes again */
             conn_write_failed(c, errno);
             return;
         }
@@ -1229,7 +1221,6 @@ static void conn_io_cb(io_t *io, unsigned events)
         return;
     }
     if (events & (IO_OUT | IO_ERR | IO_HUP)) {
-        c->writable = 1;
         if (c->wq_head)
             conn_flush(c);
     }
@@ -1284,7 +1275,6 @@ int conn_write_wire(berth_conn_t *c, const void *data, size_t len)
         }
         if (off == len)
             return 0;
-        c->writable = 0; /* short or refused: the socket is full until it says otherwise */
     }
     write_req_t *r = malloc(sizeof *r + (len - off));
     if (r == NULL)
